@@ -1,0 +1,5 @@
+"""`python -m fermion` is the `fermion` command."""
+
+from fermion.cli import main
+
+main()

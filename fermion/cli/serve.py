@@ -1,0 +1,137 @@
+"""`fermion serve SOURCE`: serve a Service (or a model source) over HTTP."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from typing import Annotated, Any
+
+import typer
+
+from fermion.cli.app import app, fail, out
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mi": 1024**2,
+          "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """`16MiB`, `10MB`, `1048576` → bytes."""
+    match = _SIZE.match(text)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"{text!r} is not a size; write bytes or a number with a unit, like 16MiB or 10MB")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def _example_call(service: Any, base: str) -> tuple[str, str] | None:
+    """A curl line and a Python line for the service's first endpoint."""
+    from fermion.schema import example_value
+    from fermion.serving.openapi import build_openapi
+
+    doc = build_openapi(service)
+    components = doc["components"]["schemas"]
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            meta = op.get("x-fermion")
+            if not meta or meta["files"]:
+                continue
+            name = meta["endpoint"]
+            if method == "get":
+                args = {p["name"]: example_value(p["schema"], components) for p in op.get("parameters", []) if p["required"]}
+                query = "&".join(f"{k}={v}" for k, v in args.items())
+                curl = f"curl {shlex.quote(base + path + ('?' + query if query else ''))}"
+            else:
+                schema = op["requestBody"]["content"]["application/json"]["schema"]
+                args = example_value(schema, components) or {}
+                flags = "-N " if meta["stream"] else ""
+                curl = f"curl {flags}{base}{path} -H 'content-type: application/json' -d {shlex.quote(json.dumps(args))}"
+            py_args = ", ".join(f"{k}={v!r}" for k, v in args.items())
+            call = f"for item in client.{name}({py_args}): print(item)" if meta["stream"] else f"print(client.{name}({py_args}))"
+            return curl, f'from fermion import Client; client = Client("{base}"); {call}'
+    return None
+
+
+def print_banner(service: Any, source: str, host: str, port: int, workers: int) -> None:
+    from fermion._version import __version__
+
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    base = f"http://{shown_host}:{port}"
+    name = type(service).service_name()
+    lines = [
+        f"[bold]Fermion {__version__}[/] · serving [bold cyan]{name}[/] from {source}"
+        + (f" with {workers} workers" if workers > 1 else ""),
+        f"  API     {base}",
+        f"  Docs    {base}/docs",
+    ]
+    example = _example_call(service, base)
+    if example:
+        lines.append(f"  Try it  {example[0]}")
+        lines.append(f"  Python  {example[1]}")
+    lines.append("  Health  " + f"{base}/readyz · metrics {base}/metrics · stop with Ctrl+C")
+    for line in lines:
+        out.print(line, markup=True)
+
+
+@app.command()
+def serve(
+    source: Annotated[str, typer.Argument(help="app.py:MyService, app.py, py:app.py:MyService or package.module:MyService.")],
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 for all).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes sharing the port; each runs setup().")] = 1,
+    timeout: Annotated[float | None, typer.Option(help="Default endpoint timeout in seconds (504 after it).")] = None,
+    max_body_size: Annotated[str | None, typer.Option(help="Largest request body, e.g. 16MiB (413 beyond).")] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="Default concurrent requests per endpoint.")] = None,
+    max_queue: Annotated[int | None, typer.Option(help="Requests that may wait per endpoint before 429.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Threads running blocking endpoint code, per worker.")] = None,
+    compute_threads: Annotated[int | None, typer.Option(help="torch/BLAS threads per worker (default: cores ÷ workers).")] = None,
+    graceful_timeout: Annotated[float | None, typer.Option(help="Seconds in-flight requests get after SIGTERM.")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+) -> None:
+    """Serve SOURCE over HTTP with docs, health, metrics, batching and limits."""
+    from fermion.serving.config import ServeConfig
+    from fermion.serving.server import (
+        BindError,
+        bind_socket,
+        configure_logging,
+        limit_compute_threads_env,
+        run_replica,
+        run_workers,
+    )
+    from fermion.sources import SourceError, load_service
+
+    try:
+        config = ServeConfig.from_env(
+            host=host,
+            port=port,
+            workers=workers,
+            timeout=timeout,
+            max_body_size=parse_size(max_body_size) if max_body_size else None,
+            max_concurrency=max_concurrency,
+            max_queue=max_queue,
+            threads=threads,
+            compute_threads=compute_threads,
+            graceful_timeout=graceful_timeout,
+            log_level=log_level,
+            access_log=access_log or None,
+        )
+    except ValueError as exc:
+        fail(str(exc), 2)
+    configure_logging(config.log_level)
+    limit_compute_threads_env(config)
+    try:
+        service = load_service(source)
+    except SourceError as exc:
+        fail(str(exc), 2)
+    try:
+        sock = bind_socket(config.host, config.port)
+    except BindError as exc:
+        fail(str(exc), 2)
+    config.port = sock.getsockname()[1]
+    print_banner(service, source, config.host, config.port, config.workers)
+    if config.workers > 1:
+        code = run_workers(source, config, sock)
+    else:
+        code = run_replica(service, config, sock)
+    raise typer.Exit(code)

@@ -1,0 +1,255 @@
+"""The ASGI application of one replica: endpoint routes plus health, readiness, metrics and docs.
+
+Routing is a dictionary lookup on the path; each endpoint's work lives in `EndpointRuntime`.
+setup() runs in a thread after the server starts listening, so /healthz and /readyz answer
+(and /readyz says 503) while a model loads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import mimetypes
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+
+from fermion.service import Service
+from fermion.serving.config import ServeConfig
+from fermion.serving.http import JSON_TYPE, HTTPError, new_request_id, send_bytes, send_error
+from fermion.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from fermion.serving.metrics import ReplicaMetrics
+from fermion.serving.openapi import build_openapi, docs_page, swagger_assets_dir
+from fermion.serving.runtime import EndpointRuntime
+
+log = logging.getLogger("fermion.serving")
+
+STARTING, READY, FAILED, STOPPING = "starting", "ready", "failed", "stopping"
+
+
+class ReplicaApp:
+    """Serve one Service instance over ASGI."""
+
+    def __init__(self, service: Service, config: ServeConfig | None = None) -> None:
+        self.service = service
+        self.service_cls = type(service)
+        self.config = config or ServeConfig()
+        self.state = STARTING
+        self.setup_error: BaseException | None = None
+        #: Called (on the event loop) if setup() raises; the server uses it to exit non-zero.
+        self.on_setup_failed: Callable[[BaseException], None] | None = None
+        #: Called (on the event loop) once setup() has finished.
+        self.on_ready: Callable[[], None] | None = None
+        self._created = time.monotonic()
+        #: Listen (and answer /readyz with 503) while setup() runs. Worker processes that share a
+        #: port turn this off, so that only workers that finished setup() take connections.
+        self.accept_before_ready = True
+        self.metrics = ReplicaMetrics()
+        self.executor = ThreadPoolExecutor(self.config.threads, thread_name_prefix="fermion-endpoint")
+        self.routes: dict[str, dict[str, EndpointRuntime]] = {}
+        self.runtimes: list[EndpointRuntime] = []
+        for ep in self.service_cls.endpoints():
+            runtime = EndpointRuntime(service, ep, self.config, self.executor, self.metrics.for_endpoint(ep.name), self._is_ready)
+            self.routes.setdefault(ep.path, {})[ep.method] = runtime
+            self.runtimes.append(runtime)
+        self._openapi: bytes | None = None
+        self._assets = swagger_assets_dir()
+        self._ready_event = threading.Event()
+        self._system = {
+            "/healthz": self._healthz,
+            "/readyz": self._readyz,
+            "/metrics": self._metrics,
+            "/openapi.json": self._openapi_json,
+            "/docs": self._docs,
+            "/": self._index,
+        }
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _is_ready(self) -> bool:
+        return self.state == READY
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until setup() has finished (for embedding the app in tests or other servers)."""
+        return self._ready_event.wait(timeout)
+
+    async def startup(self) -> None:
+        """Run setup() without blocking the loop, then take traffic."""
+        try:
+            if inspect.iscoroutinefunction(self.service.setup):
+                await self.service.setup()
+            else:
+                await asyncio.to_thread(self.service.setup)
+        except BaseException as exc:  # noqa: BLE001 - any failure of user code must be reported
+            self.state = FAILED
+            self.setup_error = exc
+            debug = log.isEnabledFor(logging.DEBUG)
+            log.error(
+                "setup() of %s raised %s: %s%s",
+                self.service_cls.service_name(),
+                type(exc).__name__,
+                exc,
+                "" if debug else " (--log-level debug shows the traceback)",
+                exc_info=exc if debug else None,
+            )
+            if self.on_setup_failed is not None:
+                self.on_setup_failed(exc)
+            return
+        _limit_compute_threads(self.config.effective_compute_threads())
+        self.state = READY
+        self.metrics.ready.set(1)
+        self._ready_event.set()
+        log.info("%s ready in %.2f s (pid %d)", self.service_cls.service_name(), time.monotonic() - self._created, os.getpid())
+        if self.on_ready is not None:
+            self.on_ready()
+
+    async def shutdown(self) -> None:
+        """Stop taking traffic, stop batchers, run teardown()."""
+        self.state = STOPPING
+        self.metrics.ready.set(0)
+        for runtime in self.runtimes:
+            if runtime.batcher is not None:
+                await runtime.batcher.close()
+        try:
+            if inspect.iscoroutinefunction(self.service.teardown):
+                await self.service.teardown()
+            else:
+                await asyncio.to_thread(self.service.teardown)
+        except Exception:
+            log.exception("teardown() of %s raised", self.service_cls.__name__)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- ASGI -------------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            methods = self.routes.get(path)
+            if methods is not None:
+                runtime = methods.get(scope["method"])
+                if runtime is not None:
+                    await runtime(scope, receive, send)
+                else:
+                    allowed = ", ".join(sorted(methods))
+                    await send_error(
+                        send,
+                        HTTPError(405, f"{path} accepts {allowed}, not {scope['method']}", headers=[(b"allow", allowed.encode())]),
+                        new_request_id(),
+                    )
+                return
+            system = self._system.get(path)
+            if system is not None:
+                await system(scope, receive, send)
+            elif path.startswith("/docs/static/"):
+                await self._asset(path[len("/docs/static/") :], send)
+            else:
+                known = ", ".join(f"{m} {p}" for p, ms in self.routes.items() for m in ms) or "none"
+                await send_error(send, HTTPError(404, f"no endpoint at {path}; this service has: {known}"), new_request_id())
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        setup_task: asyncio.Task[None] | None = None
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if self.accept_before_ready:
+                    setup_task = asyncio.create_task(self.startup(), name="fermion-setup")
+                else:
+                    await self.startup()
+                    if self.state == FAILED:
+                        await send({"type": "lifespan.startup.failed", "message": str(self.setup_error)})
+                        return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if setup_task is not None and not setup_task.done():
+                    setup_task.cancel()
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- system endpoints -------------------------------------------------------------------
+
+    async def _json(self, send: Any, status: int, value: Any) -> None:
+        await send_bytes(send, status, orjson.dumps(value), [JSON_TYPE])
+
+    async def _healthz(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await self._json(send, 200, {"status": "ok"})
+
+    async def _readyz(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self.state == READY:
+            await self._json(send, 200, {"status": READY})
+            return
+        body: dict[str, Any] = {"status": self.state}
+        if self.setup_error is not None:
+            body["error"] = f"setup() raised {type(self.setup_error).__name__}: {self.setup_error}"
+        await self._json(send, 503, body)
+
+    def refresh_gauges(self) -> None:
+        """Copy live counters into the in-flight and queue-depth gauges."""
+        for runtime in self.runtimes:
+            runtime.metrics.in_flight.set(runtime.active)
+            runtime.metrics.queue_depth.set(runtime.waiting)
+
+    async def _metrics(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.refresh_gauges()
+        await send_bytes(send, 200, self.metrics.render(), [(b"content-type", METRICS_CONTENT_TYPE.encode())])
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document of the service."""
+        return build_openapi(self.service_cls)
+
+    async def _openapi_json(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self._openapi is None:
+            self._openapi = orjson.dumps(self.openapi())
+        await send_bytes(send, 200, self._openapi, [JSON_TYPE])
+
+    async def _docs(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        prefix = scope.get("root_path", "")
+        assets = f"{prefix}/docs/static" if self._assets else None
+        page = docs_page(f"{prefix}/openapi.json", self.service_cls.service_name(), assets)
+        await send_bytes(send, 200, page.encode(), [(b"content-type", b"text/html; charset=utf-8")])
+
+    async def _index(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await self._json(
+            send,
+            200,
+            {
+                "service": self.service_cls.service_name(),
+                "status": self.state,
+                "endpoints": [{"name": r.name, "method": r.ep.method, "path": r.ep.path} for r in self.runtimes],
+                "docs": "/docs",
+                "openapi": "/openapi.json",
+            },
+        )
+
+    async def _asset(self, name: str, send: Any) -> None:
+        if self._assets is None or "/" in name or name.startswith("."):
+            await send_error(send, HTTPError(404, "no such file"), new_request_id())
+            return
+        path = os.path.join(self._assets, name)
+        if not os.path.isfile(path):
+            await send_error(send, HTTPError(404, f"no such file: {name}"), new_request_id())
+            return
+        with open(path, "rb") as fh:
+            data = fh.read()
+        ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        await send_bytes(send, 200, data, [(b"content-type", ctype.encode()), (b"cache-control", b"public, max-age=86400")])
+
+
+def _limit_compute_threads(threads: int) -> None:
+    """Cap torch's intra-op threads if the service loaded torch (env vars cover BLAS/OpenMP)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            torch.set_num_threads(threads)
+        except Exception:  # pragma: no cover - torch refused; keep its default
+            log.debug("could not set torch threads", exc_info=True)

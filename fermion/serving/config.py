@@ -1,0 +1,89 @@
+"""Settings of one replica: limits, timeouts, threads. Every field can come from a `FERMION_*` variable."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (respects taskset/cgroup affinity)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class ServeConfig:
+    """How a replica serves its Service. Defaults suit one model on a small machine."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    #: Largest request body accepted, in bytes; larger bodies get 413 and are not read.
+    max_body_size: int = 16 * 1024 * 1024
+    #: Default per-endpoint timeout in seconds (504 after it); `@endpoint(timeout=...)` overrides.
+    timeout: float = 60.0
+    #: Default requests running at once per endpoint; `None`: `threads` for sync code, 256 for async.
+    max_concurrency: int | None = None
+    #: Default requests waiting per endpoint beyond those running; when full, 429.
+    max_queue: int = 512
+    #: Threads that run blocking (sync) endpoint code, per worker.
+    threads: int = 8
+    #: Threads for torch/BLAS per worker; `None`: cores ÷ workers, at least 1.
+    compute_threads: int | None = None
+    #: Seconds in-flight requests get to finish after SIGTERM.
+    graceful_timeout: float = 30.0
+    log_level: str = "info"
+    access_log: bool = False
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ServeConfig:
+        """Defaults, then `FERMION_<FIELD>` variables, then explicit (non-None) overrides."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = os.environ.get(f"FERMION_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, str(f.type), raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Reject values that cannot work, naming the setting."""
+        checks = [
+            ("workers", self.workers >= 1),
+            ("max_body_size", self.max_body_size >= 1),
+            ("timeout", self.timeout > 0),
+            ("max_queue", self.max_queue >= 0),
+            ("threads", self.threads >= 1),
+            ("graceful_timeout", self.graceful_timeout >= 0),
+            ("port", 0 <= self.port <= 65535),
+            ("max_concurrency", self.max_concurrency is None or self.max_concurrency >= 1),
+            ("compute_threads", self.compute_threads is None or self.compute_threads >= 1),
+        ]
+        for name, ok in checks:
+            if not ok:
+                raise ValueError(f"invalid {name}={getattr(self, name)!r}")
+
+    def effective_compute_threads(self) -> int:
+        """Torch/BLAS threads for each worker so that workers × threads ≤ cores."""
+        if self.compute_threads is not None:
+            return self.compute_threads
+        return max(1, cpu_count() // self.workers)
+
+
+def _parse(name: str, type_name: str, raw: str) -> Any:
+    try:
+        if "bool" in type_name:
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if "int" in type_name:
+            return int(raw)
+        if "float" in type_name:
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"FERMION_{name.upper()}={raw!r} is not a valid {type_name}") from None
+    return raw

@@ -1,0 +1,237 @@
+"""Low-level ASGI helpers: bounded body reading, form parsing, JSON and error responses."""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from fermion.types import File
+
+Headers = list[tuple[bytes, bytes]]
+JSON_TYPE = (b"content-type", b"application/json")
+
+
+class HTTPError(Exception):
+    """An error answer: status, a message for people, optional field details and headers."""
+
+    def __init__(self, status: int, message: str, *, detail: list[dict[str, Any]] | None = None, headers: Headers | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.detail = detail
+        self.headers = headers or []
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its answer was ready."""
+
+
+def new_request_id() -> str:
+    return os.urandom(8).hex()
+
+
+def header(scope: dict[str, Any], name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
+async def read_body(scope: dict[str, Any], receive: Any, limit: int) -> bytes:
+    """The whole request body; 413 as soon as it is known to exceed `limit` bytes."""
+    declared = header(scope, b"content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise HTTPError(400, "invalid Content-Length header") from None
+        if size > limit:
+            raise HTTPError(413, f"request body is {size} bytes; the limit is {limit} (raise it with --max-body-size)")
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnected
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise HTTPError(413, f"request body exceeds the limit of {limit} bytes (raise it with --max-body-size)")
+        return body
+    chunks = [body]
+    total = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        total += len(chunk)
+        if total > limit:
+            raise HTTPError(413, f"request body exceeds the limit of {limit} bytes (raise it with --max-body-size)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_query(query: bytes, list_params: frozenset[str]) -> dict[str, Any]:
+    """Query string → fields; repeated keys (and list-typed parameters) become lists."""
+    fields: dict[str, Any] = {}
+    for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if key in list_params:
+            fields.setdefault(key, []).append(value)
+        elif key in fields:
+            previous = fields[key]
+            fields[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            fields[key] = value
+    return fields
+
+
+def _form_value(raw: str, as_json: bool) -> Any:
+    if as_json:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return raw
+    return raw
+
+
+def parse_multipart(content_type: bytes, body: bytes, json_params: frozenset[str]) -> dict[str, Any]:
+    """multipart/form-data → fields: file parts become `File`, other parts strings (JSON where typed)."""
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
+    _, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise HTTPError(400, "multipart/form-data without a boundary: let your HTTP client build the form")
+    parts: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    header_field = bytearray()
+    header_value = bytearray()
+
+    def on_part_begin() -> None:
+        nonlocal current
+        current = {"headers": {}, "data": bytearray()}
+        parts.append(current)
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header_field.extend(data[start:end])
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header_value.extend(data[start:end])
+
+    def on_header_end() -> None:
+        current["headers"][bytes(header_field).lower()] = bytes(header_value)
+        header_field.clear()
+        header_value.clear()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        current["data"].extend(data[start:end])
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_part_data": on_part_data,
+        },
+    )
+    try:
+        parser.write(body)
+        parser.finalize()
+    except Exception as exc:
+        raise HTTPError(400, f"malformed multipart body: {exc}") from None
+    fields: dict[str, Any] = {}
+    for part in parts:
+        disposition, params = parse_options_header(part["headers"].get(b"content-disposition", b""))
+        name = params.get(b"name")
+        if disposition != b"form-data" or name is None:
+            continue
+        key = name.decode("utf-8", "replace")
+        filename = params.get(b"filename")
+        if filename is not None:
+            ctype = part["headers"].get(b"content-type")
+            value: Any = File(
+                bytes(part["data"]),
+                filename=filename.decode("utf-8", "replace"),
+                content_type=ctype.decode("latin-1") if ctype else None,
+            )
+        else:
+            value = _form_value(part["data"].decode("utf-8", "replace"), key in json_params)
+        if key in fields:
+            previous = fields[key]
+            fields[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            fields[key] = value
+    return fields
+
+
+def parse_urlencoded(body: bytes, json_params: frozenset[str]) -> dict[str, Any]:
+    """application/x-www-form-urlencoded → fields."""
+    return {k: _form_value(v, k in json_params) for k, v in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)}
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, File):
+        return base64.b64encode(value.data).decode("ascii")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays of other dtypes, torch tensors
+    if tolist is not None:
+        if hasattr(value, "detach"):
+            value = value.detach().cpu()
+            tolist = value.tolist
+        return tolist()
+    item = getattr(value, "item", None)
+    if item is not None:
+        return item()
+    raise TypeError(f"cannot turn {type(value).__name__} into JSON; return lists, dicts, numbers, strings or pydantic models")
+
+
+_DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def dumps(value: Any) -> bytes:
+    """Serialize an endpoint result: orjson with numpy, pydantic, torch and File support."""
+    return orjson.dumps(value, default=_json_default, option=_DUMPS_OPTIONS)
+
+
+async def send_bytes(send: Any, status: int, body: bytes, headers: Headers) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def error_body(error: HTTPError | str, request_id: str, detail: list[dict[str, Any]] | None = None) -> bytes:
+    if isinstance(error, HTTPError):
+        detail = error.detail
+        error = error.message
+    payload: dict[str, Any] = {"error": error, "request_id": request_id}
+    if detail is not None:
+        payload["detail"] = detail
+    return orjson.dumps(payload)
+
+
+async def send_error(send: Any, error: HTTPError, request_id: str) -> None:
+    headers: Headers = [JSON_TYPE, (b"x-request-id", request_id.encode()), *error.headers]
+    await send_bytes(send, error.status, error_body(error, request_id), headers)
+
+
+def validation_detail(exc: Any) -> list[dict[str, Any]]:
+    """pydantic errors → `[{field, message, type}]` with dotted field paths."""
+    out = []
+    for err in exc.errors(include_url=False, include_context=False, include_input=False):
+        loc = ".".join(str(part) for part in err.get("loc", ()))
+        out.append({"field": loc, "message": err.get("msg", ""), "type": err.get("type", "")})
+    return out
+
+
+def validation_message(detail: list[dict[str, Any]]) -> str:
+    parts = [f"{d['field'] or 'body'}: {d['message']}" for d in detail[:5]]
+    more = f" (and {len(detail) - 5} more)" if len(detail) > 5 else ""
+    return "invalid request: " + "; ".join(parts) + more

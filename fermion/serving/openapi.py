@@ -1,0 +1,176 @@
+"""The OpenAPI 3.1 document of a Service, built from its endpoints' schemas, and the /docs page.
+
+Each endpoint operation carries an `x-fermion` object (endpoint name, stream, batch, files,
+parameter order) that the Python client and the console read to build their calls.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+from typing import TYPE_CHECKING, Any
+
+from fermion._version import __version__
+from fermion.types import FILE_SCHEMA_MARK
+
+if TYPE_CHECKING:
+    from fermion.service import Endpoint, Service
+
+REF = "#/components/schemas/{model}"
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "title": "Error",
+    "properties": {
+        "error": {"type": "string", "description": "What went wrong, for people."},
+        "request_id": {"type": "string"},
+        "detail": {
+            "type": "array",
+            "description": "For 422: one entry per invalid field.",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "field": {"type": "string"},
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        },
+    },
+    "required": ["error"],
+}
+_ERROR_RESPONSES = {
+    "422": "The request does not match the schema; `detail` names each field and the reason.",
+    "429": "The endpoint is at its concurrency limit and its queue is full; retry after `Retry-After` seconds.",
+    "500": "The endpoint raised; the traceback is in the server log under `request_id`.",
+    "503": "The replica is still starting (setup() has not finished) or is shutting down.",
+    "504": "The endpoint did not finish within its timeout.",
+}
+
+
+def _error_ref() -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": REF.format(model="Error")}}}
+
+
+def _is_file_schema(schema: dict[str, Any]) -> bool:
+    if schema.get(FILE_SCHEMA_MARK):
+        return True
+    return any(_is_file_schema(s) for key in ("anyOf", "oneOf") for s in schema.get(key, ()))
+
+
+def _multipart_schema(request_schema: dict[str, Any]) -> dict[str, Any]:
+    schema = copy.deepcopy(request_schema)
+    for name, prop in schema.get("properties", {}).items():
+        if _is_file_schema(prop):
+            schema["properties"][name] = {"type": "string", "format": "binary", "description": prop.get("description", "")}
+    return schema
+
+
+def _operation(ep: Endpoint, components: dict[str, Any], request_ref: dict[str, Any], response_ref: dict[str, Any]) -> dict[str, Any]:
+    schema = ep.schema
+    request_name = request_ref["$ref"].rsplit("/", 1)[-1]
+    request_schema = components.get(request_name, {})
+    op: dict[str, Any] = {
+        "operationId": ep.name,
+        "summary": ep.summary,
+        "tags": list(ep.tags) or ["endpoints"],
+        "x-fermion": {
+            "endpoint": ep.name,
+            "stream": ep.stream,
+            "batch": None
+            if ep.batch is None
+            else {"max_batch_size": ep.batch.max_batch_size, "max_wait_ms": ep.batch.max_wait_ms},
+            "files": list(schema.file_params),
+            "params": [p.name for p in schema.params],
+        },
+    }
+    if ep.description:
+        op["description"] = ep.description
+    if ep.method == "GET":
+        required = set(request_schema.get("required", ()))
+        op["parameters"] = [
+            {"name": name, "in": "query", "required": name in required, "schema": prop}
+            for name, prop in request_schema.get("properties", {}).items()
+        ]
+    else:
+        content: dict[str, Any] = {"application/json": {"schema": request_ref}}
+        if schema.file_params:
+            content["multipart/form-data"] = {"schema": _multipart_schema(request_schema)}
+        op["requestBody"] = {"required": bool(request_schema.get("required")), "content": content}
+    if ep.stream:
+        ok = {
+            "description": "Server-sent events: one `data:` event per item (JSON), then `event: end`.",
+            "content": {"text/event-stream": {"schema": response_ref}},
+        }
+    else:
+        ok = {"description": "Success", "content": {"application/json": {"schema": response_ref}}}
+    op["responses"] = {"200": ok, **{code: {"description": text, "content": _error_ref()} for code, text in _ERROR_RESPONSES.items()}}
+    return op
+
+
+def _system_paths() -> dict[str, Any]:
+    def op(summary: str, content_type: str) -> dict[str, Any]:
+        return {"get": {"summary": summary, "tags": ["system"], "responses": {"200": {"description": "OK", "content": {content_type: {}}}}}}
+
+    paths = {
+        "/healthz": op("Liveness: 200 while the process serves", "application/json"),
+        "/readyz": op("Readiness: 503 until setup() has finished, then 200", "application/json"),
+        "/metrics": op("Prometheus metrics", "text/plain"),
+    }
+    paths["/readyz"]["get"]["responses"]["503"] = {"description": "Still starting, or shutting down"}
+    return paths
+
+
+def build_openapi(service: type[Service] | Service) -> dict[str, Any]:
+    """The OpenAPI document for every endpoint of `service`."""
+    from pydantic.json_schema import models_json_schema
+
+    from fermion.service import Service
+
+    cls = service if isinstance(service, type) else type(service)
+    endpoints = cls.endpoints()
+    models: list[tuple[Any, Any]] = []
+    for ep in endpoints:
+        models.append((ep.schema.request_model, "validation"))
+        models.append((ep.schema.response_model, "serialization"))
+    refs, defs = models_json_schema(models, ref_template=REF) if models else ({}, {})
+    components: dict[str, Any] = dict(defs.get("$defs", {}))
+    components["Error"] = _ERROR_SCHEMA
+    paths: dict[str, Any] = {}
+    for ep in endpoints:
+        request_ref = refs[(ep.schema.request_model, "validation")]
+        response_ref = refs[(ep.schema.response_model, "serialization")]
+        paths.setdefault(ep.path, {})[ep.method.lower()] = _operation(ep, components, request_ref, response_ref)
+    paths.update(_system_paths())
+    info: dict[str, Any] = {"title": cls.service_name(), "version": cls.version}
+    if cls.__doc__ and cls.__doc__ is not Service.__doc__:
+        info["description"] = cls.__doc__.strip()
+    return {
+        "openapi": "3.1.0",
+        "info": info,
+        "paths": paths,
+        "components": {"schemas": components},
+        "x-fermion": {"version": __version__, "service": cls.service_name()},
+    }
+
+
+def docs_page(openapi_url: str, title: str, assets_url: str | None) -> str:
+    """Swagger UI for the service; assets come from the `swagger-ui-bundle` package when installed."""
+    base = assets_url or "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)} · API docs</title>
+<link rel="stylesheet" href="{base}/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="{base}/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({{url: "{openapi_url}", dom_id: "#swagger-ui", deepLinking: true}});</script>
+</body></html>"""
+
+
+def swagger_assets_dir() -> str | None:
+    """Folder of the installed Swagger UI assets, if the optional package is present."""
+    try:
+        import swagger_ui_bundle  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return str(swagger_ui_bundle.swagger_ui_path)

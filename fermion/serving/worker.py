@@ -1,0 +1,34 @@
+"""Entry point of one worker process started by `run_workers`: load the source, serve the shared socket."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+
+from fermion.serving.config import ServeConfig
+from fermion.serving.server import EXIT_USAGE, configure_logging, run_replica
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fermion.serving.worker")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("source")
+    args = parser.parse_args(argv)
+    config = ServeConfig(**json.loads(args.config))
+    configure_logging(config.log_level)
+    from fermion.sources import SourceError, load_service
+
+    try:
+        service = load_service(args.source)
+    except SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    sock = socket.socket(fileno=args.fd)
+    return run_replica(service, config, sock, accept_before_ready=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Test helpers: run real `fermion serve` processes on free ports and always clean them up."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+FERMION = [sys.executable, "-m", "fermion"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    """A `fermion serve` process: its URL, process handle and captured output."""
+
+    url: str
+    proc: subprocess.Popen[str]
+    log_path: Path
+    _closed: bool = field(default=False, repr=False)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal the process and wait for it; returns its exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def wait_ready(url: str, proc: subprocess.Popen[str] | None, timeout: float, log_path: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            out = log_path.read_text(errors="replace") if log_path else ""
+            raise RuntimeError(f"server exited with {proc.returncode} before it was ready:\n{out}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    out = log_path.read_text(errors="replace") if log_path else ""
+    raise TimeoutError(f"server at {url} not ready after {timeout} s:\n{out}")
+
+
+@contextlib.contextmanager
+def running_server(
+    source: str | Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 90.0,
+    wait: bool = True,
+    tmp_dir: Path | None = None,
+) -> Iterator[RunningServer]:
+    """Start `fermion serve SOURCE --port <free> ARGS...`, wait for /readyz, stop it afterwards."""
+    port = free_port()
+    log_dir = tmp_dir or Path(os.environ.get("FERMION_TEST_LOGS", "/tmp"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"fermion-serve-{port}.log"
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            [*FERMION, "serve", str(source), "--port", str(port), *args],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            text=True,
+            cwd=ROOT,
+        )
+    server = RunningServer(f"http://127.0.0.1:{port}", proc, log_path)
+    try:
+        if wait:
+            wait_ready(server.url, proc, ready_timeout, log_path)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
