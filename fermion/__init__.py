@@ -11,10 +11,23 @@ from fermion._version import __version__
 
 if TYPE_CHECKING:
     from fermion.client import APIError, AsyncClient, Client
+    from fermion.responses import EndpointError, EventStream, InvalidInput, Response
     from fermion.service import Service, endpoint
     from fermion.types import File
 
-__all__ = ["APIError", "AsyncClient", "Client", "File", "Service", "__version__", "endpoint"]
+__all__ = [
+    "APIError",
+    "AsyncClient",
+    "Client",
+    "EndpointError",
+    "EventStream",
+    "File",
+    "InvalidInput",
+    "Response",
+    "Service",
+    "__version__",
+    "endpoint",
+]
 
 _LAZY = {
     "Service": "fermion.service",
@@ -23,6 +36,10 @@ _LAZY = {
     "Client": "fermion.client",
     "AsyncClient": "fermion.client",
     "APIError": "fermion.client",
+    "Response": "fermion.responses",
+    "EventStream": "fermion.responses",
+    "EndpointError": "fermion.responses",
+    "InvalidInput": "fermion.responses",
 }
 
 

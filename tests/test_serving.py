@@ -210,6 +210,16 @@ def test_stream_error_midway_is_an_error_event(http):
     assert events[2][0] == "error" and "stream broke" in events[2][1]
 
 
+def test_stream_stops_when_the_client_goes_away(http):
+    with http.stream("POST", "/ticker", json={"tag": "t-gone"}) as answer:
+        lines = answer.iter_lines()
+        assert next(lines) == "data: 0"
+    wait_until(lambda: metric(http.get("/metrics").text, "fermion_requests_total", endpoint="ticker", status="499") == 1)
+    produced = http.get("/calls_of", params={"tag": "t-gone"}).json()
+    time.sleep(0.3)  # the generator would produce ~30 more items in this time if it were still running
+    assert http.get("/calls_of", params={"tag": "t-gone"}).json() == produced
+
+
 def test_file_as_multipart_upload_and_as_base64(http):
     upload = http.post("/size", files={"upload": ("a.txt", b"hello world", "text/plain")}, data={"label": "x"})
     assert upload.json() == {"size": 11, "filename": "a.txt", "content_type": "text/plain", "label": "x"}
@@ -235,6 +245,28 @@ def test_bad_item_fails_only_its_own_request(http):
         answers = list(pool.map(lambda v: http.post("/double", json={"x": v}), [1, -1, 3, 4]))
     assert [a.status_code for a in answers] == [200, 500, 200, 200]
     assert [answers[i].json() for i in (0, 2, 3)] == [2, 6, 8]
+
+
+def test_endpoint_can_refuse_input_with_422(http):
+    answer = http.post("/picky", json={"word": "abc1"})
+    assert answer.status_code == 422
+    assert answer.json()["error"] == "'abc1' is not a word: send letters only"
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        batch = list(pool.map(lambda v: http.post("/checked", json={"x": v}), [1, -2, 3]))
+    assert [a.status_code for a in batch] == [200, 422, 200]
+
+
+def test_endpoint_can_return_raw_bytes(http):
+    answer = http.get("/pixel")
+    assert answer.headers["content-type"] == "image/png" and answer.headers["x-kind"] == "pixel"
+    assert answer.content == b"\x89PNG fake"
+
+
+def test_endpoint_can_decide_to_stream_at_run_time(http):
+    assert http.post("/maybe_stream", json={"n": 2}).json() == {"items": [0, 1]}
+    with http.stream("POST", "/maybe_stream", json={"n": 2, "stream": True}) as answer:
+        lines = [line for line in answer.iter_lines() if line]
+    assert lines == ['data: {"i":0}', 'data: {"i":1}', "data: [DONE]"]
 
 
 # -- system endpoints ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from fermion.responses import DEFAULT_STREAM_END, EndpointError, EventStream, Response
 from fermion.serving.batching import Batcher
 from fermion.serving.http import (
     JSON_TYPE,
@@ -221,17 +222,25 @@ class EndpointRuntime:
         await self._admit(receive)
         limiter = self.limiter
         assert limiter is not None
+        keep_slot = False  # an EventStream result holds its slot until the stream ends
         if self.is_async:
             try:
-                return await self.func(**kwargs)
+                result = await self.func(**kwargs)
+                keep_slot = isinstance(result, EventStream)
+                return result
             finally:
-                limiter.release()
+                if not keep_slot:
+                    limiter.release()
         loop = asyncio.get_running_loop()
         job = self.executor.submit(self.func, **kwargs)
         try:
-            return await asyncio.wrap_future(job, loop=loop)
+            result = await asyncio.wrap_future(job, loop=loop)
+            keep_slot = isinstance(result, EventStream)
+            return result
         finally:
-            if job.done():
+            if keep_slot:
+                pass
+            elif job.done():
                 limiter.release()
             else:  # timed out or cancelled while running: the slot frees when the thread does
                 job.add_done_callback(lambda _: loop.call_soon_threadsafe(limiter.release))
@@ -248,19 +257,30 @@ class EndpointRuntime:
                 raise HTTPError(503, "the service is starting: setup() has not finished; retry shortly", headers=[(b"retry-after", b"1")])
             kwargs = await self.parse(scope, receive)
             if self.ep.stream:
-                status = await self._stream(kwargs, receive, send, request_id)
+                await self._admit(receive)
+                status = await self._send_stream(self._produce(kwargs), None, DEFAULT_STREAM_END, receive, send, request_id)
                 return
             try:
                 async with asyncio.timeout(self.timeout):
                     result = await self._call(kwargs, receive)
             except TimeoutError:
                 raise HTTPError(504, f"endpoint {self.name!r} did not finish within {self.timeout:g} s") from None
-            body = dumps(result)
-            await send_bytes(send, 200, body, [JSON_TYPE, (b"x-request-id", request_id.encode())])
-            status = 200
+            if isinstance(result, EventStream):
+                status = await self._send_stream(_iterate(result.items, self.executor), result.encode, result.end, receive, send, request_id)
+            elif isinstance(result, Response):
+                headers = [(b"content-type", result.media_type.encode()), (b"x-request-id", request_id.encode())]
+                headers += [(k.lower().encode(), v.encode()) for k, v in result.headers.items()]
+                await send_bytes(send, result.status, result.content, headers)
+                status = result.status
+            else:
+                await send_bytes(send, 200, dumps(result), [JSON_TYPE, (b"x-request-id", request_id.encode())])
+                status = 200
         except HTTPError as exc:
             status = exc.status
             await send_error(send, exc, request_id)
+        except EndpointError as exc:
+            status = exc.status
+            await send_error(send, HTTPError(exc.status, exc.message), request_id)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task in _CANCELLED_BY_DISCONNECT:
@@ -281,63 +301,88 @@ class EndpointRuntime:
 
     # -- streaming --------------------------------------------------------------------------
 
-    async def _stream(self, kwargs: dict[str, Any], receive: Any, send: Any, request_id: str) -> int:
-        await self._admit(receive)
+    async def _produce(self, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+        """Items of a declared stream endpoint (generator functions are called directly)."""
+        func = self.ep.func
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            produced = self.func(**kwargs)
+        elif self.is_async:
+            produced = await self.func(**kwargs)
+        else:
+            produced = await asyncio.get_running_loop().run_in_executor(self.executor, lambda: self.func(**kwargs))
+        if isinstance(produced, EventStream):
+            produced = produced.items
+        async for item in _iterate(produced, self.executor):
+            yield item
+
+    async def _send_stream(
+        self,
+        items: AsyncIterator[Any],
+        encode: typing.Callable[[Any], bytes] | None,
+        end: bytes | None,
+        receive: Any,
+        send: Any,
+        request_id: str,
+    ) -> int:
+        """Send items as server-sent events; the caller holds a slot, released here."""
         assert self.limiter is not None
+        encode = encode or dumps
         watch = DisconnectWatch(receive)
-        items = self._iterate(kwargs)
         started = False
+        tail: bytes | None = end
         try:
             async with asyncio.timeout(self.timeout):
                 await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, (b"x-request-id", request_id.encode())]})
                 started = True
                 async for item in items:
-                    await send({"type": "http.response.body", "body": b"data: " + dumps(item) + b"\n\n", "more_body": True})
-            tail = b"event: end\ndata: {}\n\n"
+                    await send({"type": "http.response.body", "body": b"data: " + encode(item) + b"\n\n", "more_body": True})
             status = 200
         except TimeoutError:
             if not started:
                 raise HTTPError(504, f"endpoint {self.name!r} did not start streaming within {self.timeout:g} s") from None
-            tail = b"event: error\ndata: " + error_body(f"stream exceeded the endpoint timeout of {self.timeout:g} s", request_id) + b"\n\n"
+            tail = _error_event(f"stream exceeded the endpoint timeout of {self.timeout:g} s", request_id)
             status = 504
-        except HTTPError:
-            raise
+        except EndpointError as exc:
+            if not started:
+                raise HTTPError(exc.status, exc.message) from None
+            tail, status = _error_event(exc.message, request_id), exc.status
         except Exception as exc:
             log.exception("stream of endpoint %r failed (request_id=%s)", self.name, request_id)
             if not started:
                 raise HTTPError(500, f"{type(exc).__name__} in endpoint {self.name!r}: {exc}") from None
-            tail = b"event: error\ndata: " + error_body(f"{type(exc).__name__}: {exc}", request_id) + b"\n\n"
-            status = 500
+            tail, status = _error_event(f"{type(exc).__name__}: {exc}", request_id), 500
         finally:
             watch.stop()
-            await items.aclose()
+            await items.aclose()  # type: ignore[attr-defined]
             self.limiter.release()
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        await send({"type": "http.response.body", "body": tail or b"", "more_body": False})
         return status
 
-    async def _iterate(self, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
-        """Items of a generator endpoint; sync generators advance on the thread pool."""
-        produced = self.func(**kwargs)
-        if inspect.isawaitable(produced):
-            produced = await produced
-        if hasattr(produced, "__aiter__"):
-            try:
-                async for item in produced:
-                    yield item
-            finally:
-                aclose = getattr(produced, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-            return
-        iterator: Iterator[Any] = iter(produced)
-        loop = asyncio.get_running_loop()
+
+def _error_event(message: str, request_id: str) -> bytes:
+    return b"event: error\ndata: " + error_body(message, request_id) + b"\n\n"
+
+
+async def _iterate(produced: Any, executor: Executor) -> AsyncIterator[Any]:
+    """Iterate sync or async iterables; sync ones advance on the thread pool."""
+    if hasattr(produced, "__aiter__"):
         try:
-            while True:
-                item = await loop.run_in_executor(self.executor, next, iterator, _END_OF_STREAM)
-                if item is _END_OF_STREAM:
-                    return
+            async for item in produced:
                 yield item
         finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                await loop.run_in_executor(self.executor, close)
+            aclose = getattr(produced, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        return
+    iterator: Iterator[Any] = iter(produced)
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            item = await loop.run_in_executor(executor, next, iterator, _END_OF_STREAM)
+            if item is _END_OF_STREAM:
+                return
+            yield item
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            await loop.run_in_executor(executor, close)

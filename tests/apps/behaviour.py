@@ -6,10 +6,10 @@ import asyncio
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from fermion import File, Service, endpoint
+from fermion import EventStream, File, InvalidInput, Response, Service, endpoint
 
 
 def _wait_for_file(path: str, limit: float = 30.0) -> None:
@@ -83,6 +83,16 @@ class Behaviour(Service):
         yield from range(n)
         raise RuntimeError("stream broke")
 
+    @endpoint(stream=True)
+    async def ticker(self, tag: str) -> AsyncIterator[int]:
+        """Yields forever; counts how many items it produced under `tag`."""
+        n = 0
+        while True:
+            self.calls[tag] += 1
+            yield n
+            n += 1
+            await asyncio.sleep(0.01)
+
     @endpoint
     def size(self, upload: File, label: str = "") -> dict[str, object]:
         return {"size": upload.size, "filename": upload.filename, "content_type": upload.content_type, "label": label}
@@ -93,6 +103,30 @@ class Behaviour(Service):
         if any(v < 0 for v in x):
             raise ValueError("negative input")
         return [2 * v for v in x]
+
+    @endpoint
+    def picky(self, word: str) -> str:
+        if not word.isalpha():
+            raise InvalidInput(f"{word!r} is not a word: send letters only")
+        return word
+
+    @endpoint(method="GET")
+    def pixel(self) -> Response:
+        return Response(b"\x89PNG fake", media_type="image/png", headers={"x-kind": "pixel"})
+
+    @endpoint
+    async def maybe_stream(self, n: int, stream: bool = False) -> object:
+        """Streams OpenAI-style when asked, answers once otherwise."""
+        if not stream:
+            return {"items": list(range(n))}
+        return EventStream(({"i": i} for i in range(n)), end=b"data: [DONE]\n\n")
+
+    @endpoint(max_batch_size=4, max_wait_ms=50)
+    def checked(self, x: list[int]) -> list[int]:
+        for v in x:
+            if v < 0:
+                raise InvalidInput(f"x must be >= 0, got {v}")
+        return x
 
     @endpoint(method="GET")
     def batches(self) -> list[int]:
