@@ -117,14 +117,20 @@ def param_descriptions(doc: str) -> dict[str, str]:
     if not match:
         return {}
     found: dict[str, str] = {}
+    current: str | None = None
+    arg_indent = 0
     for line in doc[match.end() :].splitlines():
         if not line.strip():
             continue
         if not line[0].isspace():
             break
+        indent = len(line) - len(line.lstrip())
         arg = _ARG_LINE.match(line)
-        if arg:
-            found[arg.group(1)] = arg.group(2).strip()
+        if arg and (current is None or indent <= arg_indent):
+            current, arg_indent = arg.group(1), indent
+            found[current] = arg.group(2).strip()
+        elif current is not None and indent > arg_indent:  # a continuation line
+            found[current] += " " + line.strip()
     return found
 
 

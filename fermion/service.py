@@ -212,6 +212,14 @@ class Service:
                 elif attr in found:
                     del found[attr]  # overridden by a plain method in a subclass
         routes: dict[tuple[str, str], str] = {}
+        names: dict[str, str] = {}
+        for attr, ep in found.items():
+            if ep.name in names:
+                raise DefinitionError(
+                    f"{cls.__name__}: methods {names[ep.name]!r} and {attr!r} both define endpoint {ep.name!r}; "
+                    "give one another name with @endpoint(name=...)"
+                )
+            names[ep.name] = attr
         for ep in found.values():
             key = (ep.method, ep.path)
             if key in routes:

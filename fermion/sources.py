@@ -56,6 +56,8 @@ def _split_target(target: str) -> tuple[str, str | None]:
 
 def _load_python(target: str) -> Service:
     location, attr = _split_target(target)
+    if os.path.isdir(location) and not os.path.isfile(os.path.join(location, "__init__.py")):
+        raise SourceError(f"'{location}' is a folder, not a Python file or module; point at the .py file inside it")
     if location.endswith(".py") or os.sep in location or os.path.isfile(location):
         module, where = _import_file(location), location
     else:
@@ -89,8 +91,8 @@ def _import_module(name: str) -> Any:
     except (ImportError, ValueError):
         spec = None
     if spec is None:
-        if os.path.exists(name):
-            raise SourceError(f"'{name}' is a folder, not a Python file or module; point at the .py file inside it")
+        if os.path.isfile(name + ".py"):
+            raise SourceError(f"no Python file or module named '{name}'; did you mean '{name}.py'?")
         raise SourceError(f"no Python file or module named '{name}'; give a path like app.py:MyService or a module like package.module:MyService")
     return _exec(lambda: importlib.import_module(name), name)
 

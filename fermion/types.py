@@ -83,7 +83,7 @@ class File:
                 raise ValueError("a data: URL must be base64 encoded ('data:<type>;base64,<data>')")
             content_type = header[5:-7] or None
         try:
-            return cls(base64.b64decode(text, validate=True), content_type=content_type)
+            return cls(base64.b64decode("".join(text.split()), validate=True), content_type=content_type)
         except (binascii.Error, ValueError):
             raise ValueError("not valid base64: send the file's bytes base64-encoded, or upload it as multipart") from None
 

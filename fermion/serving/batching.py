@@ -68,7 +68,9 @@ class Batcher:
     async def submit(self, kwargs: dict[str, Any]) -> Any:
         """Queue one item and wait for its result."""
         if len(self._queue) >= self.max_queue:
-            raise Overloaded
+            self._purge_abandoned()
+            if len(self._queue) >= self.max_queue:
+                raise Overloaded
         if not self._workers:
             self._start()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -95,6 +97,12 @@ class Batcher:
         while self._queue:
             self._queue.popleft().future.cancel()
             self._arrivals.popleft()
+
+    def _purge_abandoned(self) -> None:
+        """Forget items whose callers gave up (only needed when the queue looks full)."""
+        kept = [(item, t) for item, t in zip(self._queue, self._arrivals, strict=True) if not item.future.done()]
+        self._queue = deque(item for item, _ in kept)
+        self._arrivals = deque(t for _, t in kept)
 
     def _drop_abandoned_head(self) -> None:
         while self._queue and self._queue[0].future.done():
@@ -138,7 +146,10 @@ class Batcher:
 
     async def _run(self, batch: list[_Item]) -> None:
         if self._on_batch is not None:
-            self._on_batch(len(batch))
+            try:
+                self._on_batch(len(batch))
+            except Exception:  # a metrics hiccup must never stop the batcher
+                pass
         try:
             results = await self._call(batch)
         except asyncio.CancelledError:
@@ -163,7 +174,7 @@ class Batcher:
                     if not item.future.done():
                         item.future.set_result(result)
             return
-        for item, result in zip(batch, results):
+        for item, result in zip(batch, results, strict=True):
             if not item.future.done():
                 item.future.set_result(result)
 
