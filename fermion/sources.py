@@ -15,7 +15,12 @@ from typing import Any
 from fermion.service import DefinitionError, Service
 
 #: Source kinds served by adapters in `fermion.models`, loaded only when used ("module:function").
-ADAPTERS: dict[str, str] = {}
+ADAPTERS: dict[str, str] = {
+    "st": "fermion.models.sentence_transformers:load",
+    "hf": "fermion.models.hf:load",
+    "sklearn": "fermion.models.sklearn:load",
+    "onnx": "fermion.models.onnx:load",
+}
 #: Source kinds that are recognised but not served by this version.
 PLANNED = {"st", "hf", "sklearn", "onnx", "model"}
 
@@ -32,18 +37,40 @@ def split_source(source: str) -> tuple[str, str]:
     return "py", source
 
 
-def load_service(source: str) -> Service:
-    """Turn a source string into a ready-to-setup Service instance."""
+def load_service(source: str, options: dict[str, Any] | None = None) -> Service:
+    """Turn a source string into a ready-to-setup Service instance.
+
+    `options` are source-kind specific settings from the command line (for example
+    `{"task": "fill-mask"}` for `hf:` or `{"trust_pickle": True}` for `sklearn:`).
+    """
     if not source or not source.strip():
         raise SourceError("empty source: give a Python file (app.py:MyService) or a model source (st:, hf:, ...)")
     scheme, rest = split_source(source.strip())
+    options = {k: v for k, v in (options or {}).items() if v is not None and v is not False}
     if scheme in PLANNED and scheme not in ADAPTERS:
         raise SourceError(f"the '{scheme}:' source kind is not available in Fermion {_version()} yet; serve a Python Service file instead")
     if scheme != "py":
         module_name, _, func_name = ADAPTERS[scheme].partition(":")
-        loader = getattr(importlib.import_module(module_name), func_name)
-        return loader(rest)
+        try:
+            return getattr(importlib.import_module(module_name), func_name)(rest, **options)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").startswith("fermion."):
+                raise SourceError(f"the '{scheme}:' source kind is not available in Fermion {_version()} yet") from None
+            raise SourceError(missing_extra_message(scheme, exc)) from None
+    if options:
+        raise SourceError(f"option(s) {', '.join('--' + k.replace('_', '-') for k in options)} apply to model sources, not to Python files")
     return _load_python(rest)
+
+
+#: The extra that brings each source kind's libraries.
+EXTRAS = {"st": "st", "hf": "hf", "sklearn": "sklearn", "onnx": "onnx"}
+
+
+def missing_extra_message(scheme: str, exc: ImportError) -> str:
+    """One line naming the missing library and the `pip install` that brings it."""
+    missing = getattr(exc, "name", None) or str(exc)
+    extra = EXTRAS.get(scheme, scheme)
+    return f"the '{scheme}:' source needs {missing}, which is not installed; run: pip install 'fermion[{extra}]'"
 
 
 def _split_target(target: str) -> tuple[str, str | None]:

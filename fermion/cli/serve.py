@@ -88,6 +88,10 @@ def serve(
     graceful_timeout: Annotated[float | None, typer.Option(help="Seconds in-flight requests get after SIGTERM.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+    task: Annotated[str | None, typer.Option(help="hf: sources: the pipeline task, when the model's config does not say.")] = None,
+    trust_pickle: Annotated[
+        bool, typer.Option("--trust-pickle", help="sklearn: sources: allow .pkl/.joblib files (they can run arbitrary code).")
+    ] = False,
 ) -> None:
     """Serve SOURCE over HTTP with docs, health, metrics, batching and limits."""
     from fermion.serving.config import ServeConfig
@@ -120,8 +124,9 @@ def serve(
         fail(str(exc), 2)
     configure_logging(config.log_level)
     limit_compute_threads_env(config)
+    options = {"task": task, "trust_pickle": trust_pickle}
     try:
-        service = load_service(source)
+        service = load_service(source, options)
     except SourceError as exc:
         fail(str(exc), 2)
     try:
@@ -131,7 +136,7 @@ def serve(
     config.port = sock.getsockname()[1]
     print_banner(service, source, config.host, config.port, config.workers)
     if config.workers > 1:
-        code = run_workers(source, config, sock)
+        code = run_workers(source, config, sock, options)
     else:
         code = run_replica(service, config, sock)
     raise typer.Exit(code)

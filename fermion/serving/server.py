@@ -135,7 +135,7 @@ def run_replica(
     return exit_code
 
 
-def run_workers(source: str, config: ServeConfig, sock: socket.socket) -> int:
+def run_workers(source: str, config: ServeConfig, sock: socket.socket, options: dict[str, Any] | None = None) -> int:
     """Run `config.workers` replica processes sharing `sock`; restart crashed ones; drain on SIGTERM."""
     metrics_dir = tempfile.mkdtemp(prefix="fermion-metrics-")
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
@@ -146,7 +146,8 @@ def run_workers(source: str, config: ServeConfig, sock: socket.socket) -> int:
     fd = sock.fileno()
 
     def spawn() -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "fermion.serving.worker", "--fd", str(fd), "--config", worker_config, "--", source]
+        cmd = [sys.executable, "-m", "fermion.serving.worker", "--fd", str(fd), "--config", worker_config]
+        cmd += ["--options", json.dumps(options or {}), "--", source]
         return subprocess.Popen(cmd, env=env, pass_fds=(fd,))
 
     stopping = threading.Event()

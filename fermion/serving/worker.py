@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fermion.serving.worker")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--config", required=True)
+    parser.add_argument("--options", default="{}")
     parser.add_argument("source")
     args = parser.parse_args(argv)
     config = ServeConfig(**json.loads(args.config))
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     from fermion.sources import SourceError, load_service
 
     try:
-        service = load_service(args.source)
+        service = load_service(args.source, json.loads(args.options))
     except SourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
