@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import re
 import socket
 import time
@@ -218,6 +219,19 @@ def test_stream_stops_when_the_client_goes_away(http):
     produced = http.get("/calls_of", params={"tag": "t-gone"}).json()
     time.sleep(0.3)  # the generator would produce ~30 more items in this time if it were still running
     assert http.get("/calls_of", params={"tag": "t-gone"}).json() == produced
+
+
+def test_stream_timeout_is_a_504_error_event(http):
+    with http.stream("POST", "/slow_stream", json={"n": 5}) as answer:
+        events = sse_events(answer)
+    assert events[0] == ("message", "0")
+    kind, data = events[-1]
+    assert kind == "error"
+    assert json.loads(data)["status"] == 504 and "timeout" in json.loads(data)["error"]
+
+
+def test_get_endpoint_takes_json_for_dict_parameters(http):
+    assert http.get("/options_of", params={"options": '{"a": 1, "b": 2}'}).json() == 3
 
 
 def test_file_as_multipart_upload_and_as_base64(http):

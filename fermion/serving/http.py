@@ -73,11 +73,13 @@ async def read_body(scope: dict[str, Any], receive: Any, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_query(query: bytes, list_params: frozenset[str]) -> dict[str, Any]:
-    """Query string → fields; repeated keys (and list-typed parameters) become lists."""
+def parse_query(query: bytes, list_params: frozenset[str], json_params: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Query string → fields; repeated keys (and list-typed parameters) become lists; dict/model fields are JSON."""
     fields: dict[str, Any] = {}
     for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-        if key in list_params:
+        if key in json_params:
+            fields[key] = _form_value(value, True)
+        elif key in list_params:
             fields.setdefault(key, []).append(value)
         elif key in fields:
             previous = fields[key]
@@ -207,13 +209,18 @@ async def send_bytes(send: Any, status: int, body: bytes, headers: Headers) -> N
     await send({"type": "http.response.body", "body": body})
 
 
-def error_body(error: HTTPError | str, request_id: str, detail: list[dict[str, Any]] | None = None) -> bytes:
+def error_body(
+    error: HTTPError | str, request_id: str, detail: list[dict[str, Any]] | None = None, status: int | None = None
+) -> bytes:
+    """`{"error", "request_id"[, "detail"][, "status"]}` as JSON."""
     if isinstance(error, HTTPError):
         detail = error.detail
         error = error.message
     payload: dict[str, Any] = {"error": error, "request_id": request_id}
     if detail is not None:
         payload["detail"] = detail
+    if status is not None:
+        payload["status"] = status
     return orjson.dumps(payload)
 
 

@@ -8,6 +8,7 @@ client disconnects and dropped if the client goes away.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 import time
@@ -171,7 +172,8 @@ class EndpointRuntime:
         """Validate the request into keyword arguments (413/415/422 on bad input)."""
         try:
             if self.ep.method == "GET":
-                return self.schema.validate_mapping(parse_query(scope.get("query_string", b""), self.list_params))
+                query = parse_query(scope.get("query_string", b""), self.list_params, self.json_params - self.list_params)
+                return self.schema.validate_mapping(query)
             body = await read_body(scope, receive, self.max_body_size)
             ctype = header(scope, b"content-type") or b"application/json"
             if ctype.startswith(b"application/json") or (not body and not ctype.startswith(b"multipart/")):
@@ -340,17 +342,17 @@ class EndpointRuntime:
         except TimeoutError:
             if not started:
                 raise HTTPError(504, f"endpoint {self.name!r} did not start streaming within {self.timeout:g} s") from None
-            tail = _error_event(f"stream exceeded the endpoint timeout of {self.timeout:g} s", request_id)
             status = 504
+            tail = _error_event(f"stream exceeded the endpoint timeout of {self.timeout:g} s", request_id, status)
         except EndpointError as exc:
             if not started:
                 raise HTTPError(exc.status, exc.message) from None
-            tail, status = _error_event(exc.message, request_id), exc.status
+            tail, status = _error_event(exc.message, request_id, exc.status), exc.status
         except Exception as exc:
             log.exception("stream of endpoint %r failed (request_id=%s)", self.name, request_id)
             if not started:
                 raise HTTPError(500, f"{type(exc).__name__} in endpoint {self.name!r}: {exc}") from None
-            tail, status = _error_event(f"{type(exc).__name__}: {exc}", request_id), 500
+            tail, status = _error_event(f"{type(exc).__name__}: {exc}", request_id, 500), 500
         finally:
             watch.stop()
             await items.aclose()  # type: ignore[attr-defined]
@@ -359,8 +361,8 @@ class EndpointRuntime:
         return status
 
 
-def _error_event(message: str, request_id: str) -> bytes:
-    return b"event: error\ndata: " + error_body(message, request_id) + b"\n\n"
+def _error_event(message: str, request_id: str, status: int) -> bytes:
+    return b"event: error\ndata: " + error_body(message, request_id, status=status) + b"\n\n"
 
 
 async def _iterate(produced: Any, executor: Executor) -> AsyncIterator[Any]:
@@ -376,13 +378,27 @@ async def _iterate(produced: Any, executor: Executor) -> AsyncIterator[Any]:
         return
     iterator: Iterator[Any] = iter(produced)
     loop = asyncio.get_running_loop()
+    step: concurrent.futures.Future[Any] | None = None
     try:
         while True:
-            item = await loop.run_in_executor(executor, next, iterator, _END_OF_STREAM)
+            step = executor.submit(next, iterator, _END_OF_STREAM)
+            item = await asyncio.wrap_future(step, loop=loop)
             if item is _END_OF_STREAM:
                 return
             yield item
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:
-            await loop.run_in_executor(executor, close)
+            if step is not None and not step.done():
+                # cancelled (timeout, disconnect) while next() still runs in its thread: a generator
+                # cannot be closed while it executes, so close it as soon as that step returns
+                step.add_done_callback(lambda _: _close_quietly(close))
+            else:
+                await loop.run_in_executor(executor, _close_quietly, close)
+
+
+def _close_quietly(close: typing.Callable[[], Any]) -> None:
+    try:
+        close()
+    except Exception:
+        log.debug("closing a stream's generator raised", exc_info=True)

@@ -131,3 +131,13 @@ class Behaviour(Service):
     @endpoint(method="GET")
     def batches(self) -> list[int]:
         return self.batch_sizes
+
+    @endpoint(timeout=0.5)
+    def slow_stream(self, n: int) -> Iterator[int]:
+        for i in range(n):
+            time.sleep(0.3)
+            yield i
+
+    @endpoint(method="GET")
+    def options_of(self, options: dict[str, int]) -> int:
+        return sum(options.values())

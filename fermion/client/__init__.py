@@ -1,0 +1,23 @@
+"""Python clients for Fermion services: endpoint methods built from the service's OpenAPI document.
+
+`Client(url).predict(text="hi")` calls the `predict` endpoint; `for item in client.count(n=3)` reads
+a stream as it arrives; `AsyncClient` does the same with `await` and `async for`.
+"""
+
+from __future__ import annotations
+
+from fermion.client._async import AsyncCall, AsyncClient
+from fermion.client._errors import APIConnectionError, APIError, APITimeoutError, RequestValidationError
+from fermion.client._schema import EndpointInfo
+from fermion.client._sync import Client
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AsyncCall",
+    "AsyncClient",
+    "Client",
+    "EndpointInfo",
+    "RequestValidationError",
+]
