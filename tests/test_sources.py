@@ -342,7 +342,6 @@ def test_planned_source_kinds_say_they_are_not_available(kind):
     assert "serve a Python Service file instead" in message
 
 
-def test_sklearn_is_not_served_yet():
-    if "sklearn" in ADAPTERS:
-        pytest.skip("sklearn: sources are served now")
-    assert "'sklearn:'" in load_error("sklearn:model.joblib")
+def test_model_kinds_are_routed_to_their_adapters():
+    assert set(ADAPTERS) == {"st", "hf", "sklearn", "onnx"}
+    assert all(target.startswith("fermion.models.") for target in ADAPTERS.values())
