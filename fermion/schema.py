@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections.abc as cabc
 import inspect
 import re
+import types
 import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -132,6 +133,28 @@ def param_descriptions(doc: str) -> dict[str, str]:
         elif current is not None and indent > arg_indent:  # a continuation line
             found[current] += " " + line.strip()
     return found
+
+
+def alternatives(annotation: Any) -> list[Any]:
+    """`Annotated[X, ...]` → [X]; `X | Y | None` → [X, Y]."""
+    annotation = _strip_annotated(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [a for arg in typing.get_args(annotation) if arg is not type(None) for a in alternatives(arg)]
+    return [annotation]
+
+
+def accepts_collection(annotation: Any) -> bool:
+    """Whether the type takes a list (so a lone query-string value must become a one-item list)."""
+    return any((typing.get_origin(a) or a) in (list, tuple, set, frozenset) for a in alternatives(annotation))
+
+
+def wants_json(annotation: Any) -> bool:
+    """Whether a form or query value of this type should be parsed as JSON first (containers, models)."""
+    for a in alternatives(annotation):
+        origin = typing.get_origin(a) or a
+        if isinstance(origin, type) and (issubclass(origin, (list, dict, tuple, set)) or hasattr(origin, "model_validate")):
+            return True
+    return False
 
 
 def _is_file(tp: Any) -> bool:

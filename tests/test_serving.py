@@ -361,8 +361,8 @@ def test_workers_share_the_port_aggregate_metrics_and_stop_cleanly(tmp_path):
         for _ in range(10):  # a worker takes connections only once its setup() is done: no 503s
             with httpx.Client() as fresh:  # a new connection each time, so either worker may answer
                 assert fresh.post(srv.url + "/predict", json={"text": tag}).status_code == 200
-        text = httpx.get(srv.url + "/metrics").text
-        assert metric(text, "fermion_requests_total", endpoint="predict", status="200") == 10
+        # each worker publishes its counters every second; any worker's scrape adds them all up
+        wait_until(lambda: metric(httpx.get(srv.url + "/metrics").text, "fermion_requests_total", endpoint="predict", status="200") == 10)
         assert srv.stop() == 0
         for pid in children:
             assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()

@@ -22,6 +22,7 @@ import orjson
 
 from fermion.service import Service
 from fermion.serving.config import ServeConfig
+from fermion.serving.deadlines import Deadlines
 from fermion.serving.http import JSON_TYPE, HTTPError, new_request_id, send_bytes, send_error
 from fermion.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fermion.serving.metrics import ReplicaMetrics
@@ -51,11 +52,16 @@ class ReplicaApp:
         #: port turn this off, so that only workers that finished setup() take connections.
         self.accept_before_ready = True
         self.metrics = ReplicaMetrics()
+        self.metrics.gauges = lambda: {r.name: (r.active, r.waiting) for r in self.runtimes}
+        self.deadlines = Deadlines()
+        self._publisher: asyncio.Task[None] | None = None
         self.executor = ThreadPoolExecutor(self.config.threads, thread_name_prefix="fermion-endpoint")
         self.routes: dict[str, dict[str, EndpointRuntime]] = {}
         self.runtimes: list[EndpointRuntime] = []
         for ep in self.service_cls.endpoints():
-            runtime = EndpointRuntime(service, ep, self.config, self.executor, self.metrics.for_endpoint(ep.name), self._is_ready)
+            runtime = EndpointRuntime(
+                service, ep, self.config, self.executor, self.metrics.for_endpoint(ep.name), self._is_ready, self.deadlines
+            )
             self.routes.setdefault(ep.path, {})[ep.method] = runtime
             self.runtimes.append(runtime)
         self._openapi: bytes | None = None
@@ -103,7 +109,7 @@ class ReplicaApp:
             return
         _limit_compute_threads(self.config.effective_compute_threads())
         self.state = READY
-        self.metrics.ready.set(1)
+        self.metrics.ready = True
         self._ready_event.set()
         log.info("%s ready in %.2f s (pid %d)", self.service_cls.service_name(), time.monotonic() - self._created, os.getpid())
         if self.on_ready is not None:
@@ -112,7 +118,11 @@ class ReplicaApp:
     async def shutdown(self) -> None:
         """Stop taking traffic, stop batchers, run teardown()."""
         self.state = STOPPING
-        self.metrics.ready.set(0)
+        self.metrics.ready = False
+        self.deadlines.close()
+        if self._publisher is not None:
+            self._publisher.cancel()
+            self.metrics.write_snapshot()
         for runtime in self.runtimes:
             if runtime.batcher is not None:
                 await runtime.batcher.close()
@@ -140,7 +150,7 @@ class ReplicaApp:
                     await send_error(
                         send,
                         HTTPError(405, f"{path} accepts {allowed}, not {scope['method']}", headers=[(b"allow", allowed.encode())]),
-                        new_request_id(),
+                        new_request_id().decode(),
                     )
                 return
             system = self._system.get(path)
@@ -150,7 +160,7 @@ class ReplicaApp:
                 await self._asset(path[len("/docs/static/") :], send)
             else:
                 known = ", ".join(f"{m} {p}" for p, ms in self.routes.items() for m in ms) or "none"
-                await send_error(send, HTTPError(404, f"no endpoint at {path}; this service has: {known}"), new_request_id())
+                await send_error(send, HTTPError(404, f"no endpoint at {path}; this service has: {known}"), new_request_id().decode())
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
@@ -159,6 +169,8 @@ class ReplicaApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self.metrics.snapshot_dir:
+                    self._publisher = asyncio.create_task(self._publish_metrics(), name="fermion-metrics")
                 if self.accept_before_ready:
                     setup_task = asyncio.create_task(self.startup(), name="fermion-setup")
                 else:
@@ -173,6 +185,15 @@ class ReplicaApp:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _publish_metrics(self) -> None:
+        """Several workers: share this worker's counters every second."""
+        while True:
+            try:
+                self.metrics.write_snapshot()
+            except OSError:
+                log.warning("could not write the metrics snapshot", exc_info=True)
+            await asyncio.sleep(1.0)
 
     # -- system endpoints -------------------------------------------------------------------
 
@@ -191,14 +212,7 @@ class ReplicaApp:
             body["error"] = f"setup() raised {type(self.setup_error).__name__}: {self.setup_error}"
         await self._json(send, 503, body)
 
-    def refresh_gauges(self) -> None:
-        """Copy live counters into the in-flight and queue-depth gauges."""
-        for runtime in self.runtimes:
-            runtime.metrics.in_flight.set(runtime.active)
-            runtime.metrics.queue_depth.set(runtime.waiting)
-
     async def _metrics(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        self.refresh_gauges()
         await send_bytes(send, 200, self.metrics.render(), [(b"content-type", METRICS_CONTENT_TYPE.encode())])
 
     def openapi(self) -> dict[str, Any]:
@@ -231,11 +245,11 @@ class ReplicaApp:
 
     async def _asset(self, name: str, send: Any) -> None:
         if self._assets is None or "/" in name or name.startswith("."):
-            await send_error(send, HTTPError(404, "no such file"), new_request_id())
+            await send_error(send, HTTPError(404, "no such file"), new_request_id().decode())
             return
         path = os.path.join(self._assets, name)
         if not os.path.isfile(path):
-            await send_error(send, HTTPError(404, f"no such file: {name}"), new_request_id())
+            await send_error(send, HTTPError(404, f"no such file: {name}"), new_request_id().decode())
             return
         with open(path, "rb") as fh:
             data = fh.read()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 from typing import Any
 from urllib.parse import parse_qsl
@@ -30,8 +31,13 @@ class ClientDisconnected(Exception):
     """The client went away before its answer was ready."""
 
 
-def new_request_id() -> str:
-    return os.urandom(8).hex()
+_ID_PREFIX = os.urandom(4).hex().encode()
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> bytes:
+    """Unique per process and cheap: a random prefix and a counter."""
+    return b"%s-%x" % (_ID_PREFIX, next(_ID_COUNTER))
 
 
 def header(scope: dict[str, Any], name: bytes) -> bytes | None:

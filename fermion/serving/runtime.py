@@ -2,45 +2,42 @@
 
 Blocking (sync) code runs on the replica's thread pool so the event loop keeps accepting;
 async code runs on the loop. Requests that must wait (for a slot or a batch) are watched for
-client disconnects and dropped if the client goes away.
+client disconnects and dropped if the client goes away. The hot path does no work that can be
+done once: headers are read in one pass, deadlines are swept by one task, metrics are integers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
 import logging
 import time
-import types
 import typing
-import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from fermion.responses import DEFAULT_STREAM_END, EndpointError, EventStream, Response
+from fermion.schema import accepts_collection, wants_json
 from fermion.serving.batching import Batcher
+from fermion.serving.deadlines import DISCONNECT, TIMEOUT, Deadlines, cancel, take_reason
 from fermion.serving.http import (
     JSON_TYPE,
     ClientDisconnected,
     HTTPError,
     dumps,
-    error_body,
-    header,
     new_request_id,
     parse_multipart,
     parse_query,
     parse_urlencoded,
-    read_body,
-    send_bytes,
     send_error,
     validation_detail,
     validation_message,
 )
 from fermion.serving.limits import ConcurrencyLimiter, Overloaded
+from fermion.serving.streaming import STATUS_CLIENT_GONE, iterate, send_event_stream
 
 if TYPE_CHECKING:
     from fermion.service import Endpoint, Service
@@ -49,24 +46,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fermion.serving")
 
-_STATUS_CLIENT_GONE = 499  # nginx's convention: the client closed the connection first
-_SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
-_END_OF_STREAM = object()
-# Request tasks that a DisconnectWatch cancelled: their CancelledError means "client gone".
-_CANCELLED_BY_DISCONNECT: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
-
-
 class DisconnectWatch:
-    """Cancels the current request task if the client disconnects while it waits."""
+    """Cancels the current request task (reason DISCONNECT) if the client disconnects meanwhile."""
 
-    __slots__ = ("gone", "_task", "_watcher")
+    __slots__ = ("_task", "_watcher")
 
     def __init__(self, receive: Any) -> None:
-        self.gone = False
         self._task = asyncio.current_task()
         self._watcher = asyncio.create_task(self._watch(receive))
 
@@ -74,10 +59,8 @@ class DisconnectWatch:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                self.gone = True
                 if self._task is not None:
-                    _CANCELLED_BY_DISCONNECT.add(self._task)
-                    self._task.cancel()
+                    cancel(self._task, DISCONNECT)
                 return
 
     def stop(self) -> None:
@@ -92,26 +75,7 @@ def _overloaded(name: str) -> HTTPError:
     )
 
 
-def _alternatives(annotation: Any) -> list[Any]:
-    """`Annotated[X, ...]` → [X]; `X | Y | None` → [X, Y]."""
-    if typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return [a for arg in typing.get_args(annotation) if arg is not type(None) for a in _alternatives(arg)]
-    return [annotation]
-
-
-def _is_collection(annotation: Any) -> bool:
-    return any((typing.get_origin(a) or a) in (list, tuple, set, frozenset) for a in _alternatives(annotation))
-
-
-def _needs_json(annotation: Any) -> bool:
-    """Whether a form value for this type should be parsed as JSON first (containers, models)."""
-    for a in _alternatives(annotation):
-        origin = typing.get_origin(a) or a
-        if isinstance(origin, type) and (issubclass(origin, (list, dict, tuple, set)) or hasattr(origin, "model_validate")):
-            return True
-    return False
+_NOT_READY = HTTPError(503, "the service is starting: setup() has not finished; retry shortly", headers=[(b"retry-after", b"1")])
 
 
 class EndpointRuntime:
@@ -125,24 +89,25 @@ class EndpointRuntime:
         executor: Executor,
         metrics: EndpointMetrics,
         is_ready: typing.Callable[[], bool],
+        deadlines: Deadlines,
     ) -> None:
         self.ep = ep
         self.name = ep.name
         self.schema = ep.schema
         self.func = ep.func.__get__(service, type(service))
         self.is_async = ep.is_async
+        self.is_get = ep.method == "GET"
         self.timeout = ep.timeout or config.timeout
         self.max_body_size = config.max_body_size
         self.executor = executor
         self.metrics = metrics
         self.is_ready = is_ready
+        self.deadlines = deadlines
         self.active = 0
-        json_params = frozenset(p.name for p in self.schema.params if _needs_json(p.annotation))
-        self.json_params = json_params
-        self.list_params = frozenset(p.name for p in self.schema.params if _is_collection(p.annotation))
+        self.json_params = frozenset(p.name for p in self.schema.params if wants_json(p.annotation))
+        self.list_params = frozenset(p.name for p in self.schema.params if accepts_collection(p.annotation))
         max_queue = ep.max_queue if ep.max_queue is not None else config.max_queue
         self.batcher: Batcher | None = None
-        self.limiter: ConcurrencyLimiter | None = None
         if ep.batch is not None:
             self.batcher = Batcher(
                 self._run_batch,
@@ -150,44 +115,69 @@ class EndpointRuntime:
                 max_wait_ms=ep.batch.max_wait_ms,
                 max_queue=max_queue,
                 concurrency=ep.max_concurrency or 1,
-                on_batch=metrics.batch_size.observe,
+                on_batch=metrics.observe_batch,
             )
-        else:
-            default = config.max_concurrency or (256 if self.is_async else config.threads)
-            limit = ep.max_concurrency or default
-            if not self.is_async:
-                limit = min(limit, config.threads)
-            self.limiter = ConcurrencyLimiter(limit, max_queue)
+        default = config.max_concurrency or (256 if self.is_async else config.threads)
+        limit = ep.max_concurrency or default
+        if not self.is_async:
+            limit = min(limit, config.threads)
+        self.limiter = ConcurrencyLimiter(limit, max_queue)
 
     @property
     def waiting(self) -> int:
-        if self.batcher is not None:
-            return self.batcher.depth
-        assert self.limiter is not None
-        return self.limiter.waiting
+        return self.batcher.depth if self.batcher is not None else self.limiter.waiting
 
     # -- request → keyword arguments -------------------------------------------------------
 
-    async def parse(self, scope: dict[str, Any], receive: Any) -> dict[str, Any]:
+    async def _read_body(self, receive: Any, declared: bytes | None) -> bytes:
+        limit = self.max_body_size
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise HTTPError(400, "invalid Content-Length header") from None
+            if size > limit:
+                raise HTTPError(413, f"request body is {size} bytes; the limit is {limit} (raise it with --max-body-size)")
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        body = message.get("body", b"")
+        if not message.get("more_body", False) and len(body) <= limit:
+            return body
+        chunks, total = [body], len(body)
+        while message.get("more_body", False):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > limit:
+                break
+            chunks.append(chunk)
+        if total > limit:
+            raise HTTPError(413, f"request body exceeds the limit of {limit} bytes (raise it with --max-body-size)")
+        return b"".join(chunks)
+
+    async def parse(self, scope: dict[str, Any], receive: Any, ctype: bytes, declared_length: bytes | None) -> dict[str, Any]:
         """Validate the request into keyword arguments (413/415/422 on bad input)."""
+        schema = self.schema
         try:
-            if self.ep.method == "GET":
+            if self.is_get:
                 query = parse_query(scope.get("query_string", b""), self.list_params, self.json_params - self.list_params)
-                return self.schema.validate_mapping(query)
-            body = await read_body(scope, receive, self.max_body_size)
-            ctype = header(scope, b"content-type") or b"application/json"
+                return schema.validate_mapping(query)
+            body = await self._read_body(receive, declared_length)
             if ctype.startswith(b"application/json") or (not body and not ctype.startswith(b"multipart/")):
-                return self.schema.validate_json(body)
+                return schema.validate_json(body)
             if ctype.startswith(b"multipart/form-data"):
-                return self.schema.validate_mapping(parse_multipart(ctype, body, self.json_params))
+                return schema.validate_mapping(parse_multipart(ctype, body, self.json_params))
             if ctype.startswith(b"application/x-www-form-urlencoded"):
                 if body.lstrip()[:1] in (b"{", b"["):  # `curl -d '{...}'` sends JSON under the form type
-                    return self.schema.validate_json(body)
-                return self.schema.validate_mapping(parse_urlencoded(body, self.json_params))
+                    return schema.validate_json(body)
+                return schema.validate_mapping(parse_urlencoded(body, self.json_params))
             raise HTTPError(
                 415,
                 f"unsupported Content-Type {ctype.decode('latin-1')!r}: send application/json"
-                + (" or multipart/form-data" if self.schema.file_params else ""),
+                + (" or multipart/form-data" if schema.file_params else ""),
             )
         except ValidationError as exc:
             detail = validation_detail(exc)
@@ -201,7 +191,6 @@ class EndpointRuntime:
         return await asyncio.get_running_loop().run_in_executor(self.executor, lambda: self.func(**columns))
 
     async def _admit(self, receive: Any) -> None:
-        assert self.limiter is not None
         if self.limiter.try_acquire():
             return
         watch = DisconnectWatch(receive)
@@ -213,6 +202,7 @@ class EndpointRuntime:
             watch.stop()
 
     async def _call(self, kwargs: dict[str, Any], receive: Any) -> Any:
+        """Run the endpoint; an `EventStream` result keeps its slot until the stream ends."""
         if self.batcher is not None:
             watch = DisconnectWatch(receive)
             try:
@@ -223,8 +213,7 @@ class EndpointRuntime:
                 watch.stop()
         await self._admit(receive)
         limiter = self.limiter
-        assert limiter is not None
-        keep_slot = False  # an EventStream result holds its slot until the stream ends
+        keep_slot = False
         if self.is_async:
             try:
                 result = await self.func(**kwargs)
@@ -244,64 +233,99 @@ class EndpointRuntime:
                 pass
             elif job.done():
                 limiter.release()
-            else:  # timed out or cancelled while running: the slot frees when the thread does
+            else:  # timed out or abandoned while running: the slot frees when the thread does
                 job.add_done_callback(lambda _: loop.call_soon_threadsafe(limiter.release))
 
     # -- ASGI entry -------------------------------------------------------------------------
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         started = time.perf_counter()
-        request_id = (header(scope, b"x-request-id") or b"").decode("latin-1")[:64] or new_request_id()
+        ctype, length, incoming_id = b"application/json", None, None
+        for key, value in scope["headers"]:
+            if key == b"content-type":
+                ctype = value
+            elif key == b"content-length":
+                length = value
+            elif key == b"x-request-id":
+                incoming_id = value[:64]
+        rid = incoming_id or new_request_id()
+        task = asyncio.current_task()
+        assert task is not None
         status = 500
         self.active += 1
+        self.deadlines.add(task, self.timeout)
         try:
             if not self.is_ready():
-                raise HTTPError(503, "the service is starting: setup() has not finished; retry shortly", headers=[(b"retry-after", b"1")])
-            kwargs = await self.parse(scope, receive)
+                raise _NOT_READY
+            kwargs = await self.parse(scope, receive, ctype, length)
             if self.ep.stream:
                 await self._admit(receive)
-                status = await self._send_stream(self._produce(kwargs), None, DEFAULT_STREAM_END, receive, send, request_id)
+                status = await self._stream(self._produce(kwargs), None, DEFAULT_STREAM_END, receive, send, rid)
                 return
-            try:
-                async with asyncio.timeout(self.timeout):
-                    result = await self._call(kwargs, receive)
-            except TimeoutError:
-                raise HTTPError(504, f"endpoint {self.name!r} did not finish within {self.timeout:g} s") from None
+            result = await self._call(kwargs, receive)
+            self.deadlines.discard(task)
             if isinstance(result, EventStream):
-                status = await self._send_stream(_iterate(result.items, self.executor), result.encode, result.end, receive, send, request_id)
-            elif isinstance(result, Response):
-                headers = [(b"content-type", result.media_type.encode()), (b"x-request-id", request_id.encode())]
-                headers += [(k.lower().encode(), v.encode()) for k, v in result.headers.items()]
-                await send_bytes(send, result.status, result.content, headers)
+                status = await self._stream(iterate(result.items, self.executor), result.encode, result.end, receive, send, rid)
+                return
+            if isinstance(result, Response):
                 status = result.status
+                headers = [(b"content-type", result.media_type.encode()), (b"x-request-id", rid)]
+                headers += [(k.lower().encode(), v.encode()) for k, v in result.headers.items()]
+                body = result.content
             else:
-                await send_bytes(send, 200, dumps(result), [JSON_TYPE, (b"x-request-id", request_id.encode())])
                 status = 200
+                body = dumps(result)
+                headers = [JSON_TYPE, (b"x-request-id", rid)]
+            headers.append((b"content-length", b"%d" % len(body)))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
         except HTTPError as exc:
             status = exc.status
-            await send_error(send, exc, request_id)
+            await send_error(send, exc, rid.decode("latin-1"))
         except EndpointError as exc:
             status = exc.status
-            await send_error(send, HTTPError(exc.status, exc.message), request_id)
+            await send_error(send, HTTPError(exc.status, exc.message), rid.decode("latin-1"))
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task in _CANCELLED_BY_DISCONNECT:
-                _CANCELLED_BY_DISCONNECT.discard(task)
-                task.uncancel()
-                status = _STATUS_CLIENT_GONE
-                return
-            raise
+            reason = take_reason(task)
+            if reason is None:
+                raise
+            task.uncancel()
+            if reason == TIMEOUT:
+                status = 504
+                await send_error(send, HTTPError(504, f"endpoint {self.name!r} did not finish within {self.timeout:g} s"), rid.decode("latin-1"))
+            else:
+                status = STATUS_CLIENT_GONE
         except ClientDisconnected:
-            status = _STATUS_CLIENT_GONE
+            status = STATUS_CLIENT_GONE
         except Exception as exc:
-            log.exception("endpoint %r failed (request_id=%s)", self.name, request_id)
+            log.exception("endpoint %r failed (request_id=%s)", self.name, rid.decode("latin-1"))
             status = 500
-            await send_error(send, HTTPError(500, f"{type(exc).__name__} in endpoint {self.name!r}: {exc}"), request_id)
+            await send_error(send, HTTPError(500, f"{type(exc).__name__} in endpoint {self.name!r}: {exc}"), rid.decode("latin-1"))
         finally:
+            self.deadlines.discard(task)
             self.active -= 1
             self.metrics.observe(status, time.perf_counter() - started)
 
     # -- streaming --------------------------------------------------------------------------
+
+    async def _stream(
+        self,
+        items: AsyncIterator[Any],
+        encode: typing.Callable[[Any], bytes] | None,
+        end: bytes | None,
+        receive: Any,
+        send: Any,
+        rid: bytes,
+    ) -> int:
+        """Send items as SSE while watching for the client leaving; the caller holds a slot, freed here."""
+        watch = DisconnectWatch(receive)
+        try:
+            return await send_event_stream(
+                items, send=send, request_id=rid.decode("latin-1"), endpoint=self.name, timeout=self.timeout, encode=encode, end=end
+            )
+        finally:
+            watch.stop()
+            self.limiter.release()
 
     async def _produce(self, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
         """Items of a declared stream endpoint (generator functions are called directly)."""
@@ -314,91 +338,5 @@ class EndpointRuntime:
             produced = await asyncio.get_running_loop().run_in_executor(self.executor, lambda: self.func(**kwargs))
         if isinstance(produced, EventStream):
             produced = produced.items
-        async for item in _iterate(produced, self.executor):
+        async for item in iterate(produced, self.executor):
             yield item
-
-    async def _send_stream(
-        self,
-        items: AsyncIterator[Any],
-        encode: typing.Callable[[Any], bytes] | None,
-        end: bytes | None,
-        receive: Any,
-        send: Any,
-        request_id: str,
-    ) -> int:
-        """Send items as server-sent events; the caller holds a slot, released here."""
-        assert self.limiter is not None
-        encode = encode or dumps
-        watch = DisconnectWatch(receive)
-        started = False
-        tail: bytes | None = end
-        try:
-            async with asyncio.timeout(self.timeout):
-                await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, (b"x-request-id", request_id.encode())]})
-                started = True
-                async for item in items:
-                    await send({"type": "http.response.body", "body": b"data: " + encode(item) + b"\n\n", "more_body": True})
-            status = 200
-        except TimeoutError:
-            if not started:
-                raise HTTPError(504, f"endpoint {self.name!r} did not start streaming within {self.timeout:g} s") from None
-            status = 504
-            tail = _error_event(f"stream exceeded the endpoint timeout of {self.timeout:g} s", request_id, status)
-        except EndpointError as exc:
-            if not started:
-                raise HTTPError(exc.status, exc.message) from None
-            tail, status = _error_event(exc.message, request_id, exc.status), exc.status
-        except Exception as exc:
-            log.exception("stream of endpoint %r failed (request_id=%s)", self.name, request_id)
-            if not started:
-                raise HTTPError(500, f"{type(exc).__name__} in endpoint {self.name!r}: {exc}") from None
-            tail, status = _error_event(f"{type(exc).__name__}: {exc}", request_id, 500), 500
-        finally:
-            watch.stop()
-            await items.aclose()  # type: ignore[attr-defined]
-            self.limiter.release()
-        await send({"type": "http.response.body", "body": tail or b"", "more_body": False})
-        return status
-
-
-def _error_event(message: str, request_id: str, status: int) -> bytes:
-    return b"event: error\ndata: " + error_body(message, request_id, status=status) + b"\n\n"
-
-
-async def _iterate(produced: Any, executor: Executor) -> AsyncIterator[Any]:
-    """Iterate sync or async iterables; sync ones advance on the thread pool."""
-    if hasattr(produced, "__aiter__"):
-        try:
-            async for item in produced:
-                yield item
-        finally:
-            aclose = getattr(produced, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        return
-    iterator: Iterator[Any] = iter(produced)
-    loop = asyncio.get_running_loop()
-    step: concurrent.futures.Future[Any] | None = None
-    try:
-        while True:
-            step = executor.submit(next, iterator, _END_OF_STREAM)
-            item = await asyncio.wrap_future(step, loop=loop)
-            if item is _END_OF_STREAM:
-                return
-            yield item
-    finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            if step is not None and not step.done():
-                # cancelled (timeout, disconnect) while next() still runs in its thread: a generator
-                # cannot be closed while it executes, so close it as soon as that step returns
-                step.add_done_callback(lambda _: _close_quietly(close))
-            else:
-                await loop.run_in_executor(executor, _close_quietly, close)
-
-
-def _close_quietly(close: typing.Callable[[], Any]) -> None:
-    try:
-        close()
-    except Exception:
-        log.debug("closing a stream's generator raised", exc_info=True)

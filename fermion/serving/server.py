@@ -24,6 +24,7 @@ from typing import Any
 from fermion.service import Service
 from fermion.serving.app import ReplicaApp
 from fermion.serving.config import ServeConfig
+from fermion.serving.metrics import SNAPSHOT_DIR_ENV
 
 log = logging.getLogger("fermion.serving")
 
@@ -138,7 +139,7 @@ def run_replica(
 def run_workers(source: str, config: ServeConfig, sock: socket.socket, options: dict[str, Any] | None = None) -> int:
     """Run `config.workers` replica processes sharing `sock`; restart crashed ones; drain on SIGTERM."""
     metrics_dir = tempfile.mkdtemp(prefix="fermion-metrics-")
-    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
+    env = dict(os.environ, **{SNAPSHOT_DIR_ENV: metrics_dir})
     threads = str(config.effective_compute_threads())
     for var in _COMPUTE_THREAD_VARS:
         env.setdefault(var, threads)
