@@ -132,6 +132,36 @@ def test_a_lone_item_runs_once_max_wait_has_passed():
     assert record.batches == [[7]]
 
 
+def test_adaptive_batching_runs_a_lone_item_at_once_and_batches_what_queued_meanwhile():
+    release = asyncio.Event()
+    batches: list[list[int]] = []
+
+    async def slow_first(columns):
+        batches.append(list(columns["x"]))
+        if len(batches) == 1:
+            await release.wait()  # the first batch runs while more items queue up
+        return [10 * v for v in columns["x"]]
+
+    async def main():
+        batcher = Batcher(slow_first, max_batch_size=8, max_wait_ms=2000, max_queue=10, adaptive=True)
+        started = time.monotonic()
+        try:
+            first = asyncio.create_task(batcher.submit({"x": 1}))
+            await settle(lambda: len(batches) == 1)  # ran without waiting for the 2 s deadline
+            others = [asyncio.create_task(batcher.submit({"x": v})) for v in (2, 3, 4)]
+            await settle(lambda: batcher.depth == 3)
+            release.set()
+            results = await asyncio.gather(first, *others)
+        finally:
+            await batcher.close()
+        return results, time.monotonic() - started
+
+    results, elapsed = run(main)
+    assert results == [10, 20, 30, 40]
+    assert batches == [[1], [2, 3, 4]]
+    assert elapsed < 1.0
+
+
 def test_an_item_arriving_during_the_wait_joins_the_batch():
     record = Recorder()
 

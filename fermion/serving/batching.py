@@ -47,6 +47,7 @@ class Batcher:
         max_queue: int,
         concurrency: int = 1,
         on_batch: Callable[[int], None] | None = None,
+        adaptive: bool = False,
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
@@ -54,9 +55,11 @@ class Batcher:
         self.max_queue = max_queue
         self.concurrency = concurrency
         self._on_batch = on_batch
+        #: Run at once instead of waiting for company when no batch is running (greedy batching).
+        self.adaptive = adaptive
         self._queue: deque[_Item] = deque()
         self._arrivals: deque[float] = deque()
-        self._wakeup: asyncio.Event | None = None
+        self._waiters: list[asyncio.Future[None]] = []
         self._workers: list[asyncio.Task[None]] = []
         self.running = 0
 
@@ -72,17 +75,34 @@ class Batcher:
             if len(self._queue) >= self.max_queue:
                 raise Overloaded
         if not self._workers:
-            self._start()
+            self._workers = [asyncio.create_task(self._work(), name="fermion-batcher") for _ in range(self.concurrency)]
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(kwargs, future))
         self._arrivals.append(time.monotonic())
-        assert self._wakeup is not None
-        self._wakeup.set()
+        size = len(self._queue)
+        if size == 1 or size >= self.max_batch_size:  # only these change what a worker would do
+            self._notify()
         return await future
 
-    def _start(self) -> None:
-        self._wakeup = asyncio.Event()
-        self._workers = [asyncio.create_task(self._work(), name="fermion-batcher") for _ in range(self.concurrency)]
+    def _notify(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    async def _wait(self, timeout: float | None) -> None:
+        """Sleep until an item arrives in an empty queue, the queue fills, or `timeout` passes."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        handle = None if timeout is None else loop.call_later(timeout, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            if handle is not None:
+                handle.cancel()
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
 
     async def close(self) -> None:
         """Stop the workers; waiting items are cancelled."""
@@ -110,27 +130,16 @@ class Batcher:
             self._arrivals.popleft()
 
     async def _work(self) -> None:
-        assert self._wakeup is not None
-        wakeup = self._wakeup
         while True:
             self._drop_abandoned_head()
             if not self._queue:
-                wakeup.clear()
-                await wakeup.wait()
+                await self._wait(None)
                 continue
-            deadline = self._arrivals[0] + self.max_wait
-            while len(self._queue) < self.max_batch_size:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                wakeup.clear()
-                try:
-                    await asyncio.wait_for(wakeup.wait(), remaining)
-                except TimeoutError:
-                    break
-                self._drop_abandoned_head()
-                if not self._queue:
-                    break
+            if len(self._queue) < self.max_batch_size and not (self.adaptive and self.running == 0):
+                remaining = self._arrivals[0] + self.max_wait - time.monotonic()
+                if remaining > 0:
+                    await self._wait(remaining)
+                    continue  # look again: full, past the deadline, or items abandoned
             batch: list[_Item] = []
             while self._queue and len(batch) < self.max_batch_size:
                 item = self._queue.popleft()
@@ -191,6 +200,11 @@ class Batcher:
         if len(results) != len(batch):
             raise BatchError(f"a batched endpoint returned {len(results)} results for {len(batch)} inputs")
         return results
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _fail(batch: list[_Item], exc: BaseException) -> None:
