@@ -15,10 +15,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus text format; its library loads on first scrape
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 SNAPSHOT_DIR_ENV = "FERMION_METRICS_DIR"
@@ -115,6 +112,8 @@ class ReplicaMetrics:
 
     def collect(self) -> Iterable[Any]:
         """Prometheus metric families, summed over every worker's snapshot."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
         snapshots = self._all_snapshots()
         requests = CounterMetricFamily("fermion_requests", "Requests by endpoint and HTTP status.", labels=["endpoint", "status"])
         latency = HistogramMetricFamily(
@@ -144,6 +143,8 @@ class ReplicaMetrics:
 
     def render(self) -> bytes:
         """The text exposition format."""
+        from prometheus_client.exposition import generate_latest
+
         return generate_latest(self)  # type: ignore[arg-type]  # anything with collect() works
 
 
