@@ -30,7 +30,10 @@ _STREAM_ORIGINS = {
     cabc.AsyncIterable,
     cabc.AsyncGenerator,
 }
-_REQUEST_CONFIG = ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=())
+_REQUEST_CONFIGS = {
+    extra: ConfigDict(extra=extra, arbitrary_types_allowed=True, protected_namespaces=())  # type: ignore[typeddict-item]
+    for extra in ("forbid", "ignore")
+}
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,7 @@ def build_endpoint_schema(ep: Endpoint) -> EndpointSchema:
         fields[p.name] = (p.annotation, Field(default, description=description) if description else default)
     stem = camel(ep.name)
     try:
-        request_model = create_model(f"{stem}Request", __config__=_REQUEST_CONFIG, **fields)
+        request_model = create_model(f"{stem}Request", __config__=_REQUEST_CONFIGS[ep.extra], **fields)
     except Exception as exc:  # pydantic says which type it cannot handle
         raise DefinitionError(f"{where}: cannot build a request schema: {exc}") from None
 

@@ -42,6 +42,8 @@ class EndpointOptions:
     max_queue: int | None = None
     name: str | None = None
     tags: tuple[str, ...] = ()
+    extra: str = "forbid"
+    error_style: str = "fermion"
 
 
 @dataclass
@@ -61,6 +63,8 @@ class Endpoint:
     tags: tuple[str, ...]
     summary: str
     description: str
+    extra: str = "forbid"
+    error_style: str = "fermion"
     _schema: EndpointSchema | None = field(default=None, repr=False)
 
     @property
@@ -90,6 +94,8 @@ def endpoint(
     max_queue: int | None = None,
     name: str | None = None,
     tags: tuple[str, ...] | list[str] = (),
+    extra: str = "forbid",
+    error_style: str = "fermion",
 ) -> Callable[[F], F]: ...
 
 
@@ -107,12 +113,16 @@ def endpoint(
     max_queue: int | None = None,
     name: str | None = None,
     tags: tuple[str, ...] | list[str] = (),
+    extra: str = "forbid",
+    error_style: str = "fermion",
 ) -> Any:
     """Mark a Service method as an HTTP endpoint.
 
     The method's signature is the contract: parameters become the request body, the return
     annotation the response. With `max_batch_size`, the method is written over lists and called
     with up to that many requests at once, while each HTTP request still carries one item.
+    `extra="ignore"` accepts (and drops) unknown fields instead of answering 422, for wire formats
+    that grow (OpenAI's); `error_style="openai"` shapes error bodies as `{"error": {"message", ...}}`.
     """
     method_upper = method.upper()
     if method_upper not in _HTTP_METHODS:
@@ -124,6 +134,10 @@ def endpoint(
         if max_wait_ms < 0:
             raise DefinitionError(f"@endpoint(max_wait_ms={max_wait_ms}) must be zero or more")
         batch = BatchOptions(max_batch_size=max_batch_size, max_wait_ms=float(max_wait_ms))
+    if extra not in ("forbid", "ignore"):
+        raise DefinitionError(f"@endpoint(extra={extra!r}) must be 'forbid' or 'ignore'")
+    if error_style not in ("fermion", "openai"):
+        raise DefinitionError(f"@endpoint(error_style={error_style!r}) must be 'fermion' or 'openai'")
     for label, value in (("timeout", timeout), ("max_concurrency", max_concurrency), ("max_queue", max_queue)):
         if value is not None and value <= 0 and not (label == "max_queue" and value == 0):
             raise DefinitionError(f"@endpoint({label}={value}) must be positive")
@@ -137,6 +151,8 @@ def endpoint(
         max_queue=max_queue,
         name=name,
         tags=tuple(tags),
+        extra=extra,
+        error_style=error_style,
     )
 
     def mark(fn: F) -> F:
@@ -184,6 +200,8 @@ def _make_endpoint(attr: str, func: Callable[..., Any], options: EndpointOptions
         tags=options.tags,
         summary=summary or name.replace("_", " ").capitalize(),
         description=description,
+        extra=options.extra,
+        error_style=options.error_style,
     )
 
 

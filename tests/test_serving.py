@@ -230,6 +230,21 @@ def test_stream_timeout_is_a_504_error_event(http):
     assert json.loads(data)["status"] == 504 and "timeout" in json.loads(data)["error"]
 
 
+def test_stream_refusing_its_input_at_once_answers_a_real_422(http):
+    answer = http.post("/refuses_early", json={"n": -1})
+    assert answer.status_code == 422 and answer.json()["error"] == "n must not be negative"
+    with http.stream("POST", "/refuses_early", json={"n": 0}) as empty:
+        assert sse_events(empty) == [("end", "{}")]
+
+
+def test_endpoint_can_ignore_unknown_fields_and_answer_errors_in_openai_shape(http):
+    assert http.post("/lenient", json={"text": "a", "top_k": 3}).json() == "a"
+    missing = http.post("/lenient", json={"top_k": 3})
+    assert missing.status_code == 422
+    error = missing.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == "text" and "text" in error["message"]
+
+
 def test_get_endpoint_takes_json_for_dict_parameters(http):
     assert http.get("/options_of", params={"options": '{"a": 1, "b": 2}'}).json() == 3
 

@@ -67,6 +67,8 @@ class RequestValidationError(ValueError):
 
 def error_from_payload(status: int, payload: Any, body: str, request_id: str | None = None) -> APIError:
     """An `APIError` from a decoded error answer (`{"error", "request_id", "detail"?}`) or raw text."""
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict) and "message" in payload["error"]:
+        payload = {**payload, "error": str(payload["error"]["message"])}  # OpenAI-style error body
     if isinstance(payload, dict) and isinstance(payload.get("error"), str):
         detail = payload.get("detail")
         return APIError(

@@ -230,9 +230,26 @@ def error_body(
     return orjson.dumps(payload)
 
 
-async def send_error(send: Any, error: HTTPError, request_id: str) -> None:
+_OPENAI_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                       413: "invalid_request_error", 415: "invalid_request_error", 422: "invalid_request_error",
+                       429: "rate_limit_error", 503: "service_unavailable", 504: "timeout"}
+
+
+def openai_error_body(error: HTTPError, request_id: str) -> bytes:
+    """`{"error": {"message", "type", "param", "code"}}`, the shape OpenAI's clients read messages from."""
+    param = error.detail[0]["field"] if error.detail else None
+    kind = _OPENAI_ERROR_TYPES.get(error.status, "server_error" if error.status >= 500 else "invalid_request_error")
+    payload = {"error": {"message": error.message, "type": kind, "param": param, "code": None}, "request_id": request_id}
+    if error.detail is not None:
+        payload["detail"] = error.detail
+    return orjson.dumps(payload)
+
+
+async def send_error(send: Any, error: HTTPError, request_id: str, style: str = "fermion") -> None:
+    """Answer `error` as JSON: Fermion's `{"error": str, ...}` or, with style "openai", OpenAI's shape."""
     headers: Headers = [JSON_TYPE, (b"x-request-id", request_id.encode()), *error.headers]
-    await send_bytes(send, error.status, error_body(error, request_id), headers)
+    body = openai_error_body(error, request_id) if style == "openai" else error_body(error, request_id)
+    await send_bytes(send, error.status, body, headers)
 
 
 def validation_detail(exc: Any) -> list[dict[str, Any]]:

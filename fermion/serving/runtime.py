@@ -281,10 +281,10 @@ class EndpointRuntime:
             await send({"type": "http.response.body", "body": body})
         except HTTPError as exc:
             status = exc.status
-            await send_error(send, exc, rid.decode("latin-1"))
+            await send_error(send, exc, rid.decode("latin-1"), self.ep.error_style)
         except EndpointError as exc:
             status = exc.status
-            await send_error(send, HTTPError(exc.status, exc.message), rid.decode("latin-1"))
+            await send_error(send, HTTPError(exc.status, exc.message), rid.decode("latin-1"), self.ep.error_style)
         except asyncio.CancelledError:
             reason = take_reason(task)
             if reason is None:
@@ -292,7 +292,9 @@ class EndpointRuntime:
             task.uncancel()
             if reason == TIMEOUT:
                 status = 504
-                await send_error(send, HTTPError(504, f"endpoint {self.name!r} did not finish within {self.timeout:g} s"), rid.decode("latin-1"))
+                await send_error(
+                    send, HTTPError(504, f"endpoint {self.name!r} did not finish within {self.timeout:g} s"), rid.decode("latin-1"), self.ep.error_style
+                )
             else:
                 status = STATUS_CLIENT_GONE
         except ClientDisconnected:
@@ -300,7 +302,9 @@ class EndpointRuntime:
         except Exception as exc:
             log.exception("endpoint %r failed (request_id=%s)", self.name, rid.decode("latin-1"))
             status = 500
-            await send_error(send, HTTPError(500, f"{type(exc).__name__} in endpoint {self.name!r}: {exc}"), rid.decode("latin-1"))
+            await send_error(
+                send, HTTPError(500, f"{type(exc).__name__} in endpoint {self.name!r}: {exc}"), rid.decode("latin-1"), self.ep.error_style
+            )
         finally:
             self.deadlines.discard(task)
             self.active -= 1

@@ -51,10 +51,15 @@ async def send_event_stream(
     started = False
     tail: bytes | None = end
     try:
+        # the first item comes before the 200 header, so that input the endpoint refuses at once
+        # (InvalidInput, a too-long prompt) still gets a real 4xx answer
+        first = await anext(items, _END_OF_STREAM)
         await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, (b"x-request-id", request_id.encode())]})
         started = True
-        async for item in items:
-            await send({"type": "http.response.body", "body": b"data: " + encode(item) + b"\n\n", "more_body": True})
+        if first is not _END_OF_STREAM:
+            await send({"type": "http.response.body", "body": b"data: " + encode(first) + b"\n\n", "more_body": True})
+            async for item in items:
+                await send({"type": "http.response.body", "body": b"data: " + encode(item) + b"\n\n", "more_body": True})
         status = 200
     except asyncio.CancelledError:
         task = asyncio.current_task()
@@ -68,6 +73,8 @@ async def send_event_stream(
         assert task is not None
         task.uncancel()
         status = 504
+        if not started:
+            raise HTTPError(504, f"endpoint {endpoint!r} did not start streaming within {timeout:g} s") from None
         tail = error_event(f"stream of endpoint {endpoint!r} exceeded its timeout of {timeout:g} s", request_id, status)
     except EndpointError as exc:
         if not started:

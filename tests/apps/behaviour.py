@@ -141,3 +141,13 @@ class Behaviour(Service):
     @endpoint(method="GET")
     def options_of(self, options: dict[str, int]) -> int:
         return sum(options.values())
+
+    @endpoint(stream=True)
+    def refuses_early(self, n: int) -> Iterator[int]:
+        if n < 0:
+            raise InvalidInput("n must not be negative")
+        yield from range(n)
+
+    @endpoint(extra="ignore", error_style="openai")
+    def lenient(self, text: str) -> str:
+        return text
