@@ -1,0 +1,383 @@
+"""`hf:` causal language models (task `text-generation`): native endpoints and an OpenAI-compatible API.
+
+    fermion serve hf:./my-llm
+    curl localhost:8000/generate -H 'content-type: application/json' -d '{"prompt": "Once upon a time"}'
+    OpenAI(base_url="http://localhost:8000/v1", api_key="unused").chat.completions.create(...)
+
+Generation runs token by token (see `llm_engine`): requests take turns on the model, streamed
+answers arrive piece by piece, and a request that times out stops generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import re
+import time
+from collections.abc import Iterator
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Field
+
+from fermion.models.hf import read_config
+from fermion.models.hf.llm_engine import Generation, Sampling, TextGenerator
+from fermion.models.hf.llm_schema import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatMessage,
+    Completion,
+    CompletionChoice,
+    GenerateResult,
+    ModelCard,
+    ModelList,
+    Penalty,
+    ResponseFormat,
+    Seed,
+    Stop,
+    StreamOptions,
+    Temperature,
+    TopP,
+    Usage,
+    usage_of,
+)
+from fermion.responses import EventStream, InvalidInput
+from fermion.service import Service, endpoint
+from fermion.sources import SourceError
+
+#: Generations running at once per endpoint; they take turns on the model token by token.
+MAX_CONCURRENCY = 2
+_OPENAI_END = b"data: [DONE]\n\n"
+_CAUSAL_ENDINGS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+_OPENAI = ("openai",)
+
+Prompt = Annotated[str, Field(description="The text to continue.", examples=["Once upon a time"])]
+MaxNewTokens = Annotated[int, Field(ge=1, description="Most tokens to generate (the model's context may cut it shorter).",
+                                    examples=[64])]
+MaxTokens = Annotated[int | None, Field(ge=1, description="Most tokens to generate; default 512 or what the context allows.",
+                                        examples=[64])]
+ModelName = Annotated[str | None, Field(description="Accepted for compatibility: this server serves one model "
+                                        "(see GET /v1/models).", examples=["my-llm"])]
+N = Annotated[int, Field(description="Only 1 is served.", examples=[1])]
+LogitBias = Annotated[dict[str, float] | None, Field(description="Token id (as a string) → bias added to its logit (-100 to 100).")]
+Ignored = Annotated[Any, Field(description="Accepted for compatibility with OpenAI clients; ignored.")]
+
+
+def build(model_dir: str, task: str) -> Service:
+    """The text-generation Service for a local causal LM folder (config, weights, tokenizer)."""
+    for module in ("torch", "transformers"):
+        if importlib.util.find_spec(module) is None:
+            raise ModuleNotFoundError(f"No module named {module!r}", name=module)  # → "pip install 'fermion[hf]'"
+    where = f"hf:{model_dir}"
+    if not os.path.isdir(model_dir):
+        raise SourceError(f"{where}: {task} needs a model folder (config.json, weights, tokenizer), not a file")
+    config = read_config(model_dir)
+    if not config:
+        raise SourceError(f"{where}: no config.json in that folder; save the model there with model.save_pretrained(folder)")
+    architectures = config.get("architectures") or []
+    if architectures and not any(a.endswith(_CAUSAL_ENDINGS) for a in architectures):
+        raise SourceError(
+            f"{where}: {task} needs a causal language model, but this is {', '.join(architectures)}; "
+            "serve it with the --task its architecture is for, or pick a causal LM (…ForCausalLM)"
+        )
+    if not any(os.path.isfile(os.path.join(model_dir, name)) for name in _TOKENIZER_FILES):
+        raise SourceError(f"{where}: no tokenizer in that folder; save it next to the model with tokenizer.save_pretrained(folder)")
+    model_id = model_name(model_dir)
+    service_cls = type(
+        "TextGeneration",
+        (TextGenerationService,),
+        {
+            "name": model_id,
+            "__doc__": f"Text generation with {model_id}: `/generate` and `/generate_stream`, and an "
+            "OpenAI-compatible API (`/v1/chat/completions`, `/v1/completions`, `/v1/models`) for OpenAI clients.",
+            "__module__": __name__,
+        },
+    )
+    return service_cls(model_dir, model_id)
+
+
+def model_name(model_dir: str) -> str:
+    """The id clients see: `org/name` for a Hugging Face cache folder, else the folder's name."""
+    match = re.search(r"models--([^/]+?)--([^/]+)/snapshots/", model_dir.replace(os.sep, "/"))
+    if match:
+        return f"{match.group(1)}/{match.group(2)}"
+    return os.path.basename(os.path.normpath(model_dir)) or "model"
+
+
+class TextGenerationService(Service):
+    """Text generation with a causal language model."""
+
+    name: ClassVar[str | None] = "text-generation"
+
+    def __init__(self, model_dir: str, model_id: str) -> None:
+        self.model_dir = model_dir
+        self.model_id = model_id
+
+    def setup(self) -> None:
+        self.engine = TextGenerator(self.model_dir)
+        self.loaded_at = int(time.time())
+
+    # -- native ---------------------------------------------------------------------------------
+
+    @endpoint(max_concurrency=MAX_CONCURRENCY)
+    async def generate(
+        self,
+        prompt: Prompt,
+        max_new_tokens: MaxNewTokens = 128,
+        temperature: Temperature = None,
+        top_p: TopP = None,
+        stop: Stop = None,
+        seed: Seed = None,
+    ) -> GenerateResult:
+        """Continue a text: the generated text, why it stopped and the token counts."""
+        sampling = Sampling(max_new_tokens, temperature, top_p, _stops(stop), seed)
+        generation = await asyncio.to_thread(self._start, prompt, sampling)
+        text = await _run_to_end(generation)
+        return GenerateResult(text=text, finish_reason=generation.finish_reason, usage=_usage(generation))  # type: ignore[arg-type]
+
+    @endpoint(max_concurrency=MAX_CONCURRENCY)
+    def generate_stream(
+        self,
+        prompt: Prompt,
+        max_new_tokens: MaxNewTokens = 128,
+        temperature: Temperature = None,
+        top_p: TopP = None,
+        stop: Stop = None,
+        seed: Seed = None,
+    ) -> Iterator[str]:
+        """Continue a text, streamed: one server-sent event per new piece of text."""
+        generation = self._start(prompt, Sampling(max_new_tokens, temperature, top_p, _stops(stop), seed))
+        try:
+            yield from generation
+        finally:
+            generation.close()
+
+    # -- OpenAI-compatible ------------------------------------------------------------------------
+
+    @endpoint(path="/v1/chat/completions", max_concurrency=MAX_CONCURRENCY, tags=_OPENAI, extra="ignore", error_style="openai")
+    async def chat_completions(
+        self,
+        messages: Annotated[list[ChatMessage], Field(min_length=1, description="The conversation so far.",
+                                                     examples=[[{"role": "user", "content": "Write a haiku about the sea."}]])],
+        model: ModelName = None,
+        max_tokens: MaxTokens = None,
+        max_completion_tokens: MaxTokens = None,
+        temperature: Temperature = None,
+        top_p: TopP = None,
+        n: N = 1,
+        stop: Stop = None,
+        stream: bool = False,
+        stream_options: StreamOptions | None = None,
+        seed: Seed = None,
+        presence_penalty: Penalty = 0.0,
+        frequency_penalty: Penalty = 0.0,
+        logit_bias: LogitBias = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        response_format: ResponseFormat | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Ignored = None,
+        parallel_tool_calls: Ignored = None,
+        user: Ignored = None,
+        metadata: Ignored = None,
+        store: Ignored = None,
+        service_tier: Ignored = None,
+        reasoning_effort: Ignored = None,
+    ) -> ChatCompletion | EventStream:
+        """OpenAI chat completions: messages through the model's chat template, one answer (or a stream of chunks).
+
+        Unsupported options are refused with 422 rather than ignored: `n` other than 1, `logprobs`,
+        `tools`, and a `response_format` other than text.
+        """
+        _refuse(n=n, logprobs=bool(logprobs or top_logprobs), tools=bool(tools), response_format=response_format)
+        sampling = self._sampling(max_completion_tokens or max_tokens, temperature, top_p, stop, seed,
+                                  presence_penalty, frequency_penalty, logit_bias)
+        generation = await asyncio.to_thread(self._start_chat, _chat_messages(messages), sampling)
+        ident, created = "chatcmpl-" + os.urandom(12).hex(), int(time.time())
+        if stream:
+            include_usage = bool(stream_options and stream_options.include_usage)
+            return EventStream(self._chat_chunks(generation, ident, created, include_usage), end=_OPENAI_END)
+        text = await _run_to_end(generation)
+        choice = ChatChoice(message=AssistantMessage(content=text), finish_reason=generation.finish_reason)  # type: ignore[arg-type]
+        return ChatCompletion(id=ident, created=created, model=self.model_id, choices=[choice], usage=_usage(generation))
+
+    @endpoint(path="/v1/completions", max_concurrency=MAX_CONCURRENCY, tags=_OPENAI, extra="ignore", error_style="openai")
+    async def completions(
+        self,
+        prompt: Annotated[str | list[str] | list[int], Field(description="The text to continue (or its token ids).",
+                                                             examples=["Once upon a time"])],
+        model: ModelName = None,
+        max_tokens: MaxTokens = 16,
+        temperature: Temperature = None,
+        top_p: TopP = None,
+        n: N = 1,
+        stop: Stop = None,
+        stream: bool = False,
+        stream_options: StreamOptions | None = None,
+        echo: Annotated[bool, Field(description="Put the prompt before the generated text.")] = False,
+        seed: Seed = None,
+        presence_penalty: Penalty = 0.0,
+        frequency_penalty: Penalty = 0.0,
+        logit_bias: LogitBias = None,
+        logprobs: int | None = None,
+        best_of: Annotated[int | None, Field(description="Only 1 is served.")] = None,
+        suffix: Annotated[str | None, Field(description="Not served (insertion needs a fill-in-the-middle model).")] = None,
+        user: Ignored = None,
+    ) -> Completion | EventStream:
+        """OpenAI (legacy) completions: continue a text, as one answer or a stream of chunks."""
+        _refuse(n=n, logprobs=logprobs is not None, best_of=best_of, suffix=suffix)
+        sampling = self._sampling(max_tokens, temperature, top_p, stop, seed, presence_penalty, frequency_penalty, logit_bias)
+        generation, prompt_text = await asyncio.to_thread(self._start_completion, prompt, sampling)
+        ident, created = "cmpl-" + os.urandom(12).hex(), int(time.time())
+        prefix = prompt_text if echo else ""
+        if stream:
+            include_usage = bool(stream_options and stream_options.include_usage)
+            return EventStream(self._completion_chunks(generation, ident, created, prefix, include_usage), end=_OPENAI_END)
+        text = prefix + await _run_to_end(generation)
+        choice = CompletionChoice(text=text, finish_reason=generation.finish_reason)  # type: ignore[arg-type]
+        return Completion(id=ident, created=created, model=self.model_id, choices=[choice], usage=_usage(generation))
+
+    @endpoint(method="GET", path="/v1/models", tags=_OPENAI, error_style="openai")
+    def models(self) -> ModelList:
+        """OpenAI model list: the one model this server serves."""
+        return ModelList(data=[ModelCard(id=self.model_id, created=self.loaded_at)])
+
+    # -- helpers (the _start* ones tokenize, so async endpoints run them off the event loop) ------
+
+    def _start(self, prompt: str, sampling: Sampling) -> Generation:
+        return self.engine.start(self.engine.encode(prompt), sampling)
+
+    def _start_chat(self, messages: list[dict[str, str]], sampling: Sampling) -> Generation:
+        prompt = self.engine.render_chat(messages)
+        return self.engine.start(self.engine.encode(prompt, special_tokens=False), sampling)  # the template adds them
+
+    def _sampling(
+        self,
+        max_tokens: int | None,
+        temperature: float | None,
+        top_p: float | None,
+        stop: str | list[str] | None,
+        seed: int | None,
+        presence_penalty: float,
+        frequency_penalty: float,
+        logit_bias: dict[str, float] | None,
+    ) -> Sampling:
+        bias: dict[int, float] = {}
+        for key, value in (logit_bias or {}).items():
+            if not key.strip().isdigit() or not -100 <= value <= 100:
+                raise InvalidInput(f"logit_bias maps token ids (strings of digits) to numbers from -100 to 100; got {key!r}: {value}")
+            bias[int(key)] = float(value)
+        return Sampling(max_tokens, temperature, top_p, _stops(stop), seed, presence_penalty, frequency_penalty, bias)
+
+    def _start_completion(self, prompt: str | list[str] | list[int], sampling: Sampling) -> tuple[Generation, str]:
+        """The generation for a completions prompt (a string, one string in a list, or token ids) and the prompt's text."""
+        if isinstance(prompt, list) and prompt and all(isinstance(p, int) for p in prompt):
+            ids = [int(p) for p in prompt]
+            self.engine.check_token_ids(ids, "prompt")
+            return self.engine.start(ids, sampling), self.engine.decode(ids)
+        if isinstance(prompt, list):
+            if len(prompt) != 1:
+                raise InvalidInput(f"prompt holds {len(prompt)} texts; this server completes one prompt per request")
+            prompt = str(prompt[0])
+        return self._start(prompt, sampling), prompt
+
+    def _chat_chunks(self, generation: Generation, ident: str, created: int, include_usage: bool) -> Iterator[dict[str, Any]]:
+        """`chat.completion.chunk` events: the role first, then text pieces, then the finish reason (and usage)."""
+        head = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": self.model_id}
+        if include_usage:
+            head["usage"] = None
+
+        def chunk(delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
+            return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            for piece in generation:
+                yield chunk({"content": piece})
+            yield chunk({}, generation.finish_reason)
+            if include_usage:
+                yield {**head, "choices": [], "usage": usage_of(generation.prompt_tokens, generation.completion_tokens)}
+        finally:
+            generation.close()
+
+    def _completion_chunks(
+        self, generation: Generation, ident: str, created: int, prefix: str, include_usage: bool
+    ) -> Iterator[dict[str, Any]]:
+        """`text_completion` events: text pieces (after the echoed prompt), then the finish reason (and usage)."""
+        head = {"id": ident, "object": "text_completion", "created": created, "model": self.model_id}
+        if include_usage:
+            head["usage"] = None
+
+        def chunk(text: str, finish: str | None = None) -> dict[str, Any]:
+            return {**head, "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
+
+        try:
+            if prefix:
+                yield chunk(prefix)
+            for piece in generation:
+                yield chunk(piece)
+            yield chunk("", generation.finish_reason)
+            if include_usage:
+                yield {**head, "choices": [], "usage": usage_of(generation.prompt_tokens, generation.completion_tokens)}
+        finally:
+            generation.close()
+
+
+async def _run_to_end(generation: Generation) -> str:
+    """Generate the whole text in a worker thread; a cancelled request (timeout) stops the generation."""
+    try:
+        return await asyncio.to_thread(generation.text)
+    except asyncio.CancelledError:
+        generation.cancel()
+        raise
+
+
+def _usage(generation: Generation) -> Usage:
+    return Usage(**usage_of(generation.prompt_tokens, generation.completion_tokens))
+
+
+def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    return (stop,) if isinstance(stop, str) else tuple(stop)
+
+
+def _chat_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
+    """Messages as chat templates expect them: `{"role", "content"}` with text content."""
+    out = []
+    for index, message in enumerate(messages):
+        content = message.content
+        if isinstance(content, list):
+            other = [part.type for part in content if part.type != "text"]
+            if other:
+                raise InvalidInput(f"messages[{index}] has a {other[0]!r} part; this text-only model reads only text parts")
+            content = "\n".join(part.text or "" for part in content)
+        role = "system" if message.role == "developer" else message.role  # OpenAI's newer name for system
+        out.append({"role": role, "content": content or ""})
+    return out
+
+
+def _refuse(
+    *,
+    n: int,
+    logprobs: bool,
+    tools: bool = False,
+    response_format: ResponseFormat | None = None,
+    best_of: int | None = None,
+    suffix: str | None = None,
+) -> None:
+    """422 for OpenAI options this server cannot honour, rather than an answer that silently ignores them."""
+    if n != 1:
+        raise InvalidInput(f"n={n}: this server generates one choice per request; send n=1 (or leave it out) and repeat the request")
+    if best_of not in (None, 1):
+        raise InvalidInput(f"best_of={best_of}: only 1 is served")
+    if logprobs:
+        raise InvalidInput("logprobs are not served by this server; leave out logprobs and top_logprobs")
+    if tools:
+        raise InvalidInput("tool calling is not served by this server; leave out tools")
+    if response_format is not None and response_format.type != "text":
+        raise InvalidInput(f"response_format {response_format.type!r} is not served; only plain text answers are")
+    if suffix:
+        raise InvalidInput("suffix is not served (it needs a fill-in-the-middle model); leave it out")

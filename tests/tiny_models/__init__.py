@@ -1,0 +1,1 @@
+"""Tiny, randomly initialised models built locally for tests (no network)."""
