@@ -113,6 +113,8 @@ def _import_file(path: str) -> Any:
 
 
 def _import_module(name: str) -> Any:
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: modules in the current folder are found
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
+import httpx
 import pytest
-from support import EXAMPLES, FERMION, ROOT, running_server
+from support import EXAMPLES, FERMION, ROOT, free_port, running_server, wait_ready
 
 from fermion import __version__
 
@@ -125,6 +128,34 @@ def test_call_errors_exit_non_zero_with_the_servers_message(behaviour):
     assert "predict" in error_lines(unknown)[0]
     missing = fermion("call", behaviour.url, "predict")
     assert missing.returncode != 0 and "text" in error_lines(missing)[0]
+
+
+def test_call_accepts_a_url_without_scheme_and_saves_raw_bytes(behaviour, tmp_path):
+    target = tmp_path / "pixel.png"
+    with open(target, "wb") as out:
+        result = subprocess.run([*FERMION, "call", behaviour.url.removeprefix("http://"), "pixel"], stdout=out, stderr=subprocess.PIPE, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == b"\x89PNG fake"
+
+
+def test_the_fermion_script_finds_modules_in_the_current_folder(tmp_path):
+    (tmp_path / "mymodels.py").write_text((EXAMPLES / "echo.py").read_text())
+    script = str(Path(sys.executable).parent / "fermion")
+    result = subprocess.run([script, "serve", "mymodels:Ech", "--port", "0"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "no class 'Ech' in mymodels; did you mean 'Echo'?" in result.stderr
+
+
+def test_serve_reads_its_settings_from_the_environment(tmp_path):
+    port = str(free_port())
+    env = {**os.environ, "FERMION_PORT": port, "FERMION_MAX_BODY_SIZE": "1KiB"}
+    proc = subprocess.Popen([*FERMION, "serve", "examples/echo.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc, 60)
+        assert httpx.post(f"http://127.0.0.1:{port}/predict", content=b"x" * 2000).status_code == 413
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def test_call_unreachable_server_is_one_line():

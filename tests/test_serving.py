@@ -260,6 +260,15 @@ def test_file_as_multipart_upload_and_as_base64(http):
     assert bad.status_code == 422 and "base64" in bad.json()["error"]
 
 
+def test_file_lists_take_one_or_many_parts(http):
+    one = http.post("/count_files", files=[("uploads", ("a", b"12", "text/plain"))])
+    assert one.json() == [2]
+    many = http.post("/count_files", files=[("uploads", ("a", b"12", "text/plain")), ("uploads", ("b", b"345", "text/plain"))])
+    assert many.json() == [2, 3]
+    schema = http.get("/openapi.json").json()["paths"]["/count_files"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert schema["schema"]["properties"]["uploads"]["items"]["format"] == "binary"
+
+
 def test_batched_endpoint_is_served_per_item(http):
     values = list(range(12))
     with concurrent.futures.ThreadPoolExecutor(12) as pool:

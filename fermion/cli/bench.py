@@ -6,18 +6,26 @@ import datetime as dt
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from fermion.cli.app import app, err, fail, out
+from fermion.cli.app import app, err, out
+from fermion.cli.app import fail as _fail_markup
 
 if TYPE_CHECKING:
     from fermion.bench import LoadResult
     from fermion.bench.target import Target
 
-#: What one core of this project's reference machine reaches with the python engine on echo (see docs/benchmarks.md).
-PYTHON_ENGINE_NOTE = "the python engine tops out around 8-10k req/s on one core; install wrk to measure faster servers"
+#: Above this share of one core, the load generator may be what limits the numbers.
+BUSY_WARNING = 0.9
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One error line; the message is shown as written (`[bench]` is not rich markup)."""
+    from rich.markup import escape
+
+    _fail_markup(escape(message), code)
 
 
 def _arguments(json_body: str | None) -> dict[str, Any] | None:
@@ -57,10 +65,11 @@ def print_report(result: LoadResult, target: Target, engine_text: str) -> None:
     answers = ", ".join(f"{code}: {n:,}" for code, n in result.statuses.items()) or "no answers"
     rows = [
         ("endpoint", f"{target.endpoint} · {target.method} {target.url}"),
-        ("engine", f"{engine_text} · {result.concurrency} clients · {result.duration_s:.1f} s measured"),
+        ("engine", f"{engine_text} · {result.concurrency} clients · {result.duration_s:.1f} s measured"
+                   + (f" · used {result.engine_busy:.0%} of a core" if result.engine_busy is not None else "")),
         ("throughput", f"{result.rps:,.1f} req/s ({result.requests:,} requests)"),
         ("latency", f"p50 {result.p50_ms:.2f} ms · p90 {result.p90_ms:.2f} ms · p99 {result.p99_ms:.2f} ms · max {result.max_ms:.2f} ms"),
-        ("errors", ", ".join(f"{code}: {n:,}" for code, n in failed.items()) + f" (of {answers})" if failed else f"none ({answers})"),
+        ("errors", f"{result.errors:,}: " + ", ".join(f"{code}: {n:,}" for code, n in failed.items()) if failed else f"none ({answers})"),
     ]
     for name, value in rows:
         grid.add_row(name, value)
@@ -124,8 +133,10 @@ def bench(
     except (WrkError, OSError, ValueError) as exc:
         fail(str(exc))
     print_report(result, target, engine_text)
-    if chosen == "python":
-        out.print(f"note: {PYTHON_ENGINE_NOTE}", markup=False)
+    if result.engine_busy is not None and result.engine_busy > BUSY_WARNING:
+        hint = "" if chosen == "wrk" else "; wrk (apt-get install wrk) needs less CPU per request"
+        err.print(f"warning: the load generator used {result.engine_busy:.0%} of a core, so it may be the limit, not the server: "
+                  f"give it a core of its own with --cpu{hint}", markup=False)
     if out_path is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(report(result, target, engine_text), indent=2) + "\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,7 +45,13 @@ def parse_assignments(pairs: list[str], properties: dict[str, dict[str, Any]], f
 
 
 def _print(value: Any) -> None:
-    if isinstance(value, str):
+    if isinstance(value, bytes):  # a raw answer (an image, audio): to a file or pipe as is
+        if sys.stdout.isatty():
+            print(f"({len(value)} bytes of binary data; redirect to a file to save them: > out.bin)", flush=True)
+        else:
+            sys.stdout.buffer.write(value)
+            sys.stdout.flush()
+    elif isinstance(value, str):
         print(value, flush=True)
     else:
         print(json.dumps(value, ensure_ascii=False, indent=None if _is_small(value) else 2), flush=True)
@@ -66,10 +73,14 @@ def call(
     """Call ENDPOINT of the service at URL and print the answer (streams print as they arrive)."""
     from fermion.client import APIError, Client
 
+    if "://" not in url:
+        url = "http://" + url  # `fermion call localhost:8000 ...` means plain HTTP
     try:
         client = Client(url, token=token or os.environ.get("FERMION_TOKEN"), timeout=timeout)
     except APIError as exc:
         fail(str(exc))
+    except ValueError as exc:
+        fail(f"{url} is not a usable URL: {exc}", 2)
     with client:
         info = client.endpoints.get(endpoint)
         if info is None:

@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from typing import Annotated, Any
 
 import typer
 
 from fermion.cli.app import app, fail, out
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mi": 1024**2,
-          "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3}
-
-
-def parse_size(text: str) -> int:
-    """`16MiB`, `10MB`, `1048576` → bytes."""
-    match = _SIZE.match(text)
-    if not match or match.group(2).lower() not in _UNITS:
-        raise ValueError(f"{text!r} is not a size; write bytes or a number with a unit, like 16MiB or 10MB")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
 def _example_call(service: Any, base: str) -> tuple[str, str] | None:
@@ -76,9 +63,9 @@ def print_banner(service: Any, source: str, host: str, port: int, workers: int) 
 @app.command()
 def serve(
     source: Annotated[str, typer.Argument(help="app.py:MyService, app.py, py:app.py:MyService or package.module:MyService.")],
-    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 for all).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes sharing the port; each runs setup().")] = 1,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on; 0.0.0.0 for all. [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on; 0 picks a free one. [default: 8000]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes sharing the port; each runs setup(). [default: 1]")] = None,
     timeout: Annotated[float | None, typer.Option(help="Default endpoint timeout in seconds (504 after it).")] = None,
     max_body_size: Annotated[str | None, typer.Option(help="Largest request body, e.g. 16MiB (413 beyond).")] = None,
     max_concurrency: Annotated[int | None, typer.Option(help="Default concurrent requests per endpoint.")] = None,
@@ -94,7 +81,7 @@ def serve(
     ] = False,
 ) -> None:
     """Serve SOURCE over HTTP with docs, health, metrics, batching and limits."""
-    from fermion.serving.config import ServeConfig
+    from fermion.serving.config import ServeConfig, parse_size
     from fermion.serving.server import (
         BindError,
         bind_socket,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -76,7 +77,23 @@ class ServeConfig:
         return max(1, cpu_count() // self.workers)
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mi": 1024**2,
+          "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """`16MiB`, `10MB`, `1048576` → bytes."""
+    match = _SIZE.match(text)
+    unit = (match.group(2) or "").lower() if match else ""
+    if not match or unit not in _UNITS:
+        raise ValueError(f"{text!r} is not a size; write bytes or a number with a unit, like 16MiB or 10MB")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
 def _parse(name: str, type_name: str, raw: str) -> Any:
+    if name == "max_body_size":
+        return parse_size(raw)
     try:
         if "bool" in type_name:
             return raw.strip().lower() in ("1", "true", "yes", "on")

@@ -104,7 +104,9 @@ def _form_value(raw: str, as_json: bool) -> Any:
     return raw
 
 
-def parse_multipart(content_type: bytes, body: bytes, json_params: frozenset[str]) -> dict[str, Any]:
+def parse_multipart(
+    content_type: bytes, body: bytes, json_params: frozenset[str], list_params: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """multipart/form-data → fields: file parts become `File`, other parts strings (JSON where typed)."""
     from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -168,7 +170,10 @@ def parse_multipart(content_type: bytes, body: bytes, json_params: frozenset[str
             )
         else:
             value = _form_value(part["data"].decode("utf-8", "replace"), key in json_params)
-        if key in fields:
+        if key in list_params:  # repeated parts, or one part holding a JSON array
+            items = fields.setdefault(key, [])
+            items.extend(value) if isinstance(value, list) else items.append(value)
+        elif key in fields:
             previous = fields[key]
             fields[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
         else:

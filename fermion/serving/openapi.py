@@ -60,9 +60,12 @@ def _is_file_schema(schema: dict[str, Any]) -> bool:
 
 def _multipart_schema(request_schema: dict[str, Any]) -> dict[str, Any]:
     schema = copy.deepcopy(request_schema)
+    binary = {"type": "string", "format": "binary"}
     for name, prop in schema.get("properties", {}).items():
         if _is_file_schema(prop):
-            schema["properties"][name] = {"type": "string", "format": "binary", "description": prop.get("description", "")}
+            schema["properties"][name] = {**binary, "description": prop.get("description", "")}
+        elif prop.get("type") == "array" and _is_file_schema(prop.get("items", {})):
+            schema["properties"][name] = {"type": "array", "items": binary, "description": prop.get("description", "")}
     return schema
 
 

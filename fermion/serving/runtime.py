@@ -67,6 +67,14 @@ class DisconnectWatch:
         self._watcher.cancel()
 
 
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: typing.Callable[[], None]) -> None:
+    """From a worker thread: run `callback` on the loop, unless the loop is already gone (shutdown)."""
+    try:
+        loop.call_soon_threadsafe(callback)
+    except RuntimeError:
+        pass
+
+
 def _overloaded(name: str) -> HTTPError:
     return HTTPError(
         429,
@@ -169,7 +177,7 @@ class EndpointRuntime:
             if ctype.startswith(b"application/json") or (not body and not ctype.startswith(b"multipart/")):
                 return schema.validate_json(body)
             if ctype.startswith(b"multipart/form-data"):
-                return schema.validate_mapping(parse_multipart(ctype, body, self.json_params))
+                return schema.validate_mapping(parse_multipart(ctype, body, self.json_params, self.list_params))
             if ctype.startswith(b"application/x-www-form-urlencoded"):
                 if body.lstrip()[:1] in (b"{", b"["):  # `curl -d '{...}'` sends JSON under the form type
                     return schema.validate_json(body)
@@ -234,7 +242,7 @@ class EndpointRuntime:
             elif job.done():
                 limiter.release()
             else:  # timed out or abandoned while running: the slot frees when the thread does
-                job.add_done_callback(lambda _: loop.call_soon_threadsafe(limiter.release))
+                job.add_done_callback(lambda _: _call_soon(loop, limiter.release))
 
     # -- ASGI entry -------------------------------------------------------------------------
 
@@ -263,10 +271,10 @@ class EndpointRuntime:
                 status = await self._stream(self._produce(kwargs), None, DEFAULT_STREAM_END, receive, send, rid)
                 return
             result = await self._call(kwargs, receive)
-            self.deadlines.discard(task)
-            if isinstance(result, EventStream):
+            if isinstance(result, EventStream):  # the deadline keeps running over the stream
                 status = await self._stream(iterate(result.items, self.executor), result.encode, result.end, receive, send, rid)
                 return
+            self.deadlines.discard(task)
             if isinstance(result, Response):
                 status = result.status
                 headers = [(b"content-type", result.media_type.encode()), (b"x-request-id", rid)]
@@ -287,7 +295,9 @@ class EndpointRuntime:
             await send_error(send, HTTPError(exc.status, exc.message), rid.decode("latin-1"), self.ep.error_style)
         except asyncio.CancelledError:
             reason = take_reason(task)
-            if reason is None:
+            if reason is None:  # the server is going away (grace period over): say so, if we still can
+                status = 503
+                await send_error(send, HTTPError(503, "the server is shutting down; retry on another replica"), rid.decode("latin-1"))
                 raise
             task.uncancel()
             if reason == TIMEOUT:

@@ -100,7 +100,7 @@ def _uvicorn_server(app: ReplicaApp, config: ServeConfig) -> Any:
         access_log=config.access_log,
         log_config=None,
         log_level="debug" if config.log_level.lower() == "debug" else "warning",  # uvicorn's own chatter
-        timeout_graceful_shutdown=int(config.graceful_timeout) or None,
+        timeout_graceful_shutdown=config.graceful_timeout,  # type: ignore[arg-type]  # uvicorn waits with wait_for: floats work
         timeout_keep_alive=30,
         server_header=False,
         date_header=False,

@@ -151,3 +151,7 @@ class Behaviour(Service):
     @endpoint(extra="ignore", error_style="openai")
     def lenient(self, text: str) -> str:
         return text
+
+    @endpoint
+    def count_files(self, uploads: list[File]) -> list[int]:
+        return [f.size for f in uploads]
