@@ -189,11 +189,7 @@ def build_endpoint_schema(ep: Endpoint) -> EndpointSchema:
                     f"{where} is batched (max_batch_size={ep.batch.max_batch_size}), so it receives a list per "
                     f"parameter: annotate it as `{pname}: list[...]` (got {annotation!r})"
                 )
-            annotation = item
-            if parameter.default is not parameter.empty:
-                raise DefinitionError(
-                    f"{where} is batched: parameter {pname!r} cannot have a default (each request fills it in)"
-                )
+            annotation = item  # a default, if any, is each item's default: `normalize: list[bool] = True`
         params.append(Param(pname, annotation, parameter.default, _is_file(annotation)))
 
     fields: dict[str, Any] = {}

@@ -120,8 +120,6 @@ def _import_module(name: str) -> Any:
     except (ImportError, ValueError):
         spec = None
     if spec is None:
-        if os.path.isfile(name + ".py"):
-            raise SourceError(f"no Python file or module named '{name}'; did you mean '{name}.py'?")
         raise SourceError(f"no Python file or module named '{name}'; give a path like app.py:MyService or a module like package.module:MyService")
     return _exec(lambda: importlib.import_module(name), name)
 

@@ -417,14 +417,15 @@ def test_batched_parameter_must_be_a_list():
         ep(Bad, "embed").schema
 
 
-def test_batched_parameter_cannot_have_a_default():
-    class Bad(Service):
+def test_batched_parameter_default_is_each_items_default():
+    class Good(Service):
         @endpoint(max_batch_size=8)
-        def embed(self, text: list[str], normalize: list[bool] = []) -> list[float]:  # noqa: B006
+        def embed(self, text: list[str], normalize: list[bool] = True) -> list[float]:  # type: ignore[assignment]
             return []
 
-    with pytest.raises(DefinitionError, match="parameter 'normalize' cannot have a default"):
-        ep(Bad, "embed").schema
+    schema = ep(Good, "embed").schema
+    assert schema.validate_json(b'{"text": "a"}') == {"text": "a", "normalize": True}
+    assert schema.request_model.model_json_schema()["properties"]["normalize"] == {"default": True, "title": "Normalize", "type": "boolean"}
 
 
 @pytest.mark.parametrize("signature", ["*texts", "**options"])

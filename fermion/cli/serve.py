@@ -77,7 +77,10 @@ def serve(
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
     task: Annotated[str | None, typer.Option(help="hf: sources: the pipeline task, when the model's config does not say.")] = None,
     trust_pickle: Annotated[
-        bool, typer.Option("--trust-pickle", help="sklearn: sources: allow .pkl/.joblib files (they can run arbitrary code).")
+        bool, typer.Option(
+            "--trust-pickle",
+            help="sklearn: sources: allow .pkl/.joblib files and non-scikit-learn types in .skops files (both can run code).",
+        )
     ] = False,
 ) -> None:
     """Serve SOURCE over HTTP with docs, health, metrics, batching and limits."""

@@ -21,7 +21,7 @@ FAMILIES: tuple[Family, ...] = (
         "st:",
         "sentence-transformers",
         "st",
-        ("embed (batched)", "similarity", "POST /v1/embeddings (OpenAI)"),
+        ("embed (batched)", "similarity (batched)", "POST /v1/embeddings (OpenAI)", "GET /info"),
         "fermion serve st:all-MiniLM-L6-v2",
     ),
     Family(
