@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import re
 import socket
 import time
@@ -387,6 +388,9 @@ def test_workers_share_the_port_aggregate_metrics_and_stop_cleanly(tmp_path):
                 assert fresh.post(srv.url + "/predict", json={"text": tag}).status_code == 200
         # each worker publishes its counters every second; any worker's scrape adds them all up
         wait_until(lambda: metric(httpx.get(srv.url + "/metrics").text, "fermion_requests_total", endpoint="predict", status="200") == 10)
+        cpus = len(os.sched_getaffinity(0))
+        expected = os.environ.get("OMP_NUM_THREADS", str(max(1, cpus // 2)))  # workers × threads ≤ cores
+        assert httpx.get(srv.url + "/compute_threads").json() == expected
         assert srv.stop() == 0
         for pid in children:
             assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()

@@ -155,3 +155,7 @@ class Behaviour(Service):
     @endpoint
     def count_files(self, uploads: list[File]) -> list[int]:
         return [f.size for f in uploads]
+
+    @endpoint(method="GET")
+    def compute_threads(self) -> str:
+        return os.environ.get("OMP_NUM_THREADS", "")
