@@ -102,3 +102,28 @@ def running_server(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@contextlib.contextmanager
+def running_servers(
+    sources: dict[str, tuple[str, ...]],
+    *,
+    tmp_dir: Path,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 240.0,
+) -> Iterator[dict[str, RunningServer]]:
+    """Start several `fermion serve` processes at once (their loading overlaps), wait for all,
+    and stop them all at once afterwards. `sources` maps a name to (SOURCE, *ARGS)."""
+    with contextlib.ExitStack() as stack:
+        running = {
+            name: stack.enter_context(running_server(source, *args, wait=False, tmp_dir=tmp_dir, env=env))
+            for name, (source, *args) in sources.items()
+        }
+        for server in running.values():
+            wait_ready(server.url, server.proc, ready_timeout, server.log_path)
+        try:
+            yield running
+        finally:
+            for server in running.values():  # signal all first: each may take seconds to exit
+                if server.proc.poll() is None:
+                    server.proc.send_signal(signal.SIGTERM)

@@ -66,7 +66,7 @@ def read_config(model_dir: str) -> dict[str, Any]:
         return json.load(fh)
 
 
-def infer_task(config: dict[str, Any]) -> str | None:
+def infer_task(config: dict[str, Any], model_dir: str | None = None) -> str | None:
     """The pipeline task implied by a config: an explicit hint, else the architecture."""
     hinted = config.get("fermion_task") or config.get("pipeline_tag")
     if hinted:
@@ -77,8 +77,20 @@ def infer_task(config: dict[str, Any]) -> str | None:
             if architecture.endswith(ending):
                 if task == "text-classification" and "entailment" in labels:
                     return "zero-shot-classification"
+                if task == "text2text-generation" and model_dir is not None and _reads_audio(model_dir):
+                    return "automatic-speech-recognition"  # Whisper-style encoder-decoders
                 return task
     return None
+
+
+def _reads_audio(model_dir: str) -> bool:
+    """Whether the model's preprocessor is an audio feature extractor."""
+    path = os.path.join(model_dir, "preprocessor_config.json")
+    if not os.path.isfile(path):
+        return False
+    with open(path, encoding="utf-8") as fh:
+        kind = str(json.load(fh).get("feature_extractor_type", ""))
+    return "audio" in kind.lower() or "speech" in kind.lower() or "whisper" in kind.lower()
 
 
 def load(name: str, task: str | None = None, **options: Any) -> Service:
@@ -88,7 +100,7 @@ def load(name: str, task: str | None = None, **options: Any) -> Service:
     offline_hub()
     model_dir = resolve_model_dir(name, "hf")
     config = read_config(model_dir)
-    chosen = ALIASES.get(task, task) if task else infer_task(config)
+    chosen = ALIASES.get(task, task) if task else infer_task(config, model_dir)
     if chosen is None:
         raise SourceError(
             f"hf:{name}: cannot tell the task from its config (architectures: {config.get('architectures')}); "
