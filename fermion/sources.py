@@ -50,6 +50,9 @@ def load_service(source: str, options: dict[str, Any] | None = None) -> Service:
     if scheme in PLANNED and scheme not in ADAPTERS:
         raise SourceError(f"the '{scheme}:' source kind is not available in Fermion {_version()} yet; serve a Python Service file instead")
     if scheme != "py":
+        missing = _missing_module(REQUIRED_MODULES.get(scheme, ()))
+        if missing is not None:
+            raise SourceError(missing_extra_message(scheme, ModuleNotFoundError(name=missing)))
         module_name, _, func_name = ADAPTERS[scheme].partition(":")
         try:
             return getattr(importlib.import_module(module_name), func_name)(rest, **options)
@@ -62,8 +65,25 @@ def load_service(source: str, options: dict[str, Any] | None = None) -> Service:
     return _load_python(rest)
 
 
-#: The extra that brings each source kind's libraries.
+#: The extra that brings each source kind's libraries, and the modules it must provide.
 EXTRAS = {"st": "st", "hf": "hf", "sklearn": "sklearn", "onnx": "onnx"}
+REQUIRED_MODULES = {
+    "st": ("sentence_transformers", "torch"),
+    "hf": ("transformers", "torch"),
+    "sklearn": ("sklearn", "skops"),
+    "onnx": ("onnxruntime", "numpy"),
+}
+
+
+def _missing_module(names: tuple[str, ...]) -> str | None:
+    """The first of `names` that cannot be imported here (checked without importing it)."""
+    for name in names:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except (ImportError, ValueError):  # ValueError: blocked in sys.modules
+            return name
+    return None
 
 
 def missing_extra_message(scheme: str, exc: ImportError) -> str:

@@ -133,7 +133,13 @@ def test_call_errors_exit_non_zero_with_the_servers_message(behaviour):
 def test_call_accepts_a_url_without_scheme_and_saves_raw_bytes(behaviour, tmp_path):
     target = tmp_path / "pixel.png"
     with open(target, "wb") as out:
-        result = subprocess.run([*FERMION, "call", behaviour.url.removeprefix("http://"), "pixel"], stdout=out, stderr=subprocess.PIPE, cwd=ROOT, timeout=60)
+        result = subprocess.run(
+            [*FERMION, "call", behaviour.url.removeprefix("http://"), "pixel"],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            timeout=60,
+        )
     assert result.returncode == 0, result.stderr
     assert target.read_bytes() == b"\x89PNG fake"
 
@@ -141,7 +147,9 @@ def test_call_accepts_a_url_without_scheme_and_saves_raw_bytes(behaviour, tmp_pa
 def test_the_fermion_script_finds_modules_in_the_current_folder(tmp_path):
     (tmp_path / "mymodels.py").write_text((EXAMPLES / "echo.py").read_text())
     script = str(Path(sys.executable).parent / "fermion")
-    result = subprocess.run([script, "serve", "mymodels:Ech", "--port", "0"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [script, "serve", "mymodels:Ech", "--port", "0"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert "no class 'Ech' in mymodels; did you mean 'Echo'?" in result.stderr
 
@@ -149,7 +157,9 @@ def test_the_fermion_script_finds_modules_in_the_current_folder(tmp_path):
 def test_serve_reads_its_settings_from_the_environment(tmp_path):
     port = str(free_port())
     env = {**os.environ, "FERMION_PORT": port, "FERMION_MAX_BODY_SIZE": "1KiB"}
-    proc = subprocess.Popen([*FERMION, "serve", "examples/echo.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [*FERMION, "serve", "examples/echo.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc, 60)
         assert httpx.post(f"http://127.0.0.1:{port}/predict", content=b"x" * 2000).status_code == 413
@@ -165,3 +175,19 @@ def test_call_unreachable_server_is_one_line():
     result = fermion("call", f"http://127.0.0.1:{port}", "predict", "text=x")
     assert result.returncode == 1
     assert len(error_lines(result)) == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "module", "extra"),
+    [("st:all-MiniLM-L6-v2", "sentence_transformers", "st"), ("onnx:x.onnx", "onnxruntime", "onnx")],
+)
+def test_missing_extra_is_one_line_naming_the_pip_install(source, module, extra):
+    program = (
+        f"import sys; sys.modules[{module!r}] = None; sys.argv = ['fermion', 'serve', {source!r}, '--port', '0']; "
+        "from fermion.cli import main; main()"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 2
+    assert error_lines(result) == [
+        f"error: the '{source.split(':')[0]}:' source needs {module}, which is not installed; run: pip install 'fermion[{extra}]'"
+    ]
