@@ -52,3 +52,11 @@ def test_unknown_and_undetectable_tasks_are_clear_errors(tmp_path: Path):
         load(str(tmp_path))
     with pytest.raises(SourceError, match="unknown task 'dance'; supported tasks: .*text-generation"):
         load(str(tmp_path), task="dance")
+
+
+def test_a_hub_name_that_is_not_on_this_machine_is_a_clear_offline_error(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache: nothing downloaded before
+    with pytest.raises(SourceError, match=r"model 'some-org/some-model' is not available offline: .* pass a local folder: hf:\./"):
+        load("some-org/some-model")
+    with pytest.raises(SourceError, match=r"hf:\./no-such-folder: no such file or folder"):
+        load("./no-such-folder")
