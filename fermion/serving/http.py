@@ -40,59 +40,27 @@ def new_request_id() -> bytes:
     return b"%s-%x" % (_ID_PREFIX, next(_ID_COUNTER))
 
 
-def header(scope: dict[str, Any], name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value
-    return None
-
-
-async def read_body(scope: dict[str, Any], receive: Any, limit: int) -> bytes:
-    """The whole request body; 413 as soon as it is known to exceed `limit` bytes."""
-    declared = header(scope, b"content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise HTTPError(400, "invalid Content-Length header") from None
-        if size > limit:
-            raise HTTPError(413, f"request body is {size} bytes; the limit is {limit} (raise it with --max-body-size)")
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise ClientDisconnected
-    body = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(body) > limit:
-            raise HTTPError(413, f"request body exceeds the limit of {limit} bytes (raise it with --max-body-size)")
-        return body
-    chunks = [body]
-    total = len(body)
-    while message.get("more_body", False):
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
-        chunk = message.get("body", b"")
-        total += len(chunk)
-        if total > limit:
-            raise HTTPError(413, f"request body exceeds the limit of {limit} bytes (raise it with --max-body-size)")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def parse_query(query: bytes, list_params: frozenset[str], json_params: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Query string → fields; repeated keys (and list-typed parameters) become lists; dict/model fields are JSON."""
     fields: dict[str, Any] = {}
     for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-        if key in json_params:
-            fields[key] = _form_value(value, True)
-        elif key in list_params:
-            fields.setdefault(key, []).append(value)
-        elif key in fields:
-            previous = fields[key]
-            fields[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
-        else:
-            fields[key] = value
+        _add_field(fields, key, _form_value(value, key in json_params), list_params)
     return fields
+
+
+def _add_field(fields: dict[str, Any], key: str, value: Any, list_params: frozenset[str]) -> None:
+    """Collect one form/query value: list-typed fields gather every value, repeated keys become lists."""
+    if key in list_params:
+        items = fields.setdefault(key, [])
+        if isinstance(value, list):  # one part holding a JSON array
+            items.extend(value)
+        else:
+            items.append(value)
+    elif key in fields:
+        previous = fields[key]
+        fields[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+    else:
+        fields[key] = value
 
 
 def _form_value(raw: str, as_json: bool) -> Any:
@@ -170,14 +138,7 @@ def parse_multipart(
             )
         else:
             value = _form_value(part["data"].decode("utf-8", "replace"), key in json_params)
-        if key in list_params:  # repeated parts, or one part holding a JSON array
-            items = fields.setdefault(key, [])
-            items.extend(value) if isinstance(value, list) else items.append(value)
-        elif key in fields:
-            previous = fields[key]
-            fields[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
-        else:
-            fields[key] = value
+        _add_field(fields, key, value, list_params)
     return fields
 
 
