@@ -31,5 +31,10 @@ test: install
 test-fast: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
+## The benchmark suite (benchmarks/README.md): Fermion vs bare ASGI, FastAPI, LitServe, Ray Serve, BentoML.
+## BENCH_ARGS=--quick for a few minutes. Results: benchmarks/RESULTS.md and benchmarks/results/.
+bench: install
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) test-artifacts .pytest_cache

@@ -27,6 +27,8 @@ class BatchOptions:
 
     max_batch_size: int
     max_wait_ms: float
+    #: Run at once when no batch is running (batches still form while one runs); else always wait.
+    adaptive: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ def endpoint(
     stream: bool | None = None,
     max_batch_size: int | None = None,
     max_wait_ms: float = 5.0,
+    adaptive_wait: bool = False,
     timeout: float | None = None,
     max_concurrency: int | None = None,
     max_queue: int | None = None,
@@ -108,6 +111,7 @@ def endpoint(
     stream: bool | None = None,
     max_batch_size: int | None = None,
     max_wait_ms: float = 5.0,
+    adaptive_wait: bool = False,
     timeout: float | None = None,
     max_concurrency: int | None = None,
     max_queue: int | None = None,
@@ -133,7 +137,7 @@ def endpoint(
             raise DefinitionError(f"@endpoint(max_batch_size={max_batch_size}) must be at least 1")
         if max_wait_ms < 0:
             raise DefinitionError(f"@endpoint(max_wait_ms={max_wait_ms}) must be zero or more")
-        batch = BatchOptions(max_batch_size=max_batch_size, max_wait_ms=float(max_wait_ms))
+        batch = BatchOptions(max_batch_size=max_batch_size, max_wait_ms=float(max_wait_ms), adaptive=adaptive_wait)
     if extra not in ("forbid", "ignore"):
         raise DefinitionError(f"@endpoint(extra={extra!r}) must be 'forbid' or 'ignore'")
     if error_style not in ("fermion", "openai"):

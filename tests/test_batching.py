@@ -132,34 +132,48 @@ def test_a_lone_item_runs_once_max_wait_has_passed():
     assert record.batches == [[7]]
 
 
-def test_adaptive_batching_runs_a_lone_item_at_once_and_batches_what_queued_meanwhile():
-    release = asyncio.Event()
-    batches: list[list[int]] = []
-
-    async def slow_first(columns):
-        batches.append(list(columns["x"]))
-        if len(batches) == 1:
-            await release.wait()  # the first batch runs while more items queue up
-        return [10 * v for v in columns["x"]]
+def test_adaptive_batching_stops_waiting_for_a_lone_client():
+    record = Recorder()
 
     async def main():
-        batcher = Batcher(slow_first, max_batch_size=8, max_wait_ms=2000, max_queue=10, adaptive=True)
-        started = time.monotonic()
+        batcher = Batcher(record, max_batch_size=8, max_wait_ms=200, max_queue=10, adaptive=True)
+        took = []
         try:
-            first = asyncio.create_task(batcher.submit({"x": 1}))
-            await settle(lambda: len(batches) == 1)  # ran without waiting for the 2 s deadline
-            others = [asyncio.create_task(batcher.submit({"x": v})) for v in (2, 3, 4)]
-            await settle(lambda: batcher.depth == 3)
-            release.set()
-            results = await asyncio.gather(first, *others)
+            for i in range(6):  # one client: each request waits for the previous answer
+                started = time.monotonic()
+                await batcher.submit({"x": i})
+                took.append(time.monotonic() - started)
         finally:
             await batcher.close()
-        return results, time.monotonic() - started
+        return took
 
-    results, elapsed = run(main)
-    assert results == [10, 20, 30, 40]
-    assert batches == [[1], [2, 3, 4]]
-    assert elapsed < 1.0
+    took = run(main)
+    assert took[0] >= 0.15  # at first it waits for company, hoping for some
+    assert all(t < 0.1 for t in took[3:])  # none came, so it stopped waiting
+    assert record.batches == [[i] for i in range(6)]
+
+
+def test_adaptive_batching_keeps_waiting_while_company_comes():
+    calls: list[list[int]] = []
+
+    async def record(columns):
+        calls.append(list(columns["x"]))
+        return columns["x"]
+
+    async def main():
+        batcher = Batcher(record, max_batch_size=64, max_wait_ms=50, max_queue=100, adaptive=True)
+        tasks = []
+        try:
+            for i in range(60):  # a steady stream, one request every ~2 ms: waiting pays off
+                tasks.append(asyncio.create_task(batcher.submit({"x": i})))
+                await asyncio.sleep(0.002)
+            await asyncio.gather(*tasks)
+        finally:
+            await batcher.close()
+
+    run(main)
+    assert sorted(x for batch in calls for x in batch) == list(range(60))
+    assert len(calls) < 10 and max(len(batch) for batch in calls) > 5
 
 
 def test_an_item_arriving_during_the_wait_joins_the_batch():

@@ -15,7 +15,7 @@ import pytest
 
 from fermion import File, Service, endpoint
 from fermion.schema import example_value, param_descriptions
-from fermion.service import DefinitionError, Endpoint
+from fermion.service import BatchOptions, DefinitionError, Endpoint
 from fermion.serving.openapi import build_openapi
 from fermion.sources import load_service
 
@@ -733,3 +733,17 @@ def test_example_request_validates_against_its_endpoint(openapi):
         name = e.schema.request_model.__name__
         example = example_value(schemas[name], schemas)
         e.schema.validate_mapping(example)  # does not raise
+
+
+def test_adaptive_wait_is_an_opt_in_batching_option():
+    class Svc(Service):
+        @endpoint(max_batch_size=8, max_wait_ms=3, adaptive_wait=True)
+        def fast(self, x: list[int]) -> list[int]:
+            return x
+
+        @endpoint(max_batch_size=8)
+        def steady(self, x: list[int]) -> list[int]:
+            return x
+
+    assert ep(Svc, "fast").batch == BatchOptions(max_batch_size=8, max_wait_ms=3.0, adaptive=True)
+    assert ep(Svc, "steady").batch.adaptive is False

@@ -6,12 +6,11 @@ import datetime as dt
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fermion.cli.app import app, err, out
-from fermion.cli.app import fail as _fail_markup
+from fermion.cli.app import app, err, fail, out
 
 if TYPE_CHECKING:
     from fermion.bench import LoadResult
@@ -19,13 +18,6 @@ if TYPE_CHECKING:
 
 #: Above this share of one core, the load generator may be what limits the numbers.
 BUSY_WARNING = 0.9
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    """One error line; the message is shown as written (`[bench]` is not rich markup)."""
-    from rich.markup import escape
-
-    _fail_markup(escape(message), code)
 
 
 def _arguments(json_body: str | None) -> dict[str, Any] | None:
@@ -95,7 +87,7 @@ def bench(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from fermion.bench import engine_description, resolve_engine, run_load
-    from fermion.bench.target import TargetError, resolve_target
+    from fermion.bench.target import TargetError, UnknownEndpoint, resolve_target
     from fermion.bench.wrk import WrkError
 
     if concurrency < 1 or duration <= 0 or warmup < 0:
@@ -105,17 +97,17 @@ def bench(
     except ValueError as exc:
         fail(str(exc), 2)
     if plot is not None:
-        from fermion.bench.plot import PlotUnavailable, _pyplot
+        from fermion.bench.plot import PlotUnavailable, require_matplotlib
 
         try:
-            _pyplot()
+            require_matplotlib()
         except PlotUnavailable as exc:
             fail(str(exc), 2)
     token = token or os.environ.get("FERMION_TOKEN")
     try:
         target = resolve_target(url, endpoint, _arguments(json_body), token)
     except TargetError as exc:
-        fail(str(exc), 2 if "no endpoint" in str(exc) else 1)
+        fail(str(exc), 2 if isinstance(exc, UnknownEndpoint) else 1)
     engine_text = engine_description(chosen)
     err.print(f"{target.method} {target.url} · {concurrency} clients · {warmup:g} s warm-up + {duration:g} s · {engine_text}",
               markup=False)
@@ -132,6 +124,8 @@ def bench(
                               timeout=timeout, progress=progress)
     except (WrkError, OSError, ValueError) as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted before the measurement finished; nothing to report", 130)
     print_report(result, target, engine_text)
     if result.engine_busy is not None and result.engine_busy > BUSY_WARNING:
         hint = "" if chosen == "wrk" else "; wrk (apt-get install wrk) needs less CPU per request"

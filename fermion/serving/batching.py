@@ -14,6 +14,7 @@ from typing import Any
 
 from fermion.serving.limits import Overloaded
 
+_PROBE_EVERY = 8  # adaptive: even when waiting has not paid off lately, wait before every 8th batch
 RunBatch = Callable[[dict[str, list[Any]]], Awaitable[Any]]
 
 
@@ -55,8 +56,10 @@ class Batcher:
         self.max_queue = max_queue
         self.concurrency = concurrency
         self._on_batch = on_batch
-        #: Run at once instead of waiting for company when no batch is running (greedy batching).
+        #: Skip the wait for company while waiting has not been paying off (see `_worth_waiting`).
         self.adaptive = adaptive
+        self._gain = 1.0  # recent items gained per wait (exponential average; starts hopeful)
+        self._skipped = 0
         self._queue: deque[_Item] = deque()
         self._arrivals: deque[float] = deque()
         self._waiters: list[asyncio.Future[None]] = []
@@ -129,17 +132,45 @@ class Batcher:
             self._queue.popleft()
             self._arrivals.popleft()
 
+    def _worth_waiting(self) -> bool:
+        """Adaptive waiting: wait for company only while it keeps coming.
+
+        Each wait's gain (items that arrived during it) feeds an average; below half an item per
+        wait, batches run at once (a lone client never waits), except every few batches, which
+        still wait so that rising load is noticed.
+        """
+        if not self.adaptive or self.running > 0 or self._gain >= 0.5:
+            return True
+        self._skipped += 1
+        if self._skipped >= _PROBE_EVERY:
+            self._skipped = 0
+            return True
+        return False
+
+    async def _gather_company(self) -> None:
+        """Wait until the batch is full or the oldest item has waited `max_wait_ms`."""
+        before = len(self._queue)
+        deadline = self._arrivals[0] + self.max_wait
+        while self._queue and len(self._queue) < self.max_batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await self._wait(remaining)
+            self._drop_abandoned_head()
+        gained = max(0, min(len(self._queue), self.max_batch_size) - before)
+        self._gain = 0.7 * self._gain + 0.3 * gained
+
     async def _work(self) -> None:
         while True:
             self._drop_abandoned_head()
             if not self._queue:
                 await self._wait(None)
                 continue
-            if len(self._queue) < self.max_batch_size and not (self.adaptive and self.running == 0):
-                remaining = self._arrivals[0] + self.max_wait - time.monotonic()
-                if remaining > 0:
-                    await self._wait(remaining)
-                    continue  # look again: full, past the deadline, or items abandoned
+            if len(self._queue) < self.max_batch_size and self._worth_waiting():
+                await self._gather_company()
+                self._drop_abandoned_head()
+                if not self._queue:
+                    continue
             batch: list[_Item] = []
             while self._queue and len(batch) < self.max_batch_size:
                 item = self._queue.popleft()

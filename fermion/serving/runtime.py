@@ -124,6 +124,7 @@ class EndpointRuntime:
                 max_queue=max_queue,
                 concurrency=ep.max_concurrency or 1,
                 on_batch=metrics.observe_batch,
+                adaptive=ep.batch.adaptive,
             )
         default = config.max_concurrency or (256 if self.is_async else config.threads)
         limit = ep.max_concurrency or default

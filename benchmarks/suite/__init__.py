@@ -1,0 +1,1 @@
+"""The benchmark suite's machinery: peer environments, server processes, measurement and reports."""
