@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -65,6 +67,23 @@ def wait_ready(url: str, proc: subprocess.Popen[str] | None, timeout: float, log
     raise TimeoutError(f"server at {url} not ready after {timeout} s:\n{out}")
 
 
+_BANNER_URL = re.compile(r"^\s*API\s+(http://\S+)", re.MULTILINE)
+
+
+def _announced_url(proc: subprocess.Popen[str], log_path: Path, timeout: float) -> str:
+    """The URL a starting `fermion serve` printed in its banner (it is printed before setup runs)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = _BANNER_URL.search(log_path.read_text(errors="replace"))
+        if found:
+            return found.group(1)
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it listened:\n{log_path.read_text(errors='replace')}")
+        time.sleep(0.02)
+    proc.kill()
+    raise TimeoutError(f"server printed no URL after {timeout} s:\n{log_path.read_text(errors='replace')}")
+
+
 @contextlib.contextmanager
 def running_server(
     source: str | Path,
@@ -74,22 +93,27 @@ def running_server(
     wait: bool = True,
     tmp_dir: Path | None = None,
 ) -> Iterator[RunningServer]:
-    """Start `fermion serve SOURCE --port <free> ARGS...`, wait for /readyz, stop it afterwards."""
-    port = free_port()
+    """Start `fermion serve SOURCE --port 0 ARGS...`, wait for /readyz, stop it afterwards.
+
+    The server picks a free port itself and the URL is read from its banner, so servers started
+    at the same time can never race for one port.
+    """
     log_dir = tmp_dir or Path(os.environ.get("FERMION_TEST_LOGS", "/tmp"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"fermion-serve-{port}.log"
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    fd, name = tempfile.mkstemp(prefix="fermion-serve-", suffix=".log", dir=log_dir)
+    os.close(fd)
+    log_path = Path(name)
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "500", **(env or {})}
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(
-            [*FERMION, "serve", str(source), "--port", str(port), *args],
+            [*FERMION, "serve", str(source), "--port", "0", *args],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=full_env,
             text=True,
             cwd=ROOT,
         )
-    server = RunningServer(f"http://127.0.0.1:{port}", proc, log_path)
+    server = RunningServer(_announced_url(proc, log_path, ready_timeout), proc, log_path)
     try:
         if wait:
             wait_ready(server.url, proc, ready_timeout, log_path)
