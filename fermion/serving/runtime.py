@@ -298,7 +298,10 @@ class EndpointRuntime:
             reason = take_reason(task)
             if reason is None:  # the server is going away (grace period over): say so, if we still can
                 status = 503
-                await send_error(send, HTTPError(503, "the server is shutting down; retry on another replica"), rid.decode("latin-1"))
+                try:
+                    await send_error(send, HTTPError(503, "the server is shutting down; retry on another replica"), rid.decode("latin-1"))
+                except Exception:  # the answer had already started (a stream): nothing more to say
+                    pass
                 raise
             task.uncancel()
             if reason == TIMEOUT:
