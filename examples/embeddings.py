@@ -33,10 +33,10 @@ class Embeddings(Service):
         Args:
             text: The sentence.
         """
-        return self.model.encode(text, batch_size=len(text), normalize_embeddings=True, convert_to_numpy=True)
+        return self.model.encode(text, batch_size=len(text), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
 
     @endpoint
     def similarity(self, a: str, b: str) -> float:
         """Cosine similarity of two sentences, from -1 to 1."""
-        first, second = self.model.encode([a, b], normalize_embeddings=True, convert_to_numpy=True)
+        first, second = self.model.encode([a, b], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         return float(first @ second)

@@ -17,7 +17,14 @@ HERE = Path(__file__).resolve().parent
 EXAMPLES = [("echo.py", 8000), ("streaming.py", 8001), ("upload.py", 8002), ("embeddings.py", 8003)]
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # Ctrl+C, or `kill`: stop every example (a shell may start us with SIGINT ignored)
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for name, port in EXAMPLES:

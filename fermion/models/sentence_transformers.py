@@ -88,7 +88,9 @@ class SentenceEmbeddings(Service):
 
     def _encode(self, texts: list[str]) -> Any:
         with self._lock:
-            return self.model.encode(texts, batch_size=ENCODE_BATCH, normalize_embeddings=True, convert_to_numpy=True)
+            return self.model.encode(
+                texts, batch_size=ENCODE_BATCH, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
 
     def _token_counts(self, texts: list[str]) -> list[int]:
         with self._lock:
