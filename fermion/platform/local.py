@@ -1,0 +1,173 @@
+"""The local backend: each replica is a `fermion serve` process on this machine.
+
+Replicas run in their own process session, so they outlive a control plane that is killed; a
+state file per replica (pid, process start time, log) lets the next control plane adopt them.
+The port is chosen by the replica itself (`--port 0`) and read from its banner, so replicas
+started together never race for a port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from fermion.platform.backend import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
+
+_BANNER_URL = re.compile(r"^\s*API\s+(http://\S+)", re.MULTILINE)
+_PROBE_TIMEOUT = 2.0
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (tells a pid apart from a reused one)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # a zombie has exited
+        return None
+    return fields[19]
+
+
+class LocalBackend:
+    """Replicas as `fermion serve` processes; state files and logs under `<data_dir>/replicas/`."""
+
+    name = "local"
+
+    def __init__(self, data_dir: str | os.PathLike[str], python: str = sys.executable) -> None:
+        self.folder = Path(data_dir) / "replicas"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.python = python
+        self._children: dict[int, subprocess.Popen[bytes]] = {}  # started by us: exit codes known
+        self._exit_codes: dict[int, int] = {}  # of children stopped and reaped
+
+    def _state_file(self, replica_id: str) -> Path:
+        return self.folder / f"{replica_id}.json"
+
+    def start(self, spec: ReplicaSpec) -> ReplicaHandle:
+        """Start `fermion serve SOURCE --port 0` in its own session; returns before it is ready."""
+        log_path = self.folder / f"{spec.replica_id}.log"
+        command = [self.python, "-m", "fermion", "serve", spec.source, "--host", "127.0.0.1", "--port", "0"]
+        if spec.options.get("task"):
+            command += ["--task", str(spec.options["task"])]
+        if spec.options.get("trust_pickle"):
+            command.append("--trust-pickle")
+        env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1", "COLUMNS": "500"}
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, stdin=subprocess.DEVNULL
+            )
+        self._children[proc.pid] = proc
+        data = {"pid": proc.pid, "started": _start_time(proc.pid), "log": str(log_path), "url": None}
+        handle = ReplicaHandle(spec.replica_id, self.name, spec.deployment, spec.revision, data)
+        self._write(handle)
+        return handle
+
+    def _write(self, handle: ReplicaHandle) -> None:
+        record = {"replica_id": handle.replica_id, "deployment": handle.deployment, "revision": handle.revision, **handle.data}
+        tmp = self._state_file(handle.replica_id).with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        tmp.replace(self._state_file(handle.replica_id))
+
+    def _alive(self, handle: ReplicaHandle) -> bool:
+        pid = handle.data["pid"]
+        child = self._children.get(pid)
+        if child is not None:
+            return child.poll() is None
+        started = _start_time(pid)
+        return started is not None and started == handle.data.get("started")
+
+    def _url(self, handle: ReplicaHandle) -> str | None:
+        if handle.data.get("url"):
+            return handle.data["url"]
+        try:
+            found = _BANNER_URL.search(Path(handle.data["log"]).read_text(errors="replace"))
+        except OSError:
+            return None
+        if found:
+            handle.data["url"] = found.group(1)  # learnt once; the handle's data is ours to fill
+            self._write(handle)
+            return handle.data["url"]
+        return None
+
+    def status(self, handle: ReplicaHandle) -> ReplicaStatus:
+        """EXITED if the process is gone, READY if /readyz says 200, else STARTING."""
+        if not self._alive(handle):
+            child = self._children.get(handle.data["pid"])
+            code = child.returncode if child is not None else self._exit_codes.get(handle.data["pid"])
+            return ReplicaStatus(ReplicaState.EXITED, handle.data.get("url"), code, self._last_line(handle))
+        url = self._url(handle)
+        if url is None:
+            return ReplicaStatus(ReplicaState.STARTING, None, detail="loading the source")
+        try:
+            answer = httpx.get(url + "/readyz", timeout=_PROBE_TIMEOUT)
+        except httpx.HTTPError:
+            return ReplicaStatus(ReplicaState.STARTING, url, detail="not answering yet")
+        if answer.status_code == 200:
+            return ReplicaStatus(ReplicaState.READY, url)
+        return ReplicaStatus(ReplicaState.STARTING, url, detail=answer.json().get("status", "") if answer.content else "")
+
+    def stop(self, handle: ReplicaHandle, grace: float = 30.0) -> None:
+        """SIGTERM (the replica drains and exits 0), SIGKILL after `grace` seconds; forget it."""
+        pid = handle.data["pid"]
+        if self._alive(handle):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + grace
+            while self._alive(handle) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self._alive(handle):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                while self._alive(handle):
+                    time.sleep(0.02)
+        child = self._children.pop(pid, None)
+        if child is not None:
+            self._exit_codes[pid] = child.wait()
+        self._state_file(handle.replica_id).unlink(missing_ok=True)
+
+    def list(self) -> list[ReplicaHandle]:
+        """Running replicas found in the state files (the ones whose process has gone are dropped)."""
+        found = []
+        for path in sorted(self.folder.glob("*.json")):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            data = {k: v for k, v in record.items() if k not in ("replica_id", "deployment", "revision")}
+            handle = ReplicaHandle(record["replica_id"], self.name, record["deployment"], record["revision"], data)
+            if self._alive(handle):
+                found.append(handle)
+            else:
+                path.unlink(missing_ok=True)
+        return found
+
+    def logs(self, handle: ReplicaHandle, lines: int = 100) -> list[str]:
+        """The last `lines` lines of the replica's log."""
+        try:
+            with open(handle.data["log"], "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - 256 * lines))
+                text = fh.read().decode("utf-8", "replace")
+        except OSError:
+            return []
+        return text.splitlines()[-lines:]
+
+    def _last_line(self, handle: ReplicaHandle) -> str:
+        for line in reversed(self.logs(handle, 20)):
+            if line.strip():
+                return line.strip()
+        return ""
