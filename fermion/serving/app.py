@@ -226,6 +226,9 @@ class ReplicaApp:
 
     async def _docs(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         prefix = scope.get("root_path", "")
+        for key, value in scope["headers"]:  # behind Fermion's gateway: /run/<deployment>
+            if key == b"x-forwarded-prefix" and value.startswith(b"/"):
+                prefix = value.decode("latin-1").rstrip("/")
         assets = f"{prefix}/docs/static" if self._assets else None
         page = docs_page(f"{prefix}/openapi.json", self.service_cls.service_name(), assets)
         await send_bytes(send, 200, page.encode(), [(b"content-type", b"text/html; charset=utf-8")])

@@ -159,3 +159,7 @@ class Behaviour(Service):
     @endpoint(method="GET")
     def compute_threads(self) -> str:
         return os.environ.get("OMP_NUM_THREADS", "")
+
+    @endpoint(method="GET")
+    def whoami(self) -> int:
+        return os.getpid()
