@@ -1,0 +1,59 @@
+"""Errors the control plane raises, each with an HTTP-like status and a message for people.
+
+The REST API maps `status` straight onto the response; the CLI prints `message` as one line.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+
+class PlatformError(Exception):
+    """Base class: something the caller asked for cannot be done; `message` says why and what to do."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "platform_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON body an API returns for this error."""
+        return {"error": self.code, "status": self.status, "message": self.message}
+
+
+class NotFound(PlatformError):
+    """The named thing does not exist (404)."""
+
+    status = 404
+    code = "not_found"
+
+    @classmethod
+    def named(cls, kind: str, name: object, known: Iterable[str]) -> NotFound:
+        """'no deployment named 'ech'; did you mean 'echo'? known deployments: echo, web'."""
+        known = sorted(known)
+        if not known:
+            return cls(f"no {kind} named {name!r}: there are no {kind}s yet")
+        hint = ""
+        close = difflib.get_close_matches(str(name), known, n=1)
+        if close:
+            hint = f"; did you mean {close[0]!r}?"
+        shown = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "")
+        return cls(f"no {kind} named {name!r}{hint} (known {kind}s: {shown})")
+
+
+class Conflict(PlatformError):
+    """The request clashes with what already exists, e.g. a duplicate name (409)."""
+
+    status = 409
+    code = "conflict"
+
+
+class Invalid(PlatformError):
+    """A value breaks a rule; the message states the rule and the value (422)."""
+
+    status = 422
+    code = "invalid"

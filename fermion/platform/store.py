@@ -1,0 +1,404 @@
+"""The control plane's store: deployments, revisions, replicas, events, tokens and the audit log.
+
+SQLAlchemy 2. The default is an SQLite file under the data dir (WAL journal, so readers never
+wait for the writer); PostgreSQL by URL. Every `Store` method is one transaction and returns
+frozen records from `fermion.platform.records`, never ORM objects. Only this module and
+`fermion.platform.tables` import SQLAlchemy, and nothing imports them until the platform is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import fields, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from fermion.platform import records as r
+from fermion.platform import tokens as t
+from fermion.platform.errors import Conflict, Invalid, NotFound
+from fermion.platform.tables import (
+    AuditRow,
+    Base,
+    DeploymentRow,
+    EventRow,
+    ReplicaRow,
+    RevisionRow,
+    TokenRow,
+    default_url,
+    make_engine,
+    normalize_url,
+)
+
+_R = TypeVar("_R", bound=r.Record)
+#: verify_token writes last_used_at at most this often, so busy tokens don't turn reads into writes.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Store:
+    """The platform's state in one database; safe to use from several threads and processes.
+
+    Schema: `create_all()` creates missing tables. Alembic migrations take over once the schema
+    settles; until then a changed table needs a fresh database.
+    """
+
+    def __init__(self, url: str, *, busy_timeout_s: float = 10.0) -> None:
+        self.url = normalize_url(url)
+        self._engine = make_engine(self.url, busy_timeout_s)
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url_or_data_dir: str | Path) -> Store:
+        """A ready store: a database URL, or a data dir for the embedded SQLite file; tables created."""
+        text = str(url_or_data_dir)
+        store = cls(text if "://" in text else default_url(text))
+        store.create_all()
+        return store
+
+    def __repr__(self) -> str:
+        return f"Store({self.url.render_as_string(hide_password=True)!r})"
+
+    def create_all(self) -> None:
+        """Create the tables that do not exist yet (idempotent)."""
+        Base.metadata.create_all(self._engine)
+
+    def close(self) -> None:
+        """Close every pooled connection; the store can still be used afterwards (it reconnects)."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self, *, write: bool = True) -> Iterator[Session]:
+        with self._sessions() as session:
+            session.connection(execution_options={"fermion_write": write})
+            yield session
+            session.commit()
+
+    # Deployments
+
+    def _deployment_row(self, session: Session, name: str, *, lock: bool = False) -> DeploymentRow:
+        query = sa.select(DeploymentRow).where(DeploymentRow.name == name)
+        row = session.scalars(query.with_for_update() if lock else query).one_or_none()
+        if row is None:
+            raise NotFound.named("deployment", name, session.scalars(sa.select(DeploymentRow.name)))
+        return row
+
+    def create_deployment(
+        self,
+        name: str,
+        source: str,
+        *,
+        options: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        min_replicas: int = 1,
+        max_replicas: int = 1,
+        target_in_flight: float = 2.0,
+        public: bool = False,
+        note: str | None = None,
+    ) -> r.DeploymentRecord:
+        """Create a deployment with its revision 1 and a 'Created' event; a taken name → Conflict."""
+        r.check_name(name)
+        source, options, env = r.check_source(source), r.check_options(options), r.check_env(env)
+        r.check_scaling(min_replicas, max_replicas, target_in_flight)
+        now = _now()
+        try:
+            with self._transaction() as session:
+                if session.scalars(sa.select(DeploymentRow.id).where(DeploymentRow.name == name)).first() is not None:
+                    raise _taken(name)
+                row = DeploymentRow(name=name, source=source, options=options, env=env, min_replicas=min_replicas,
+                                    max_replicas=max_replicas, target_in_flight=float(target_in_flight), public=bool(public),
+                                    revision=1, state="active", created_at=now, updated_at=now)
+                session.add(row)
+                session.flush()
+                session.add(RevisionRow(deployment_id=row.id, number=1, source=source, options=options, env=env, created_at=now, note=note))
+                session.add(EventRow(deployment_name=name, kind="Created", message=f"created from {source} (revision 1)", created_at=now))
+                return _deployment(row)
+        except sa.exc.IntegrityError:  # another writer created the same name between our check and insert
+            raise _taken(name) from None
+
+    def get_deployment(self, name: str) -> r.DeploymentRecord:
+        """The named deployment; unknown → NotFound listing the known names."""
+        with self._transaction(write=False) as session:
+            return _deployment(self._deployment_row(session, name))
+
+    def list_deployments(self) -> list[r.DeploymentRecord]:
+        """Every deployment, by name."""
+        with self._transaction(write=False) as session:
+            return [_deployment(row) for row in session.scalars(sa.select(DeploymentRow).order_by(DeploymentRow.name))]
+
+    def update_deployment(
+        self,
+        name: str,
+        *,
+        source: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        min_replicas: int | None = None,
+        max_replicas: int | None = None,
+        target_in_flight: float | None = None,
+        public: bool | None = None,
+        note: str | None = None,
+    ) -> r.DeploymentRecord:
+        """Change a deployment. A changed source, options or env makes a new revision; scaling
+        and `public` apply to the current one. Arguments left as None stay as they are."""
+        with self._transaction() as session:
+            row = self._deployment_row(session, name, lock=True)
+            if row.state == "deleting":
+                raise Conflict(f"deployment {name!r} is being deleted; wait for it to go, then create it again")
+            new = {
+                "source": row.source if source is None else r.check_source(source),
+                "options": row.options if options is None else r.check_options(options),
+                "env": row.env if env is None else r.check_env(env),
+            }
+            scaling = (
+                row.min_replicas if min_replicas is None else min_replicas,
+                row.max_replicas if max_replicas is None else max_replicas,
+                row.target_in_flight if target_in_flight is None else target_in_flight,
+            )
+            r.check_scaling(*scaling)
+            now = _now()
+            if new != {"source": row.source, "options": row.options, "env": row.env}:
+                row.revision += 1
+                row.source, row.options, row.env = new["source"], dict(new["options"]), dict(new["env"])
+                session.add(RevisionRow(deployment_id=row.id, number=row.revision, created_at=now, note=note, **new))
+                message = f"revision {row.revision}: {row.source}" + (f" ({note})" if note else "")
+                session.add(EventRow(deployment_name=name, kind="Updated", message=message, created_at=now))
+            if scaling[:2] != (row.min_replicas, row.max_replicas):
+                message = f"replicas {row.min_replicas}..{row.max_replicas} → {scaling[0]}..{scaling[1]}"
+                session.add(EventRow(deployment_name=name, kind="Scaled", message=message, created_at=now))
+            row.min_replicas, row.max_replicas, row.target_in_flight = scaling[0], scaling[1], float(scaling[2])
+            if public is not None:
+                row.public = bool(public)
+            row.updated_at = now
+            return _deployment(row)
+
+    def delete_deployment(self, name: str, *, purge: bool = False) -> r.DeploymentRecord:
+        """Mark a deployment 'deleting' (the reconciler then stops its replicas); with `purge`,
+        remove it with its revisions and replica records. Events stay either way."""
+        with self._transaction() as session:
+            row = self._deployment_row(session, name, lock=True)
+            now = _now()
+            if purge:
+                record = _deployment(row)
+                session.delete(row)
+                session.add(EventRow(deployment_name=name, kind="Deleted", message="deleted", created_at=now))
+                return record
+            if row.state != "deleting":
+                row.state, row.updated_at = "deleting", now
+                session.add(EventRow(deployment_name=name, kind="Deleting", message="stopping replicas", created_at=now))
+            return _deployment(row)
+
+    def list_revisions(self, name: str) -> list[r.RevisionRecord]:
+        """A deployment's revisions, oldest first."""
+        with self._transaction(write=False) as session:
+            row = self._deployment_row(session, name)
+            query = sa.select(RevisionRow).where(RevisionRow.deployment_id == row.id).order_by(RevisionRow.number)
+            return [_record(r.RevisionRecord, rev, deployment=name) for rev in session.scalars(query)]
+
+    # Events
+
+    def add_event(self, name: str | None, kind: str, message: str) -> r.EventRecord:
+        """Record an event for deployment `name` (None: platform-wide)."""
+        _check_text("event kind (e.g. 'Scaled' or 'CrashLoop')", kind, 32)
+        with self._transaction() as session:
+            row = EventRow(deployment_name=name, kind=kind, message=str(message), created_at=_now())
+            session.add(row)
+            session.flush()
+            return _event(row)
+
+    def list_events(self, name: str | None = None, after_id: int | None = None, limit: int = 100) -> list[r.EventRecord]:
+        """Events oldest first, of one deployment or (name None) all; `after_id` polls for new ones."""
+        if not 1 <= limit <= 1000:
+            raise Invalid(f"limit must be between 1 and 1000, got {limit}")
+        query = sa.select(EventRow).order_by(EventRow.id).limit(limit)
+        if name is not None:
+            query = query.where(EventRow.deployment_name == name)
+        if after_id is not None:
+            query = query.where(EventRow.id > after_id)
+        with self._transaction(write=False) as session:
+            return [_event(row) for row in session.scalars(query)]
+
+    # Replicas
+
+    def upsert_replica(
+        self,
+        name: str,
+        *,
+        replica_id: int | None = None,
+        revision: int | None = None,
+        backend: str = "local",
+        handle: Mapping[str, Any] | None = None,
+        state: str | None = None,
+        restarts: int | None = None,
+        last_error: str | None = None,
+    ) -> r.ReplicaRecord:
+        """Create a replica of deployment `name` (no `replica_id`), or update the given fields of one.
+
+        A new replica defaults to the deployment's current revision, state 'starting', no restarts."""
+        if state is not None:
+            r.check_replica_state(state)
+        with self._transaction() as session:
+            deployment = self._deployment_row(session, name)
+            now = _now()
+            if replica_id is None:
+                row = ReplicaRow(
+                    deployment_id=deployment.id, revision=revision or deployment.revision, backend=backend,
+                    handle=dict(handle or {}), state=state or "starting", restarts=restarts or 0,
+                    last_error=last_error, started_at=now, updated_at=now,
+                )
+                session.add(row)
+            else:
+                row = session.get(ReplicaRow, replica_id)
+                if row is None or row.deployment_id != deployment.id:
+                    known = [str(i) for i in session.scalars(sa.select(ReplicaRow.id).where(ReplicaRow.deployment_id == deployment.id))]
+                    raise NotFound.named(f"replica of {name!r} with id", replica_id, known)
+                changes = {"revision": revision, "handle": dict(handle) if handle is not None else None,
+                           "state": state, "restarts": restarts, "last_error": last_error}
+                for field_name, value in changes.items():
+                    if value is not None:
+                        setattr(row, field_name, value)
+                row.updated_at = now
+            session.flush()
+            return _record(r.ReplicaRecord, row, deployment=name)
+
+    def list_replicas(self, name: str) -> list[r.ReplicaRecord]:
+        """A deployment's replica records, oldest first."""
+        with self._transaction(write=False) as session:
+            deployment = self._deployment_row(session, name)
+            query = sa.select(ReplicaRow).where(ReplicaRow.deployment_id == deployment.id).order_by(ReplicaRow.id)
+            return [_record(r.ReplicaRecord, row, deployment=name) for row in session.scalars(query)]
+
+    def delete_replica(self, replica_id: int) -> None:
+        """Forget a replica record (after its process is gone); unknown ids are ignored."""
+        with self._transaction() as session:
+            row = session.get(ReplicaRow, replica_id)
+            if row is not None:
+                session.delete(row)
+
+    # Tokens
+
+    def create_token(
+        self, name: str, scopes: str | Iterable[str | t.Scope], expires_at: datetime | None = None
+    ) -> tuple[r.TokenRecord, str]:
+        """Make a token; returns its record and the plaintext, which is shown once and never stored."""
+        r.check_name(name, "token")
+        granted = t.parse_scopes(scopes)
+        now = _now()
+        if expires_at is not None and (expires_at.tzinfo is None or expires_at <= now):
+            raise Invalid(f"expires_at must be a timezone-aware time in the future, got {expires_at!r}")
+        plaintext = t.new_token()
+        with self._transaction() as session:
+            active = sa.select(TokenRow.id).where(TokenRow.name == name, TokenRow.revoked_at.is_(None))
+            if session.scalars(active).first() is not None:
+                raise Conflict(f"a token named {name!r} already exists; revoke it first or pick another name")
+            row = TokenRow(
+                name=name, prefix=plaintext[:t.DISPLAY_PREFIX_LENGTH], hash=t.hash_token(plaintext),
+                scopes=t.format_scopes(granted), created_at=now, expires_at=expires_at,
+            )
+            session.add(row)
+            session.flush()
+            return _token(row), plaintext
+
+    def verify_token(self, plaintext: str) -> r.TokenRecord | None:
+        """The token's record if it is known, not revoked and not expired; otherwise None."""
+        if not isinstance(plaintext, str) or not plaintext:
+            return None
+        digest, now = t.hash_token(plaintext), _now()
+        with self._transaction(write=False) as session:
+            row = session.scalars(sa.select(TokenRow).where(TokenRow.hash == digest)).one_or_none()
+            if row is None or not t.token_matches(plaintext, row.hash):
+                return None
+            record = _token(row)
+        if not record.is_active(now):
+            return None
+        # A separate, short write transaction: upgrading the read above to a write could fail
+        # at once under SQLite's WAL if another writer committed in between.
+        if record.last_used_at is None or now - record.last_used_at >= LAST_USED_RESOLUTION:
+            with self._transaction() as session:
+                session.get_one(TokenRow, record.id).last_used_at = now
+            record = replace(record, last_used_at=now)
+        return record
+
+    def list_tokens(self) -> list[r.TokenRecord]:
+        """Every token's metadata (never the token), oldest first."""
+        with self._transaction(write=False) as session:
+            return [_token(row) for row in session.scalars(sa.select(TokenRow).order_by(TokenRow.id))]
+
+    def revoke_token(self, id_or_name: int | str) -> r.TokenRecord:
+        """Revoke a token by id or by name (the active one of that name); revoking twice is harmless."""
+        with self._transaction() as session:
+            if isinstance(id_or_name, int) or str(id_or_name).isdigit():
+                row = session.get(TokenRow, int(id_or_name))
+            else:
+                newest = sa.select(TokenRow).where(TokenRow.name == id_or_name).order_by(TokenRow.revoked_at.is_not(None), TokenRow.id.desc())
+                row = session.scalars(newest).first()
+            if row is None:
+                raise NotFound.named("token", id_or_name, set(session.scalars(sa.select(TokenRow.name))))
+            if row.revoked_at is None:
+                row.revoked_at = _now()
+            return _token(row)
+
+    # Audit log
+
+    def audit(self, actor: str, action: str, target: str, detail: Mapping[str, Any] | None = None) -> r.AuditRecord:
+        """Record that `actor` did `action` to `target`; secret-looking keys in `detail` are masked."""
+        for label, value, limit in (("actor", actor, 63), ("action", action, 63), ("target", target, 255)):
+            _check_text(f"audit {label}", value, limit)
+        with self._transaction() as session:
+            row = AuditRow(actor=actor, action=action, target=target, detail=r.scrub(detail), created_at=_now())
+            session.add(row)
+            session.flush()
+            return _audit(row)
+
+    def list_audit(self, limit: int = 100) -> list[r.AuditRecord]:
+        """The latest audit entries, newest first."""
+        if not 1 <= limit <= 1000:
+            raise Invalid(f"limit must be between 1 and 1000, got {limit}")
+        with self._transaction(write=False) as session:
+            return [_audit(row) for row in session.scalars(sa.select(AuditRow).order_by(AuditRow.id.desc()).limit(limit))]
+
+
+def _check_text(label: str, value: object, limit: int) -> None:
+    # Column sizes are enforced by PostgreSQL but not by SQLite; check here so both behave alike.
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise Invalid(f"{label} must be a non-empty string of at most {limit} characters, got {value!r}")
+
+
+def _taken(name: str) -> Conflict:
+    return Conflict(f"a deployment named {name!r} already exists; update it, delete it, or pick another name")
+
+
+def _record(cls: type[_R], row: Base, **overrides: Any) -> _R:
+    """Copy a row into a frozen record: fields by name, mappings copied so records share nothing."""
+    values = {f.name: getattr(row, f.name) for f in fields(cls) if f.name not in overrides}  # type: ignore[arg-type]
+    values = {key: dict(value) if isinstance(value, dict) else value for key, value in values.items()}
+    return cls(**values, **overrides)
+
+
+def _deployment(row: DeploymentRow) -> r.DeploymentRecord:
+    return _record(r.DeploymentRecord, row)
+
+
+def _event(row: EventRow) -> r.EventRecord:
+    return _record(r.EventRecord, row, deployment=row.deployment_name)
+
+
+def _token(row: TokenRow) -> r.TokenRecord:
+    return _record(r.TokenRecord, row, scopes=t.parse_scopes(row.scopes))
+
+
+def _audit(row: AuditRow) -> r.AuditRecord:
+    return _record(r.AuditRecord, row)
