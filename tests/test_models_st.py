@@ -89,7 +89,7 @@ def test_openai_package_gets_embeddings_that_rank_meaning(openai_client):
     expected_tokens = sum(token_count(t) for t in (FOOD, MEAL, MARKET))
     assert answer.usage.prompt_tokens == answer.usage.total_tokens == expected_tokens
     as_floats = openai_client.embeddings.create(model=NAME, input=FOOD, encoding_format="float")
-    assert as_floats.data[0].embedding == pytest.approx(food, abs=1e-6)
+    assert as_floats.data[0].embedding == pytest.approx(food, abs=1e-5)
 
 
 @pytest.mark.slow
