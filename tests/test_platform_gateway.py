@@ -114,3 +114,22 @@ def test_the_python_client_and_docs_work_through_the_gateway(gateway):
         assert list(client.count(n=2)) == [0, 1]
     docs = httpx.get(url + "/run/echo/docs").text
     assert 'url: "/run/echo/openapi.json"' in docs
+
+
+def test_a_client_leaving_a_stream_stops_it_on_the_replica(gateway):
+    url, _ = gateway
+    with httpx.Client() as http:
+        with http.stream("POST", url + "/run/secret/ticker", json={"tag": "gw-gone"}, headers={"authorization": f"Bearer {TOKEN}"}) as answer:
+            lines = answer.iter_lines()
+            assert next(lines) == "data: 0"
+        calls = lambda: http.get(url + "/run/secret/calls_of", params={"tag": "gw-gone"}, headers={"authorization": f"Bearer {TOKEN}"}).json()  # noqa: E731
+        deadline = time.monotonic() + 10
+        before = calls()
+        while time.monotonic() < deadline:  # the replica notices within a few ticks
+            time.sleep(0.2)
+            after = calls()
+            if after == before:
+                break
+            before = after
+        time.sleep(0.3)  # the ticker yields every 10 ms: a running one would have moved on
+        assert calls() == before

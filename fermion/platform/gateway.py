@@ -8,14 +8,16 @@ token that the `authorize` callback accepts; the token is not forwarded to repli
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import orjson
+
+from fermion.platform.upstream import UpstreamBroken, UpstreamPool, UpstreamUnreachable
 
 log = logging.getLogger("fermion.gateway")
 
@@ -90,18 +92,10 @@ class Gateway:
         self.table = table
         self.authorize = authorize or _allow_all
         self.timeout = timeout
-        self._client: httpx.AsyncClient | None = None
-
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=30)
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout, connect=5.0), limits=limits)
-        return self._client
+        self.pool = UpstreamPool()
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self.pool.aclose()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -139,6 +133,7 @@ class Gateway:
         headers = [(k, v) for k, v in scope["headers"] if k not in _DROP_REQUEST]
         headers.append((b"x-forwarded-prefix", f"{PREFIX}{route.name}".encode()))
         query = scope.get("query_string", b"")
+        target = path + ("?" + query.decode("latin-1") if query else "")
         tried: set[str] = set()
         while True:
             upstream = route.pick(tried)
@@ -150,30 +145,49 @@ class Gateway:
                                  [(b"retry-after", b"1")])
                 return
             tried.add(upstream.url)
-            url = upstream.url + path + ("?" + query.decode("latin-1") if query else "")
-            request = self.client().build_request(scope["method"], url, headers=headers, content=body)
             upstream.outstanding += 1
             try:
                 try:
-                    response = await self.client().send(request, stream=True)
-                except httpx.ConnectError:
+                    async with asyncio.timeout(self.timeout):
+                        response = await self.pool.request(upstream.url, scope["method"], target, headers, body)
+                except UpstreamUnreachable:
                     log.warning("replica %s of %s unreachable; trying another", upstream.url, route.name)
                     continue  # nothing reached the replica: safe to try another
-                except httpx.TimeoutException:
+                except UpstreamBroken as exc:
+                    await _error(send, 502, f"replica of {route.name!r} broke the connection: {exc}")
+                    return
+                except TimeoutError:
                     await _error(send, 504, f"replica of {route.name!r} did not answer within {self.timeout:g} s")
                     return
+                out_headers = [(k, v) for k, v in response.headers if k.decode("latin-1") not in _DROP_RESPONSE]
+                watcher = asyncio.create_task(_cancel_on_disconnect(receive, asyncio.current_task()))
                 try:
-                    out_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.multi_items()
-                                   if k.lower() not in _DROP_RESPONSE]
-                    await send({"type": "http.response.start", "status": response.status_code, "headers": out_headers})
-                    async for chunk in response.aiter_raw():
+                    await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
+                    async for chunk in response.body:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
+                except asyncio.CancelledError:
+                    if not watcher.done():
+                        raise
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()  # the client left; the replica's connection was closed above
                 finally:
-                    await response.aclose()
+                    watcher.cancel()
+                    await response.body.aclose()  # type: ignore[attr-defined]
                 return
             finally:
                 upstream.outstanding -= 1
+
+
+async def _cancel_on_disconnect(receive: Any, task: asyncio.Task[Any] | None) -> None:
+    """Cancel the proxying task when the client goes away (streams would otherwise run on)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            if task is not None:
+                task.cancel()
+            return
 
 
 def _bearer(scope: dict[str, Any]) -> str | None:

@@ -1,0 +1,148 @@
+"""A lean HTTP/1.1 client for the gateway: pooled keep-alive connections to replicas, raw asyncio.
+
+httpx's pool degrades badly with concurrency (measured: 392 req/s at 8 concurrent requests, 63
+at 64, against a replica that serves 8k), so the gateway speaks HTTP/1.1 to replicas itself:
+one request per connection at a time, bodies with Content-Length or chunked encoding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+class UpstreamUnreachable(Exception):
+    """Nothing was sent: the replica refused the connection (safe to try another)."""
+
+
+class UpstreamBroken(Exception):
+    """The connection broke after the request was (maybe) sent: not safe to retry."""
+
+
+@dataclass
+class UpstreamResponse:
+    """Status, headers, and the body as it arrives (iterate `body`, then the connection is reused)."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: AsyncIterator[bytes]
+
+
+class _Connection:
+    __slots__ = ("reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class UpstreamPool:
+    """Keep-alive connections per replica URL (`http://host:port`)."""
+
+    def __init__(self, max_idle: int = 256) -> None:
+        self.max_idle = max_idle
+        self._idle: dict[str, list[_Connection]] = {}
+
+    async def _connect(self, base: str) -> _Connection:
+        parts = urlsplit(base)
+        try:
+            reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80, limit=2**20)
+        except OSError as exc:
+            raise UpstreamUnreachable(f"{base}: {exc}") from None
+        return _Connection(reader, writer)
+
+    def _release(self, base: str, conn: _Connection) -> None:
+        idle = self._idle.setdefault(base, [])
+        if len(idle) < self.max_idle and not conn.writer.is_closing():
+            idle.append(conn)
+        else:
+            conn.close()
+
+    async def request(
+        self, base: str, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> UpstreamResponse:
+        """Send one request; a stale pooled connection is replaced once, transparently."""
+        head = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), b"host: ", urlsplit(base).netloc.encode(), b"\r\n"]
+        for key, value in headers:
+            head += [key, b": ", value, b"\r\n"]
+        head.append(b"content-length: %d\r\n\r\n" % len(body))
+        payload = b"".join(head) + body
+        for attempt in range(2):
+            idle = self._idle.get(base)
+            reused = bool(idle)
+            conn = idle.pop() if idle else await self._connect(base)
+            try:
+                conn.writer.write(payload)
+                await conn.writer.drain()
+                status_line = await conn.reader.readline()
+                if not status_line:
+                    raise ConnectionResetError("closed before answering")
+            except (ConnectionError, OSError) as exc:
+                conn.close()
+                if reused and attempt == 0:  # the replica closed an idle keep-alive connection: retry fresh
+                    continue
+                raise UpstreamBroken(f"{base}: {exc}") from None
+            return await self._response(base, conn, status_line)
+        raise UpstreamBroken(f"{base}: no usable connection")  # pragma: no cover - loop always returns or raises
+
+    async def _response(self, base: str, conn: _Connection, status_line: bytes) -> UpstreamResponse:
+        try:
+            status = int(status_line.split(b" ", 2)[1])
+        except (IndexError, ValueError):
+            conn.close()
+            raise UpstreamBroken(f"{base}: not an HTTP answer: {status_line[:60]!r}") from None
+        headers: list[tuple[bytes, bytes]] = []
+        length: int | None = None
+        chunked, keep_alive = False, True
+        while True:
+            line = await conn.reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            key, _, value = line.partition(b":")
+            key, value = key.strip().lower(), value.strip()
+            if key == b"content-length":
+                length = int(value)
+            elif key == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif key == b"connection":
+                keep_alive = value.lower() != b"close"
+            else:
+                headers.append((key, value))
+        return UpstreamResponse(status, headers, self._body(base, conn, length, chunked, keep_alive))
+
+    async def _body(self, base: str, conn: _Connection, length: int | None, chunked: bool, keep_alive: bool) -> AsyncIterator[bytes]:
+        reader = conn.reader
+        complete = False
+        try:
+            if chunked:
+                while True:
+                    size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        await reader.readline()  # the blank line after the last chunk (no trailers)
+                        break
+                    data = await reader.readexactly(size + 2)
+                    yield data[:-2]
+            elif length is not None:
+                if length:
+                    yield await reader.readexactly(length)
+            else:  # no length: the body runs until the replica closes
+                keep_alive = False
+                while chunk := await reader.read(65536):
+                    yield chunk
+            complete = True
+        finally:
+            if complete and keep_alive:
+                self._release(base, conn)
+            else:
+                conn.close()
+
+    async def aclose(self) -> None:
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()
