@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -16,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from fermion.serving.announce import announced_url
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -67,16 +68,13 @@ def wait_ready(url: str, proc: subprocess.Popen[str] | None, timeout: float, log
     raise TimeoutError(f"server at {url} not ready after {timeout} s:\n{out}")
 
 
-_BANNER_URL = re.compile(r"^\s*API\s+(http://\S+)", re.MULTILINE)
-
-
 def _announced_url(proc: subprocess.Popen[str], log_path: Path, timeout: float) -> str:
     """The URL a starting `fermion serve` printed in its banner (it is printed before setup runs)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = _BANNER_URL.search(log_path.read_text(errors="replace"))
+        found = announced_url(log_path.read_text(errors="replace"))
         if found:
-            return found.group(1)
+            return found
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before it listened:\n{log_path.read_text(errors='replace')}")
         time.sleep(0.02)

@@ -44,6 +44,7 @@ def _example_call(service: Any, base: str) -> tuple[str, str] | None:
 
 def print_banner(service: Any, source: str, host: str, port: int, workers: int) -> None:
     from fermion._version import __version__
+    from fermion.serving.announce import announce_line
 
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
     base = f"http://{shown_host}:{port}"
@@ -51,7 +52,7 @@ def print_banner(service: Any, source: str, host: str, port: int, workers: int) 
     lines = [
         f"[bold]Fermion {__version__}[/] · serving [bold cyan]{name}[/] from {source}"
         + (f" with {workers} workers" if workers > 1 else ""),
-        f"  API     {base}",
+        announce_line(base),
         f"  Docs    {base}/docs",
     ]
     example = _example_call(service, base)

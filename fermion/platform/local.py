@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -20,8 +19,8 @@ from pathlib import Path
 import httpx
 
 from fermion.platform.backend import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
+from fermion.serving.announce import announced_url
 
-_BANNER_URL = re.compile(r"^\s*API\s+(http://\S+)", re.MULTILINE)
 _PROBE_TIMEOUT = 2.0
 
 
@@ -89,11 +88,11 @@ class LocalBackend:
         if handle.data.get("url"):
             return handle.data["url"]
         try:
-            found = _BANNER_URL.search(Path(handle.data["log"]).read_text(errors="replace"))
+            found = announced_url(Path(handle.data["log"]).read_text(errors="replace"))
         except OSError:
             return None
         if found:
-            handle.data["url"] = found.group(1)  # learnt once; the handle's data is ours to fill
+            handle.data["url"] = found  # learnt once; the handle's data is ours to fill
             self._write(handle)
             return handle.data["url"]
         return None

@@ -62,7 +62,6 @@ ModelName = Annotated[str | None, Field(description="Accepted for compatibility:
                                         "(see GET /v1/models).", examples=["my-llm"])]
 N = Annotated[int, Field(description="Only 1 is served.", examples=[1])]
 LogitBias = Annotated[dict[str, float] | None, Field(description="Token id (as a string) → bias added to its logit (-100 to 100).")]
-Ignored = Annotated[Any, Field(description="Accepted for compatibility with OpenAI clients; ignored.")]
 
 
 def build(model_dir: str, task: str) -> Service:
@@ -178,13 +177,6 @@ class TextGenerationService(Service):
         top_logprobs: int | None = None,
         response_format: ResponseFormat | None = None,
         tools: list[dict[str, Any]] | None = None,
-        tool_choice: Ignored = None,
-        parallel_tool_calls: Ignored = None,
-        user: Ignored = None,
-        metadata: Ignored = None,
-        store: Ignored = None,
-        service_tier: Ignored = None,
-        reasoning_effort: Ignored = None,
     ) -> ChatCompletion | EventStream:
         """OpenAI chat completions: messages through the model's chat template, one answer (or a stream of chunks).
 
@@ -224,7 +216,6 @@ class TextGenerationService(Service):
         logprobs: int | None = None,
         best_of: Annotated[int | None, Field(description="Only 1 is served.")] = None,
         suffix: Annotated[str | None, Field(description="Not served (insertion needs a fill-in-the-middle model).")] = None,
-        user: Ignored = None,
     ) -> Completion | EventStream:
         """OpenAI (legacy) completions: continue a text, as one answer or a stream of chunks."""
         _refuse(n=n, logprobs=logprobs is not None, best_of=best_of, suffix=suffix)
