@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run run-examples test test-fast bench clean
 
 $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,12 @@ $(STAMP):
 
 install: $(STAMP)
 
-## Serve the examples (echo, streaming, upload, MiniLM embeddings) on ports 8000-8003.
+## Start the platform (`fermion up` on port 8080) with two demo deployments: echo and MiniLM embeddings.
 run: install
+	HF_HUB_OFFLINE=1 $(PY) examples/platform_demo.py
+
+## Serve each example on its own (echo, streaming, upload, MiniLM embeddings) on ports 8000-8003.
+run-examples: install
 	HF_HUB_OFFLINE=1 $(PY) examples/run_all.py
 
 ## The whole test suite. pytest's exit code 5 ("no tests collected") is reported, not treated as a crash.

@@ -11,6 +11,7 @@ from fermion._version import __version__
 
 if TYPE_CHECKING:
     from fermion.client import APIError, AsyncClient, Client
+    from fermion.platform.client import Platform
     from fermion.responses import EndpointError, EventStream, InvalidInput, Response
     from fermion.service import Service, endpoint
     from fermion.types import File
@@ -23,6 +24,7 @@ __all__ = [
     "EventStream",
     "File",
     "InvalidInput",
+    "Platform",
     "Response",
     "Service",
     "__version__",
@@ -36,6 +38,7 @@ _LAZY = {
     "Client": "fermion.client",
     "AsyncClient": "fermion.client",
     "APIError": "fermion.client",
+    "Platform": "fermion.platform.client",
     "Response": "fermion.responses",
     "EventStream": "fermion.responses",
     "EndpointError": "fermion.responses",

@@ -149,3 +149,81 @@ def running_servers(
             for server in running.values():  # signal all first: each may take seconds to exit
                 if server.proc.poll() is None:
                     server.proc.send_signal(signal.SIGTERM)
+
+
+@dataclass
+class RunningPlatform:
+    """A `fermion up` process: its URL, admin token, data dir and process handle."""
+
+    url: str
+    token: str
+    data_dir: Path
+    proc: subprocess.Popen[str]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def api(self, token: str | None = None) -> httpx.Client:
+        """An httpx client for the REST API and the gateway, sending `token` (default: admin)."""
+        return httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {token or self.token}"}, timeout=60)
+
+
+def start_platform(data_dir: Path, *args: str, port: int = 0, env: dict[str, str] | None = None, timeout: float = 60.0) -> RunningPlatform:
+    """Start `fermion up --data-dir DATA_DIR --port PORT ARGS...` and wait for /healthz."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / f"up-{time.monotonic_ns()}.log"
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "500", "FERMION_HOME": str(data_dir), **(env or {})}
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            [*FERMION, "up", "--data-dir", str(data_dir), "--port", str(port), *args],
+            stdout=log_file, stderr=subprocess.STDOUT, env=full_env, text=True, cwd=ROOT,
+        )
+    try:
+        url = _announced_url(proc, log_path, timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"fermion up did not come up (exit {proc.poll()}):\n{log_path.read_text(errors='replace')}")
+            time.sleep(0.05)
+    except BaseException:
+        stop_process(proc)
+        raise
+    token = (data_dir / "admin.token").read_text().strip()
+    return RunningPlatform(url, token, data_dir, proc, log_path)
+
+
+def stop_process(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+    """Signal a process we started and wait for it (SIGKILL after `timeout`); its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def stop_replicas(data_dir: Path) -> None:
+    """Stop replica processes a platform in `data_dir` left behind (e.g. after a kill -9 in a test)."""
+    from fermion.platform.local import LocalBackend
+
+    backend = LocalBackend(data_dir)
+    for handle in backend.list():
+        backend.stop(handle, grace=10)
+
+
+@contextlib.contextmanager
+def running_platform(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[RunningPlatform]:
+    """`fermion up` for the length of a `with` block; it and every replica are stopped afterwards."""
+    platform = start_platform(data_dir, *args, env=env)
+    try:
+        yield platform
+    finally:
+        stop_process(platform.proc)
+        stop_replicas(data_dir)

@@ -1,20 +1,28 @@
-"""The gateway over real replicas: routing, retries, access, streams and the client through it."""
+"""The gateway over real replicas: routing, retries, access, streams, cold starts, metrics and the client through it."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 from support import ROOT, free_port, running_servers
 
 from fermion import Client
 from fermion.platform.gateway import Gateway, RouteTable
+from fermion.platform.gateway_metrics import METRICS, GatewayMetrics
 
 APP = ROOT / "tests" / "apps" / "behaviour.py"
+DASHBOARD = ROOT / "deploy" / "grafana" / "fermion-dashboard.json"
 TOKEN = "fmn_good"
 
 
@@ -32,14 +40,11 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
         yield [servers["a"].url, servers["b"].url]
 
 
-@pytest.fixture(scope="module")
-def gateway(replicas: list[str]) -> Iterator[tuple[str, RouteTable]]:
-    table = RouteTable()
-    table.set("echo", replicas, public=True)
-    table.set("secret", replicas[:1], public=False)
-    table.set("empty", [], public=True)
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Run an ASGI app in uvicorn on a free port in a thread; yields its URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(Gateway(table, authorize), host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -47,10 +52,39 @@ def gateway(replicas: list[str]) -> Iterator[tuple[str, RouteTable]]:
             raise RuntimeError("the gateway did not start")
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}", table
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+@dataclass
+class Running:
+    url: str
+    table: RouteTable
+    app: Gateway
+
+    def __iter__(self) -> Iterator[Any]:  # `url, table = gateway`
+        return iter((self.url, self.table))
+
+
+@pytest.fixture(scope="module")
+def gateway(replicas: list[str]) -> Iterator[Running]:
+    table = RouteTable()
+    table.set("echo", replicas, public=True)
+    table.set("secret", replicas[:1], public=False)
+    table.set("empty", [], public=True)
+    app = Gateway(table, authorize)
+    with serve(app) as url:
+        yield Running(url, table, app)
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the condition did not hold in time")
+        time.sleep(0.02)
 
 
 def test_requests_reach_every_ready_replica(gateway):
@@ -133,3 +167,172 @@ def test_a_client_leaving_a_stream_stops_it_on_the_replica(gateway):
             before = after
         time.sleep(0.3)  # the ticker yields every 10 ms: a running one would have moved on
         assert calls() == before
+
+
+# Scale to zero: requests wait for the first replica.
+
+
+def _in_thread(call: Callable[[], httpx.Response]) -> tuple[threading.Thread, list[Any]]:
+    result: list[Any] = []
+
+    def run() -> None:
+        try:
+            result.append(call())
+        except Exception as exc:  # handed to the test's thread
+            result.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_a_cold_start_waits_for_the_first_replica(gateway, replicas):
+    url, table = gateway
+    table.set("cold", [], public=True, cold_start=True)
+    route = table.get("cold")
+    thread, result = _in_thread(lambda: httpx.post(url + "/run/cold/predict", json={"text": "hi"}, timeout=60))
+    eventually(lambda: route.waiting == 1)
+    assert route.load() == 1  # what the autoscaler sees
+    time.sleep(0.2)
+    assert thread.is_alive()
+    table.set("cold", replicas[:1], public=True, cold_start=True)  # as the reconciler would, from its thread
+    thread.join(30)
+    assert result[0].status_code == 200 and result[0].json() == {"output": "hi"}
+    assert route.waiting == 0
+    assert gateway.app.metrics.cold_starts["cold"] == 1
+
+
+def test_a_cold_start_that_takes_too_long_is_503_with_retry_after(gateway):
+    url, table = gateway
+    table.set("never", [], public=True, cold_start=True)
+    gateway.app.cold_start_timeout = 0.3
+    try:
+        answer = httpx.get(url + "/run/never/whoami", timeout=30)
+    finally:
+        gateway.app.cold_start_timeout = 120.0
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+    assert "scaled to zero and no replica started within 0.3 s" in answer.json()["error"]
+    assert table.get("never").waiting == 0
+
+
+def test_a_client_leaving_during_a_cold_start_stops_the_wait(gateway):
+    url, table = gateway
+    table.set("abandoned", [], public=True, cold_start=True)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(url + "/run/abandoned/whoami", timeout=0.5)
+    eventually(lambda: table.get("abandoned").waiting == 0)
+    eventually(lambda: gateway.app.metrics.requests.get(("abandoned", 499)) == 1)
+
+
+def test_a_deployment_deleted_during_a_cold_start_is_404(gateway):
+    url, table = gateway
+    table.set("doomed", [], public=True, cold_start=True)
+    thread, result = _in_thread(lambda: httpx.get(url + "/run/doomed/whoami", timeout=30))
+    eventually(lambda: table.get("doomed") is not None and table.get("doomed").waiting == 1)
+    table.remove("doomed")
+    thread.join(30)
+    assert result[0].status_code == 404 and "deleted" in result[0].json()["error"]
+
+
+# Metrics and the dashboard.
+
+
+def _families(text: str) -> dict[str, Any]:
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def _value(families: dict[str, Any], family: str, sample: str, **labels: str) -> float:
+    found = [s.value for s in families[family].samples if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())]
+    assert len(found) == 1, (sample, labels, found)
+    return found[0]
+
+
+def test_metrics_count_what_went_through_a_real_gateway(replicas):
+    table = RouteTable()
+    table.set("echo", replicas, public=True)
+    table.set("secret", replicas[:1], public=False)
+    table.set("empty", [], public=True)
+    app = Gateway(table, authorize)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        for _ in range(3):
+            assert http.get("/run/echo/whoami").status_code == 200
+        assert http.post("/run/echo/predict", json={}).status_code == 422
+        assert http.get("/run/nope/whoami").status_code == 404
+        assert http.get("/elsewhere").status_code == 404
+        assert http.get("/run/secret/whoami").status_code == 401
+        assert http.get("/run/secret/whoami", headers={"authorization": "Bearer fmn_bad"}).status_code == 403
+        assert http.get("/run/secret/whoami", headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200
+        assert http.get("/run/empty/whoami").status_code == 503
+        with http.stream("POST", "/run/echo/count", json={"n": 2}) as stream:
+            assert len(list(stream.iter_lines())) > 2
+        eventually(lambda: sum(app.metrics.in_flight.values()) == 0)  # the gateway counts after the last byte is sent
+        text = app.metrics.render({"echo": {"desired": 2, "ready": 2, "starting": 0, "crashes": 0}, "idle": {"ready": 0}})
+
+    families = _families(text)
+    total = "fermion_gateway_requests_total"
+    assert families["fermion_gateway_requests"].type == "counter"  # the parser drops "_total" from the family
+    assert _value(families, "fermion_gateway_requests", total, deployment="echo", code="200", **{"class": "2xx"}) == 4
+    assert _value(families, "fermion_gateway_requests", total, deployment="echo", code="422", **{"class": "4xx"}) == 1
+    assert _value(families, "fermion_gateway_requests", total, deployment="", code="404") == 2
+    assert _value(families, "fermion_gateway_requests", total, deployment="secret", code="401") == 1
+    assert _value(families, "fermion_gateway_requests", total, deployment="secret", code="403") == 1
+    assert _value(families, "fermion_gateway_requests", total, deployment="secret", code="200") == 1
+    assert _value(families, "fermion_gateway_requests", total, deployment="empty", code="503", **{"class": "5xx"}) == 1
+
+    histogram = "fermion_gateway_request_duration_seconds"
+    assert families[histogram].type == "histogram"
+    assert _value(families, histogram, histogram + "_count", deployment="echo") == 5
+    assert 0 < _value(families, histogram, histogram + "_sum", deployment="echo") < 30
+    buckets = [s for s in families[histogram].samples if s.name.endswith("_bucket") and s.labels["deployment"] == "echo"]
+    assert [s.labels["le"] for s in buckets][-1] == "+Inf" and buckets[-1].value == 5
+    assert all(a.value <= b.value for a, b in zip(buckets, buckets[1:], strict=False))
+
+    assert _value(families, "fermion_gateway_in_flight", "fermion_gateway_in_flight", deployment="echo") == 0
+    assert _value(families, "fermion_gateway_in_flight", "fermion_gateway_in_flight", deployment="idle") == 0
+    replicas_family = "fermion_deployment_replicas"
+    assert _value(families, replicas_family, replicas_family, deployment="echo", state="desired") == 2
+    assert _value(families, replicas_family, replicas_family, deployment="echo", state="ready") == 2
+    assert _value(families, replicas_family, replicas_family, deployment="idle", state="ready") == 0
+    assert not [s for s in families[replicas_family].samples if s.labels["deployment"] == "idle" and s.labels["state"] == "desired"]
+
+
+def test_metrics_render_cleanly_with_nothing_counted_and_escape_labels():
+    metrics = GatewayMetrics()
+    assert set(_families(metrics.render({}))) == {name.removesuffix("_total") for name in METRICS}
+    metrics.begin('we"ird\\name')
+    metrics.end('we"ird\\name', 200, 0.002)
+    families = _families(metrics.render({}))
+    assert _value(families, "fermion_gateway_requests", "fermion_gateway_requests_total", deployment='we"ird\\name') == 1
+    assert _value(families, "fermion_gateway_request_duration_seconds", "fermion_gateway_request_duration_seconds_bucket",
+                  deployment='we"ird\\name', le="0.005") == 1
+
+
+def _rendered_sample_names() -> set[str]:
+    metrics = GatewayMetrics()
+    metrics.begin("a")
+    metrics.end("a", 500, 0.1)
+    metrics.cold_start("a")
+    text = metrics.render({"a": {"desired": 1, "ready": 1, "starting": 0}})
+    return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_the_grafana_dashboard_is_valid_and_queries_only_metrics_the_gateway_renders():
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["schemaVersion"] >= 36 and dashboard["title"] and dashboard["uid"]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["DS_PROMETHEUS"]["type"] == "datasource" and variables["DS_PROMETHEUS"]["query"] == "prometheus"
+    assert "label_values(fermion_gateway_requests_total, deployment)" in json.dumps(variables["deployment"]["query"])
+
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    exprs = [t["expr"] for p in panels for t in p["targets"]]
+    for panel in panels:
+        assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}" and panel["targets"], panel["title"]
+    used = {name for expr in exprs for name in re.findall(r"\bfermion_[a-z_]+\b", expr)}
+    rendered = _rendered_sample_names()
+    assert used and used <= rendered, used - rendered
+    for quantile in ("0.5", "0.95", "0.99"):
+        assert any(f"histogram_quantile({quantile}," in e and "fermion_gateway_request_duration_seconds_bucket" in e for e in exprs)
+    assert any('class="5xx"' in e for e in exprs)
+    replica_queries = [e for e in exprs if "fermion_deployment_replicas" in e]
+    assert any('state="ready"' in e for e in replica_queries) and any('state="desired"' in e for e in replica_queries)

@@ -80,7 +80,52 @@ def targets(runs: dict[str, dict[str, Any]]) -> list[Target]:
     rows.append(Target("echo replica RSS (ready, after load)", "< 100 MB",
                        f"{replica.get('rss_ready_mb')} MB, {replica.get('rss_after_load_mb')} MB" if rss is not None else "not measured",
                        None if rss is None else rss < 100))
+    rows += _gateway_targets(runs.get("gateway"))
     return rows
+
+
+def _gateway_targets(record: dict[str, Any] | None) -> list[Target]:
+    """The platform issue's gateway targets: throughput kept through the gateway, latency added."""
+    cases = (record or {}).get("cases", {})
+    rows = []
+    for bench, goal in (("minilm", 0.95), ("echo", 0.5)):
+        case = cases.get(bench, {})
+        name = f"{'MiniLM' if bench == 'minilm' else 'echo'}, 64 clients: through the gateway vs direct to the replica"
+        if "gateway" not in case:
+            rows.append(Target(name, f"≥ {goal}×", "not measured", None))
+            continue
+        ratio = case["throughput_ratio"]
+        measured = f"{ratio:.2f}× ({case['gateway']['rps']:,.1f} / {case['direct']['rps']:,.1f})"
+        rows.append(Target(name, f"≥ {goal}×", measured, ratio >= goal))
+    echo = cases.get("echo", {})
+    name = "echo, 1 client: p50 the gateway adds"
+    if "added_p50_ms_1_client" in echo:
+        added = echo["added_p50_ms_1_client"]
+        rows.append(Target(name, "≤ 1 ms", f"{added:.2f} ms ({echo['gateway_1']['p50_ms']:.2f} − {echo['direct_1']['p50_ms']:.2f})",
+                           added <= 1.0))
+    else:
+        rows.append(Target(name, "≤ 1 ms", "not measured", None))
+    return rows
+
+
+def _gateway_section(record: dict[str, Any]) -> list[str]:
+    lines = ["", "## The platform's gateway", "",
+             f"From {record['file']}: `fermion up` and the replica it starts share the same CPUs (the replica inherits the "
+             "taskset); the same replica is measured directly, then through `/run/<name>/...`.", "",
+             "| case | CPUs | direct req/s | gateway req/s | ratio | direct p50 ms | gateway p50 ms | added p50 ms |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for bench, case in record.get("cases", {}).items():
+        if "gateway" not in case:
+            lines.append(f"| {bench} | – | not measured: {case.get('skipped', '')[:80]} | | | | | |")
+            continue
+        d, g = case["direct"], case["gateway"]
+        lines.append(f"| {bench}, 64 clients | {case['cpus']} | {d['rps']:,.1f} | {g['rps']:,.1f} | {case['throughput_ratio']:.2f}× "
+                     f"| {d['p50_ms']:.2f} | {g['p50_ms']:.2f} | {case['added_p50_ms']:+.2f} |")
+        if "gateway_1" in case:
+            d1, g1 = case["direct_1"], case["gateway_1"]
+            lines.append(f"| {bench}, 1 client | {case['cpus']} | {d1['rps']:,.1f} | {g1['rps']:,.1f} | {g1['rps'] / d1['rps']:.2f}× "
+                         f"| {d1['p50_ms']:.2f} | {g1['p50_ms']:.2f} | {case['added_p50_ms_1_client']:+.2f} |")
+    return lines
 
 
 def _peer_table(record: dict[str, Any], limit_name: str, limit: float | None) -> list[str]:
@@ -153,6 +198,8 @@ def render(runs: dict[str, dict[str, Any]]) -> str:
                 f"- echo replica, process start → `/readyz` 200: {rep['ready_s']} s (median of {rep['ready_runs_s']}).",
                 f"- echo replica RSS: {rep['rss_ready_mb']} MB when ready, {rep['rss_after_load_mb']} MB after "
                 f"{rep['rss_load_requests']:,} requests."]
+    if gateway := runs.get("gateway"):
+        out += _gateway_section(gateway)
     out += ["", "## Versions", ""]
     seen: dict[str, dict[str, str]] = {}
     for record in runs.values():

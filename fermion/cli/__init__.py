@@ -5,7 +5,11 @@ from __future__ import annotations
 from fermion.cli import bench as _bench  # noqa: F401 - registers `fermion bench`
 from fermion.cli import call as _call  # noqa: F401 - registers `fermion call`
 from fermion.cli import models as _models  # noqa: F401 - registers `fermion models`
+from fermion.cli import platform_deploy as _platform_deploy  # noqa: F401 - registers deploy, update, scale, rollback, rm
+from fermion.cli import platform_inspect as _platform_inspect  # noqa: F401 - registers ls, status, logs, events
+from fermion.cli import platform_tokens as _platform_tokens  # noqa: F401 - registers `fermion token`
 from fermion.cli import serve as _serve  # noqa: F401 - registers `fermion serve`
+from fermion.cli import up as _up  # noqa: F401 - registers `fermion up`
 from fermion.cli.app import app
 
 

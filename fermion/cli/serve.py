@@ -37,7 +37,8 @@ def _example_call(service: Any, base: str) -> tuple[str, str] | None:
                 flags = "-N " if meta["stream"] else ""
                 curl = f"curl {flags}{base}{path} -H 'content-type: application/json' -d {shlex.quote(json.dumps(args))}"
             py_args = ", ".join(f"{k}={v!r}" for k, v in args.items())
-            call = f"for item in client.{name}({py_args}): print(item)" if meta["stream"] else f"print(client.{name}({py_args}))"
+            # One line, so no `for` statement: a stream prints as the list of its items.
+            call = f"print(list(client.{name}({py_args})))" if meta["stream"] else f"print(client.{name}({py_args}))"
             return curl, f'from fermion import Client; client = Client("{base}"); {call}'
     return None
 
@@ -86,6 +87,7 @@ def serve(
             help="sklearn: sources: allow .pkl/.joblib files and non-scikit-learn types in .skops files (both can run code).",
         )
     ] = False,
+    check: Annotated[bool, typer.Option("--check", help="Only check that SOURCE loads (no setup, no server); exit 0 if it does.")] = False,
 ) -> None:
     """Serve SOURCE over HTTP with docs, health, metrics, batching and limits."""
     from fermion.serving.config import ServeConfig, parse_size
@@ -123,6 +125,10 @@ def serve(
         service = load_service(source, options)
     except SourceError as exc:
         fail(str(exc), 2)
+    if check:
+        routes = sorted(f"{info.method} {info.path}" for info in service.endpoints())
+        out.print(f"ok: {source} is {service.service_name()} with {len(routes)} endpoint(s): {', '.join(routes)}")
+        raise typer.Exit(0)
     try:
         sock = bind_socket(config.host, config.port)
     except BindError as exc:

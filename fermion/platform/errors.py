@@ -57,3 +57,17 @@ class Invalid(PlatformError):
 
     status = 422
     code = "invalid"
+
+
+class Unauthorized(PlatformError):
+    """No token, or one that is unknown, revoked or expired (401)."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(PlatformError):
+    """A valid token without the scope this needs (403)."""
+
+    status = 403
+    code = "forbidden"

@@ -4,6 +4,10 @@ Routing picks the replica with the fewest outstanding requests; a request is ret
 replica only when the first could not be reached before anything was sent (connection refused),
 so no request ever runs twice. Streams pass through as they come. Private deployments need a
 token that the `authorize` callback accepts; the token is not forwarded to replicas.
+
+A deployment that may scale to zero (`Route.cold_start`) has no replica while idle: a request then
+waits (counted in `Route.waiting`, which the autoscaler adds to the load) until one is ready.
+Every request is counted in `Gateway.metrics` (see `fermion.platform.gateway_metrics`).
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from fermion.platform.gateway_metrics import GatewayMetrics
 from fermion.platform.upstream import UpstreamBroken, UpstreamPool, UpstreamUnreachable
 
 log = logging.getLogger("fermion.gateway")
@@ -26,6 +32,10 @@ PREFIX = "/run/"
 _DROP_REQUEST = {b"host", b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"proxy-connection",
                  b"authorization", b"content-length"}
 _DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection", "content-length"}
+#: How often a request waiting for a cold start looks for a ready replica (routes change in another thread).
+_COLD_START_POLL_S = 0.05
+#: The status recorded for a client that left before it got an answer (nginx's convention).
+CLIENT_CLOSED = 499
 
 #: authorize(deployment, bearer token or None) → None if allowed, else (status, message).
 Authorize = Callable[[str, str | None], Awaitable[tuple[int, str] | None]]
@@ -41,12 +51,19 @@ class Upstream:
 
 @dataclass
 class Route:
-    """Where a deployment's traffic goes."""
+    """Where a deployment's traffic goes, and how much of it there is (read by the autoscaler)."""
 
     name: str
     upstreams: list[Upstream] = field(default_factory=list)
     public: bool = False
+    cold_start: bool = False  # may scale to zero: with no upstream, requests wait for one instead of a 503
+    waiting: int = 0  # requests waiting for a cold start
+    arrivals: int = 0  # requests routed here so far (tells "idle" from "short requests between samples")
     _turn: itertools.count[int] = field(default_factory=itertools.count, repr=False)
+
+    def load(self) -> int:
+        """Requests in flight to the upstreams through this gateway plus those waiting for a cold start."""
+        return sum(u.outstanding for u in self.upstreams) + self.waiting
 
     def pick(self, exclude: set[str]) -> Upstream | None:
         """The least busy upstream not in `exclude`; ties go round-robin."""
@@ -59,25 +76,33 @@ class Route:
 
 
 class RouteTable:
-    """Deployments and their ready replicas, kept current by the control plane."""
+    """Deployments and their ready replicas, kept current by the control plane.
+
+    Written by the reconciler's thread and read by the gateway's event loop: every change is one
+    attribute assignment or dict operation, which the other side sees whole.
+    """
 
     def __init__(self) -> None:
         self._routes: dict[str, Route] = {}
 
-    def set(self, name: str, urls: list[str], public: bool = False) -> None:
+    def set(self, name: str, urls: list[str], public: bool = False, cold_start: bool = False) -> None:
         """Replace a deployment's ready replicas, keeping the in-flight counts of those that stay."""
-        route = self._routes.setdefault(name, Route(name))
+        route = self._routes.get(name) or self._routes.setdefault(name, Route(name))
         known = {u.url: u for u in route.upstreams}
-        route.upstreams = [known.get(url) or Upstream(url) for url in urls]
         route.public = public
+        route.cold_start = cold_start
+        route.upstreams = [known.get(url) or Upstream(url) for url in urls]
 
     def remove(self, name: str) -> None:
+        """Forget a deployment (requests for it get a 404 from now on)."""
         self._routes.pop(name, None)
 
     def get(self, name: str) -> Route | None:
+        """The deployment's route, or None if there is no such deployment."""
         return self._routes.get(name)
 
     def names(self) -> list[str]:
+        """Every deployment with a route, sorted."""
         return sorted(self._routes)
 
 
@@ -86,15 +111,24 @@ async def _allow_all(name: str, token: str | None) -> tuple[int, str] | None:
 
 
 class Gateway:
-    """ASGI app proxying `/run/<deployment>/...` to replicas over pooled keep-alive connections."""
+    """ASGI app proxying `/run/<deployment>/...` to replicas over pooled keep-alive connections.
 
-    def __init__(self, table: RouteTable, authorize: Authorize | None = None, timeout: float = 300.0) -> None:
+    `timeout`: how long a replica may take to answer; `cold_start_timeout`: how long a request for
+    a deployment scaled to zero waits for its first replica before it gets a 503.
+    """
+
+    def __init__(
+        self, table: RouteTable, authorize: Authorize | None = None, timeout: float = 300.0, cold_start_timeout: float = 120.0
+    ) -> None:
         self.table = table
         self.authorize = authorize or _allow_all
         self.timeout = timeout
+        self.cold_start_timeout = cold_start_timeout
         self.pool = UpstreamPool()
+        self.metrics = GatewayMetrics()
 
     async def aclose(self) -> None:
+        """Close the pooled connections to replicas."""
         await self.pool.aclose()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -109,26 +143,37 @@ class Gateway:
                     return
         if scope["type"] != "http":
             return
+        started = time.perf_counter()
         path: str = scope["path"]
         if not path.startswith(PREFIX):
             await _error(send, 404, f"no such path {path}; deployments are served under {PREFIX}<name>/")
+            self.metrics.observe("", 404, time.perf_counter() - started)
             return
         name, _, rest = path[len(PREFIX) :].partition("/")
         route = self.table.get(name)
         if route is None:
             known = ", ".join(self.table.names()) or "none yet"
             await _error(send, 404, f"no deployment named {name!r}; deployments: {known}")
+            # Counted under deployment="": a label per unknown name would let anyone grow the metrics.
+            self.metrics.observe("", 404, time.perf_counter() - started)
             return
-        if not route.public:
-            denied = await self.authorize(name, _bearer(scope))
-            if denied is not None:
-                status, message = denied
-                headers = [(b"www-authenticate", b'Bearer realm="fermion"')] if status == 401 else []
-                await _error(send, status, message, headers)
-                return
-        await self._proxy(route, "/" + rest, scope, receive, send)
+        self.metrics.begin(name)
+        status = 500  # what uvicorn answers if the gateway itself fails
+        try:
+            if not route.public:
+                denied = await self.authorize(name, _bearer(scope))
+                if denied is not None:
+                    status, message = denied
+                    headers = [(b"www-authenticate", b'Bearer realm="fermion"')] if status == 401 else []
+                    await _error(send, status, message, headers)
+                    return
+            route.arrivals += 1
+            status = await self._proxy(route, "/" + rest, scope, receive, send)
+        finally:
+            self.metrics.end(name, status, time.perf_counter() - started)
 
-    async def _proxy(self, route: Route, path: str, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def _proxy(self, route: Route, path: str, scope: dict[str, Any], receive: Any, send: Any) -> int:
+        """Forward one request; returns the status the client got (499 if it left first)."""
         body = await _read_body(receive)
         headers = [(k, v) for k, v in scope["headers"] if k not in _DROP_REQUEST]
         headers.append((b"x-forwarded-prefix", f"{PREFIX}{route.name}".encode()))
@@ -138,12 +183,18 @@ class Gateway:
         while True:
             upstream = route.pick(tried)
             if upstream is None:
+                # Scaled to zero (maybe just now, after we picked a replica that was stopping: nothing
+                # reached it, so waiting for a fresh one is safe).
+                if route.cold_start and not route.upstreams:
+                    answered = await self._cold_start(route, receive, send)
+                    if answered is not None:
+                        return answered
+                    tried.clear()  # the new replica may reuse a port we found closed
+                    continue
                 if tried:
-                    await _error(send, 502, f"no replica of {route.name!r} could be reached ({len(tried)} tried)")
-                else:
-                    await _error(send, 503, f"deployment {route.name!r} has no ready replica yet; retry shortly",
-                                 [(b"retry-after", b"1")])
-                return
+                    return await _error(send, 502, f"no replica of {route.name!r} could be reached ({len(tried)} tried)")
+                return await _error(send, 503, f"deployment {route.name!r} has no ready replica yet; retry shortly",
+                                    [(b"retry-after", b"1")])
             tried.add(upstream.url)
             upstream.outstanding += 1
             try:
@@ -154,11 +205,9 @@ class Gateway:
                     log.warning("replica %s of %s unreachable; trying another", upstream.url, route.name)
                     continue  # nothing reached the replica: safe to try another
                 except UpstreamBroken as exc:
-                    await _error(send, 502, f"replica of {route.name!r} broke the connection: {exc}")
-                    return
+                    return await _error(send, 502, f"replica of {route.name!r} broke the connection: {exc}")
                 except TimeoutError:
-                    await _error(send, 504, f"replica of {route.name!r} did not answer within {self.timeout:g} s")
-                    return
+                    return await _error(send, 504, f"replica of {route.name!r} did not answer within {self.timeout:g} s")
                 out_headers = [(k, v) for k, v in response.headers if k.decode("latin-1") not in _DROP_RESPONSE]
                 watcher = asyncio.create_task(_cancel_on_disconnect(receive, asyncio.current_task()))
                 try:
@@ -175,19 +224,51 @@ class Gateway:
                 finally:
                     watcher.cancel()
                     await response.body.aclose()  # type: ignore[attr-defined]
-                return
+                return response.status
             finally:
                 upstream.outstanding -= 1
+
+    async def _cold_start(self, route: Route, receive: Any, send: Any) -> int | None:
+        """Wait for the route's first upstream: None once there is one, else the status answered
+        (503 after `cold_start_timeout`, 404 if the deployment was deleted, 499 if the client left)."""
+        self.metrics.cold_start(route.name)
+        route.waiting += 1  # the autoscaler counts this as load and starts a replica
+        gone = asyncio.create_task(_wait_for_disconnect(receive))
+        deadline = time.monotonic() + self.cold_start_timeout
+        try:
+            while not route.upstreams:
+                if self.table.get(route.name) is not route:
+                    return await _error(send, 404, f"deployment {route.name!r} was deleted while the request waited for it")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return await _error(
+                        send,
+                        503,
+                        f"deployment {route.name!r} is scaled to zero and no replica started within {self.cold_start_timeout:g} s; "
+                        "retry shortly, and if this persists see its events and logs (fermion logs)",
+                        [(b"retry-after", b"5")],
+                    )
+                # Routes change in the reconciler's thread, which cannot wake this loop: poll.
+                await asyncio.wait({gone}, timeout=min(_COLD_START_POLL_S, remaining))
+                if gone.done():
+                    return CLIENT_CLOSED
+            return None
+        finally:
+            route.waiting -= 1
+            gone.cancel()
+
+
+async def _wait_for_disconnect(receive: Any) -> None:
+    """Return when the client goes away (the request body has been read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _cancel_on_disconnect(receive: Any, task: asyncio.Task[Any] | None) -> None:
     """Cancel the proxying task when the client goes away (streams would otherwise run on)."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            if task is not None:
-                task.cancel()
-            return
+    await _wait_for_disconnect(receive)
+    if task is not None:
+        task.cancel()
 
 
 def _bearer(scope: dict[str, Any]) -> str | None:
@@ -210,8 +291,10 @@ async def _read_body(receive: Any) -> bytes:
     return b"".join(chunks)
 
 
-async def _error(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _error(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> int:
+    """Answer with `{"error": message}`; returns the status (for the metrics)."""
     body = orjson.dumps({"error": message})
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
+    return status

@@ -22,6 +22,8 @@ from fermion.platform.backend import ReplicaHandle, ReplicaSpec, ReplicaState, R
 from fermion.serving.announce import announced_url
 
 _PROBE_TIMEOUT = 2.0
+#: Logs of stopped replicas kept for `fermion logs` and post-mortems; older ones are deleted.
+KEEP_LOGS = 100
 
 
 def _start_time(pid: int) -> str | None:
@@ -47,6 +49,8 @@ class LocalBackend:
         self.python = python
         self._children: dict[int, subprocess.Popen[bytes]] = {}  # started by us: exit codes known
         self._exit_codes: dict[int, int] = {}  # of children stopped and reaped
+        # One keep-alive client for every probe: a fresh connection per probe costs ~50 ms a replica here.
+        self._probe = httpx.Client(timeout=_PROBE_TIMEOUT)
 
     def _state_file(self, replica_id: str) -> Path:
         return self.folder / f"{replica_id}.json"
@@ -54,6 +58,7 @@ class LocalBackend:
     def start(self, spec: ReplicaSpec) -> ReplicaHandle:
         """Start `fermion serve SOURCE --port 0` in its own session; returns before it is ready."""
         log_path = self.folder / f"{spec.replica_id}.log"
+        self._prune_logs()
         command = [self.python, "-m", "fermion", "serve", spec.source, "--host", "127.0.0.1", "--port", "0"]
         if spec.options.get("task"):
             command += ["--task", str(spec.options["task"])]
@@ -69,6 +74,14 @@ class LocalBackend:
         handle = ReplicaHandle(spec.replica_id, self.name, spec.deployment, spec.revision, data)
         self._write(handle)
         return handle
+
+    def _prune_logs(self, keep: int = KEEP_LOGS) -> None:
+        """Delete the oldest logs of replicas that no longer run (autoscaling makes many), keeping `keep`."""
+        running = {path.stem for path in self.folder.glob("*.json")}
+        logs = [path for path in self.folder.glob("*.log") if path.stem not in running]
+        logs.sort(key=lambda path: path.stat().st_mtime)
+        for path in logs[: max(0, len(logs) - keep)]:
+            path.unlink(missing_ok=True)
 
     def _write(self, handle: ReplicaHandle) -> None:
         record = {"replica_id": handle.replica_id, "deployment": handle.deployment, "revision": handle.revision, **handle.data}
@@ -107,7 +120,7 @@ class LocalBackend:
         if url is None:
             return ReplicaStatus(ReplicaState.STARTING, None, detail="loading the source")
         try:
-            answer = httpx.get(url + "/readyz", timeout=_PROBE_TIMEOUT)
+            answer = self._probe.get(url + "/readyz")
         except httpx.HTTPError:
             return ReplicaStatus(ReplicaState.STARTING, url, detail="not answering yet")
         if answer.status_code == 200:

@@ -3,8 +3,13 @@
 Each `tick()` probes every replica, replaces the ones that exited (with exponential backoff
 and a recorded reason), starts or stops replicas to match the desired count, rolls a new
 revision out only as its replicas become ready (a failing revision never takes traffic), and
-publishes the ready replicas to the gateway's route table. It holds no state that cannot be
-rebuilt: after a restart, `adopt()` finds running replicas through the backend.
+publishes the ready replicas to the gateway's route table. How many replicas a deployment wants
+comes from the autoscaler when there is one, else it is `min_replicas`. It holds no state that
+cannot be rebuilt: after a restart, `adopt()` finds running replicas through the backend.
+
+`tick()` runs in one thread (it probes replicas, so it can take seconds); the read methods
+(`replica_views`, `counts`, `logs`) may be called from any other thread at any time: they read
+a snapshot published after each deployment's pass and never wait for a tick.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from fermion.platform.autoscaler import Autoscaler
 from fermion.platform.backend import Backend, ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
 from fermion.platform.gateway import RouteTable
 from fermion.platform.records import DeploymentRecord
@@ -45,6 +52,16 @@ class _Backoff:
     next_start: float = 0.0
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """What the read methods show of one deployment, as of its last reconcile pass."""
+
+    views: tuple[dict[str, Any], ...] = ()
+    handles: tuple[ReplicaHandle, ...] = ()
+    desired: int | None = None
+    crashes: int = 0
+
+
 class Reconciler:
     """One control loop over all deployments; call `tick()` periodically (e.g. every 0.5 s)."""
 
@@ -56,52 +73,101 @@ class Reconciler:
         *,
         grace: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        autoscaler: Autoscaler | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
         self.routes = routes
         self.grace = grace
         self.clock = clock
+        self.autoscaler = autoscaler
         self.replicas: dict[str, list[ManagedReplica]] = {}
         self._backoff: dict[str, _Backoff] = {}
+        self._desired: dict[str, int] = {}
+        self._exited: dict[str, ReplicaHandle] = {}  # the last replica gone, per deployment: its logs say why
         self._stopping: list[threading.Thread] = []
+        self._work = threading.RLock()  # one tick (or adopt, or stop_all) at a time
+        self._lock = threading.Lock()  # guards the snapshots the read methods use; held only briefly
+        self._snapshots: dict[str, _Snapshot] = {}
 
     def adopt(self) -> int:
         """Take over replicas that still run (after a restart of the control plane)."""
         adopted = 0
-        for handle in self.backend.list():
-            self.replicas.setdefault(handle.deployment, []).append(ManagedReplica(handle, self.backend.status(handle)))
-            adopted += 1
+        with self._work:
+            for handle in self.backend.list():
+                self.replicas.setdefault(handle.deployment, []).append(ManagedReplica(handle, self.backend.status(handle)))
+                adopted += 1
+            for name in self.replicas:
+                self._publish(name)
         return adopted
 
     def tick(self) -> None:
         """One pass over every deployment."""
-        deployments = {d.name: d for d in self.store.list_deployments()}
-        for name in list(self.replicas):
-            if name not in deployments:  # removed behind our back: stop what is left
-                self._retire(name, self.replicas.pop(name))
-                self.routes.remove(name)
-        for deployment in deployments.values():
-            try:
-                if deployment.state == "deleting":
-                    self._delete(deployment)
-                else:
-                    self._reconcile(deployment)
-            except Exception:  # one broken deployment must not stop the others from being served
-                log.exception("reconciling %s failed", deployment.name)
+        with self._work:
+            deployments = {d.name: d for d in self.store.list_deployments()}
+            for name in list(self.replicas):
+                if name not in deployments:  # removed behind our back: stop what is left
+                    self._retire(name, self.replicas.pop(name))
+                    self.routes.remove(name)
+                    self._forget(name)
+            for deployment in deployments.values():
+                try:
+                    if deployment.state == "deleting":
+                        self._delete(deployment)
+                    else:
+                        try:
+                            self._reconcile(deployment)
+                        finally:  # even a pass that failed halfway changed what runs
+                            self._publish(deployment.name)
+                except Exception:  # one broken deployment must not stop the others from being served
+                    log.exception("reconciling %s failed", deployment.name)
+
+    # -- reads, from any thread -------------------------------------------------------------------
+
+    def replica_views(self, name: str) -> list[dict[str, Any]]:
+        """The deployment's replicas (every revision): {"id", "revision", "state", "url", "pid", "detail"}."""
+        with self._lock:
+            snapshot = self._snapshots.get(name)
+        return [dict(view) for view in snapshot.views] if snapshot else []
+
+    def counts(self, name: str) -> dict[str, int]:
+        """{"desired", "ready", "starting", "crashes"}: "crashes" counts the current run of crashes (0 once a
+        replica gets ready); "desired" is missing until the deployment's first reconcile pass."""
+        with self._lock:
+            snapshot = self._snapshots.get(name) or _Snapshot()
+        ready = sum(1 for view in snapshot.views if view["state"] == "ready")
+        counts = {"ready": ready, "starting": len(snapshot.views) - ready, "crashes": snapshot.crashes}
+        if snapshot.desired is not None:
+            counts = {"desired": snapshot.desired, **counts}
+        return counts
+
+    def logs(self, name: str, lines: int = 100) -> list[tuple[str, str]]:
+        """(replica id, line) of the last `lines` lines of each replica; with no replica, those of the
+        one that exited (or was stopped) last, so a crash can still be read about."""
+        with self._lock:
+            snapshot = self._snapshots.get(name)
+            handles = list(snapshot.handles) if snapshot and snapshot.handles else []
+            if not handles and name in self._exited:
+                handles = [self._exited[name]]
+        return [(handle.replica_id, line) for handle in handles for line in self.backend.logs(handle, lines)]
 
     def wait_stopped(self, timeout: float | None = None) -> None:
         """Wait for replicas being drained in the background (for shutdown and tests)."""
-        for thread in self._stopping:
+        with self._lock:
+            stopping = list(self._stopping)
+        for thread in stopping:
             thread.join(timeout)
-        self._stopping = [t for t in self._stopping if t.is_alive()]
+        with self._lock:
+            self._stopping = [t for t in self._stopping if t.is_alive()]
 
     def stop_all(self) -> None:
         """Stop every replica (graceful shutdown of the control plane)."""
-        for name, managed in list(self.replicas.items()):
-            self.routes.remove(name)
-            self._retire(name, managed)
-        self.replicas.clear()
+        with self._work:
+            for name, managed in list(self.replicas.items()):
+                self.routes.remove(name)
+                self._retire(name, managed)
+                self._publish(name, replicas=[])
+            self.replicas.clear()
         self.wait_stopped()
 
     # -- one deployment ---------------------------------------------------------------------------
@@ -111,7 +177,7 @@ class Reconciler:
         self._probe(d, managed)
         current = [m for m in managed if m.handle.revision == d.revision]
         old = [m for m in managed if m.handle.revision != d.revision]
-        desired = d.min_replicas  # the autoscaler will move this between min and max
+        desired, autoscaled = self._desired_count(d, len(current))
         missing = desired - len(current)
         backoff = self._backoff.setdefault(d.name, _Backoff())
         if missing > 0 and self.clock() >= backoff.next_start:
@@ -123,7 +189,8 @@ class Reconciler:
         if missing < 0:  # too many: drop the ones not ready first, then the newest
             surplus = sorted(current, key=lambda m: (m.ready, -m.handle.data.get("pid", 0)))[: -missing]
             retire += surplus
-            self.store.add_event(d.name, "Scaled", f"{desired} replica(s), stopping {len(surplus)}")
+            if not autoscaled:  # the autoscaler's own event already said so
+                self.store.add_event(d.name, "Scaled", f"{desired} replica(s), stopping {len(surplus)}")
         ready_current = sum(1 for m in current if m.ready and m not in retire)
         if old and ready_current >= desired:  # the new revision is up: drain the old one
             retire += old
@@ -131,8 +198,28 @@ class Reconciler:
         for m in retire:
             managed.remove(m)
         serving = [m for m in managed if m.ready and (m.handle.revision == d.revision or ready_current < desired)]
-        self.routes.set(d.name, [m.status.url for m in serving if m.status.url], public=d.public)
+        urls = [m.status.url for m in serving if m.status.url]
+        self.routes.set(d.name, urls, public=d.public, cold_start=d.min_replicas == 0)
         self._retire(d.name, retire)
+
+    def _desired_count(self, d: DeploymentRecord, current: int) -> tuple[int, bool]:
+        """How many replicas of the current revision to run, and whether the autoscaler changed that
+        count this tick (then a "Scaled" event says so)."""
+        previous = self._desired.get(d.name)
+        if self.autoscaler is None:
+            self._desired[d.name] = d.min_replicas
+            return d.min_replicas, False
+        desired = self._desired[d.name] = self.autoscaler.desired(d, current)
+        # A change that the new min/max alone explain is the user's scaling, not the autoscaler's.
+        if previous is None or desired == max(d.min_replicas, min(d.max_replicas, previous)):
+            return desired, False
+        self.store.add_event(
+            d.name,
+            "Scaled",
+            f"autoscaler: {previous} → {desired} replica(s) "
+            f"(in flight {self.autoscaler.load(d.name):.1f}, target {d.target_in_flight:g} per replica)",
+        )
+        return desired, True
 
     def _probe(self, d: DeploymentRecord, managed: list[ManagedReplica]) -> None:
         for m in list(managed):
@@ -146,6 +233,8 @@ class Reconciler:
                 self.store.add_event(d.name, "ReplicaReady", f"replica {m.handle.replica_id} (revision {m.handle.revision}) at {m.status.url}")
 
     def _crashed(self, d: DeploymentRecord, m: ManagedReplica) -> None:
+        with self._lock:
+            self._exited[d.name] = m.handle
         backoff = self._backoff.setdefault(d.name, _Backoff())
         backoff.crashes += 1
         delay = min(_MAX_BACKOFF, 2.0 ** (backoff.crashes - 1))
@@ -165,13 +254,49 @@ class Reconciler:
         self.routes.remove(d.name)
         self._retire(d.name, self.replicas.pop(d.name, []))
         self.store.delete_deployment(d.name, purge=True)
+        self._forget(d.name)
+
+    def _forget(self, name: str) -> None:
+        """Drop what was kept about a deployment that is gone."""
+        self._backoff.pop(name, None)
+        self._desired.pop(name, None)
+        if self.autoscaler is not None:
+            self.autoscaler.forget(name)
+        with self._lock:
+            self._snapshots.pop(name, None)
+            self._exited.pop(name, None)
+
+    def _publish(self, name: str, replicas: list[ManagedReplica] | None = None) -> None:
+        """Make the deployment's current state visible to the read methods."""
+        managed = self.replicas.get(name, []) if replicas is None else replicas
+        views = tuple(
+            {
+                "id": m.handle.replica_id,
+                "revision": m.handle.revision,
+                "state": "ready" if m.ready else "starting",
+                "url": m.status.url,
+                "pid": m.handle.data.get("pid"),
+                "detail": m.status.detail,
+            }
+            for m in managed
+        )
+        backoff = self._backoff.get(name)
+        snapshot = _Snapshot(views, tuple(m.handle for m in managed), self._desired.get(name), backoff.crashes if backoff else 0)
+        with self._lock:
+            self._snapshots[name] = snapshot
 
     def _retire(self, name: str, replicas: list[ManagedReplica]) -> None:
         """Stop replicas in the background (each drains for up to `grace` seconds)."""
-        for m in replicas:
-            thread = threading.Thread(target=self.backend.stop, args=(m.handle, self.grace), name=f"stop-{name}", daemon=True)
+        if not replicas:
+            return
+        threads = [threading.Thread(target=self.backend.stop, args=(m.handle, self.grace), name=f"stop-{name}", daemon=True)
+                   for m in replicas]
+        for thread in threads:
             thread.start()
-            self._stopping.append(thread)
+        with self._lock:
+            self._exited[name] = replicas[-1].handle
+            # Finished ones go: the control plane runs for months and the autoscaler retires often.
+            self._stopping = [t for t in self._stopping if t.is_alive()] + threads
 
     def _spec(self, d: DeploymentRecord) -> ReplicaSpec:
         return ReplicaSpec(

@@ -8,6 +8,7 @@ frozen records from `fermion.platform.records`, never ORM objects. Only this mod
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import fields, replace
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from fermion.platform import migrations
 from fermion.platform import records as r
 from fermion.platform import tokens as t
 from fermion.platform.errors import Conflict, Invalid, NotFound
@@ -37,6 +39,13 @@ from fermion.platform.tables import (
 _R = TypeVar("_R", bound=r.Record)
 #: verify_token writes last_used_at at most this often, so busy tokens don't turn reads into writes.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+#: The largest row id (a 32-bit INTEGER on PostgreSQL): larger ids are unknown, not a database error.
+MAX_ID = 2**31 - 1
+# PostgreSQL numbers events when they are inserted, not when they commit: a poller reading
+# `after_id` could skip an event whose transaction commits after a later-numbered one. Event
+# writers take this advisory lock until they commit, so ids follow commit order (SQLite
+# serializes writers anyway).
+_EVENTS_LOCK_KEY = zlib.crc32(b"fermion.platform.events")
 
 
 def _now() -> datetime:
@@ -46,8 +55,8 @@ def _now() -> datetime:
 class Store:
     """The platform's state in one database; safe to use from several threads and processes.
 
-    Schema: `create_all()` creates missing tables. Alembic migrations take over once the schema
-    settles; until then a changed table needs a fresh database.
+    Schema: `open()` migrates the database to the latest revision (`migrate()`, Alembic migrations
+    in `fermion.platform.migrations`); a database that is already current costs one read.
     """
 
     def __init__(self, url: str, *, busy_timeout_s: float = 10.0) -> None:
@@ -57,18 +66,25 @@ class Store:
 
     @classmethod
     def open(cls, url_or_data_dir: str | Path) -> Store:
-        """A ready store: a database URL, or a data dir for the embedded SQLite file; tables created."""
+        """A ready store: a database URL, or a data dir for the embedded SQLite file; schema migrated."""
         text = str(url_or_data_dir)
         store = cls(text if "://" in text else default_url(text))
-        store.create_all()
+        try:
+            store.migrate()
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def __repr__(self) -> str:
         return f"Store({self.url.render_as_string(hide_password=True)!r})"
 
-    def create_all(self) -> None:
-        """Create the tables that do not exist yet (idempotent)."""
-        Base.metadata.create_all(self._engine)
+    def migrate(self) -> None:
+        """Upgrade the schema to the latest migration (idempotent; safe while other processes do too)."""
+        migrations.upgrade(self._engine)
+
+    #: The name from before migrations existed.
+    create_all = migrate
 
     def close(self) -> None:
         """Close every pooled connection; the store can still be used afterwards (it reconnects)."""
@@ -82,10 +98,16 @@ class Store:
 
     @contextmanager
     def _transaction(self, *, write: bool = True) -> Iterator[Session]:
-        with self._sessions() as session:
-            session.connection(execution_options={"fermion_write": write})
-            yield session
-            session.commit()
+        try:
+            with self._sessions() as session:
+                session.connection(execution_options={"fermion_write": write})
+                yield session
+                session.commit()
+        except sa.exc.DataError as error:
+            # PostgreSQL refuses what SQLite lets through (a string too long for its column, a number out of range,
+            # a NUL character); the methods check the usual cases first, this catches the rest, as the caller's mistake.
+            reason = str(error.orig).strip().splitlines()[0]
+            raise Invalid(f"the database refused a value: {reason}; shorten or correct it and try again") from None
 
     # Deployments
 
@@ -124,7 +146,7 @@ class Store:
                 session.add(row)
                 session.flush()
                 session.add(RevisionRow(deployment_id=row.id, number=1, source=source, options=options, env=env, created_at=now, note=note))
-                session.add(EventRow(deployment_name=name, kind="Created", message=f"created from {source} (revision 1)", created_at=now))
+                _add_event(session, name, "Created", f"created from {source} (revision 1)", now)
                 return _deployment(row)
         except sa.exc.IntegrityError:  # another writer created the same name between our check and insert
             raise _taken(name) from None
@@ -175,10 +197,10 @@ class Store:
                 row.source, row.options, row.env = new["source"], dict(new["options"]), dict(new["env"])
                 session.add(RevisionRow(deployment_id=row.id, number=row.revision, created_at=now, note=note, **new))
                 message = f"revision {row.revision}: {row.source}" + (f" ({note})" if note else "")
-                session.add(EventRow(deployment_name=name, kind="Updated", message=message, created_at=now))
+                _add_event(session, name, "Updated", message, now)
             if scaling[:2] != (row.min_replicas, row.max_replicas):
                 message = f"replicas {row.min_replicas}..{row.max_replicas} → {scaling[0]}..{scaling[1]}"
-                session.add(EventRow(deployment_name=name, kind="Scaled", message=message, created_at=now))
+                _add_event(session, name, "Scaled", message, now)
             row.min_replicas, row.max_replicas, row.target_in_flight = scaling[0], scaling[1], float(scaling[2])
             if public is not None:
                 row.public = bool(public)
@@ -194,11 +216,11 @@ class Store:
             if purge:
                 record = _deployment(row)
                 session.delete(row)
-                session.add(EventRow(deployment_name=name, kind="Deleted", message="deleted", created_at=now))
+                _add_event(session, name, "Deleted", "deleted", now)
                 return record
             if row.state != "deleting":
                 row.state, row.updated_at = "deleting", now
-                session.add(EventRow(deployment_name=name, kind="Deleting", message="stopping replicas", created_at=now))
+                _add_event(session, name, "Deleting", "stopping replicas", now)
             return _deployment(row)
 
     def list_revisions(self, name: str) -> list[r.RevisionRecord]:
@@ -213,9 +235,10 @@ class Store:
     def add_event(self, name: str | None, kind: str, message: str) -> r.EventRecord:
         """Record an event for deployment `name` (None: platform-wide)."""
         _check_text("event kind (e.g. 'Scaled' or 'CrashLoop')", kind, 32)
+        if name is not None:
+            _check_text("event deployment name", name, 63)
         with self._transaction() as session:
-            row = EventRow(deployment_name=name, kind=kind, message=str(message), created_at=_now())
-            session.add(row)
+            row = _add_event(session, name, kind, str(message), _now())
             session.flush()
             return _event(row)
 
@@ -227,7 +250,7 @@ class Store:
         if name is not None:
             query = query.where(EventRow.deployment_name == name)
         if after_id is not None:
-            query = query.where(EventRow.id > after_id)
+            query = query.where(EventRow.id > min(after_id, MAX_ID))
         with self._transaction(write=False) as session:
             return [_event(row) for row in session.scalars(query)]
 
@@ -250,6 +273,7 @@ class Store:
         A new replica defaults to the deployment's current revision, state 'starting', no restarts."""
         if state is not None:
             r.check_replica_state(state)
+        _check_text("replica backend (e.g. 'local')", backend, 32)
         with self._transaction() as session:
             deployment = self._deployment_row(session, name)
             now = _now()
@@ -261,7 +285,7 @@ class Store:
                 )
                 session.add(row)
             else:
-                row = session.get(ReplicaRow, replica_id)
+                row = session.get(ReplicaRow, replica_id) if _is_id(replica_id) else None
                 if row is None or row.deployment_id != deployment.id:
                     known = [str(i) for i in session.scalars(sa.select(ReplicaRow.id).where(ReplicaRow.deployment_id == deployment.id))]
                     raise NotFound.named(f"replica of {name!r} with id", replica_id, known)
@@ -283,6 +307,8 @@ class Store:
 
     def delete_replica(self, replica_id: int) -> None:
         """Forget a replica record (after its process is gone); unknown ids are ignored."""
+        if not _is_id(replica_id):
+            return
         with self._transaction() as session:
             row = session.get(ReplicaRow, replica_id)
             if row is not None:
@@ -300,17 +326,21 @@ class Store:
         if expires_at is not None and (expires_at.tzinfo is None or expires_at <= now):
             raise Invalid(f"expires_at must be a timezone-aware time in the future, got {expires_at!r}")
         plaintext = t.new_token()
-        with self._transaction() as session:
-            active = sa.select(TokenRow.id).where(TokenRow.name == name, TokenRow.revoked_at.is_(None))
-            if session.scalars(active).first() is not None:
-                raise Conflict(f"a token named {name!r} already exists; revoke it first or pick another name")
-            row = TokenRow(
-                name=name, prefix=plaintext[:t.DISPLAY_PREFIX_LENGTH], hash=t.hash_token(plaintext),
-                scopes=t.format_scopes(granted), created_at=now, expires_at=expires_at,
-            )
-            session.add(row)
-            session.flush()
-            return _token(row), plaintext
+        taken = Conflict(f"a token named {name!r} already exists; revoke it first or pick another name")
+        try:
+            with self._transaction() as session:
+                active = sa.select(TokenRow.id).where(TokenRow.name == name, TokenRow.revoked_at.is_(None))
+                if session.scalars(active).first() is not None:
+                    raise taken
+                row = TokenRow(
+                    name=name, prefix=plaintext[:t.DISPLAY_PREFIX_LENGTH], hash=t.hash_token(plaintext),
+                    scopes=t.format_scopes(granted), created_at=now, expires_at=expires_at,
+                )
+                session.add(row)
+                session.flush()
+                return _token(row), plaintext
+        except sa.exc.IntegrityError:  # another writer created an active token of that name since our check
+            raise taken from None
 
     def verify_token(self, plaintext: str) -> r.TokenRecord | None:
         """The token's record if it is known, not revoked and not expired; otherwise None."""
@@ -340,8 +370,8 @@ class Store:
     def revoke_token(self, id_or_name: int | str) -> r.TokenRecord:
         """Revoke a token by id or by name (the active one of that name); revoking twice is harmless."""
         with self._transaction() as session:
-            if isinstance(id_or_name, int) or str(id_or_name).isdigit():
-                row = session.get(TokenRow, int(id_or_name))
+            if isinstance(id_or_name, int) or str(id_or_name).isdecimal():
+                row = session.get(TokenRow, int(id_or_name)) if _is_id(int(id_or_name)) else None
             else:
                 newest = sa.select(TokenRow).where(TokenRow.name == id_or_name).order_by(TokenRow.revoked_at.is_not(None), TokenRow.id.desc())
                 row = session.scalars(newest).first()
@@ -369,6 +399,19 @@ class Store:
             raise Invalid(f"limit must be between 1 and 1000, got {limit}")
         with self._transaction(write=False) as session:
             return [_audit(row) for row in session.scalars(sa.select(AuditRow).order_by(AuditRow.id.desc()).limit(limit))]
+
+
+def _add_event(session: Session, name: str | None, kind: str, message: str, created_at: datetime) -> EventRow:
+    """Add an event row to the session's transaction, after any earlier event writer commits."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _EVENTS_LOCK_KEY})
+    row = EventRow(deployment_name=name, kind=kind, message=message, created_at=created_at)
+    session.add(row)
+    return row
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and 0 < value <= MAX_ID
 
 
 def _check_text(label: str, value: object, limit: int) -> None:

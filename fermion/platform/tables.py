@@ -1,7 +1,8 @@
 """The platform's tables (SQLAlchemy 2, typed declarative) and how to connect to the database.
 
-Portable SQL only: the same schema runs on the embedded SQLite file and on PostgreSQL. Tables
-are created by `Store.create_all()` for now; Alembic migrations come once the schema settles.
+Portable SQL only: the same schema runs on the embedded SQLite file and on PostgreSQL. The
+schema is created and upgraded by the Alembic migrations in `fermion.platform.migrations`: a
+change here needs a new revision there (tests check that the two agree).
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ from fermion.platform import tokens as t
 from fermion.platform.errors import Invalid
 
 DB_FILENAME = "fermion.db"
+#: Named constraints: migrations can only drop or alter a constraint by name (SQLite batch mode too).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -43,6 +52,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     """Declarative base of the platform's tables; Python types map to portable column types."""
 
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: sa.JSON, dict[str, str]: sa.JSON, str: sa.Text}
 
 
@@ -105,8 +115,16 @@ class EventRow(Base):
     created_at: Mapped[datetime]
 
 
+#: At most one active (unrevoked) token per name; a partial index, which SQLite and PostgreSQL both have.
+ACTIVE_TOKEN_NAME = sa.text("revoked_at IS NULL")
+
+
 class TokenRow(Base):
     __tablename__ = "tokens"
+    # The store checks this too, but only the index holds when two writers create a name at once.
+    __table_args__ = (
+        sa.Index("uq_tokens_name_active", "name", unique=True, sqlite_where=ACTIVE_TOKEN_NAME, postgresql_where=ACTIVE_TOKEN_NAME),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(63), index=True)
     prefix: Mapped[str] = mapped_column(sa.String(t.DISPLAY_PREFIX_LENGTH))
@@ -161,9 +179,10 @@ def make_engine(url: URL, busy_timeout_s: float = 10.0) -> sa.Engine:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
         cursor = dbapi_connection.cursor()
+        # busy_timeout first: switching a fresh file to WAL needs a lock another process may hold.
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         cursor.close()
         # The file holds deployment secrets (env values): only its owner may read it.
         for suffix in ("", "-wal", "-shm"):

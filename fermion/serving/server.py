@@ -68,7 +68,8 @@ def configure_logging(level: str) -> None:
     )
 
 
-def _uvicorn_server(app: ReplicaApp, config: ServeConfig) -> Any:
+def uvicorn_server(app: Any, config: ServeConfig) -> Any:
+    """A uvicorn server for any ASGI app: uvloop + httptools, our logging, SIGTERM → drain → exit 0."""
     import uvicorn
 
     class _Server(uvicorn.Server):
@@ -120,7 +121,7 @@ def run_replica(
     """Serve `service` on `sock` in this process until SIGTERM/SIGINT; returns the exit code."""
     app = ReplicaApp(service, config)
     app.accept_before_ready = accept_before_ready
-    server = _uvicorn_server(app, config)
+    server = uvicorn_server(app, config)
     exit_code = EXIT_OK
 
     def setup_failed(exc: BaseException) -> None:

@@ -1,0 +1,163 @@
+"""`fermion up`: the self-hosted platform — control plane, gateway and REST API in one process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fermion.cli.app import app, fail, out
+
+
+def _running_elsewhere(data_dir: Path) -> str | None:
+    """The URL of a live `fermion up` that already uses this data dir, if any."""
+    from fermion.platform.home import read_up_file
+
+    up = read_up_file(data_dir)
+    if not up or not isinstance(up.get("pid"), int) or up["pid"] == os.getpid():
+        return None
+    try:
+        os.kill(up["pid"], 0)
+    except ProcessLookupError:
+        return None  # left behind by one that was killed: ours to replace
+    except PermissionError:
+        pass
+    cmdline = Path(f"/proc/{up['pid']}/cmdline")
+    if cmdline.exists() and b"fermion" not in cmdline.read_bytes():
+        return None  # the pid was reused by something else
+    return f"{up.get('url')} (pid {up['pid']})"
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Path | None, typer.Option(help="Where state, logs and the admin token live. [default: $FERMION_HOME or ~/.fermion]")] = None,
+    db: Annotated[str | None, typer.Option(help="Database URL, e.g. postgresql://user:pw@host/db. [default: $FERMION_DB or SQLite in the data dir]")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on; 0.0.0.0 for all.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port for the API and the gateway; 0 picks a free one.")] = 8080,
+    grace: Annotated[float, typer.Option(help="Seconds replicas and in-flight requests get to finish on shutdown.")] = 30.0,
+    scale_down_delay: Annotated[float, typer.Option(help="Quiet seconds before the autoscaler removes a replica.")] = 30.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Start the platform: deployments with replicas, a gateway, autoscaling, tokens and a REST API."""
+    from fermion.platform.home import ADMIN_TOKEN_FILE, default_data_dir, write_private, write_up_file
+    from fermion.serving.server import BindError, bind_socket, configure_logging
+
+    missing = [name for name in ("sqlalchemy", "fastapi", "alembic") if _absent(name)]
+    if missing:
+        fail(f"`fermion up` needs {', '.join(missing)}: pip install 'fermion[platform]'", 2)
+    folder = (data_dir or default_data_dir()).expanduser().resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = folder / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        fail(f"cannot use data dir {folder}: {exc.strerror or exc}; pick another with --data-dir", 2)
+    elsewhere = _running_elsewhere(folder)
+    if elsewhere:
+        fail(f"a `fermion up` already runs from {folder} at {elsewhere}; stop it first, or use another --data-dir", 2)
+    configure_logging(log_level)
+    for chatty in ("alembic", "httpx"):  # their INFO lines (migrations run, every probe) are noise here
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+
+    from fermion.platform.controlplane import ControlPlane
+    from fermion.platform.errors import PlatformError
+    from fermion.platform.local import LocalBackend
+    from fermion.platform.store import Store
+    from fermion.platform.tokens import Scope
+
+    url_or_dir = db or os.environ.get("FERMION_DB") or str(folder)
+    try:
+        store = Store.open(url_or_dir)
+    except PlatformError as exc:
+        fail(exc.message, 2)
+    except Exception as exc:  # the driver's own error: unreachable server, bad password, ...
+        shown = _hide_password(url_or_dir)
+        fail(f"cannot open the database {shown}: {str(exc).splitlines()[0]}", 2)
+    try:
+        sock = bind_socket(host, port)
+    except BindError as exc:
+        fail(str(exc), 2)
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    base = f"http://{shown_host}:{sock.getsockname()[1]}"
+
+    new_token = None
+    if not any(t.is_active(_now()) and Scope.ADMIN in t.scopes for t in store.list_tokens()):
+        name = "admin" if not any(t.name == "admin" and t.revoked_at is None for t in store.list_tokens()) else "admin-2"
+        record, new_token = store.create_token(name, [Scope.ADMIN])
+        write_private(folder / ADMIN_TOKEN_FILE, new_token + "\n")
+        store.audit("fermion up", "token.create", record.name, {"scopes": ["admin"], "token_id": record.id})
+
+    plane = ControlPlane(store, LocalBackend(folder), grace=grace, scale_down_delay_s=scale_down_delay)
+    _banner(base, folder, store, new_token)
+    write_up_file(folder, base, os.getpid())
+    code = _serve(plane, sock, host, grace, log_level)
+    up_file = folder / "up.json"
+    if _running_elsewhere(folder) is None:
+        up_file.unlink(missing_ok=True)
+    store.close()
+    logging.shutdown()
+    sys.stdout.flush()
+    raise typer.Exit(code)
+
+
+def _serve(plane: object, sock: object, host: str, grace: float, log_level: str) -> int:
+    from fermion.serving.config import ServeConfig
+    from fermion.serving.server import uvicorn_server
+
+    config = ServeConfig(host=host, graceful_timeout=grace, log_level=log_level)
+    server = uvicorn_server(plane, config)
+    server.run(sockets=[sock])
+    return 0 if server.started else 1
+
+
+def _banner(base: str, folder: Path, store: object, token: str | None) -> None:
+    from fermion._version import __version__
+    from fermion.platform.home import ADMIN_TOKEN_FILE
+    from fermion.serving.announce import announce_line
+
+    database = store.url.render_as_string(hide_password=True)  # type: ignore[attr-defined]
+    lines = [
+        f"[bold]Fermion {__version__}[/] platform · data dir {folder} · database {database}",
+        announce_line(base),
+        f"  Docs    {base}/api/v1/docs",
+        f"  Gateway {base}/run/<deployment>/<endpoint>",
+        f"  Metrics {base}/metrics",
+    ]
+    if token:
+        lines += [
+            f"  Admin token  [bold]{token}[/]",
+            f"          shown once; saved to {folder / ADMIN_TOKEN_FILE} (only you can read it)",
+        ]
+    else:
+        lines.append(f"  Admin token  in {folder / ADMIN_TOKEN_FILE} (the CLI on this machine finds it)")
+    lines.append("  Deploy  fermion deploy echo examples/echo.py   ·   fermion ls   ·   stop with Ctrl+C")
+    for line in lines:
+        out.print(line, markup=True)
+
+
+def _absent(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is None
+
+
+def _hide_password(url: str) -> str:
+    if "://" not in url:
+        return url
+    import sqlalchemy as sa
+
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("://")[0] + "://..."
+
+
+def _now() -> object:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)

@@ -1,0 +1,502 @@
+"""The control plane's REST API, `/api/v1` (docs/platform-api.md), as a FastAPI app.
+
+FastAPI earns its place here (typed bodies, OpenAPI, docs); the gateway's hot path does not go
+through it. Handlers are plain functions: FastAPI runs them in its thread pool, so the store's
+blocking calls never hold up the event loop that also carries the gateway's traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any
+
+import orjson
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from fermion._version import __version__
+from fermion.platform.errors import Conflict, Forbidden, Invalid, NotFound, PlatformError, Unauthorized
+from fermion.platform.records import (
+    DeploymentRecord,
+    TokenRecord,
+    check_env,
+    check_name,
+    check_options,
+    check_scaling,
+    check_source,
+)
+from fermion.platform.tokens import Scope, allows
+
+if TYPE_CHECKING:
+    from fermion.platform.controlplane import ControlPlane
+
+PREFIX = "/api/v1"
+#: How long `fermion serve --check` may take to load a source before the API gives up on it.
+SOURCE_CHECK_TIMEOUT_S = 120.0
+
+
+# Bodies
+
+
+class DeploymentCreate(BaseModel):
+    """A new deployment: what to run and how many replicas."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="Lowercase letters, digits and '-', starting with a letter; at most 63 characters.")
+    source: str = Field(description="What `fermion serve` takes: app.py:MyService, st:..., hf:..., sklearn:..., onnx:...")
+    options: dict[str, Any] = Field(default_factory=dict, description='Source options, e.g. {"task": "fill-mask"}.')
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables for the replicas (secrets: never shown).")
+    min_replicas: int = Field(1, ge=0, description="0 lets an idle deployment scale to zero.")
+    max_replicas: int | None = Field(None, ge=1, description="Defaults to min_replicas (or 1).")
+    target_in_flight: float = Field(2.0, gt=0, description="Requests in flight per replica the autoscaler aims for.")
+    public: bool = Field(False, description="Callable through the gateway without a token.")
+    note: str | None = Field(None, max_length=500, description="Why, kept with revision 1.")
+
+
+class DeploymentPatch(BaseModel):
+    """Changes to a deployment; fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str | None = None
+    options: dict[str, Any] | None = None
+    env: dict[str, str] | None = None
+    min_replicas: int | None = Field(None, ge=0)
+    max_replicas: int | None = Field(None, ge=1)
+    target_in_flight: float | None = Field(None, gt=0)
+    public: bool | None = None
+    note: str | None = Field(None, max_length=500)
+
+
+class Rollback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    revision: int | None = Field(None, ge=1, description="The revision to go back to; default: the one before the current.")
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="A name to tell it apart, e.g. 'ci' or 'alice-laptop'.")
+    scopes: list[str] | str = Field(default_factory=lambda: ["invoke"], description="admin, deploy and/or invoke.")
+    expires_in_s: float | None = Field(None, gt=0, description="Seconds until it stops working; default: never.")
+
+
+# Answers (documented in OpenAPI)
+
+
+class ReplicaCounts(BaseModel):
+    desired: int
+    ready: int
+    starting: int
+
+
+class DeploymentView(BaseModel):
+    name: str
+    source: str
+    options: dict[str, Any]
+    env: dict[str, str] = Field(description="Names only; every value shows as ***.")
+    min_replicas: int
+    max_replicas: int
+    target_in_flight: float
+    public: bool
+    revision: int
+    state: str
+    created_at: str
+    updated_at: str
+    url: str = Field(description="Where the gateway serves it.")
+    status: str = Field(description="ready, starting, degraded, idle, failing or deleting.")
+    replicas: ReplicaCounts
+
+
+class DeploymentList(BaseModel):
+    deployments: list[DeploymentView]
+
+
+class RevisionView(BaseModel):
+    number: int
+    source: str
+    options: dict[str, Any]
+    env: dict[str, str]
+    created_at: str
+    note: str | None
+
+
+class ReplicaView(BaseModel):
+    id: str
+    revision: int
+    state: str
+    url: str | None
+    pid: int | None
+    detail: str
+
+
+class EventView(BaseModel):
+    id: int
+    deployment: str | None
+    kind: str
+    message: str
+    created_at: str
+
+
+class LogLine(BaseModel):
+    replica: str
+    line: str
+
+
+class TokenView(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: str
+    expires_at: str | None
+    revoked_at: str | None
+    last_used_at: str | None
+
+
+class NewToken(TokenView):
+    token: str = Field(description="The token itself: shown this once, stored only as a hash.")
+
+
+class AuditView(BaseModel):
+    id: int
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+    created_at: str
+
+
+class Info(BaseModel):
+    version: str
+    backend: str
+    database: str
+    url: str
+    deployments: int
+
+
+class ErrorBody(BaseModel):
+    error: str
+    status: int
+    message: str
+
+
+def _error_response(error: PlatformError) -> JSONResponse:
+    headers = {"www-authenticate": 'Bearer realm="fermion"'} if error.status == 401 else None
+    return JSONResponse(error.to_dict(), status_code=error.status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for problem in exc.errors()[:5]:
+        where = ".".join(str(p) for p in problem.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {problem.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def check_source_loads(source: str, options: dict[str, Any], env: dict[str, str]) -> None:
+    """Run `fermion serve SOURCE --check` as a replica would (same options and env); Invalid if it fails."""
+    command = [sys.executable, "-m", "fermion", "serve", source, "--check"]
+    if options.get("task"):
+        command += ["--task", str(options["task"])]
+    if options.get("trust_pickle"):
+        command.append("--trust-pickle")
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=SOURCE_CHECK_TIMEOUT_S, stdin=subprocess.DEVNULL,
+            env={**os.environ, **env, "COLUMNS": "500", "NO_COLOR": "1"},
+        )
+    except subprocess.TimeoutExpired:
+        raise Invalid(f"source {source!r} did not load within {SOURCE_CHECK_TIMEOUT_S:g} s") from None
+    if done.returncode != 0:
+        lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        message = next((line.strip() for line in lines if line.startswith("error:")), lines[-1] if lines else "")
+        message = message.removeprefix("error:").strip() or f"exited with code {done.returncode}"
+        raise Invalid(f"source {source!r} does not load: {message}")
+
+
+def _needs(scope: Scope) -> Callable[[Request], TokenRecord]:
+    """A dependency that lets the request through only with a valid token holding `scope`."""
+
+    def check(request: Request) -> TokenRecord:
+        header = request.headers.get("authorization", "")
+        kind, _, token = header.partition(" ")
+        if kind.lower() != "bearer" or not token.strip():
+            raise Unauthorized(f"send a token: Authorization: Bearer fmn_... (a token with the {scope.value!r} scope)")
+        record = request.app.state.plane.tokens.verify(token.strip())
+        if record is None:
+            raise Unauthorized("unknown, revoked or expired token; ask an admin for a new one (fermion token create)")
+        if not allows(record.scopes, scope):
+            have = ", ".join(sorted(s.value for s in record.scopes))
+            raise Forbidden(f"token {record.name!r} has scope {have}; this needs {scope.value!r}")
+        return record
+
+    return check
+
+
+Invoker = Annotated[TokenRecord, Depends(_needs(Scope.INVOKE))]
+Deployer = Annotated[TokenRecord, Depends(_needs(Scope.DEPLOY))]
+Admin = Annotated[TokenRecord, Depends(_needs(Scope.ADMIN))]
+
+
+def build_api(plane: ControlPlane) -> FastAPI:
+    """The REST API over one control plane."""
+    api = FastAPI(
+        title="Fermion platform",
+        version=__version__,
+        description="Deployments, replicas, events, logs, tokens and the audit log of a `fermion up` platform.",
+        openapi_url=f"{PREFIX}/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+    )
+    api.state.plane = plane
+
+    @api.exception_handler(PlatformError)
+    async def _platform_error(_request: Request, exc: PlatformError) -> JSONResponse:
+        return _error_response(exc)
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid_body(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error_response(Invalid(_validation_message(exc)))
+
+    @api.exception_handler(404)
+    async def _no_route(request: Request, _exc: Exception) -> JSONResponse:
+        return _error_response(NotFound(f"no such path {request.url.path}; the API is under {PREFIX} (see {PREFIX}/docs)"))
+
+    @api.exception_handler(405)
+    async def _bad_method(request: Request, _exc: Exception) -> JSONResponse:
+        error = PlatformError(f"{request.url.path} does not take {request.method}; see {PREFIX}/docs")
+        return JSONResponse({**error.to_dict(), "status": 405, "error": "method_not_allowed"}, status_code=405)
+
+    def view(request: Request, record: DeploymentRecord) -> dict[str, Any]:
+        public = record.to_public_dict()
+        public.pop("id", None)
+        base = str(request.base_url).rstrip("/")
+        return {**public, "url": f"{base}/run/{record.name}", **plane.deployment_status(record)}
+
+    # Deployments
+
+    @api.post(f"{PREFIX}/deployments", status_code=201, response_model=DeploymentView, tags=["deployments"])
+    def create_deployment(body: DeploymentCreate, request: Request, who: Deployer) -> dict[str, Any]:
+        """Create a deployment from any source `fermion serve` takes; its replicas start at once."""
+        max_replicas = body.max_replicas if body.max_replicas is not None else max(body.min_replicas, 1)
+        check_name(body.name)
+        check_scaling(body.min_replicas, max_replicas, body.target_in_flight)
+        source, options, env = check_source(body.source), check_options(body.options), check_env(body.env)
+        if body.name in {d.name for d in plane.store.list_deployments()}:
+            raise Conflict(f"a deployment named {body.name!r} already exists; change it with `fermion update`, or pick another name")
+        check_source_loads(source, options, env)
+        record = plane.store.create_deployment(
+            body.name, source, options=options, env=env, min_replicas=body.min_replicas, max_replicas=max_replicas,
+            target_in_flight=body.target_in_flight, public=body.public, note=body.note,
+        )
+        plane.store.audit(who.name, "deployment.create", body.name, {
+            "source": source, "options": options, "env": env, "min_replicas": body.min_replicas,
+            "max_replicas": max_replicas, "public": body.public,
+        })
+        plane.wake()
+        return view(request, record)
+
+    @api.get(f"{PREFIX}/deployments", response_model=DeploymentList, tags=["deployments"])
+    def list_deployments(request: Request, _who: Invoker) -> dict[str, Any]:
+        """Every deployment, by name, with its status and replica counts."""
+        return {"deployments": [view(request, d) for d in plane.store.list_deployments()]}
+
+    @api.get(f"{PREFIX}/deployments/{{name}}", response_model=DeploymentView, tags=["deployments"])
+    def get_deployment(name: str, request: Request, _who: Invoker) -> dict[str, Any]:
+        """One deployment; an unknown name → 404 listing the known ones."""
+        return view(request, plane.store.get_deployment(name))
+
+    @api.patch(f"{PREFIX}/deployments/{{name}}", response_model=DeploymentView, tags=["deployments"])
+    def update_deployment(name: str, body: DeploymentPatch, request: Request, who: Deployer) -> dict[str, Any]:
+        """Change a deployment: a new source, options or env rolls out a new revision; scaling applies at once."""
+        current = plane.store.get_deployment(name)
+        changes = body.model_dump(exclude_none=True)
+        if "min_replicas" in changes and "max_replicas" not in changes and changes["min_replicas"] > current.max_replicas:
+            changes["max_replicas"] = changes["min_replicas"]  # `scale N` above the old ceiling raises it
+        if {"source", "options", "env"} & changes.keys():
+            source = changes.get("source", current.source)
+            options = changes.get("options", current.options)
+            env = changes.get("env", current.env)
+            if (source, options, env) != (current.source, current.options, current.env):
+                check_source_loads(source, options, env)
+        record = plane.store.update_deployment(name, **changes)
+        plane.store.audit(who.name, "deployment.update", name, changes)
+        plane.wake()
+        return view(request, record)
+
+    @api.delete(f"{PREFIX}/deployments/{{name}}", status_code=202, response_model=DeploymentView, tags=["deployments"])
+    def delete_deployment(name: str, request: Request, who: Deployer) -> dict[str, Any]:
+        """Stop a deployment's replicas and remove it (its events stay)."""
+        record = plane.store.delete_deployment(name)
+        plane.store.audit(who.name, "deployment.delete", name)
+        plane.wake()
+        return view(request, record)
+
+    @api.get(f"{PREFIX}/deployments/{{name}}/revisions", tags=["deployments"])
+    def list_revisions(name: str, _who: Invoker) -> dict[str, list[RevisionView]]:
+        """Every revision of a deployment, oldest first (env values masked)."""
+        revisions = []
+        for rev in plane.store.list_revisions(name):
+            public = rev.to_public_dict()
+            revisions.append(RevisionView(**{k: public[k] for k in RevisionView.model_fields}))
+        return {"revisions": revisions}
+
+    @api.post(f"{PREFIX}/deployments/{{name}}/rollback", response_model=DeploymentView, tags=["deployments"])
+    def rollback(name: str, request: Request, who: Deployer, body: Rollback | None = None) -> dict[str, Any]:
+        """Roll out an earlier revision's source, options and env again (as a new revision)."""
+        current = plane.store.get_deployment(name)
+        revisions = {rev.number: rev for rev in plane.store.list_revisions(name)}
+        number = body.revision if body is not None and body.revision is not None else current.revision - 1
+        if number not in revisions:
+            known = ", ".join(str(n) for n in sorted(revisions))
+            raise NotFound(f"deployment {name!r} has no revision {number}; its revisions: {known}")
+        if number == current.revision:
+            raise Invalid(f"revision {number} is the current one; give an earlier revision (revisions: {', '.join(map(str, sorted(revisions)))})")
+        target = revisions[number]
+        record = plane.store.update_deployment(
+            name, source=target.source, options=target.options, env=target.env, note=f"rollback to revision {number}"
+        )
+        if record.revision == current.revision:  # same content as now: nothing to roll
+            raise Invalid(f"revision {number} runs the same source, options and env as the current revision {current.revision}")
+        plane.store.audit(who.name, "deployment.rollback", name, {"to_revision": number, "new_revision": record.revision})
+        plane.wake()
+        return view(request, record)
+
+    @api.get(f"{PREFIX}/deployments/{{name}}/replicas", tags=["deployments"])
+    def list_replicas(name: str, _who: Invoker) -> dict[str, list[ReplicaView]]:
+        """The replicas running now: starting or ready, with their revision and address."""
+        plane.store.get_deployment(name)
+        return {"replicas": [ReplicaView(**r) for r in plane.reconciler.replica_views(name)]}
+
+    @api.get(f"{PREFIX}/deployments/{{name}}/events", tags=["events"])
+    def deployment_events(
+        name: str, _who: Invoker, after: int | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> dict[str, list[EventView]]:
+        """A deployment's events, oldest first; poll with `after` = the last id seen."""
+        names = {d.name for d in plane.store.list_deployments()}
+        events = plane.store.list_events(name, after_id=after, limit=limit)
+        if name not in names and not events:
+            raise NotFound.named("deployment", name, names)
+        return {"events": [EventView(**e.to_public_dict()) for e in events]}
+
+    @api.get(f"{PREFIX}/deployments/{{name}}/logs", tags=["deployments"], response_model=None)
+    def deployment_logs(
+        name: str, _who: Deployer, lines: Annotated[int, Query(ge=1, le=10000)] = 100, follow: bool = False
+    ) -> dict[str, list[LogLine]] | StreamingResponse:
+        """The replicas' last log lines; `follow=true` streams new lines as NDJSON until the client leaves."""
+        plane.store.get_deployment(name)
+        tail = plane.reconciler.logs(name, lines)
+        if not follow:
+            return {"lines": [LogLine(replica=rid, line=line) for rid, line in tail]}
+        return StreamingResponse(_follow_logs(plane, name, tail), media_type="application/x-ndjson")
+
+    @api.get(f"{PREFIX}/events", tags=["events"])
+    def all_events(
+        _who: Invoker, deployment: str | None = None, after: int | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> dict[str, list[EventView]]:
+        """Events of every deployment (or one), oldest first."""
+        return {"events": [EventView(**e.to_public_dict()) for e in plane.store.list_events(deployment, after_id=after, limit=limit)]}
+
+    # Tokens and audit
+
+    @api.post(f"{PREFIX}/tokens", status_code=201, response_model=NewToken, tags=["tokens"])
+    def create_token(body: TokenCreate, who: Admin) -> dict[str, Any]:
+        """Make a token. The answer holds the token itself: it is never shown again."""
+        expires = datetime.now(UTC) + timedelta(seconds=body.expires_in_s) if body.expires_in_s else None
+        record, plaintext = plane.store.create_token(body.name, body.scopes, expires_at=expires)
+        plane.store.audit(who.name, "token.create", body.name, {"scopes": sorted(s.value for s in record.scopes), "token_id": record.id})
+        return {**_token_view(record), "token": plaintext}
+
+    @api.get(f"{PREFIX}/tokens", tags=["tokens"])
+    def list_tokens(_who: Admin) -> dict[str, list[TokenView]]:
+        """Every token's metadata (never the token)."""
+        return {"tokens": [TokenView(**_token_view(t)) for t in plane.store.list_tokens()]}
+
+    @api.delete(f"{PREFIX}/tokens/{{token}}", response_model=TokenView, tags=["tokens"])
+    def revoke_token(token: str, who: Admin) -> dict[str, Any]:
+        """Revoke a token by id or name; it stops working at once."""
+        record = plane.store.revoke_token(token)
+        plane.tokens.forget()
+        plane.store.audit(who.name, "token.revoke", record.name, {"token_id": record.id})
+        return _token_view(record)
+
+    @api.get(f"{PREFIX}/audit", tags=["audit"])
+    def audit_log(_who: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, list[AuditView]]:
+        """Who changed what, newest first; secrets never appear."""
+        return {"entries": [AuditView(**a.to_public_dict()) for a in plane.store.list_audit(limit)]}
+
+    @api.get(f"{PREFIX}/info", response_model=Info, tags=["platform"])
+    def info(request: Request, _who: Invoker) -> dict[str, Any]:
+        """Version, backend, database (password hidden) and the number of deployments."""
+        return {
+            "version": __version__,
+            "backend": plane.backend.name,
+            "database": plane.store.url.render_as_string(hide_password=True),
+            "url": str(request.base_url).rstrip("/"),
+            "deployments": len(plane.store.list_deployments()),
+        }
+
+    @api.get(f"{PREFIX}/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        from fermion.serving.openapi import docs_page
+
+        assets = f"{PREFIX}/docs/static" if plane.swagger_assets else None
+        return HTMLResponse(docs_page(f"{PREFIX}/openapi.json", "Fermion platform", assets))
+
+    if plane.swagger_assets:
+        from starlette.staticfiles import StaticFiles
+
+        api.mount(f"{PREFIX}/docs/static", StaticFiles(directory=plane.swagger_assets), name="swagger")
+
+    return api
+
+
+def _token_view(record: TokenRecord) -> dict[str, Any]:
+    public = record.to_public_dict()
+    return {key: public.get(key) for key in TokenView.model_fields}
+
+
+async def _follow_logs(plane: ControlPlane, name: str, first: list[tuple[str, str]]) -> AsyncIterator[bytes]:
+    """The lines we have, then new ones as they come (polled twice a second), as NDJSON."""
+    for replica, line in first:
+        yield orjson.dumps({"replica": replica, "line": line}) + b"\n"
+    seen = _by_replica(first)
+    last_beat = time.monotonic()
+    while True:
+        await asyncio.sleep(0.5)
+        tail = await asyncio.to_thread(plane.reconciler.logs, name, 500)
+        current = _by_replica(tail)
+        fresh = []
+        for replica, lines in current.items():
+            fresh += [(replica, line) for line in _new_lines(seen.get(replica, []), lines)]
+        seen = current
+        for replica, line in fresh:
+            yield orjson.dumps({"replica": replica, "line": line}) + b"\n"
+        if not fresh and time.monotonic() - last_beat > 15:
+            last_beat = time.monotonic()
+            yield b"\n"  # a blank line keeps proxies from closing a quiet stream; clients skip it
+        elif fresh:
+            last_beat = time.monotonic()
+
+
+def _by_replica(lines: list[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for replica, line in lines:
+        grouped.setdefault(replica, []).append(line)
+    return grouped
+
+
+def _new_lines(before: list[str], now: list[str]) -> list[str]:
+    """The lines of the tail `now` that follow the tail `before` (the longest overlap wins)."""
+    for k in range(min(len(before), len(now)), 0, -1):
+        if before[-k:] == now[:k]:
+            return now[k:]
+    return now

@@ -1,0 +1,217 @@
+"""The control plane: the store, the reconciler, the autoscaler, the gateway and the REST API in
+one process, behind one ASGI app (`fermion up` serves it).
+
+Paths: `/run/<name>/...` → the gateway (the hot path, no framework); `/api/v1/...` → the REST
+API (FastAPI); `/metrics` and `/healthz` are answered here. The reconciler runs in a thread of
+its own, ticking twice a second, and at once when the API changes something.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any
+
+import orjson
+
+from fermion.platform.autoscaler import Autoscaler
+from fermion.platform.backend import Backend
+from fermion.platform.gateway import PREFIX as RUN_PREFIX
+from fermion.platform.gateway import Gateway, RouteTable
+from fermion.platform.reconciler import Reconciler
+from fermion.platform.records import DeploymentRecord, TokenRecord
+from fermion.platform.store import Store
+from fermion.platform.tokens import Scope, allows, hash_token
+
+log = logging.getLogger("fermion.platform")
+
+TICK_S = 0.5
+#: How long a verified token is trusted without asking the database again (revocation through
+#: this control plane's API takes effect at once; through another one, within this time).
+TOKEN_CACHE_S = 5.0
+#: A deployment whose replicas crashed this many times in a row, with none ready, is 'failing'.
+FAILING_AFTER_CRASHES = 2
+
+
+class TokenCache:
+    """Verifies tokens against the store, remembering answers for a few seconds (the gateway asks on every call)."""
+
+    def __init__(self, store: Store, ttl: float = TOKEN_CACHE_S) -> None:
+        self.store = store
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, TokenRecord | None]] = {}
+
+    def cached(self, plaintext: str) -> tuple[bool, TokenRecord | None]:
+        """(known, record) without touching the database."""
+        hit = self._cache.get(hash_token(plaintext))
+        if hit is None or time.monotonic() - hit[0] > self.ttl:
+            return False, None
+        record = hit[1]
+        if record is not None and not record.is_active(_utcnow()):
+            return True, None
+        return True, record
+
+    def verify(self, plaintext: str) -> TokenRecord | None:
+        """The token's record if it is valid now (may read the database; call off the event loop)."""
+        known, record = self.cached(plaintext)
+        if known:
+            return record
+        record = self.store.verify_token(plaintext)
+        if len(self._cache) > 10_000:  # bound the memory random tokens could take
+            self._cache.clear()
+        self._cache[hash_token(plaintext)] = (time.monotonic(), record)
+        return record
+
+    def forget(self) -> None:
+        """Drop every cached answer (after a revocation)."""
+        self._cache.clear()
+
+
+def _utcnow() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+class ControlPlane:
+    """Everything `fermion up` runs, wired together; the instance is the ASGI app to serve."""
+
+    def __init__(self, store: Store, backend: Backend, *, grace: float = 30.0, cold_start_timeout: float = 120.0,
+                 scale_down_delay_s: float = 30.0, tick_s: float = TICK_S) -> None:
+        from fermion.serving.openapi import swagger_assets_dir
+
+        self.store = store
+        self.backend = backend
+        self.routes = RouteTable()
+        self.autoscaler = Autoscaler(self.routes, scale_down_delay_s=scale_down_delay_s)
+        self.reconciler = Reconciler(store, backend, self.routes, grace=grace, autoscaler=self.autoscaler)
+        self.tokens = TokenCache(store)
+        self.gateway = Gateway(self.routes, authorize=self._authorize, cold_start_timeout=cold_start_timeout)
+        self.swagger_assets = swagger_assets_dir()
+        self.tick_s = tick_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        from fermion.platform.api import build_api
+
+        self.api = build_api(self)
+
+    # The reconcile loop
+
+    def start(self) -> None:
+        """Adopt replicas that survived a restart, then reconcile in a background thread."""
+        adopted = self.reconciler.adopt()
+        if adopted:
+            log.info("adopted %d running replica(s)", adopted)
+            self.store.add_event(None, "Adopted", f"control plane restarted; adopted {adopted} running replica(s)")
+        self.reconciler.tick()  # routes to adopted replicas are in place before the first request
+        self._thread = threading.Thread(target=self._loop, name="fermion-reconciler", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.reconciler.tick()
+            except Exception:  # the loop must outlive a bad tick (e.g. the database briefly away)
+                log.exception("reconcile tick failed; retrying")
+            self._wake.wait(self.tick_s)
+            self._wake.clear()
+
+    def wake(self) -> None:
+        """Reconcile now rather than at the next tick (after the API changed something)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop reconciling and stop every replica (each drains for up to the grace period)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.reconciler.stop_all()
+
+    # Answers the API and the gateway need
+
+    def deployment_status(self, record: DeploymentRecord) -> dict[str, Any]:
+        """{"status": ..., "replicas": {"desired", "ready", "starting"}} of the current revision."""
+        views = [v for v in self.reconciler.replica_views(record.name) if v["revision"] == record.revision]
+        counts = self.reconciler.counts(record.name)
+        # Clamped: right after a change to min/max the last tick's count may lie outside the new range.
+        desired = min(max(counts.get("desired", record.min_replicas), record.min_replicas), record.max_replicas)
+        ready = sum(1 for v in views if v["state"] == "ready")
+        starting = len(views) - ready
+        if record.state == "deleting":
+            status = "deleting"
+        elif ready and ready >= desired:
+            status = "ready"
+        elif desired == 0 and not views:
+            status = "idle"
+        elif counts.get("crashes", 0) >= FAILING_AFTER_CRASHES:
+            status = "failing"
+        elif ready:
+            status = "degraded"
+        else:
+            status = "starting"
+        return {"status": status, "replicas": {"desired": desired, "ready": ready, "starting": starting}}
+
+    async def _authorize(self, name: str, token: str | None) -> tuple[int, str] | None:
+        if token is None:
+            return 401, f"deployment {name!r} is private: send Authorization: Bearer <a token with the 'invoke' scope>"
+        known, record = self.tokens.cached(token)
+        if not known:
+            record = await asyncio.to_thread(self.tokens.verify, token)
+        if record is None:
+            return 401, "unknown, revoked or expired token"
+        if not allows(record.scopes, Scope.INVOKE):
+            return 403, f"token {record.name!r} may not call deployments (needs the 'invoke' scope)"
+        return None
+
+    # The ASGI app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """The ASGI app of the whole control plane (see the module docstring)."""
+        kind = scope["type"]
+        if kind == "http":
+            path: str = scope["path"]
+            if path.startswith(RUN_PREFIX):
+                await self.gateway(scope, receive, send)
+            elif path == "/metrics":
+                await _send(send, 200, self._metrics().encode(), b"text/plain; version=0.0.4; charset=utf-8")
+            elif path == "/healthz":
+                await _send(send, 200, orjson.dumps({"status": "ok"}), b"application/json")
+            elif path == "/":
+                await _send(send, 307, b"", b"text/plain", [(b"location", b"/api/v1/docs")])
+            else:
+                await self.api(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+    def _metrics(self) -> str:
+        # The route table names every deployment the reconciler serves: no database call on the event loop.
+        return self.gateway.metrics.render({name: self.reconciler.counts(name) for name in self.routes.names()})
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await asyncio.to_thread(self.start)
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                # uvicorn has drained the gateway's in-flight requests by now; stop the replicas.
+                await asyncio.to_thread(self.stop)
+                await self.gateway.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _send(send: Any, status: int, body: bytes, ctype: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})

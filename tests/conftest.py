@@ -1,0 +1,28 @@
+"""Shared fixtures: a PostgreSQL server for the tests that need one (see tests/pg.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pg
+import pytest
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """A PostgreSQL URL for the whole session: $FERMION_TEST_PG_URL, or the local cluster, started."""
+    failure = None
+    try:
+        with pg.server() as url:
+            yield url
+    except pg.Unavailable as error:
+        failure = str(error)
+    if failure:  # outside the `except`, so the report shows the message once
+        pytest.fail(failure, pytrace=False)
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A PostgreSQL URL whose connections see an empty schema of their own."""
+    with pg.fresh_schema(pg_server) as url:
+        yield url
