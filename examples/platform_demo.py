@@ -3,7 +3,7 @@
 - `echo`: examples/echo.py, public (no token needed);
 - `embeddings`: all-MiniLM-L6-v2 sentence embeddings (`st:`), private (needs a token).
 
-Deployments that already exist (a second `make run`) are kept as they are. Prints the URLs and
+Deployments that already exist (a second `make run`) are kept, pointed at this checkout's files. Prints the URLs and
 the admin token; Ctrl+C (or SIGTERM) stops the platform and its replicas. Settings:
 FERMION_PORT (default 8080) and FERMION_HOME (the data dir, default ~/.fermion).
 """
@@ -42,13 +42,17 @@ def main() -> int:
         _wait(lambda: httpx.get(base + "/healthz", timeout=1).status_code == 200, up, 60, "the platform")
         token = (data_dir / "admin.token").read_text().strip()
         api = httpx.Client(base_url=base, headers={"authorization": f"Bearer {token}"}, timeout=180)
-        existing = {d["name"] for d in api.get("/api/v1/deployments").json()["deployments"]}
+        existing = {d["name"]: d for d in api.get("/api/v1/deployments").json()["deployments"]}
         for demo in DEMOS:
             if demo["name"] not in existing:
                 answer = api.post("/api/v1/deployments", json=demo)
-                if answer.status_code != 201:
-                    print(f"could not deploy {demo['name']}: {answer.json().get('message', answer.text)}", file=sys.stderr)
-                    return _stop(up, 1)
+            elif existing[demo["name"]]["source"] != demo["source"]:  # e.g. this checkout moved: point it here
+                answer = api.patch(f"/api/v1/deployments/{demo['name']}", json={"source": demo["source"]})
+            else:
+                continue
+            if answer.status_code not in (200, 201):
+                print(f"could not deploy {demo['name']}: {answer.json().get('message', answer.text)}", file=sys.stderr)
+                return _stop(up, 1)
         for demo in DEMOS:
             print(f"waiting for {demo['name']} to be ready ...", flush=True)
             _wait(lambda name=demo["name"]: api.get(f"/api/v1/deployments/{name}").json()["status"] == "ready", up, 300, demo["name"])

@@ -256,3 +256,66 @@ def test_up_refuses_an_unusable_data_dir(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "fermion", "up", "--data-dir", str(blocker / "data"), "--port", "0"],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 2 and "cannot use data dir" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_make_run_brings_up_the_two_demo_deployments(tmp_path: Path) -> None:
+    """What `make run` runs: examples/platform_demo.py starts `fermion up` with echo and MiniLM answering."""
+    import subprocess
+    import sys
+
+    from support import free_port
+
+    port = free_port()
+    log_path = tmp_path / "demo.log"
+    env = {**os.environ, "FERMION_HOME": str(tmp_path / "home"), "FERMION_PORT": str(port), "HF_HUB_OFFLINE": "1",
+           "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "w") as log:
+        demo = subprocess.Popen([sys.executable, str(EXAMPLES / "platform_demo.py")], stdout=log, stderr=subprocess.STDOUT,
+                                env=env, text=True, cwd=ROOT)
+    try:
+        wait_for(lambda: "The platform is up" in log_path.read_text() or demo.poll() is not None, timeout=300, what="make run")
+        output = log_path.read_text()
+        assert demo.poll() is None, output
+        token = (tmp_path / "home" / "admin.token").read_text().strip()
+        assert f"Admin token  {token}" in output
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.post(f"{base}/run/echo/predict", json={"text": "hello"}).json() == {"output": "echo: hello"}
+        assert httpx.post(f"{base}/run/embeddings/embed", json={"text": "hello"}).status_code == 401
+        vector = httpx.post(f"{base}/run/embeddings/embed", json={"text": "hello"}, headers={"authorization": f"Bearer {token}"})
+        assert vector.status_code == 200 and len(vector.json()) == 384
+        with httpx.Client(base_url=base, headers={"authorization": f"Bearer {token}"}) as api:
+            pids = [r["pid"] for name in ("echo", "embeddings") for r in api.get(f"/api/v1/deployments/{name}/replicas").json()["replicas"]]
+        assert stop_process(demo) == 0
+        assert not any(_alive(pid) for pid in pids)
+    finally:
+        stop_process(demo)
+        stop_replicas(tmp_path / "home")
+
+
+def test_the_platform_on_postgresql_survives_a_kill(tmp_path: Path, pg_url: str) -> None:
+    """`fermion up --db postgresql://...`: the same platform, its state in PostgreSQL; kill -9 loses nothing."""
+    data = tmp_path / "data"
+    platform = start_platform(data, "--db", pg_url)
+    try:
+        with platform.api() as api:
+            info = api.get("/api/v1/info").json()
+            assert info["database"].startswith("postgresql+psycopg://") and "fermion:***@" in info["database"]
+            assert api.post("/api/v1/deployments", json={"name": "echo", "source": ECHO, "public": True}).status_code == 201
+            wait_for(ready(api, "echo", 1), what="the replica")
+            made = api.post("/api/v1/tokens", json={"name": "app", "scopes": ["invoke"]}).json()
+            pid = api.get("/api/v1/deployments/echo/replicas").json()["replicas"][0]["pid"]
+        assert "fermion:fermion@" not in platform.log()  # the password is never printed
+        port = int(platform.url.rsplit(":", 1)[1])
+        platform.proc.kill()
+        platform.proc.wait()
+        platform = start_platform(data, "--db", pg_url, port=port)
+        with platform.api() as api:
+            wait_for(ready(api, "echo", 1), what="adoption")
+            assert api.get("/api/v1/deployments/echo/replicas").json()["replicas"][0]["pid"] == pid
+            assert [e["kind"] for e in api.get("/api/v1/deployments/echo/events").json()["events"]][:2] == ["Created", "ReplicaReady"]
+        with platform.api(made["token"]) as as_app:
+            assert as_app.post("/run/echo/predict", json={"text": "pg"}).json() == {"output": "echo: pg"}
+            assert as_app.get("/api/v1/deployments").status_code == 200
+    finally:
+        stop_process(platform.proc)
+        stop_replicas(data)
