@@ -336,3 +336,24 @@ def test_the_grafana_dashboard_is_valid_and_queries_only_metrics_the_gateway_ren
     assert any('class="5xx"' in e for e in exprs)
     replica_queries = [e for e in exprs if "fermion_deployment_replicas" in e]
     assert any('state="ready"' in e for e in replica_queries) and any('state="desired"' in e for e in replica_queries)
+
+
+def test_the_pool_closes_idle_connections_to_retired_replicas(replicas):
+    import asyncio
+
+    from fermion.platform.upstream import UpstreamPool
+
+    async def scenario() -> tuple[int, int, list[str]]:
+        pool = UpstreamPool()
+        for url in replicas:
+            response = await pool.request(url, "GET", "/healthz", [], b"")
+            async for _ in response.body:
+                pass
+        idle_before = sum(len(conns) for conns in pool._idle.values())
+        closed = pool.prune({replicas[0]})  # replicas[1] was retired
+        left = list(pool._idle)
+        await pool.aclose()
+        return idle_before, closed, left
+
+    idle_before, closed, left = asyncio.run(scenario())
+    assert idle_before == 2 and closed == 1 and left == [replicas[0]]

@@ -336,3 +336,22 @@ def test_scale_to_zero_and_back_on_the_first_request(scaling):
     finally:
         stop.set()
         loop.join(30)
+
+
+def test_a_replica_that_stops_answering_is_replaced(plane):
+    store, reconciler, routes = plane
+    reconciler.unhealthy_after = 2.0
+    store.create_deployment("echo", str(EXAMPLES / "echo.py"), public=True)
+    settle(reconciler, lambda: len(urls(routes, "echo")) == 1)
+    hung = reconciler.replica_views("echo")[0]
+    os.kill(hung["pid"], signal.SIGSTOP)  # alive, but answers nothing: what a hung model looks like
+    try:
+        settle(reconciler, lambda: [v["id"] for v in reconciler.replica_views("echo") if v["state"] == "ready"] not in ([], [hung["id"]]))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(hung["pid"], signal.SIGCONT)
+    assert httpx.post(urls(routes, "echo")[0] + "/predict", json={"text": "hi"}).json() == {"output": "echo: hi"}
+    unhealthy = [e for e in store.list_events("echo") if e.kind == "ReplicaUnhealthy"]
+    assert len(unhealthy) == 1 and hung["id"] in unhealthy[0].message
+    reconciler.wait_stopped(30)
+    assert not Path(f"/proc/{hung['pid']}").exists() or "Z" in Path(f"/proc/{hung['pid']}/stat").read_text().split(") ")[1][:1]

@@ -28,6 +28,7 @@ from fermion.platform.tokens import Scope, allows, hash_token
 log = logging.getLogger("fermion.platform")
 
 TICK_S = 0.5
+PRUNE_S = 5.0
 #: How long a verified token is trusted without asking the database again (revocation through
 #: this control plane's API takes effect at once; through another one, within this time).
 TOKEN_CACHE_S = 5.0
@@ -189,6 +190,14 @@ class ControlPlane:
         else:
             await self.api(scope, receive, send)
 
+    async def _prune_connections(self) -> None:
+        """Every few seconds, close pooled connections to replicas that left the route table (retired,
+        crashed or scaled away), so a long-running gateway does not collect dead sockets."""
+        while True:
+            await asyncio.sleep(PRUNE_S)
+            live = {u.url for name in self.routes.names() if (route := self.routes.get(name)) for u in route.upstreams}
+            self.gateway.pool.prune(live)
+
     def _metrics(self) -> str:
         # The route table names every deployment the reconciler serves: no database call on the event loop.
         return self.gateway.metrics.render({name: self.reconciler.counts(name) for name in self.routes.names()})
@@ -202,9 +211,11 @@ class ControlPlane:
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                pruner = asyncio.create_task(self._prune_connections())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # uvicorn has drained the gateway's in-flight requests by now; stop the replicas.
+                pruner.cancel()
                 await asyncio.to_thread(self.stop)
                 await self.gateway.aclose()
                 await send({"type": "lifespan.shutdown.complete"})

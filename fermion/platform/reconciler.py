@@ -32,6 +32,8 @@ log = logging.getLogger("fermion.platform")
 
 _MAX_BACKOFF = 60.0
 _CRASH_LOG_LINES = 5
+#: A hung replica gets this long to go after SIGTERM before SIGKILL: it is not answering anyway.
+_UNHEALTHY_GRACE = 2.0
 
 
 @dataclass
@@ -40,6 +42,8 @@ class ManagedReplica:
 
     handle: ReplicaHandle
     status: ReplicaStatus = field(default_factory=lambda: ReplicaStatus(ReplicaState.STARTING))
+    was_ready: bool = False  # it has passed its readiness probe at least once
+    unready_since: float | None = None  # when a replica that was ready started failing its probe
 
     @property
     def ready(self) -> bool:
@@ -74,6 +78,7 @@ class Reconciler:
         grace: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         autoscaler: Autoscaler | None = None,
+        unhealthy_after: float = 10.0,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -81,6 +86,7 @@ class Reconciler:
         self.grace = grace
         self.clock = clock
         self.autoscaler = autoscaler
+        self.unhealthy_after = unhealthy_after  # seconds a once-ready replica may fail its probe before it is replaced
         self.replicas: dict[str, list[ManagedReplica]] = {}
         self._backoff: dict[str, _Backoff] = {}
         self._desired: dict[str, int] = {}
@@ -228,9 +234,23 @@ class Reconciler:
             if m.status.state is ReplicaState.EXITED:
                 managed.remove(m)
                 self._crashed(d, m)
-            elif m.ready and not was_ready:
-                self._backoff.setdefault(d.name, _Backoff()).crashes = 0
-                self.store.add_event(d.name, "ReplicaReady", f"replica {m.handle.replica_id} (revision {m.handle.revision}) at {m.status.url}")
+            elif m.ready:
+                m.was_ready, m.unready_since = True, None
+                if not was_ready:
+                    self._backoff.setdefault(d.name, _Backoff()).crashes = 0
+                    self.store.add_event(d.name, "ReplicaReady", f"replica {m.handle.replica_id} (revision {m.handle.revision}) at {m.status.url}")
+            elif m.was_ready:  # alive but no longer answering: hung, or overloaded past the probe's timeout
+                now = self.clock()
+                if m.unready_since is None:
+                    m.unready_since = now
+                elif now - m.unready_since >= self.unhealthy_after:
+                    managed.remove(m)
+                    self.store.add_event(
+                        d.name, "ReplicaUnhealthy",
+                        f"replica {m.handle.replica_id} (revision {m.handle.revision}) failed its health probe for "
+                        f"{now - m.unready_since:.0f} s ({m.status.detail or 'no answer'}); replacing it",
+                    )
+                    self._retire(d.name, [m], grace=_UNHEALTHY_GRACE)
 
     def _crashed(self, d: DeploymentRecord, m: ManagedReplica) -> None:
         with self._lock:
@@ -285,11 +305,12 @@ class Reconciler:
         with self._lock:
             self._snapshots[name] = snapshot
 
-    def _retire(self, name: str, replicas: list[ManagedReplica]) -> None:
-        """Stop replicas in the background (each drains for up to `grace` seconds)."""
+    def _retire(self, name: str, replicas: list[ManagedReplica], grace: float | None = None) -> None:
+        """Stop replicas in the background (each drains for up to `grace` seconds, default the reconciler's)."""
         if not replicas:
             return
-        threads = [threading.Thread(target=self.backend.stop, args=(m.handle, self.grace), name=f"stop-{name}", daemon=True)
+        wait = self.grace if grace is None else grace
+        threads = [threading.Thread(target=self.backend.stop, args=(m.handle, wait), name=f"stop-{name}", daemon=True)
                    for m in replicas]
         for thread in threads:
             thread.start()

@@ -21,6 +21,8 @@ from fermion.platform.tokens import Scope
 MASK = "***"
 DEPLOYMENT_STATES = ("active", "deleting")
 REPLICA_STATES = ("starting", "ready", "failed", "stopping", "stopped")
+#: A sanity ceiling: a typo like --max 10000 should be an error, not thousands of processes.
+MAX_REPLICAS = 1000
 NAME_RULE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 ENV_NAME_RULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Keys whose values audit details never keep (matched case-insensitively, as substrings).
@@ -207,6 +209,8 @@ def check_scaling(min_replicas: int, max_replicas: int, target_in_flight: float)
             raise Invalid(f"{label} must be a whole number ≥ 0, got {value!r}")
     if max_replicas < 1 or min_replicas > max_replicas:
         raise Invalid(f"need 0 ≤ min_replicas ≤ max_replicas and max_replicas ≥ 1, got min={min_replicas}, max={max_replicas}")
+    if max_replicas > MAX_REPLICAS:
+        raise Invalid(f"max_replicas is at most {MAX_REPLICAS}, got {max_replicas}")
     if isinstance(target_in_flight, bool) or not isinstance(target_in_flight, (int, float)):
         raise Invalid(f"target_in_flight must be a number > 0, got {target_in_flight!r}")
     if not math.isfinite(target_in_flight) or target_in_flight <= 0:

@@ -141,6 +141,15 @@ class UpstreamPool:
             else:
                 conn.close()
 
+    def prune(self, keep: set[str]) -> int:
+        """Close the idle connections to replicas not in `keep` (retired ones); how many were closed."""
+        closed = 0
+        for base in [b for b in self._idle if b not in keep]:
+            for conn in self._idle.pop(base):
+                conn.close()
+                closed += 1
+        return closed
+
     async def aclose(self) -> None:
         for idle in self._idle.values():
             for conn in idle:
