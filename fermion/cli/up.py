@@ -40,6 +40,7 @@ def up(
     port: Annotated[int, typer.Option(help="Port for the API and the gateway; 0 picks a free one.")] = 8080,
     grace: Annotated[float, typer.Option(help="Seconds replicas and in-flight requests get to finish on shutdown.")] = 30.0,
     scale_down_delay: Annotated[float, typer.Option(help="Quiet seconds before the autoscaler removes a replica.")] = 30.0,
+    gateway: Annotated[str, typer.Option(help="auto: HAProxy in front when it is installed, else the built-in Python gateway; or haproxy, or python.")] = "auto",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Start the platform: deployments with replicas, a gateway, autoscaling, tokens and a REST API."""
@@ -78,12 +79,29 @@ def up(
     except Exception as exc:  # the driver's own error: unreachable server, bad password, ...
         shown = _hide_password(url_or_dir)
         fail(f"cannot open the database {shown}: {str(exc).splitlines()[0]}", 2)
+    from fermion.platform import haproxy
+
+    if gateway not in ("auto", "haproxy", "python"):
+        fail(f"unknown --gateway {gateway!r}; use auto, haproxy or python", 2)
+    use_haproxy = gateway == "haproxy" or (gateway == "auto" and haproxy.available() is not None)
+    if gateway == "haproxy" and haproxy.available() is None:
+        fail("--gateway haproxy needs the haproxy binary: install it (Debian/Ubuntu: apt-get install haproxy), or use --gateway python", 2)
+    front = None
+    if use_haproxy:
+        probe = haproxy.HAProxyFrontDoor(folder / "haproxy", host, port, 0)
+        probe.stop_leftover()  # a killed control plane's HAProxy still holds the port
     try:
         sock = bind_socket(host, port)
     except BindError as exc:
         fail(str(exc), 2)
+    if use_haproxy:
+        # HAProxy takes the public port; the control plane listens behind it on a private one.
+        port = sock.getsockname()[1]
+        sock.close()
+        sock = bind_socket("127.0.0.1", 0)
+        front = haproxy.HAProxyFrontDoor(folder / "haproxy", host, port, sock.getsockname()[1], grace=grace)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
-    base = f"http://{shown_host}:{sock.getsockname()[1]}"
+    base = f"http://{shown_host}:{port if front is not None else sock.getsockname()[1]}"
 
     new_token = None
     if not any(t.is_active(_now()) and Scope.ADMIN in t.scopes for t in store.list_tokens()):
@@ -92,10 +110,10 @@ def up(
         write_private(folder / ADMIN_TOKEN_FILE, new_token + "\n")
         store.audit("fermion up", "token.create", record.name, {"scopes": ["admin"], "token_id": record.id})
 
-    plane = ControlPlane(store, LocalBackend(folder), grace=grace, scale_down_delay_s=scale_down_delay)
-    _banner(base, folder, store, new_token)
+    plane = ControlPlane(store, LocalBackend(folder), grace=grace, scale_down_delay_s=scale_down_delay, front=front)
+    _banner(base, folder, store, new_token, "HAProxy in front" if front is not None else "built-in")
     write_up_file(folder, base, os.getpid())
-    code = _serve(plane, sock, host, grace, log_level)
+    code = _serve(plane, sock, "127.0.0.1" if front is not None else host, grace, log_level)
     up_file = folder / "up.json"
     if _running_elsewhere(folder) is None:
         up_file.unlink(missing_ok=True)
@@ -115,7 +133,7 @@ def _serve(plane: object, sock: object, host: str, grace: float, log_level: str)
     return 0 if server.started else 1
 
 
-def _banner(base: str, folder: Path, store: object, token: str | None) -> None:
+def _banner(base: str, folder: Path, store: object, token: str | None, gateway: str) -> None:
     from fermion._version import __version__
     from fermion.platform.home import ADMIN_TOKEN_FILE
     from fermion.serving.announce import announce_line
@@ -125,7 +143,7 @@ def _banner(base: str, folder: Path, store: object, token: str | None) -> None:
         f"[bold]Fermion {__version__}[/] platform · data dir {folder} · database {database}",
         announce_line(base),
         f"  Docs    {base}/api/v1/docs",
-        f"  Gateway {base}/run/<deployment>/<endpoint>",
+        f"  Gateway {base}/run/<deployment>/<endpoint>  ({gateway})",
         f"  Metrics {base}/metrics",
     ]
     if token:

@@ -413,6 +413,7 @@ def build_api(plane: ControlPlane) -> FastAPI:
         expires = datetime.now(UTC) + timedelta(seconds=body.expires_in_s) if body.expires_in_s else None
         record, plaintext = plane.store.create_token(body.name, body.scopes, expires_at=expires)
         plane.store.audit(who.name, "token.create", body.name, {"scopes": sorted(s.value for s in record.scopes), "token_id": record.id})
+        plane.tokens_changed()
         return {**_token_view(record), "token": plaintext}
 
     @api.get(f"{PREFIX}/tokens", tags=["tokens"])
@@ -424,7 +425,7 @@ def build_api(plane: ControlPlane) -> FastAPI:
     def revoke_token(token: str, who: Admin) -> dict[str, Any]:
         """Revoke a token by id or name; it stops working at once."""
         record = plane.store.revoke_token(token)
-        plane.tokens.forget()
+        plane.tokens_changed()
         plane.store.audit(who.name, "token.revoke", record.name, {"token_id": record.id})
         return _token_view(record)
 

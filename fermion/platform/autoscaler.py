@@ -111,7 +111,7 @@ class Autoscaler:
         if route is None:
             return 0.0
         load = float(route.load())
-        arrivals = route.arrivals
+        arrivals = route.arrivals + route.external_arrivals
         if arrivals != history.arrivals:
             # Requests came and went between two samples: short ones are never seen in flight,
             # yet they are traffic, and a deployment with traffic must not scale to zero.

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import threading
 import time
 from typing import Any
@@ -20,6 +22,7 @@ from fermion.platform.autoscaler import Autoscaler
 from fermion.platform.backend import Backend
 from fermion.platform.gateway import PREFIX as RUN_PREFIX
 from fermion.platform.gateway import Gateway, RouteTable
+from fermion.platform.haproxy import HAProxyFrontDoor
 from fermion.platform.reconciler import Reconciler
 from fermion.platform.records import DeploymentRecord, TokenRecord
 from fermion.platform.store import Store
@@ -80,7 +83,7 @@ class ControlPlane:
     """Everything `fermion up` runs, wired together; the instance is the ASGI app to serve."""
 
     def __init__(self, store: Store, backend: Backend, *, grace: float = 30.0, cold_start_timeout: float = 120.0,
-                 scale_down_delay_s: float = 30.0, tick_s: float = TICK_S) -> None:
+                 scale_down_delay_s: float = 30.0, tick_s: float = TICK_S, front: HAProxyFrontDoor | None = None) -> None:
         from fermion.serving.openapi import swagger_assets_dir
 
         self.store = store
@@ -92,6 +95,9 @@ class ControlPlane:
         self.gateway = Gateway(self.routes, authorize=self._authorize, cold_start_timeout=cold_start_timeout)
         self.swagger_assets = swagger_assets_dir()
         self.tick_s = tick_s
+        self.front = front  # HAProxy in front of us, when `fermion up` runs one
+        self._token_hashes: list[str] = []
+        self._tokens_read_at = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -108,13 +114,19 @@ class ControlPlane:
             log.info("adopted %d running replica(s)", adopted)
             self.store.add_event(None, "Adopted", f"control plane restarted; adopted {adopted} running replica(s)")
         self.reconciler.tick()  # routes to adopted replicas are in place before the first request
+        if self.front is not None:
+            self.front.start(self.routes, self._active_tokens(force=True))
         self._thread = threading.Thread(target=self._loop, name="fermion-reconciler", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                if self.front is not None:
+                    self._pull_front_load()
                 self.reconciler.tick()
+                if self.front is not None:
+                    self.front.sync(self.routes, self._active_tokens())
             except Exception:  # the loop must outlive a bad tick (e.g. the database briefly away)
                 log.exception("reconcile tick failed; retrying")
             self._wake.wait(self.tick_s)
@@ -124,12 +136,38 @@ class ControlPlane:
         """Reconcile now rather than at the next tick (after the API changed something)."""
         self._wake.set()
 
+    def tokens_changed(self) -> None:
+        """A token was made or revoked: the cache forgets, and HAProxy knows before the API answers."""
+        self.tokens.forget()
+        if self.front is not None and self.front.alive():
+            self.front.sync_tokens(self._active_tokens(force=True))
+
+    def _active_tokens(self, force: bool = False) -> list[str]:
+        """Hashes of the tokens that work now, for HAProxy; re-read every few seconds (expiry) or when changed."""
+        now = time.monotonic()
+        if force or now - self._tokens_read_at > TOKEN_CACHE_S:
+            self._token_hashes = self.store.active_token_hashes()
+            self._tokens_read_at = now
+        return self._token_hashes
+
+    def _pull_front_load(self) -> None:
+        """Requests HAProxy has in flight per deployment: load the autoscaler and /metrics must see."""
+        load = self.front.load() if self.front is not None else {}
+        for name in self.routes.names():
+            route = self.routes.get(name)
+            if route is not None:
+                in_flight, total = load.get(name, (0, route.external_arrivals))
+                route.external_in_flight, route.external_arrivals = in_flight, total
+                self.gateway.metrics.external_in_flight[name] = in_flight
+
     def stop(self) -> None:
         """Stop reconciling and stop every replica (each drains for up to the grace period)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
+        if self.front is not None:
+            self.front.stop()  # stop taking requests; those in flight finish on the replicas
         self.reconciler.stop_all()
 
     # Answers the API and the gateway need
@@ -190,6 +228,27 @@ class ControlPlane:
         else:
             await self.api(scope, receive, send)
 
+    async def _listen_for_front_logs(self) -> None:
+        """HAProxy logs each request it proxied to a Unix datagram socket; count them in /metrics."""
+        from fermion.platform.haproxy import parse_log
+
+        assert self.front is not None
+        path = self.front.log_socket
+        path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        metrics = self.gateway.metrics
+
+        class _Logs(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                found = parse_log(data)
+                if found is not None:
+                    metrics.observe(*found)
+
+        await asyncio.get_running_loop().create_datagram_endpoint(_Logs, sock=sock)
+
     async def _prune_connections(self) -> None:
         """Every few seconds, close pooled connections to replicas that left the route table (retired,
         crashed or scaled away), so a long-running gateway does not collect dead sockets."""
@@ -207,6 +266,8 @@ class ControlPlane:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
+                    if self.front is not None:
+                        await self._listen_for_front_logs()
                     await asyncio.to_thread(self.start)
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})

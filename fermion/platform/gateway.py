@@ -59,11 +59,14 @@ class Route:
     cold_start: bool = False  # may scale to zero: with no upstream, requests wait for one instead of a 503
     waiting: int = 0  # requests waiting for a cold start
     arrivals: int = 0  # requests routed here so far (tells "idle" from "short requests between samples")
+    # What a proxy in front of this gateway (HAProxy) reports for requests it sent to replicas itself.
+    external_in_flight: int = 0
+    external_arrivals: int = 0
     _turn: itertools.count[int] = field(default_factory=itertools.count, repr=False)
 
     def load(self) -> int:
         """Requests in flight to the upstreams through this gateway plus those waiting for a cold start."""
-        return sum(u.outstanding for u in self.upstreams) + self.waiting
+        return sum(u.outstanding for u in self.upstreams) + self.waiting + self.external_in_flight
 
     def pick(self, exclude: set[str]) -> Upstream | None:
         """The least busy upstream not in `exclude`; ties go round-robin."""

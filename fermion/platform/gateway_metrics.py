@@ -48,6 +48,8 @@ class GatewayMetrics:
         self.requests: dict[tuple[str, int], int] = {}  # (deployment, status) → count
         self.latency: dict[str, _Latency] = {}
         self.in_flight: dict[str, int] = {}
+        #: In flight through a proxy in front (HAProxy), which reports its own count.
+        self.external_in_flight: dict[str, int] = {}
         self.cold_starts: dict[str, int] = {}
 
     def begin(self, deployment: str) -> None:
@@ -87,6 +89,8 @@ class GatewayMetrics:
         replicas = replicas or {}
         # Copies taken in one go each: the event loop may add keys while this runs in another thread.
         requests, in_flight, cold = dict(self.requests), dict(self.in_flight), dict(self.cold_starts)
+        for name, count in dict(self.external_in_flight).items():
+            in_flight[name] = in_flight.get(name, 0) + count
         latency = {name: (list(h.counts), h.total) for name, h in dict(self.latency).items()}
         out: list[str] = []
 

@@ -362,6 +362,13 @@ class Store:
             record = replace(record, last_used_at=now)
         return record
 
+    def active_token_hashes(self) -> list[str]:
+        """The hashes of every token that works now (for a proxy that checks tokens itself)."""
+        now = _now()
+        with self._transaction(write=False) as session:
+            rows = session.execute(sa.select(TokenRow.hash, TokenRow.expires_at).where(TokenRow.revoked_at.is_(None)))
+            return [digest for digest, expires in rows if expires is None or expires > now]
+
     def list_tokens(self) -> list[r.TokenRecord]:
         """Every token's metadata (never the token), oldest first."""
         with self._transaction(write=False) as session:
