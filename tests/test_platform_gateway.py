@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import threading
@@ -13,9 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from support import ROOT, free_port, running_servers
+from support import serve_asgi as serve
 
 from fermion import Client
 from fermion.platform.gateway import Gateway, RouteTable
@@ -38,24 +37,6 @@ async def authorize(name: str, token: str | None) -> tuple[int, str] | None:
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     with running_servers({"a": (str(APP),), "b": (str(APP),)}, tmp_dir=tmp_path_factory.mktemp("gw")) as servers:
         yield [servers["a"].url, servers["b"].url]
-
-
-@contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run an ASGI app in uvicorn on a free port in a thread; yields its URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("the gateway did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 @dataclass

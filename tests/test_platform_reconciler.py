@@ -12,12 +12,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from support import EXAMPLES, ROOT, free_port
+from support import EXAMPLES, ROOT
+from support import serve_asgi as serve
 
 from fermion.platform.autoscaler import Autoscaler
 from fermion.platform.backend import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
@@ -219,24 +218,6 @@ def test_scaled_events_only_when_the_autoscaler_changes_its_mind(tmp_path: Path)
 
 
 # Autoscaling with real replicas, through a real gateway.
-
-
-@contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run an ASGI app in uvicorn on a free port in a thread; yields its URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("the gateway did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 @dataclass

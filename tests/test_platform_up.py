@@ -108,6 +108,22 @@ def test_the_platform_end_to_end(tmp_path: Path, gateway: str) -> None:
         call = api.post("/run/echo/predict", json={"text": "hi"})
         assert call.status_code == 200 and call.json() == {"output": "echo: hi"}
 
+        # Streams pass through as they come: the first event arrives long before the last is made.
+        assert api.post("/api/v1/deployments", json={"name": "stream", "source": str(EXAMPLES / "streaming.py"),
+                                                     "public": True}).status_code == 201
+        wait_for(ready(api, "stream", 1), what="the streaming replica")
+        started = time.monotonic()
+        with httpx.stream("POST", f"{platform.url}/run/stream/count", json={"n": 3, "delay": 1.0}, timeout=30) as events:
+            assert events.status_code == 200 and events.headers["content-type"].startswith("text/event-stream")
+            lines = events.iter_lines()
+            first = next(line for line in lines if line.startswith("data:"))
+            first_after = time.monotonic() - started
+            rest = [line for line in lines if line.startswith("data:")]
+            last_after = time.monotonic() - started
+        # Each number comes a second after the one before: a buffering proxy would deliver them together.
+        assert (first, rest[:2]) == ("data: 1", ["data: 2", "data: 3"]) and last_after - first_after > 1.5, (first, rest, first_after, last_after)
+        assert api.delete("/api/v1/deployments/stream").status_code == 202
+
         # Tokens deny what they must: private by default; invoke may call but not deploy.
         assert httpx.post(f"{platform.url}/run/echo/predict", json={"text": "hi"}).status_code == 401
         made = api.post("/api/v1/tokens", json={"name": "app", "scopes": ["invoke"]})

@@ -1,0 +1,150 @@
+"""The REST API's request bodies and answers (pydantic), which its OpenAPI document describes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Bodies
+
+
+class DeploymentCreate(BaseModel):
+    """A new deployment: what to run and how many replicas."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="Lowercase letters, digits and '-', starting with a letter; at most 63 characters.")
+    source: str = Field(description="What `fermion serve` takes: app.py:MyService, st:..., hf:..., sklearn:..., onnx:...")
+    options: dict[str, Any] = Field(default_factory=dict, description='Source options, e.g. {"task": "fill-mask"}.')
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables for the replicas (secrets: never shown).")
+    min_replicas: int = Field(1, ge=0, description="0 lets an idle deployment scale to zero.")
+    max_replicas: int | None = Field(None, ge=1, description="Defaults to min_replicas (or 1).")
+    target_in_flight: float = Field(2.0, gt=0, description="Requests in flight per replica the autoscaler aims for.")
+    public: bool = Field(False, description="Callable through the gateway without a token.")
+    note: str | None = Field(None, max_length=500, description="Why, kept with revision 1.")
+
+
+class DeploymentPatch(BaseModel):
+    """Changes to a deployment; fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str | None = None
+    options: dict[str, Any] | None = None
+    env: dict[str, str] | None = None
+    min_replicas: int | None = Field(None, ge=0)
+    max_replicas: int | None = Field(None, ge=1)
+    target_in_flight: float | None = Field(None, gt=0)
+    public: bool | None = None
+    note: str | None = Field(None, max_length=500)
+
+
+class Rollback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    revision: int | None = Field(None, ge=1, description="The revision to go back to; default: the one before the current.")
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="A name to tell it apart, e.g. 'ci' or 'alice-laptop'.")
+    scopes: list[str] | str = Field(default_factory=lambda: ["invoke"], description="admin, deploy and/or invoke.")
+    expires_in_s: float | None = Field(None, gt=0, description="Seconds until it stops working; default: never.")
+
+
+# Answers (documented in OpenAPI)
+
+
+class ReplicaCounts(BaseModel):
+    desired: int
+    ready: int
+    starting: int
+
+
+class DeploymentView(BaseModel):
+    name: str
+    source: str
+    options: dict[str, Any]
+    env: dict[str, str] = Field(description="Names only; every value shows as ***.")
+    min_replicas: int
+    max_replicas: int
+    target_in_flight: float
+    public: bool
+    revision: int
+    state: str
+    created_at: str
+    updated_at: str
+    url: str = Field(description="Where the gateway serves it.")
+    status: str = Field(description="ready, starting, degraded, idle, failing or deleting.")
+    replicas: ReplicaCounts
+
+
+class DeploymentList(BaseModel):
+    deployments: list[DeploymentView]
+
+
+class RevisionView(BaseModel):
+    number: int
+    source: str
+    options: dict[str, Any]
+    env: dict[str, str]
+    created_at: str
+    note: str | None
+
+
+class ReplicaView(BaseModel):
+    id: str
+    revision: int
+    state: str
+    url: str | None
+    pid: int | None
+    detail: str
+
+
+class EventView(BaseModel):
+    id: int
+    deployment: str | None
+    kind: str
+    message: str
+    created_at: str
+
+
+class LogLine(BaseModel):
+    replica: str
+    line: str
+
+
+class TokenView(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: str
+    expires_at: str | None
+    revoked_at: str | None
+    last_used_at: str | None
+
+
+class NewToken(TokenView):
+    token: str = Field(description="The token itself: shown this once, stored only as a hash.")
+
+
+class AuditView(BaseModel):
+    id: int
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+    created_at: str
+
+
+class Info(BaseModel):
+    version: str
+    backend: str
+    database: str
+    url: str
+    deployments: int
+
+
+class ErrorBody(BaseModel):
+    error: str
+    status: int
+    message: str
