@@ -50,6 +50,7 @@ def up(
     missing = [name for name in ("sqlalchemy", "fastapi", "alembic") if _absent(name)]
     if missing:
         fail(f"`fermion up` needs {', '.join(missing)}: pip install 'fermion[platform]'", 2)
+    metrics_interval = _metrics_interval()
     folder = (data_dir or default_data_dir()).expanduser().resolve()
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -110,7 +111,8 @@ def up(
         write_private(folder / ADMIN_TOKEN_FILE, new_token + "\n")
         store.audit("fermion up", "token.create", record.name, {"scopes": ["admin"], "token_id": record.id})
 
-    plane = ControlPlane(store, LocalBackend(folder), grace=grace, scale_down_delay_s=scale_down_delay, front=front)
+    plane = ControlPlane(store, LocalBackend(folder), grace=grace, scale_down_delay_s=scale_down_delay, front=front,
+                         metrics_interval_s=metrics_interval)
     _banner(base, folder, store, new_token, "HAProxy in front" if front is not None else "built-in")
     write_up_file(folder, base, os.getpid())
     code = _serve(plane, sock, "127.0.0.1" if front is not None else host, grace, log_level)
@@ -142,6 +144,7 @@ def _banner(base: str, folder: Path, store: object, token: str | None, gateway: 
     lines = [
         f"[bold]Fermion {__version__}[/] platform · data dir {folder} · database {database}",
         announce_line(base),
+        f"  Console {base}/",
         f"  Docs    {base}/api/v1/docs",
         f"  Gateway {base}/run/<deployment>/<endpoint>  ({gateway})",
         f"  Metrics {base}/metrics",
@@ -156,6 +159,22 @@ def _banner(base: str, folder: Path, store: object, token: str | None, gateway: 
     lines.append("  Deploy  fermion deploy echo examples/echo.py   ·   fermion ls   ·   stop with Ctrl+C")
     for line in lines:
         out.print(line, markup=True)
+
+
+def _metrics_interval() -> float:
+    """Seconds between the console's metrics samples: $FERMION_METRICS_INTERVAL_S (tests shorten it), else 5."""
+    from fermion.platform.controlplane import METRICS_INTERVAL_S
+
+    text = os.environ.get("FERMION_METRICS_INTERVAL_S", "").strip()
+    if not text:
+        return METRICS_INTERVAL_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0.1 <= value <= 3600:
+        fail(f"FERMION_METRICS_INTERVAL_S={text!r}: give seconds between 0.1 and 3600", 2)
+    return value
 
 
 def _absent(module: str) -> bool:

@@ -246,7 +246,8 @@ def build_api(plane: ControlPlane) -> FastAPI:
     def list_replicas(name: str, _who: Invoker) -> dict[str, list[ReplicaView]]:
         """The replicas running now: starting or ready, with their revision and address."""
         plane.store.get_deployment(name)
-        return {"replicas": [ReplicaView(**r) for r in plane.reconciler.replica_views(name)]}
+        views = plane.reconciler.replica_views(name)
+        return {"replicas": [ReplicaView(**{**r, "started_at": _iso(r.get("started_at"))}) for r in views]}
 
     @api.get(f"{PREFIX}/deployments/{{name}}/events", tags=["events"])
     def deployment_events(
@@ -329,7 +330,15 @@ def build_api(plane: ControlPlane) -> FastAPI:
 
         api.mount(f"{PREFIX}/docs/static", StaticFiles(directory=plane.swagger_assets), name="swagger")
 
+    from fermion.platform.api_console import register_console
+
+    register_console(api, plane)
     return api
+
+
+def _iso(epoch: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 in UTC (None stays None)."""
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def _token_view(record: TokenRecord) -> dict[str, Any]:

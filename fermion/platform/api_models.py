@@ -75,6 +75,7 @@ class DeploymentView(BaseModel):
     url: str = Field(description="Where the gateway serves it.")
     status: str = Field(description="ready, starting, degraded, idle, failing or deleting.")
     replicas: ReplicaCounts
+    restarts: int = Field(0, description="Replicas replaced after crashing or hanging since the control plane started.")
 
 
 class DeploymentList(BaseModel):
@@ -97,6 +98,7 @@ class ReplicaView(BaseModel):
     url: str | None
     pid: int | None
     detail: str
+    started_at: str | None = Field(None, description="When the replica's process started (ISO 8601), for uptime.")
 
 
 class EventView(BaseModel):
@@ -142,6 +144,39 @@ class Info(BaseModel):
     database: str
     url: str
     deployments: int
+
+
+class WhoAmI(BaseModel):
+    name: str
+    scopes: list[str]
+    expires_at: str | None
+
+
+class MetricsPoint(BaseModel):
+    t: str = Field(description="When the sample was taken (ISO 8601); the rates cover the interval before it.")
+    rps: float
+    errors_per_s: float = Field(description="5xx answers per second.")
+    p50_ms: float | None = Field(description="null in an interval without requests.")
+    p95_ms: float | None
+    p99_ms: float | None
+    in_flight: int
+    ready: int
+    desired: int
+
+
+class DeploymentMetrics(BaseModel):
+    interval_s: int | float = Field(description="Seconds between samples.")
+    points: list[MetricsPoint] = Field(description="Oldest first.")
+
+
+class MetricsSummary(BaseModel):
+    rps: float
+    p99_ms: float | None
+    errors_per_s: float
+
+
+class MetricsOverview(BaseModel):
+    deployments: dict[str, MetricsSummary]
 
 
 class ErrorBody(BaseModel):

@@ -2,8 +2,9 @@
 one process, behind one ASGI app (`fermion up` serves it).
 
 Paths: `/run/<name>/...` → the gateway (the hot path, no framework); `/api/v1/...` → the REST
-API (FastAPI); `/metrics` and `/healthz` are answered here. The reconciler runs in a thread of
-its own, ticking twice a second, and at once when the API changes something.
+API (FastAPI), which also serves the web console at `/` and `/console/...`; `/metrics` and
+`/healthz` are answered here. The reconciler runs in a thread of its own, ticking twice a second,
+and at once when the API changes something.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fermion.platform.backend import Backend
 from fermion.platform.gateway import PREFIX as RUN_PREFIX
 from fermion.platform.gateway import Gateway, RouteTable
 from fermion.platform.haproxy import HAProxyFrontDoor
+from fermion.platform.history import MetricsHistory
 from fermion.platform.reconciler import Reconciler
 from fermion.platform.records import DeploymentRecord, TokenRecord
 from fermion.platform.store import Store
@@ -32,6 +34,8 @@ log = logging.getLogger("fermion.platform")
 
 TICK_S = 0.5
 PRUNE_S = 5.0
+#: How often the console's metrics history samples the gateway's counters.
+METRICS_INTERVAL_S = 5.0
 #: How long a verified token is trusted without asking the database again (revocation through
 #: this control plane's API takes effect at once; through another one, within this time).
 TOKEN_CACHE_S = 5.0
@@ -83,7 +87,8 @@ class ControlPlane:
     """Everything `fermion up` runs, wired together; the instance is the ASGI app to serve."""
 
     def __init__(self, store: Store, backend: Backend, *, grace: float = 30.0, cold_start_timeout: float = 120.0,
-                 scale_down_delay_s: float = 30.0, tick_s: float = TICK_S, front: HAProxyFrontDoor | None = None) -> None:
+                 scale_down_delay_s: float = 30.0, tick_s: float = TICK_S, front: HAProxyFrontDoor | None = None,
+                 metrics_interval_s: float = METRICS_INTERVAL_S) -> None:
         from fermion.serving.openapi import swagger_assets_dir
 
         self.store = store
@@ -93,6 +98,7 @@ class ControlPlane:
         self.reconciler = Reconciler(store, backend, self.routes, grace=grace, autoscaler=self.autoscaler)
         self.tokens = TokenCache(store)
         self.gateway = Gateway(self.routes, authorize=self._authorize, cold_start_timeout=cold_start_timeout)
+        self.history = MetricsHistory(self.gateway.metrics, interval_s=metrics_interval_s)
         self.swagger_assets = swagger_assets_dir()
         self.tick_s = tick_s
         self.front = front  # HAProxy in front of us, when `fermion up` runs one
@@ -173,7 +179,7 @@ class ControlPlane:
     # Answers the API and the gateway need
 
     def deployment_status(self, record: DeploymentRecord) -> dict[str, Any]:
-        """{"status": ..., "replicas": {"desired", "ready", "starting"}} of the current revision."""
+        """{"status": ..., "replicas": {"desired", "ready", "starting"}, "restarts": n} of the current revision."""
         views = [v for v in self.reconciler.replica_views(record.name) if v["revision"] == record.revision]
         counts = self.reconciler.counts(record.name)
         # Clamped: right after a change to min/max the last tick's count may lie outside the new range.
@@ -192,7 +198,8 @@ class ControlPlane:
             status = "degraded"
         else:
             status = "starting"
-        return {"status": status, "replicas": {"desired": desired, "ready": ready, "starting": starting}}
+        return {"status": status, "replicas": {"desired": desired, "ready": ready, "starting": starting},
+                "restarts": self.reconciler.restarts(record.name)}
 
     async def _authorize(self, name: str, token: str | None) -> tuple[int, str] | None:
         if token is None:
@@ -219,9 +226,7 @@ class ControlPlane:
                 await _send(send, 200, self._metrics().encode(), b"text/plain; version=0.0.4; charset=utf-8")
             elif path == "/healthz":
                 await _send(send, 200, orjson.dumps({"status": "ok"}), b"application/json")
-            elif path == "/":
-                await _send(send, 307, b"", b"text/plain", [(b"location", b"/api/v1/docs")])
-            else:
+            else:  # the API, and the console at / and /console/
                 await self.api(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
@@ -257,9 +262,21 @@ class ControlPlane:
             live = {u.url for name in self.routes.names() if (route := self.routes.get(name)) for u in route.upstreams}
             self.gateway.pool.prune(live)
 
-    def _metrics(self) -> str:
+    async def _sample_history(self) -> None:
+        """Every few seconds, turn the gateway's counters into a point of the console's metrics history."""
+        while True:
+            await asyncio.sleep(self.history.interval_s)
+            try:
+                self.history.sample(self._replica_counts())
+            except Exception:  # a bad sample must not end the sampling
+                log.exception("sampling metrics failed")
+
+    def _replica_counts(self) -> dict[str, dict[str, int]]:
         # The route table names every deployment the reconciler serves: no database call on the event loop.
-        return self.gateway.metrics.render({name: self.reconciler.counts(name) for name in self.routes.names()})
+        return {name: self.reconciler.counts(name) for name in self.routes.names()}
+
+    def _metrics(self) -> str:
+        return self.gateway.metrics.render(self._replica_counts())
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -273,10 +290,12 @@ class ControlPlane:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 pruner = asyncio.create_task(self._prune_connections())
+                sampler = asyncio.create_task(self._sample_history())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # uvicorn has drained the gateway's in-flight requests by now; stop the replicas.
                 pruner.cancel()
+                sampler.cancel()
                 await asyncio.to_thread(self.stop)
                 await self.gateway.aclose()
                 await send({"type": "lifespan.shutdown.complete"})

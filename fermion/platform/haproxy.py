@@ -37,7 +37,9 @@ log = logging.getLogger("fermion.gateway")
 
 #: How a proxied request is logged to the control plane: deployment, status, total time in ms.
 LOG_FORMAT = "%[var(txn.dep)] %ST %Ta"
-#: Server slots per deployment at least; a deployment with more replicas gets more (with a reload).
+#: Generic backends (one per deployment) and server slots (one per replica, old and new revision
+#: during a rollout) HAProxy starts with; outgrowing either costs one reload.
+MIN_BACKENDS = 16
 MIN_SLOTS = 8
 _LOG_LINE = re.compile(rb"(?:<\d+>)?(?:.*?\s)?(?P<dep>[a-z][a-z0-9-]*) (?P<status>\d{3}) (?P<ms>-?\d+)\s*$")
 
@@ -45,10 +47,6 @@ _LOG_LINE = re.compile(rb"(?:<\d+>)?(?:.*?\s)?(?P<dep>[a-z][a-z0-9-]*) (?P<statu
 def available() -> str | None:
     """The haproxy binary, if installed."""
     return shutil.which("haproxy")
-
-
-def backend_name(deployment: str) -> str:
-    return f"d_{deployment}"
 
 
 def parse_log(datagram: bytes) -> tuple[str, int, float] | None:
@@ -60,12 +58,13 @@ def parse_log(datagram: bytes) -> tuple[str, int, float] | None:
 
 
 @dataclass
-class _Deployment:
-    """A backend's server slots as HAProxy has them: slot name → replica URL (None: free)."""
+class _Backend:
+    """One of HAProxy's generic backends: which deployment it serves now and its server slots."""
 
-    public: bool
-    slots: dict[str, str | None] = field(default_factory=dict)
+    deployment: str | None = None
+    slots: dict[str, str | None] = field(default_factory=dict)  # slot → replica URL (None: free)
     draining: dict[str, float] = field(default_factory=dict)  # slot → when it may be reused (in-flight requests finish)
+    free_at: float = 0.0  # a released backend is reused only once its last requests are done
 
 
 class HAProxyFrontDoor:
@@ -84,8 +83,11 @@ class HAProxyFrontDoor:
         self.log_socket = folder / "log.sock"
         self.pid_file = folder / "haproxy.pid"
         self._proc: subprocess.Popen[bytes] | None = None
-        self._deployments: dict[str, _Deployment] = {}
-        self._slots_seen: dict[str, tuple[str, ...]] = {}
+        self.deployments_map = folder / "deployments.map"  # deployment → backend, while it has a ready replica
+        self.public_map = folder / "public.map"  # deployments callable without a token
+        self._backends: dict[str, _Backend] = {}
+        self._routed: dict[str, str] = {}  # what deployments.map holds now
+        self._public: set[str] = set()  # what public.map holds now
         self._tokens: set[str] = set()
         self._tokens_lock = threading.Lock()
 
@@ -109,7 +111,9 @@ class HAProxyFrontDoor:
         """Write the config for the current routes and tokens, start HAProxy, wait until it listens."""
         self._tokens = set(token_hashes)
         self._write_tokens()
-        self._render(routes)
+        self._render(MIN_BACKENDS, MIN_SLOTS)
+        self._routed, self._public = {}, set()
+        self._write_maps()
         self.master_socket.unlink(missing_ok=True)  # (the log socket is the control plane's: it binds it first)
         log_file = open(self.folder / "haproxy.log", "ab")  # noqa: SIM115 - kept open by the child
         # Its own session: a Ctrl+C meant for `fermion up` must not hard-stop the proxy mid-drain.
@@ -154,19 +158,68 @@ class HAProxyFrontDoor:
     # Keeping HAProxy in step with the route table (called from the reconciler's thread)
 
     def sync(self, routes: RouteTable, token_hashes: Iterable[str]) -> None:
-        """Apply the route table and the active tokens: servers and tokens at run time, a reload for the rest."""
+        """Apply the route table and the active tokens through the runtime API (maps and server slots).
+
+        Nothing here reloads HAProxy — a reload closes idle client connections, which a client may be
+        about to reuse — except when the deployments outgrow the backends or slots it was started with.
+        """
+        now = time.monotonic()
         wanted = {name: route for name in routes.names() if (route := routes.get(name)) is not None}
-        shape = {name: route.public for name, route in wanted.items()}
-        if shape != {name: d.public for name, d in self._deployments.items()}:
-            self._render(routes)
-            self._reload()
-        else:
-            for name, route in wanted.items():
-                if not self._sync_servers(name, [u.url for u in route.upstreams]):
-                    self._render(routes, grow=frozenset({name}))  # more replicas than slots: a bigger backend
-                    self._reload()
-                    break
+        assigned = {b.deployment: name for name, b in self._backends.items() if b.deployment is not None}
+        for deployment, backend in list(assigned.items()):
+            if deployment not in wanted:  # deleted: stop routing to it, drain its servers, free the backend later
+                self._unroute(deployment)
+                if deployment in self._public:
+                    self._command(f"del map {self.public_map} {deployment}")
+                    self._public.discard(deployment)
+                self._sync_servers(backend, [])
+                self._backends[backend].deployment = None
+                self._backends[backend].free_at = now + self.grace + 1
+                del assigned[deployment]
+        for name, route in wanted.items():
+            backend = assigned.get(name) or self._assign(name, now)
+            urls = [u.url for u in route.upstreams]
+            if backend is None or not self._sync_servers(backend, urls):
+                self._grow(wanted)
+                return self.sync(routes, token_hashes)
+            if route.public and name not in self._public:
+                self._command(f"add map {self.public_map} {name} 1")
+                self._public.add(name)
+            elif not route.public and name in self._public:
+                self._command(f"del map {self.public_map} {name}")
+                self._public.discard(name)
+            if urls and self._routed.get(name) != backend:
+                self._unroute(name)
+                self._command(f"add map {self.deployments_map} {name} {backend}")
+                self._routed[name] = backend
+            elif not urls:  # no ready replica: the control plane answers (503, or a cold start)
+                self._unroute(name)
+        self._write_maps()
         self.sync_tokens(token_hashes)
+
+    def _unroute(self, name: str) -> None:
+        """Requests for `name` go to the control plane from now on."""
+        if name in self._routed:
+            self._command(f"del map {self.deployments_map} {name}")
+            del self._routed[name]
+
+    def _assign(self, name: str, now: float) -> str | None:
+        """A free backend for a new deployment (None: all in use; HAProxy needs more)."""
+        for backend, state in self._backends.items():
+            if state.deployment is None and now >= state.free_at and not state.draining:
+                state.deployment = name
+                return backend
+        return None
+
+    def _grow(self, wanted: dict[str, object]) -> None:
+        """Restart HAProxy's config with more backends or slots (a reload: rare, logged)."""
+        backends = max(MIN_BACKENDS, 2 * len(wanted), len(self._backends))
+        slots = max(len(b.slots) for b in self._backends.values()) * 2 if self._backends else MIN_SLOTS
+        log.info("haproxy: growing to %d backends of %d server slots (a reload)", backends, slots)
+        self._render(backends, slots)
+        self._routed, self._public = {}, set()
+        self._write_maps()
+        self._reload()
 
     def sync_tokens(self, token_hashes: Iterable[str]) -> None:
         """Make HAProxy accept exactly these tokens (by hash); safe to call from any thread."""
@@ -181,10 +234,9 @@ class HAProxyFrontDoor:
             self._tokens = tokens
             self._write_tokens()
 
-    def _sync_servers(self, name: str, urls: list[str]) -> bool:
+    def _sync_servers(self, backend: str, urls: list[str]) -> bool:
         """Point free slots at new replicas and put retired ones in maintenance; False if out of slots."""
-        state = self._deployments[name]
-        backend = backend_name(name)
+        state = self._backends[backend]
         now = time.monotonic()
         for slot, until in list(state.draining.items()):
             if now >= until:
@@ -220,50 +272,47 @@ class HAProxyFrontDoor:
         column = {name: i for i, name in enumerate(header)}
         for line in lines[1:]:
             fields = line.split(",")
-            if len(fields) < len(header) or fields[column["svname"]] != "BACKEND" or not fields[0].startswith("d_"):
+            if len(fields) < len(header) or fields[column["svname"]] != "BACKEND" or fields[0] not in self._backends:
                 continue
-            name = fields[0][2:]
+            name = self._backends[fields[0]].deployment
+            if name is None:
+                continue
             in_flight = _int(fields[column["scur"]]) + _int(fields[column["qcur"]])
             result[name] = (in_flight, _int(fields[column["stot"]]))
         return result
 
     # Files and commands
 
-    def _render(self, routes: RouteTable, grow: frozenset[str] = frozenset()) -> None:
-        """Write haproxy.cfg for these routes (servers included, so a reload keeps them); the
-        deployments in `grow` ran out of server slots and get twice as many."""
-        self._deployments = {}
-        frontend, backends = [], []
-        for name in routes.names():
-            route = routes.get(name)
-            if route is None:
-                continue
-            backend = backend_name(name)
-            state = self._deployments[name] = _Deployment(route.public)
-            allowed = "" if route.public else " token_ok"
-            frontend.append(f"    use_backend {backend} if {{ var(txn.dep) -m str {name} }} {{ nbsrv({backend}) gt 0 }}{allowed}")
+    def _render(self, backend_count: int, slot_count: int) -> None:
+        """Write haproxy.cfg: generic backends b1..bN of disabled server slots, which the runtime API
+        assigns to deployments and points at replicas (HAProxy 2.6 serves such static slots about twice
+        as fast as servers added with `add server`: measured)."""
+        previous = self._backends
+        self._backends = {}
+        backends = []
+        for index in range(1, backend_count + 1):
+            name = f"b{index}"
+            state = self._backends[name] = _Backend()
+            old = previous.get(name)
             lines = [
-                f"backend {backend}",
+                f"backend {name}",
                 "    balance leastconn",
                 "    http-reuse always",
-                f"    http-request set-header x-forwarded-prefix {PREFIX}{name}",
+                f"    http-request set-header x-forwarded-prefix {PREFIX}%[var(txn.dep)]",
                 "    http-request del-header authorization",
-                f"    http-request set-path /%[path,regsub(^{PREFIX}{name}/?,)]",
+                f"    http-request set-path /%[path,regsub(^{PREFIX}[^/]+/?,)]",
             ]
-            # Fixed server slots, re-pointed at run time: HAProxy 2.6 serves static servers about twice
-            # as fast as ones added with `add server` (measured), and slots need no reload to change.
-            previous = len(self._slots_seen.get(name, ()))
-            count = max(MIN_SLOTS, 2 * len(route.upstreams) + 2, previous * (2 if name in grow else 1))
-            for index in range(1, count + 1):
-                slot = f"s{index}"
-                if index <= len(route.upstreams):
-                    host, port = route.upstreams[index - 1].url.removeprefix("http://").rsplit(":", 1)
+            for slot_index in range(1, slot_count + 1):
+                slot = f"s{slot_index}"
+                url = old.slots.get(slot) if old is not None and slot not in old.draining else None
+                if url is not None:
+                    host, port = url.removeprefix("http://").rsplit(":", 1)
                     lines.append(f"    server {slot} {host}:{port}")
-                    state.slots[slot] = route.upstreams[index - 1].url
                 else:
                     lines.append(f"    server {slot} 127.0.0.1:1 disabled")
-                    state.slots[slot] = None
-            self._slots_seen[name] = tuple(state.slots)
+                state.slots[slot] = url
+            if old is not None:
+                state.deployment = old.deployment
             backends.append("\n".join(lines))
         listen = f"{self.host}:{self.port}" if ":" not in self.host else f"[{self.host}]:{self.port}"
         text = f"""# Written by `fermion up`; changes are overwritten.
@@ -289,8 +338,12 @@ defaults
 frontend fermion
     bind {listen}
     http-request set-var(txn.dep) path,field(3,/) if {{ path_beg {PREFIX} }}
+    http-request set-var(txn.backend) var(txn.dep),map({self.deployments_map}) if {{ var(txn.dep) -m found }}
+    acl routed var(txn.backend) -m found
+    acl public var(txn.dep),map({self.public_map}) -m found
     acl token_ok req.hdr(authorization),word(2,' '),sha2(256),hex,map({self.tokens_map}) -m found
-{chr(10).join(frontend)}
+    use_backend %[var(txn.backend)] if routed public
+    use_backend %[var(txn.backend)] if routed token_ok
     default_backend control
 
 backend control
@@ -302,6 +355,14 @@ backend control
         tmp = self.config.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(self.config)
+
+    def _write_maps(self) -> None:
+        """The maps as files too, so a reload (or a restart of HAProxy) starts from the same state."""
+        for path, lines in ((self.deployments_map, [f"{k} {v}" for k, v in sorted(self._routed.items())]),
+                            (self.public_map, [f"{k} 1" for k in sorted(self._public)])):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(line + "\n" for line in lines))
+            tmp.replace(path)
 
     def _write_tokens(self) -> None:
         tmp = self.tokens_map.with_suffix(".tmp")

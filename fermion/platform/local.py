@@ -70,7 +70,8 @@ class LocalBackend:
                 command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, stdin=subprocess.DEVNULL
             )
         self._children[proc.pid] = proc
-        data = {"pid": proc.pid, "started": _start_time(proc.pid), "log": str(log_path), "url": None}
+        # "started_at" (epoch seconds) is for uptime; "started" (clock ticks) tells a reused pid apart.
+        data = {"pid": proc.pid, "started": _start_time(proc.pid), "started_at": time.time(), "log": str(log_path), "url": None}
         handle = ReplicaHandle(spec.replica_id, self.name, spec.deployment, spec.revision, data)
         self._write(handle)
         return handle

@@ -95,6 +95,7 @@ class Reconciler:
         self._work = threading.RLock()  # one tick (or adopt, or stop_all) at a time
         self._lock = threading.Lock()  # guards the snapshots the read methods use; held only briefly
         self._snapshots: dict[str, _Snapshot] = {}
+        self._restarts: dict[str, int] = {}  # replicas that exited or hung and were replaced, since this process began
 
     def adopt(self) -> int:
         """Take over replicas that still run (after a restart of the control plane)."""
@@ -131,7 +132,8 @@ class Reconciler:
     # -- reads, from any thread -------------------------------------------------------------------
 
     def replica_views(self, name: str) -> list[dict[str, Any]]:
-        """The deployment's replicas (every revision): {"id", "revision", "state", "url", "pid", "detail"}."""
+        """The deployment's replicas (every revision): {"id", "revision", "state", "url", "pid", "detail",
+        "started_at"} ("started_at": epoch seconds, or None when the backend does not say)."""
         with self._lock:
             snapshot = self._snapshots.get(name)
         return [dict(view) for view in snapshot.views] if snapshot else []
@@ -146,6 +148,11 @@ class Reconciler:
         if snapshot.desired is not None:
             counts = {"desired": snapshot.desired, **counts}
         return counts
+
+    def restarts(self, name: str) -> int:
+        """How many of the deployment's replicas exited or hung and were replaced since this reconciler began."""
+        with self._lock:
+            return self._restarts.get(name, 0)
 
     def logs(self, name: str, lines: int = 100) -> list[tuple[str, str]]:
         """(replica id, line) of the last `lines` lines of each replica; with no replica, those of the
@@ -245,6 +252,7 @@ class Reconciler:
                     m.unready_since = now
                 elif now - m.unready_since >= self.unhealthy_after:
                     managed.remove(m)
+                    self._count_restart(d.name)
                     self.store.add_event(
                         d.name, "ReplicaUnhealthy",
                         f"replica {m.handle.replica_id} (revision {m.handle.revision}) failed its health probe for "
@@ -252,7 +260,12 @@ class Reconciler:
                     )
                     self._retire(d.name, [m], grace=_UNHEALTHY_GRACE)
 
+    def _count_restart(self, name: str) -> None:
+        with self._lock:
+            self._restarts[name] = self._restarts.get(name, 0) + 1
+
     def _crashed(self, d: DeploymentRecord, m: ManagedReplica) -> None:
+        self._count_restart(d.name)
         with self._lock:
             self._exited[d.name] = m.handle
         backoff = self._backoff.setdefault(d.name, _Backoff())
@@ -285,6 +298,7 @@ class Reconciler:
         with self._lock:
             self._snapshots.pop(name, None)
             self._exited.pop(name, None)
+            self._restarts.pop(name, None)
 
     def _publish(self, name: str, replicas: list[ManagedReplica] | None = None) -> None:
         """Make the deployment's current state visible to the read methods."""
@@ -297,6 +311,7 @@ class Reconciler:
                 "url": m.status.url,
                 "pid": m.handle.data.get("pid"),
                 "detail": m.status.detail,
+                "started_at": m.handle.data.get("started_at"),
             }
             for m in managed
         )
