@@ -8,27 +8,18 @@ import shutil
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from starlette.testclient import TestClient
-from support import EXAMPLES, ROOT, running_platform
+from support import EXAMPLES, ROOT, running_platform, wait_for
 
 from fermion.platform import api_console
 from fermion.platform.api_console import console_file
 
 ECHO = str(EXAMPLES / "echo.py")
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 90.0, what: str = "the platform") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} did not get there within {timeout} s")
 
 
 # Fast: the control plane's ASGI app in this process, with no replica and no lifespan.

@@ -19,21 +19,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import EXAMPLES, ROOT, running_platform, start_platform, stop_process, stop_replicas
+from support import EXAMPLES, ROOT, running_platform, start_platform, stop_process, stop_replicas, wait_for
 
 pytestmark = pytest.mark.slow
 
 ECHO = str(EXAMPLES / "echo.py")
 ECHO_V2 = str(ROOT / "tests" / "apps" / "echo_v2.py")
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 90.0, what: str = "the platform") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} did not get there within {timeout} s")
 
 
 def deployment(api: httpx.Client, name: str) -> dict:
