@@ -224,6 +224,8 @@ def test_the_platform_end_to_end(tmp_path: Path, gateway: str) -> None:
         assert api.delete("/api/v1/deployments/echo").status_code == 202
         wait_for(lambda: api.get("/api/v1/deployments/echo").status_code == 404, what="the deletion")
         wait_for(lambda: not any(_alive(pid) for pid in pids_before), what="the replicas to stop")
+        wait_for(lambda: 'deployment="echo"' not in httpx.get(f"{platform.url}/metrics").text, timeout=30,
+                 what="the deleted deployment's metrics to go")
 
         # SIGTERM: the platform stops its replicas and exits 0.
         api.post("/api/v1/deployments", json={"name": "last", "source": ECHO, "public": True})

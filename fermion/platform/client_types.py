@@ -166,6 +166,7 @@ class Deployment(_Model):
     url: str = ""
     status: str = ""
     replicas: ReplicaCounts = field(default_factory=ReplicaCounts)
+    restarts: int = 0  # replicas replaced after a crash or a hang, since the control plane started
 
     _nested: ClassVar[dict[str, Callable[[Any], Any]]] = {
         "replicas": lambda value: ReplicaCounts.from_json(value if isinstance(value, Mapping) else {})
@@ -194,6 +195,7 @@ class Replica(_Model):
     url: str | None = None
     pid: int | None = None
     detail: str = ""
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -261,6 +261,13 @@ class ControlPlane:
             await asyncio.sleep(PRUNE_S)
             live = {u.url for name in self.routes.names() if (route := self.routes.get(name)) for u in route.upstreams}
             self.gateway.pool.prune(live)
+            # Deleted deployments' series go too (here, on the loop that also writes them).
+            metrics = self.gateway.metrics
+            known = set(self.routes.names())
+            for name in {d for d, _ in list(metrics.requests)} | set(metrics.latency) | set(metrics.external_in_flight):
+                if name and name not in known:
+                    metrics.forget(name)
+                    metrics.external_in_flight.pop(name, None)
 
     async def _sample_history(self) -> None:
         """Every few seconds, turn the gateway's counters into a point of the console's metrics history."""
