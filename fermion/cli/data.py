@@ -1,0 +1,140 @@
+"""`fermion data`: add, list and inspect versioned datasets in the local data dir."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from fermion.cli.app import app, err, fail, out
+
+if TYPE_CHECKING:
+    from fermion.data import DatasetStore
+
+data_app = typer.Typer(
+    help="Datasets: add CSV, JSONL, Parquet, image folders or samples; list and inspect versions.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Where datasets live (default: $FERMION_HOME or ~/.fermion).", show_default=False),
+]
+
+
+def _store(data_dir: Path | None) -> DatasetStore:
+    from fermion.data import DatasetStore
+    from fermion.platform.home import default_data_dir
+
+    return DatasetStore((data_dir or default_data_dir()) / "datasets")
+
+
+@data_app.command("add")
+def add(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A .csv, .jsonl or .parquet file, an image folder or .zip (one sub-folder per label), or sample:NAME."
+        ),
+    ],
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Dataset name (default: the file or folder name).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Validate a file, folder or sample and store it as a new immutable version (NAME@V)."""
+    from fermion.data import DatasetError
+
+    store = _store(data_dir)
+    before = {v.ref for v in store.list()}
+    try:
+        # The spinner goes to stderr so stdout stays the result alone.
+        with err.status(f"adding {escape(source)} (checking, hashing, copying)…", spinner="dots"):
+            version = store.add(source, name=name)
+    except DatasetError as exc:
+        fail(exc.message, 2)
+    except OSError as exc:
+        fail(f"could not add {source}: {exc}", 2)
+    if version.ref in before:
+        out.print(f"already there: {version.ref} ({version.rows} {_unit(version)}, hash {version.hash[:12]})")
+        return
+    columns = ", ".join(c["name"] for c in version.columns)
+    out.print(f"added {version.ref}: {version.rows} {_unit(version)}, {len(version.columns)} columns ({escape(columns)})")
+    if version.labels:
+        out.print(f"labels: {escape(_labels_line(version.labels))}")
+
+
+def _unit(version: Any) -> str:
+    return "images" if version.kind == "images" else "rows"
+
+
+def _labels_line(labels: dict[str, int], limit: int = 12) -> str:
+    items = [f"{k}={n}" for k, n in labels.items()]
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+@data_app.command("ls")
+def ls(data_dir: DataDir = None) -> None:
+    """List every dataset version: name, version, kind, rows, columns, hash prefix and when it was added."""
+    versions = _store(data_dir).list()
+    if not versions:
+        out.print("no datasets yet; add one with: fermion data add FILE (or sample:iris)")
+        return
+    table = Table(title="Datasets")
+    for column in ("name", "version", "kind", "rows", "columns", "hash", "created"):
+        table.add_column(column, justify="right" if column in ("version", "rows", "columns") else "left")
+    for v in versions:
+        table.add_row(
+            v.name, str(v.version), v.kind, str(v.rows), str(len(v.columns)), v.hash[:12], v.created_at[:16].replace("T", " ")
+        )
+    out.print(table)
+
+
+@data_app.command("show")
+def show(
+    ref: Annotated[str, typer.Argument(help="NAME@V, or NAME for its latest version.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Describe a dataset version: schema with dtypes and missing values, label balance and the first rows."""
+    from fermion.data import DatasetError
+
+    try:
+        info = _store(data_dir).describe(ref)
+    except DatasetError as exc:
+        fail(exc.message, 2)
+    if as_json:
+        print(json.dumps(info, indent=2, default=str))
+        return
+    unit = "images" if info["kind"] == "images" else "rows"
+    out.print(f"[bold]{info['ref']}[/]  {info['kind']} ({info['format']}), {info['rows']} {unit}, hash {info['hash'][:12]}")
+    out.print(f"source {escape(info['source'])}, added {info['created_at']}")
+    schema = Table(title="Schema")
+    schema.add_column("column")
+    schema.add_column("dtype")
+    schema.add_column("missing", justify="right")
+    for column in info["columns"]:
+        schema.add_row(escape(column["name"]), column["dtype"], str(column["missing"]))
+    out.print(schema)
+    if info["labels"]:
+        balance = Table(title=f"Label balance ({escape(str(info['label_column']))})")
+        balance.add_column("label")
+        balance.add_column("count", justify="right")
+        balance.add_column("share", justify="right")
+        for label, entry in info["labels"].items():
+            balance.add_row(escape(label), str(entry["count"]), f"{entry['share']:.1%}")
+        out.print(balance)
+    if info["preview"]:
+        preview = Table(title=f"First {len(info['preview'])} rows")
+        keys = list(info["preview"][0])
+        for key in keys:
+            preview.add_column(escape(key))
+        for row in info["preview"]:
+            preview.add_row(*(escape(_cell(row.get(k))) for k in keys))
+        out.print(preview)
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
