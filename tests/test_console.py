@@ -3,13 +3,14 @@
 One platform and one browser for the module; the tests run in order as a person would use the
 console: sign in → deploy the echo example from the form → call it in the playground → see the
 call in the metrics → scale → switch languages → tokens (revoking your own token signs you out)
-→ a phone-sized screen. Each page is photographed into test-artifacts/screenshots/ and
-docs/images/console-<page>.png.
+→ a phone-sized screen. Each page is photographed into test-artifacts/screenshots/, and into
+docs/images/console-<page>.png when that is missing or FERMION_UPDATE_DOC_IMAGES=1.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -123,9 +124,12 @@ class Console:
         SHOTS.mkdir(parents=True, exist_ok=True)
         self.page.wait_for_timeout(300)  # let the last refresh paint
         self.page.screenshot(path=str(SHOTS / f"console-{name}.png"))
-        if docs:
+        target = DOC_IMAGES / f"console-{name}.png"
+        # The README's copies are refreshed on request (FERMION_UPDATE_DOC_IMAGES=1) or when missing,
+        # so that running the tests does not rewrite tracked files every time.
+        if docs and (os.environ.get("FERMION_UPDATE_DOC_IMAGES") == "1" or not target.exists()):
             DOC_IMAGES.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(SHOTS / f"console-{name}.png", DOC_IMAGES / f"console-{name}.png")
+            shutil.copyfile(SHOTS / f"console-{name}.png", target)
 
     def close(self) -> None:
         self.context.close()
@@ -314,6 +318,37 @@ def test_scale_to_two(console: Console) -> None:
     page.get_by_role("button", name="Apply scale").click()
     sync_api.expect(page.locator(".summary .replicas")).to_have_text("2/2", timeout=90_000)
     sync_api.expect(page.locator(".replicas-table tbody tr")).to_have_count(2)
+
+
+@pytest.mark.slow
+@browser_tests
+def test_update_roll_back_and_delete(console: Console, platform: RunningPlatform) -> None:
+    page = console.page
+    texts = catalog("en")
+    with platform.api() as api:
+        revision = lambda: api.get("/api/v1/deployments/echo").json()["revision"]  # noqa: E731
+        answer = lambda: api.post("/run/echo/predict", json={"text": "hi"}).json()  # noqa: E731
+        console.go("#/deployments/echo")
+        page.wait_for_selector("main[data-page='deployments']")
+        # A new source rolls out as revision 2; the gateway then answers with it.
+        page.get_by_label(texts["deployment.source"], exact=True).fill(str(ROOT / "tests" / "apps" / "echo_v2.py"))
+        page.get_by_role("button", name=texts["deployment.update_submit"]).click()
+        wait_until(lambda: revision() == 2 and answer() == {"output": "echo v2: hi"}, 120, "revision 2 to serve")
+        # Roll back to revision 1 from the revisions table, through the confirmation dialog: revision 3.
+        page.get_by_role("button", name=texts["revision.rollback_to"].replace("{n}", "1")).click()
+        page.locator("#confirm-ok").click()
+        wait_until(lambda: revision() == 3 and answer() == {"output": "echo: hi"}, 120, "the rollback to serve")
+        # Delete a second deployment; cancelling the dialog first keeps it.
+        assert api.post("/api/v1/deployments", json={"name": "spare", "source": ECHO, "public": True}).status_code == 201
+        console.go("#/deployments/spare")
+        page.wait_for_selector("main[data-page='deployments']")
+        page.get_by_role("button", name=texts["deployment.delete"]).click()
+        page.get_by_role("button", name=texts["common.cancel"]).click()
+        assert api.get("/api/v1/deployments/spare").status_code == 200
+        page.get_by_role("button", name=texts["deployment.delete"]).click()
+        page.locator("#confirm-ok").click()
+        page.wait_for_selector("main[data-page='overview']")
+        wait_until(lambda: api.get("/api/v1/deployments/spare").status_code == 404, 60, "spare to be deleted")
 
 
 @pytest.mark.slow
