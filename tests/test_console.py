@@ -52,14 +52,16 @@ def test_the_catalogs_have_the_same_keys_and_no_empty_text() -> None:
 
 def test_every_text_the_console_uses_is_in_the_catalogs() -> None:
     keys = set(catalog("en"))
-    script = (CONSOLE / "app.js").read_text(encoding="utf-8")
+    script = "\n".join(path.read_text(encoding="utf-8") for path in sorted(CONSOLE.glob("*.js")))
     page = (CONSOLE / "index.html").read_text(encoding="utf-8")
     used = set(re.findall(r"""\btO?r?\(\s*"([\w.-]+)\"""", script)) | set(re.findall(r'data-i18n="([^"]+)"', page))
     assert used, "found no catalog keys in the console's files"
     assert not used - keys, f"used but not in the catalogs: {sorted(used - keys)}"
     # No third-party code or CDN: every script and stylesheet comes from the platform itself.
     assert not re.search(r"""(src|href)="https?://""", page)
-    assert not re.search(r"^\s*import\b|\bimport\(", script, re.MULTILINE), "the console imports no other code"
+    imports = re.findall(r"""^\s*import\b.*?from\s+"([^"]+)";|\bimport\(""", script, re.MULTILINE)
+    assert imports and all(re.fullmatch(r"\./\w+\.js", name) and (CONSOLE / name).is_file() for name in imports), (
+        f"the console imports only its own modules, got {imports}")
 
 
 # -------------------------------------------------------------------- in the browser
