@@ -89,8 +89,7 @@ def up(
         fail("--gateway haproxy needs the haproxy binary: install it (Debian/Ubuntu: apt-get install haproxy), or use --gateway python", 2)
     front = None
     if use_haproxy:
-        probe = haproxy.HAProxyFrontDoor(folder / "haproxy", host, port, 0)
-        probe.stop_leftover()  # a killed control plane's HAProxy still holds the port
+        haproxy.stop_leftover(folder / "haproxy")  # a killed control plane's HAProxy still holds the port
     try:
         sock = bind_socket(host, port)
     except BindError as exc:

@@ -44,6 +44,24 @@ MIN_SLOTS = 8
 _LOG_LINE = re.compile(rb"(?:<\d+>)?(?:.*?\s)?(?P<dep>[a-z][a-z0-9-]*) (?P<status>\d{3}) (?P<ms>-?\d+)\s*$")
 
 
+CONFIG_FILE, PID_FILE = "haproxy.cfg", "haproxy.pid"
+
+
+def stop_leftover(folder: Path) -> None:
+    """Stop an HAProxy that a killed control plane left running from `folder` (it still holds the port)."""
+    try:
+        pid = int((folder / PID_FILE).read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if str(folder / CONFIG_FILE).encode() in cmdline:  # ours, not a reused pid
+        log.info("stopping the HAProxy (pid %d) a previous control plane left running", pid)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
 def available() -> str | None:
     """The haproxy binary, if installed."""
     return shutil.which("haproxy")
@@ -77,11 +95,11 @@ class HAProxyFrontDoor:
         self.host, self.port, self.control_port = host, port, control_port
         self.timeout, self.grace = timeout, grace
         self.binary = binary or available() or "haproxy"
-        self.config = folder / "haproxy.cfg"
+        self.config = folder / CONFIG_FILE
         self.tokens_map = folder / "tokens.map"
         self.master_socket = folder / "master.sock"
         self.log_socket = folder / "log.sock"
-        self.pid_file = folder / "haproxy.pid"
+        self.pid_file = folder / PID_FILE
         self._proc: subprocess.Popen[bytes] | None = None
         self.deployments_map = folder / "deployments.map"  # deployment → backend, while it has a ready replica
         self.public_map = folder / "public.map"  # deployments callable without a token
@@ -92,20 +110,6 @@ class HAProxyFrontDoor:
         self._tokens_lock = threading.Lock()
 
     # Lifecycle
-
-    def stop_leftover(self) -> None:
-        """Stop an HAProxy a killed control plane left running from this folder (it holds the port)."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return
-        if str(self.config).encode() in cmdline:
-            log.info("stopping the HAProxy (pid %d) a previous control plane left running", pid)
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
 
     def start(self, routes: RouteTable, token_hashes: Iterable[str]) -> None:
         """Write the config for the current routes and tokens, start HAProxy, wait until it listens."""
