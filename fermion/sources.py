@@ -20,9 +20,8 @@ ADAPTERS: dict[str, str] = {
     "hf": "fermion.models.hf:load",
     "sklearn": "fermion.models.sklearn:load",
     "onnx": "fermion.models.onnx:load",
+    "model": "fermion.models.trained:load",
 }
-#: Source kinds that are recognised but not served by this version.
-PLANNED = {"st", "hf", "sklearn", "onnx", "model"}
 
 
 class SourceError(Exception):
@@ -32,7 +31,7 @@ class SourceError(Exception):
 def split_source(source: str) -> tuple[str, str]:
     """`"st:all-MiniLM-L6-v2"` → `("st", "all-MiniLM-L6-v2")`; plain paths and modules are `"py"`."""
     scheme, sep, rest = source.partition(":")
-    if sep and (scheme == "py" or scheme in ADAPTERS or scheme in PLANNED):
+    if sep and (scheme == "py" or scheme in ADAPTERS):
         return scheme, rest
     return "py", source
 
@@ -47,8 +46,6 @@ def load_service(source: str, options: dict[str, Any] | None = None) -> Service:
         raise SourceError("empty source: give a Python file (app.py:MyService) or a model source (st:, hf:, ...)")
     scheme, rest = split_source(source.strip())
     options = {k: v for k, v in (options or {}).items() if v is not None and v is not False}
-    if scheme in PLANNED and scheme not in ADAPTERS:
-        raise SourceError(f"the '{scheme}:' source kind is not available in Fermion {_version()} yet; serve a Python Service file instead")
     if scheme != "py":
         missing = _missing_module(REQUIRED_MODULES.get(scheme, ()))
         if missing is not None:
@@ -66,12 +63,13 @@ def load_service(source: str, options: dict[str, Any] | None = None) -> Service:
 
 
 #: The extra that brings each source kind's libraries, and the modules it must provide.
-EXTRAS = {"st": "st", "hf": "hf", "sklearn": "sklearn", "onnx": "onnx"}
+EXTRAS = {"st": "st", "hf": "hf", "sklearn": "sklearn", "onnx": "onnx", "model": "train"}
 REQUIRED_MODULES = {
     "st": ("sentence_transformers", "torch"),
     "hf": ("transformers", "torch"),
     "sklearn": ("sklearn", "skops"),
     "onnx": ("onnxruntime", "numpy"),
+    "model": ("sklearn", "skops", "pandas"),
 }
 
 

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from fermion import Service
-from fermion.sources import ADAPTERS, PLANNED, SourceError, load_service, split_source
+from fermion.sources import ADAPTERS, SourceError, load_service, split_source
 
 APPS = Path(__file__).resolve().parent / "apps"
-NOT_YET_SERVED = sorted(PLANNED - set(ADAPTERS))
 
 
 @pytest.fixture(autouse=True)
@@ -335,13 +334,6 @@ def test_constructor_that_raises(workdir):
     assert load_error("app.py:NeedsGPU") == "creating NeedsGPU() failed: RuntimeError: no GPU found"
 
 
-@pytest.mark.parametrize("kind", NOT_YET_SERVED)
-def test_planned_source_kinds_say_they_are_not_available(kind):
-    message = load_error(f"{kind}:some-model")
-    assert f"'{kind}:' source kind is not available" in message
-    assert "serve a Python Service file instead" in message
-
-
 def test_model_kinds_are_routed_to_their_adapters():
-    assert set(ADAPTERS) == {"st", "hf", "sklearn", "onnx"}
+    assert set(ADAPTERS) == {"st", "hf", "sklearn", "onnx", "model"}
     assert all(target.startswith("fermion.models.") for target in ADAPTERS.values())

@@ -10,6 +10,7 @@ from fermion.cli import platform_deploy as _platform_deploy  # noqa: F401 - regi
 from fermion.cli import platform_inspect as _platform_inspect  # noqa: F401 - registers ls, status, logs, events
 from fermion.cli import platform_tokens as _platform_tokens  # noqa: F401 - registers `fermion token`
 from fermion.cli import serve as _serve  # noqa: F401 - registers `fermion serve`
+from fermion.cli import train as _train  # noqa: F401 - registers `fermion train` and `fermion report`
 from fermion.cli import up as _up  # noqa: F401 - registers `fermion up`
 from fermion.cli.app import app
 

@@ -26,9 +26,9 @@ def _arguments(json_body: str | None) -> dict[str, Any] | None:
     try:
         loaded = json.loads(json_body)
     except json.JSONDecodeError as exc:
-        fail(f"--json is not valid JSON ({exc.msg} at character {exc.pos}); write an object like '{{\"text\": \"hi\"}}'", 2)
+        fail(f'--json is not valid JSON ({exc.msg} at character {exc.pos}); write an object like \'{{"text": "hi"}}\'', 2)
     if not isinstance(loaded, dict):
-        fail("--json takes a JSON object, like '{\"text\": \"hi\"}'", 2)
+        fail('--json takes a JSON object, like \'{"text": "hi"}\'', 2)
     return loaded
 
 
@@ -57,11 +57,20 @@ def print_report(result: LoadResult, target: Target, engine_text: str) -> None:
     answers = ", ".join(f"{code}: {n:,}" for code, n in result.statuses.items()) or "no answers"
     rows = [
         ("endpoint", f"{target.endpoint} · {target.method} {target.url}"),
-        ("engine", f"{engine_text} · {result.concurrency} clients · {result.duration_s:.1f} s measured"
-                   + (f" · used {result.engine_busy:.0%} of a core" if result.engine_busy is not None else "")),
+        (
+            "engine",
+            f"{engine_text} · {result.concurrency} clients · {result.duration_s:.1f} s measured"
+            + (f" · used {result.engine_busy:.0%} of a core" if result.engine_busy is not None else ""),
+        ),
         ("throughput", f"{result.rps:,.1f} req/s ({result.requests:,} requests)"),
-        ("latency", f"p50 {result.p50_ms:.2f} ms · p90 {result.p90_ms:.2f} ms · p99 {result.p99_ms:.2f} ms · max {result.max_ms:.2f} ms"),
-        ("errors", f"{result.errors:,}: " + ", ".join(f"{code}: {n:,}" for code, n in failed.items()) if failed else f"none ({answers})"),
+        (
+            "latency",
+            f"p50 {result.p50_ms:.2f} ms · p90 {result.p90_ms:.2f} ms · p99 {result.p99_ms:.2f} ms · max {result.max_ms:.2f} ms",
+        ),
+        (
+            "errors",
+            f"{result.errors:,}: " + ", ".join(f"{code}: {n:,}" for code, n in failed.items()) if failed else f"none ({answers})",
+        ),
     ]
     for name, value in rows:
         grid.add_row(name, value)
@@ -75,7 +84,9 @@ def bench(
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Concurrent connections (clients).")] = 64,
     duration: Annotated[float, typer.Option("--duration", "-d", help="Seconds to measure (after the warm-up).")] = 10.0,
     warmup: Annotated[float, typer.Option(help="Seconds of load before measuring.")] = 2.0,
-    json_body: Annotated[str | None, typer.Option("--json", help="The arguments as one JSON object (default: an example from the schema).")] = None,
+    json_body: Annotated[
+        str | None, typer.Option("--json", help="The arguments as one JSON object (default: an example from the schema).")
+    ] = None,
     engine: Annotated[str, typer.Option(help="auto (wrk when installed, else python), wrk or python.")] = "auto",
     token: Annotated[str | None, typer.Option(help="Bearer token (default: $FERMION_TOKEN).")] = None,
     cpu: Annotated[int | None, typer.Option(help="Pin the load generator to this CPU (run the server on another).")] = None,
@@ -109,8 +120,10 @@ def bench(
     except TargetError as exc:
         fail(str(exc), 2 if isinstance(exc, UnknownEndpoint) else 1)
     engine_text = engine_description(chosen)
-    err.print(f"{target.method} {target.url} · {concurrency} clients · {warmup:g} s warm-up + {duration:g} s · {engine_text}",
-              markup=False)
+    err.print(
+        f"{target.method} {target.url} · {concurrency} clients · {warmup:g} s warm-up + {duration:g} s · {engine_text}",
+        markup=False,
+    )
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn())
     try:
         with Progress(*columns, console=err, transient=True) as bar:
@@ -119,9 +132,19 @@ def bench(
             def progress(done: float, total: float) -> None:
                 bar.update(task, completed=done, total=total, description="warm-up" if done < warmup else "measuring")
 
-            result = run_load(target.url, method=target.method, body=target.body, headers=target.headers,
-                              concurrency=concurrency, duration=duration, warmup=warmup, engine=chosen, cpu=cpu,
-                              timeout=timeout, progress=progress)
+            result = run_load(
+                target.url,
+                method=target.method,
+                body=target.body,
+                headers=target.headers,
+                concurrency=concurrency,
+                duration=duration,
+                warmup=warmup,
+                engine=chosen,
+                cpu=cpu,
+                timeout=timeout,
+                progress=progress,
+            )
     except (WrkError, OSError, ValueError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -129,8 +152,11 @@ def bench(
     print_report(result, target, engine_text)
     if result.engine_busy is not None and result.engine_busy > BUSY_WARNING:
         hint = "" if chosen == "wrk" else "; wrk (apt-get install wrk) needs less CPU per request"
-        err.print(f"warning: the load generator used {result.engine_busy:.0%} of a core, so it may be the limit, not the server: "
-                  f"give it a core of its own with --cpu{hint}", markup=False)
+        err.print(
+            f"warning: the load generator used {result.engine_busy:.0%} of a core, so it may be the limit, not the server: "
+            f"give it a core of its own with --cpu{hint}",
+            markup=False,
+        )
     if out_path is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(report(result, target, engine_text), indent=2) + "\n")

@@ -90,7 +90,7 @@ def call(
             if json_body:
                 loaded = json.loads(json_body)
                 if not isinstance(loaded, dict):
-                    raise ValueError("--json takes a JSON object, like '{\"text\": \"hi\"}'")
+                    raise ValueError('--json takes a JSON object, like \'{"text": "hi"}\'')
                 kwargs.update(loaded)
             kwargs.update(parse_assignments(assignments or [], info.properties, info.files))
         except (ValueError, json.JSONDecodeError) as exc:

@@ -50,7 +50,14 @@ BAD_INPUT, FAILED = 2, 1
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-STATUS_STYLES = {"ready": "green", "starting": "yellow", "degraded": "yellow", "idle": "dim", "failing": "bold red", "deleting": "dim"}
+STATUS_STYLES = {
+    "ready": "green",
+    "starting": "yellow",
+    "degraded": "yellow",
+    "idle": "dim",
+    "failing": "bold red",
+    "deleting": "dim",
+}
 
 
 def fail_with(message: str, code: int = FAILED) -> NoReturn:
@@ -104,7 +111,9 @@ def parse_env(items: list[str] | None, environ: dict[str, str] | None = None) ->
         name, sep, value = item.partition("=")
         if not _ENV_NAME.match(name):
             shown = repr(name) if sep else f"number {position}"
-            raise ValueError(f"--env {shown} is not NAME=VALUE with a NAME of letters, digits and '_' (not starting with a digit)")
+            raise ValueError(
+                f"--env {shown} is not NAME=VALUE with a NAME of letters, digits and '_' (not starting with a digit)"
+            )
         if not sep:
             if name not in source:
                 raise ValueError(f"--env {name}: ${name} is not set here; give --env {name}=VALUE")
@@ -166,7 +175,11 @@ def wait_until_ready(platform: Platform, name: str, *, revision: int | None = No
         if err.is_terminal:
             with err.status(f"waiting for {escape(label)}…") as spinner:
                 return platform.deployments.wait_ready(
-                    name, timeout, lambda d: spinner.update(f"waiting for {escape(label)}: {styled_status(d.status)} · {escape(describe(d, with_status=False))}"),
+                    name,
+                    timeout,
+                    lambda d: spinner.update(
+                        f"waiting for {escape(label)}: {styled_status(d.status)} · {escape(describe(d, with_status=False))}"
+                    ),
                     revision=revision,
                 )
         shown: list[str] = []

@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 
 NameArgument = Annotated[str, typer.Argument(help="The deployment's name, e.g. 'echo'.", show_default=False)]
 TaskOption = Annotated[str | None, typer.Option(help="hf: sources: the pipeline task, when the model's config does not say.")]
-TargetOption = Annotated[float | None, typer.Option("--target-in-flight", help="Autoscaling: requests in flight per replica to aim for.")]
+TargetOption = Annotated[
+    float | None, typer.Option("--target-in-flight", help="Autoscaling: requests in flight per replica to aim for.")
+]
 
 
 #: Hosts that mean "this machine": a local platform's replicas see our files, but not our working directory.
@@ -119,7 +121,10 @@ def print_ready(platform: Platform, deployment: Deployment) -> None:
         out.print(f"  Try it  {example[0]}", markup=False)
         out.print("  Python  " + example[1].replace("\n", "\n          "), markup=False)
     if not deployment.public:
-        out.print(f"  Token   callers need an invoke token: export FERMION_TOKEN=$(fermion token create {deployment.name}-caller)", markup=False)
+        out.print(
+            f"  Token   callers need an invoke token: export FERMION_TOKEN=$(fermion token create {deployment.name}-caller)",
+            markup=False,
+        )
 
 
 def _started(deployment: Deployment, what: str) -> None:
@@ -128,7 +133,14 @@ def _started(deployment: Deployment, what: str) -> None:
 
 
 def _finish(
-    platform: Platform, deployment: Deployment, what: str, no_wait: bool, timeout: float, revision: int | None, *, brief: bool = False
+    platform: Platform,
+    deployment: Deployment,
+    what: str,
+    no_wait: bool,
+    timeout: float,
+    revision: int | None,
+    *,
+    brief: bool = False,
 ) -> None:
     """Wait for the deployment (unless --no-wait) and say where it serves; `brief`: one line, no call examples."""
     if no_wait:
@@ -145,15 +157,23 @@ def _finish(
 @app.command()
 def deploy(
     name: NameArgument,
-    source: Annotated[str, typer.Argument(help="What `fermion serve` takes: app.py:MyService, st:..., hf:..., sklearn:...", show_default=False)],
-    replicas: Annotated[int | None, typer.Option("--replicas", "-r", help="Run exactly N replicas. [default: 1]", show_default=False)] = None,
-    min_replicas: Annotated[int | None, typer.Option("--min", help="Autoscaling: the fewest replicas (0: none while idle).", show_default=False)] = None,
+    source: Annotated[
+        str, typer.Argument(help="What `fermion serve` takes: app.py:MyService, st:..., hf:..., sklearn:...", show_default=False)
+    ],
+    replicas: Annotated[
+        int | None, typer.Option("--replicas", "-r", help="Run exactly N replicas. [default: 1]", show_default=False)
+    ] = None,
+    min_replicas: Annotated[
+        int | None, typer.Option("--min", help="Autoscaling: the fewest replicas (0: none while idle).", show_default=False)
+    ] = None,
     max_replicas: Annotated[int | None, typer.Option("--max", help="Autoscaling: the most replicas.", show_default=False)] = None,
     target_in_flight: TargetOption = None,
     env: EnvOption = None,
     public: Annotated[bool, typer.Option("--public", help="Anyone may call it through the gateway, without a token.")] = False,
     task: TaskOption = None,
-    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="sklearn: sources: allow pickles (they can run code).")] = False,
+    trust_pickle: Annotated[
+        bool, typer.Option("--trust-pickle", help="sklearn: sources: allow pickles (they can run code).")
+    ] = False,
     note: Annotated[str | None, typer.Option(help="Why, kept with revision 1.")] = None,
     no_wait: NoWaitOption = False,
     timeout: WaitTimeoutOption = 300.0,
@@ -170,9 +190,17 @@ def deploy(
         try:
             with err.status(f"checking that {escape(source)} loads…"):
                 deployment = platform.deployments.create(
-                    name, resolve_source(source, platform.url), replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas,
-                    target_in_flight=target_in_flight, env=variables, public=public, task=task,
-                    trust_pickle=trust_pickle, note=note,
+                    name,
+                    resolve_source(source, platform.url),
+                    replicas=replicas,
+                    min_replicas=min_replicas,
+                    max_replicas=max_replicas,
+                    target_in_flight=target_in_flight,
+                    env=variables,
+                    public=public,
+                    task=task,
+                    trust_pickle=trust_pickle,
+                    note=note,
                 )
         except ConflictError as exc:
             fail(f"{exc.message.split(';')[0]}; change it with `fermion update {name} SOURCE`, or pick another name", BAD_INPUT)
@@ -182,14 +210,25 @@ def deploy(
 @app.command()
 def update(
     name: NameArgument,
-    source: Annotated[str | None, typer.Argument(help="A new source to roll out (default: keep the current one).", show_default=False)] = None,
+    source: Annotated[
+        str | None, typer.Argument(help="A new source to roll out (default: keep the current one).", show_default=False)
+    ] = None,
     env: Annotated[
         list[str] | None,
-        typer.Option("--env", "-e", help="NAME=VALUE (repeat it): REPLACES the whole environment; NAME alone passes your $NAME.", show_default=False),
+        typer.Option(
+            "--env",
+            "-e",
+            help="NAME=VALUE (repeat it): REPLACES the whole environment; NAME alone passes your $NAME.",
+            show_default=False,
+        ),
     ] = None,
     task: TaskOption = None,
-    trust_pickle: Annotated[bool | None, typer.Option("--trust-pickle/--no-trust-pickle", help="sklearn: sources: allow pickles.", show_default=False)] = None,
-    public: Annotated[bool | None, typer.Option("--public/--private", help="Callable without a token, or only with one.", show_default=False)] = None,
+    trust_pickle: Annotated[
+        bool | None, typer.Option("--trust-pickle/--no-trust-pickle", help="sklearn: sources: allow pickles.", show_default=False)
+    ] = None,
+    public: Annotated[
+        bool | None, typer.Option("--public/--private", help="Callable without a token, or only with one.", show_default=False)
+    ] = None,
     target_in_flight: TargetOption = None,
     note: Annotated[str | None, typer.Option(help="Why: kept with the new revision.")] = None,
     no_wait: NoWaitOption = False,
@@ -199,14 +238,27 @@ def update(
 ) -> None:
     """Change a deployment: a new SOURCE, env or options roll out as a new revision without dropping requests."""
     variables = _env_or_fail(env)
-    if source is None and variables is None and task is None and trust_pickle is None and public is None and target_in_flight is None:
+    if (
+        source is None
+        and variables is None
+        and task is None
+        and trust_pickle is None
+        and public is None
+        and target_in_flight is None
+    ):
         fail("nothing to change: give a SOURCE, --env, --task, --public/--private or --target-in-flight", BAD_INPUT)
     with connect(url, token) as platform:
         before = platform.deployments.get(name)
         with err.status("checking that the new revision loads…"):
             after = platform.deployments.update(
-                name, source=resolve_source(source, platform.url) if source is not None else None, env=variables, task=task, trust_pickle=trust_pickle, public=public,
-                target_in_flight=target_in_flight, note=note,
+                name,
+                source=resolve_source(source, platform.url) if source is not None else None,
+                env=variables,
+                task=task,
+                trust_pickle=trust_pickle,
+                public=public,
+                target_in_flight=target_in_flight,
+                note=note,
             )
         if after.revision == before.revision:
             out.print(f"updated {escape(name)}: still revision {after.revision} ({escape(describe(after))})", markup=True)
@@ -219,7 +271,9 @@ def update(
 def scale(
     name: NameArgument,
     replicas: Annotated[int | None, typer.Argument(help="Run exactly this many replicas.", show_default=False)] = None,
-    min_replicas: Annotated[int | None, typer.Option("--min", help="Autoscaling: the fewest replicas (0: none while idle).", show_default=False)] = None,
+    min_replicas: Annotated[
+        int | None, typer.Option("--min", help="Autoscaling: the fewest replicas (0: none while idle).", show_default=False)
+    ] = None,
     max_replicas: Annotated[int | None, typer.Option("--max", help="Autoscaling: the most replicas.", show_default=False)] = None,
     no_wait: NoWaitOption = False,
     timeout: WaitTimeoutOption = 300.0,
@@ -231,14 +285,20 @@ def scale(
         fail("give the number of replicas (fermion scale NAME 3) or --min/--max, not both and not neither", BAD_INPUT)
     with connect(url, token) as platform:
         deployment = platform.deployments.scale(name, replicas, min_replicas=min_replicas, max_replicas=max_replicas)
-        span = f"{deployment.min_replicas}" if deployment.min_replicas == deployment.max_replicas else f"{deployment.min_replicas}..{deployment.max_replicas}"
+        span = (
+            f"{deployment.min_replicas}"
+            if deployment.min_replicas == deployment.max_replicas
+            else f"{deployment.min_replicas}..{deployment.max_replicas}"
+        )
         _finish(platform, deployment, f"scaling {name} to {span} replicas", no_wait, timeout, None, brief=True)
 
 
 @app.command()
 def rollback(
     name: NameArgument,
-    revision: Annotated[int | None, typer.Argument(help="The revision to go back to. [default: the one before the current]", show_default=False)] = None,
+    revision: Annotated[
+        int | None, typer.Argument(help="The revision to go back to. [default: the one before the current]", show_default=False)
+    ] = None,
     no_wait: NoWaitOption = False,
     timeout: WaitTimeoutOption = 300.0,
     url: UrlOption = None,

@@ -67,8 +67,13 @@ def list_deployments(json_output: JsonOption = False, url: UrlOption = None, tok
     table.add_column("URL", overflow="fold")
     for d in deployments:
         table.add_row(
-            Text(d.name, "bold"), styled_status(d.status), replica_counts(d), str(d.revision), Text(d.source),
-            "public" if d.public else "private", Text(d.url),
+            Text(d.name, "bold"),
+            styled_status(d.status),
+            replica_counts(d),
+            str(d.revision),
+            Text(d.source),
+            "public" if d.public else "private",
+            Text(d.url),
         )
     print_table(table)
 
@@ -108,7 +113,13 @@ def status(
         replicas = platform.deployments.replicas(name)
         events = platform.deployments.latest_events(name, 10)
     if json_output:
-        print_json({"deployment": deployment.to_dict(), "replicas": [r.to_dict() for r in replicas], "events": [e.to_dict() for e in events]})
+        print_json(
+            {
+                "deployment": deployment.to_dict(),
+                "replicas": [r.to_dict() for r in replicas],
+                "events": [e.to_dict() for e in events],
+            }
+        )
         return
     out.print(
         f"[bold]{escape(deployment.name)}[/]  {styled_status(deployment.status)} · {escape(describe(deployment, with_status=False))}",
@@ -122,7 +133,9 @@ def status(
         for column in ("ID", "REVISION", "STATE", "URL", "PID", "DETAIL"):
             table.add_column(column, no_wrap=column != "DETAIL", overflow="fold")
         for r in replicas:
-            table.add_row(Text(r.id), str(r.revision), styled_status(r.state), Text(r.url or "-"), str(r.pid or "-"), Text(r.detail))
+            table.add_row(
+                Text(r.id), str(r.revision), styled_status(r.state), Text(r.url or "-"), str(r.pid or "-"), Text(r.detail)
+            )
         print_table(table)
     else:
         out.print("[dim]no replicas running[/]", markup=True)

@@ -36,9 +36,17 @@ def create_token(
     name: Annotated[str, typer.Argument(help="A name to tell it apart, e.g. 'ci' or 'alice-laptop'.", show_default=False)],
     scopes: Annotated[
         list[str] | None,
-        typer.Option("--scope", "-s", help="invoke (call deployments), deploy (change them) or admin (tokens too); repeat it. [default: invoke]", show_default=False),
+        typer.Option(
+            "--scope",
+            "-s",
+            help="invoke (call deployments), deploy (change them) or admin (tokens too); repeat it. [default: invoke]",
+            show_default=False,
+        ),
     ] = None,
-    expires_in: Annotated[str | None, typer.Option("--expires-in", help="e.g. 30d, 12h, 15m or 3600 (seconds). [default: never]", show_default=False)] = None,
+    expires_in: Annotated[
+        str | None,
+        typer.Option("--expires-in", help="e.g. 30d, 12h, 15m or 3600 (seconds). [default: never]", show_default=False),
+    ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
@@ -50,9 +58,13 @@ def create_token(
     with connect(url, token) as platform:
         info, plaintext = platform.tokens.create(name, scopes or ["invoke"], expires_in_s=seconds)
     expires = f"expires {when(info.expires_at)}" if info.expires_at else "never expires"
-    err.print(f"created token {escape(info.name)!r} (id {info.id}, scopes {escape(', '.join(info.scopes))}, {expires}):", markup=True)
+    err.print(
+        f"created token {escape(info.name)!r} (id {info.id}, scopes {escape(', '.join(info.scopes))}, {expires}):", markup=True
+    )
     out.print(plaintext, markup=False)  # alone on stdout, so `export FERMION_TOKEN=$(fermion token create ...)` works
-    err.print("[yellow]copy it now: it will not be shown again.[/] Callers send it as: Authorization: Bearer <token>", markup=True)
+    err.print(
+        "[yellow]copy it now: it will not be shown again.[/] Callers send it as: Authorization: Bearer <token>", markup=True
+    )
 
 
 @token_app.command("ls")
@@ -70,8 +82,14 @@ def list_tokens(json_output: JsonOption = False, url: UrlOption = None, token: T
     for t in tokens:
         state = token_state(t)
         table.add_row(
-            str(t.id), Text(t.name, "bold"), Text(t.prefix + "…"), ",".join(t.scopes), Text(state, styles[state]),
-            when(t.created_at), when(t.last_used_at), when(t.expires_at) if t.expires_at else "never",
+            str(t.id),
+            Text(t.name, "bold"),
+            Text(t.prefix + "…"),
+            ",".join(t.scopes),
+            Text(state, styles[state]),
+            when(t.created_at),
+            when(t.last_used_at),
+            when(t.expires_at) if t.expires_at else "never",
         )
     print_table(table)
 

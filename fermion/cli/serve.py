@@ -70,7 +70,9 @@ def serve(
     source: Annotated[str, typer.Argument(help="app.py:MyService, app.py, py:app.py:MyService or package.module:MyService.")],
     host: Annotated[str | None, typer.Option(help="Interface to listen on; 0.0.0.0 for all. [default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on; 0 picks a free one. [default: 8000]")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes sharing the port; each runs setup(). [default: 1]")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes sharing the port; each runs setup(). [default: 1]")
+    ] = None,
     timeout: Annotated[float | None, typer.Option(help="Default endpoint timeout in seconds (504 after it).")] = None,
     max_body_size: Annotated[str | None, typer.Option(help="Largest request body, e.g. 16MiB (413 beyond).")] = None,
     max_concurrency: Annotated[int | None, typer.Option(help="Default concurrent requests per endpoint.")] = None,
@@ -80,14 +82,19 @@ def serve(
     graceful_timeout: Annotated[float | None, typer.Option(help="Seconds in-flight requests get after SIGTERM.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
-    task: Annotated[str | None, typer.Option(help="hf: sources: the pipeline task, when the model's config does not say.")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="hf: sources: the pipeline task, when the model's config does not say.")
+    ] = None,
     trust_pickle: Annotated[
-        bool, typer.Option(
+        bool,
+        typer.Option(
             "--trust-pickle",
             help="sklearn: sources: allow .pkl/.joblib files and non-scikit-learn types in .skops files (both can run code).",
-        )
+        ),
     ] = False,
-    check: Annotated[bool, typer.Option("--check", help="Only check that SOURCE loads (no setup, no server); exit 0 if it does.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only check that SOURCE loads (no setup, no server); exit 0 if it does.")
+    ] = False,
 ) -> None:
     """Serve SOURCE over HTTP with docs, health, metrics, batching and limits."""
     from fermion.serving.config import ServeConfig, parse_size

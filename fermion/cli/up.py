@@ -34,13 +34,23 @@ def _running_elsewhere(data_dir: Path) -> str | None:
 
 @app.command()
 def up(
-    data_dir: Annotated[Path | None, typer.Option(help="Where state, logs and the admin token live. [default: $FERMION_HOME or ~/.fermion]")] = None,
-    db: Annotated[str | None, typer.Option(help="Database URL, e.g. postgresql://user:pw@host/db. [default: $FERMION_DB or SQLite in the data dir]")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where state, logs and the admin token live. [default: $FERMION_HOME or ~/.fermion]")
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(help="Database URL, e.g. postgresql://user:pw@host/db. [default: $FERMION_DB or SQLite in the data dir]"),
+    ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on; 0.0.0.0 for all.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port for the API and the gateway; 0 picks a free one.")] = 8080,
     grace: Annotated[float, typer.Option(help="Seconds replicas and in-flight requests get to finish on shutdown.")] = 30.0,
     scale_down_delay: Annotated[float, typer.Option(help="Quiet seconds before the autoscaler removes a replica.")] = 30.0,
-    gateway: Annotated[str, typer.Option(help="auto: HAProxy in front when it is installed, else the built-in Python gateway; or haproxy, or python.")] = "auto",
+    gateway: Annotated[
+        str,
+        typer.Option(
+            help="auto: HAProxy in front when it is installed, else the built-in Python gateway; or haproxy, or python."
+        ),
+    ] = "auto",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Start the platform: deployments with replicas, a gateway, autoscaling, tokens and a REST API."""
@@ -59,6 +69,8 @@ def up(
         probe.unlink()
     except OSError as exc:
         fail(f"cannot use data dir {folder}: {exc.strerror or exc}; pick another with --data-dir", 2)
+    # Replicas and training jobs inherit this, so `model:` sources and datasets resolve in this data dir.
+    os.environ["FERMION_HOME"] = str(folder)
     elsewhere = _running_elsewhere(folder)
     if elsewhere:
         fail(f"a `fermion up` already runs from {folder} at {elsewhere}; stop it first, or use another --data-dir", 2)
@@ -86,7 +98,10 @@ def up(
         fail(f"unknown --gateway {gateway!r}; use auto, haproxy or python", 2)
     use_haproxy = gateway == "haproxy" or (gateway == "auto" and haproxy.available() is not None)
     if gateway == "haproxy" and haproxy.available() is None:
-        fail("--gateway haproxy needs the haproxy binary: install it (Debian/Ubuntu: apt-get install haproxy), or use --gateway python", 2)
+        fail(
+            "--gateway haproxy needs the haproxy binary: install it (Debian/Ubuntu: apt-get install haproxy), or use --gateway python",
+            2,
+        )
     front = None
     if use_haproxy:
         haproxy.stop_leftover(folder / "haproxy")  # a killed control plane's HAProxy still holds the port
@@ -110,8 +125,14 @@ def up(
         write_private(folder / ADMIN_TOKEN_FILE, new_token + "\n")
         store.audit("fermion up", "token.create", record.name, {"scopes": ["admin"], "token_id": record.id})
 
-    plane = ControlPlane(store, LocalBackend(folder), grace=grace, scale_down_delay_s=scale_down_delay, front=front,
-                         metrics_interval_s=metrics_interval)
+    plane = ControlPlane(
+        store,
+        LocalBackend(folder),
+        grace=grace,
+        scale_down_delay_s=scale_down_delay,
+        front=front,
+        metrics_interval_s=metrics_interval,
+    )
     _banner(base, folder, store, new_token, "HAProxy in front" if front is not None else "built-in")
     write_up_file(folder, base, os.getpid())
     code = _serve(plane, sock, "127.0.0.1" if front is not None else host, grace, log_level)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -35,12 +34,12 @@ from fermion.data.ingest import (
     remove_tree,
     table_stats,
 )
+from fermion.data.versioned import publish, read_manifests, version_numbers
 
 if TYPE_CHECKING:
     import pandas as pd
 
 NAME_RULE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-MANIFEST = "manifest.json"
 DEFAULT_MAX_BYTES = 1 << 30
 PREVIEW_ROWS = 5
 
@@ -205,23 +204,7 @@ class DatasetStore:
 
     def _publish(self, stage: Path, manifest: dict[str, Any]) -> DatasetVersion:
         """Write the manifest last, then rename the staged folder to the next free version number."""
-        folder = self.root / manifest["name"]
-        folder.mkdir(parents=True, exist_ok=True)
-        version = max(self._version_numbers(manifest["name"]), default=0) + 1
-        while True:
-            manifest["version"] = version
-            tmp = stage / (MANIFEST + ".tmp")
-            tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-            os.replace(tmp, stage / MANIFEST)
-            try:
-                # A rename onto an existing version fails: another add took this number first, try the next.
-                os.rename(stage, folder / str(version))
-            except OSError:
-                if not (folder / str(version)).exists():
-                    raise
-                version += 1
-                continue
-            return DatasetVersion.from_manifest(folder / str(version), manifest)
+        return DatasetVersion.from_manifest(publish(self.root / manifest["name"], stage, manifest), manifest)
 
     def _find_hash(self, name: str, digest: str) -> DatasetVersion | None:
         return next((v for v in self.versions(name) if v.hash == digest), None)
@@ -229,10 +212,7 @@ class DatasetStore:
     # -- reading ---------------------------------------------------------------------------------
 
     def _version_numbers(self, name: str) -> list[int]:
-        folder = self.root / name
-        if not folder.is_dir():
-            return []
-        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+        return version_numbers(self.root / name)
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
@@ -242,11 +222,10 @@ class DatasetStore:
     def versions(self, name: str) -> list[DatasetVersion]:
         """Every published version of `name`, oldest first (folders without a manifest are not versions)."""
         found = []
-        for number in self._version_numbers(name):
-            path = self.root / name / str(number)
+        for path, manifest in read_manifests(self.root / name):
             try:
-                found.append(DatasetVersion.from_manifest(path, json.loads((path / MANIFEST).read_text())))
-            except (OSError, ValueError, KeyError):
+                found.append(DatasetVersion.from_manifest(path, manifest))
+            except (ValueError, KeyError):
                 continue
         return found
 

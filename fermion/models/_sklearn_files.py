@@ -31,23 +31,23 @@ def model_file(found: str, name: str) -> str:
     return os.path.join(found, chosen[0])
 
 
-def read_model(path: str, name: str, trust_pickle: bool) -> Any:
-    """Load the estimator, refusing pickles and unknown skops types unless `trust_pickle`."""
+def read_model(path: str, name: str, trust_pickle: bool, also_trusted: frozenset[str] = frozenset(), kind: str = "sklearn") -> Any:
+    """Load the estimator, refusing pickles and unknown skops types unless `trust_pickle` (or named in `also_trusted`)."""
     suffix = Path(path).suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         if not trust_pickle:
             raise SourceError(
-                f"sklearn:{name} is a pickle file, and loading a pickle runs any code it contains; "
+                f"{kind}:{name} is a pickle file, and loading a pickle runs any code it contains; "
                 f'convert it once where you trust it: python -c "import joblib, skops.io; '
                 f"skops.io.dump(joblib.load('{path}'), 'model.skops')\" and serve sklearn:model.skops "
                 "(or pass --trust-pickle if you trust whoever made the file)"
             )
         import joblib
 
-        return _guarded(lambda: joblib.load(path), name, "unpickling it")
+        return _guarded(lambda: joblib.load(path), f"{kind}:{name}", "unpickling it")
     if suffix not in SKOPS_SUFFIXES:
         raise SourceError(
-            f"sklearn:{name}: expected a .skops file (or .joblib/.pkl/.pickle with --trust-pickle), got '{Path(path).name}'; "
+            f"{kind}:{name}: expected a .skops file (or .joblib/.pkl/.pickle with --trust-pickle), got '{Path(path).name}'; "
             "save models with skops.io.dump(model, 'model.skops')"
         )
     import skops.io as sio
@@ -56,27 +56,27 @@ def read_model(path: str, name: str, trust_pickle: bool) -> Any:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as exc:
         raise SourceError(
-            f"sklearn:{name} is not a readable skops file ({type(exc).__name__}: {exc}); save models with skops.io.dump(model, 'model.skops')"
+            f"{kind}:{name} is not a readable skops file ({type(exc).__name__}: {exc}); save models with skops.io.dump(model, 'model.skops')"
         ) from None
-    refused = [t for t in untrusted if not _is_safe_type(t)]
+    refused = [t for t in untrusted if t not in also_trusted and not _is_safe_type(t)]
     if refused and not trust_pickle:
         raise SourceError(
-            f"sklearn:{name} contains types Fermion does not trust by itself: {listing(refused)}; "
+            f"{kind}:{name} contains types Fermion does not trust by itself: {listing(refused)}; "
             "they could run code when the model is used. Check them (skops.io.get_untrusted_types(file=...)) "
             "and pass --trust-pickle if you trust whoever made the file"
         )
-    return _guarded(lambda: sio.load(path, trusted=untrusted), name, "loading it")
+    return _guarded(lambda: sio.load(path, trusted=untrusted), f"{kind}:{name}", "loading it")
 
 
-def _guarded(read: Any, name: str, doing: str) -> Any:
+def _guarded(read: Any, label: str, doing: str) -> Any:
     try:
         return read()
     except ModuleNotFoundError as exc:
         raise SourceError(
-            f"sklearn:{name} needs the module '{exc.name}', which is not installed; pip install the package that provides it"
+            f"{label} needs the module '{exc.name}', which is not installed; pip install the package that provides it"
         ) from None
     except Exception as exc:
-        raise SourceError(f"sklearn:{name}: {doing} failed: {type(exc).__name__}: {exc}") from None
+        raise SourceError(f"{label}: {doing} failed: {type(exc).__name__}: {exc}") from None
 
 
 def _is_safe_type(qualified: str) -> bool:

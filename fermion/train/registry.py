@@ -1,0 +1,129 @@
+"""The model registry: every training run becomes an immutable MODEL@VERSION under root/NAME/V/.
+
+A version folder holds `manifest.json` (dataset version, task, inputs, metrics, parameters,
+training time, library versions), the model in a safe format (`model.skops`, or `model.onnx` for
+the image CNN; never a pickle), `report.html` and its plots. Versions are staged and published in
+one rename, so a failed run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fermion.data.store import NAME_RULE, check_name
+from fermion.data.versioned import publish, read_manifests, version_numbers
+from fermion.train.problem import TrainingError
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered model version, as its manifest describes it."""
+
+    name: str
+    version: int
+    path: Path
+    manifest: dict[str, Any] = field(repr=False)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def source(self) -> str:
+        """The source string that serves this version: `model:NAME@V`."""
+        return f"model:{self.ref}"
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / self.manifest["file"]
+
+    @property
+    def report_file(self) -> Path:
+        return self.path / "report.html"
+
+    def summary(self) -> dict[str, Any]:
+        """The manifest without the bulky parts (trials, predictions), JSON-ready."""
+        m = self.manifest
+        return {
+            "ref": self.ref,
+            "name": self.name,
+            "version": self.version,
+            "source": self.source,
+            "created_at": m.get("created_at"),
+            "dataset": m.get("dataset"),
+            "target": m.get("target"),
+            "task": m.get("task"),
+            "kind": m.get("kind"),
+            "metric": m.get("metric"),
+            "family": m.get("family"),
+            "metrics": m.get("metrics"),
+            "cv_score": m.get("cv_score"),
+            "training_seconds": m.get("training_seconds"),
+            "trials": len(m.get("trials", [])),
+        }
+
+
+class ModelRegistry:
+    """Registered models under `root` (default: the data dir's `models/`)."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        if root is None:
+            from fermion.platform.home import default_data_dir
+
+            root = default_data_dir() / "models"
+        self.root = Path(root)
+
+    def staging(self) -> Path:
+        """A fresh private folder to build a version in; hand it to `publish` or remove it."""
+        (self.root / ".staging").mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="train-", dir=self.root / ".staging"))
+
+    def publish(self, stage: Path, manifest: dict[str, Any]) -> ModelVersion:
+        check_name(manifest["name"])
+        path = publish(self.root / manifest["name"], stage, manifest)
+        return ModelVersion(manifest["name"], manifest["version"], path, manifest)
+
+    def discard(self, stage: Path) -> None:
+        shutil.rmtree(stage, ignore_errors=True)
+
+    def next_version(self, name: str) -> int:
+        return max(version_numbers(self.root / name), default=0) + 1
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME_RULE.match(p.name) and self.versions(p.name))
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        """Every version of `name`, oldest first."""
+        return [ModelVersion(name, int(m["version"]), p, m) for p, m in read_manifests(self.root / name) if "version" in m]
+
+    def list(self) -> list[ModelVersion]:
+        return [v for name in self.names() for v in self.versions(name)]
+
+    def get(self, ref: str) -> ModelVersion:
+        """`NAME@V`, or `NAME` for its latest version; unknown names get a did-you-mean."""
+        name, _, number = ref.partition("@")
+        versions = self.versions(name) if NAME_RULE.match(name) else []
+        if not versions:
+            known = self.names()
+            if not known:
+                raise TrainingError(
+                    f"no model named {name!r}: no models are registered yet; train one with `fermion train DATASET --target COLUMN`"
+                )
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TrainingError(f"no model named {name!r}{hint} (models: {', '.join(known)})")
+        if not number:
+            return versions[-1]
+        if not number.isdigit():
+            raise TrainingError(f"bad version in {ref!r}: write NAME@V with V a number, e.g. {name}@1")
+        match = next((v for v in versions if v.version == int(number)), None)
+        if match is None:
+            raise TrainingError(f"model {name} has no version {number} (versions: {', '.join(str(v.version) for v in versions)})")
+        return match
