@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import time
-import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +15,6 @@ from typing import Any
 
 from fermion.data.store import DatasetStore, DatasetVersion, sanitize_name
 from fermion.models._sklearn_files import read_model
-from fermion.train.families import families_for
 from fermion.train.problem import (
     CLASSIFICATION,
     Progress,
@@ -28,7 +26,7 @@ from fermion.train.problem import (
     plan_columns,
 )
 from fermion.train.registry import ModelRegistry, ModelVersion
-from fermion.train.search import EVALUATION_SHARE, Problem, Search, build_estimator
+from fermion.train.search import EVALUATION_SHARE, Problem, fit_within_budget
 
 #: Share of the rows held out for the final test.
 TEST_SHARE = 0.2
@@ -117,21 +115,13 @@ def train(
         X_train, y_train, task, metric, classes, prepared.numeric, prepared.categorical,
         tuple(prepared.image["shape"]) if prepared.image else None, options.seed,
     )  # fmt: skip
-    families = families_for(prepared.kind, task)
-    search = Search(problem, families, options.budget_s, started, notify, options.max_trials).run()
-    if search.best is None:
-        errors = "; ".join(f"{t.family}: {t.error}" for t in search.trials if t.error) or "no trial finished"
-        raise TrainingError(f"no model could be trained on {version.ref} ({errors})")
+    kind = "images" if prepared.kind == "images" else "table"
+    try:
+        model, search = fit_within_budget(problem, kind, options.budget_s, started, notify, options.max_trials)
+    except TrainingError as exc:
+        raise TrainingError(f"{version.ref}: {exc.message}") from None
     best = search.best
-    family = {f.name: f for f in families}[best.family]
-
-    notify(
-        {"phase": "refit", "family": best.family, "elapsed": round(time.perf_counter() - started, 2), "budget": options.budget_s}
-    )
-    model = build_estimator(problem, family, best.params)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(X_train, y_train)
+    family = search.families[best.family]  # type: ignore[union-attr]
 
     notify({"phase": "evaluate", "elapsed": round(time.perf_counter() - started, 2), "budget": options.budget_s})
     from fermion.train.evaluate import permutation_importance, test_metrics

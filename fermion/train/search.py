@@ -312,3 +312,39 @@ class Search:
                     "budget": self.budget_s,
                 }
             )
+
+
+def fit_within_budget(
+    problem: Problem,
+    kind: str,
+    budget_s: float,
+    started: float | None = None,
+    progress: Progress | None = None,
+    max_trials: int | None = None,
+) -> tuple[Any, Search]:
+    """Search the families for `kind` ("table" or "images") and fit the best on all of `problem`'s rows.
+
+    Returns the fitted model and the search (its trials, the best trial, why it stopped).
+    """
+    from fermion.train.families import families_for
+    from fermion.train.problem import TrainingError
+
+    started = time.perf_counter() if started is None else started
+    search = Search(problem, families_for(kind, problem.task), budget_s, started, progress, max_trials).run()
+    if search.best is None:
+        errors = "; ".join(f"{t.family}: {t.error}" for t in search.trials if t.error) or "no trial finished in the budget"
+        raise TrainingError(f"no model could be trained ({errors})")
+    if progress is not None:
+        progress(
+            {
+                "phase": "refit",
+                "family": search.best.family,
+                "elapsed": round(time.perf_counter() - started, 2),
+                "budget": budget_s,
+            }
+        )
+    model = build_estimator(problem, search.families[search.best.family], search.best.params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(problem.X, problem.y)
+    return model, search
