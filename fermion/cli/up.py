@@ -132,6 +132,7 @@ def up(
         scale_down_delay_s=scale_down_delay,
         front=front,
         metrics_interval_s=metrics_interval,
+        data_dir=folder,
     )
     _banner(base, folder, store, new_token, "HAProxy in front" if front is not None else "built-in")
     write_up_file(folder, base, os.getpid())

@@ -122,7 +122,7 @@ def build_api(plane: ControlPlane) -> FastAPI:
     api = FastAPI(
         title="Fermion platform",
         version=__version__,
-        description="Deployments, replicas, events, logs, tokens and the audit log of a `fermion up` platform.",
+        description="Deployments, replicas, events, logs, tokens, the audit log, datasets, training jobs and models of a `fermion up` platform.",
         openapi_url=f"{PREFIX}/openapi.json",
         docs_url=None,
         redoc_url=None,
@@ -333,6 +333,9 @@ def build_api(plane: ControlPlane) -> FastAPI:
     from fermion.platform.api_console import register_console
 
     register_console(api, plane)
+    from fermion.platform.api_build import register_build
+
+    register_build(api, plane)
     return api
 
 

@@ -126,6 +126,11 @@ class Platform:
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
         self.deployments = Deployments(self)
         self.tokens = Tokens(self)
+        from fermion.platform.client_build import Datasets, Models, Trainings
+
+        self.datasets = Datasets(self)
+        self.trainings = Trainings(self)
+        self.models = Models(self)
 
     # -- HTTP ------------------------------------------------------------------------------------
 

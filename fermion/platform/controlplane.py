@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -88,7 +89,9 @@ class ControlPlane:
 
     def __init__(self, store: Store, backend: Backend, *, grace: float = 30.0, cold_start_timeout: float = 120.0,
                  scale_down_delay_s: float = 30.0, tick_s: float = TICK_S, front: HAProxyFrontDoor | None = None,
-                 metrics_interval_s: float = METRICS_INTERVAL_S) -> None:
+                 metrics_interval_s: float = METRICS_INTERVAL_S, data_dir: Path | None = None) -> None:
+        from fermion.platform.home import default_data_dir
+        from fermion.platform.trainings import TrainingJobs
         from fermion.serving.openapi import swagger_assets_dir
 
         self.store = store
@@ -102,6 +105,9 @@ class ControlPlane:
         self.swagger_assets = swagger_assets_dir()
         self.tick_s = tick_s
         self.front = front  # HAProxy in front of us, when `fermion up` runs one
+        #: Where datasets, models and training jobs live (the CLI's data dir).
+        self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+        self.trainings = TrainingJobs(self.data_dir)
         self._token_hashes: list[str] = []
         self._tokens_read_at = 0.0
         self._wake = threading.Event()
@@ -174,6 +180,7 @@ class ControlPlane:
             self._thread.join()
         if self.front is not None:
             self.front.stop()  # stop taking requests; those in flight finish on the replicas
+        self.trainings.stop()
         self.reconciler.stop_all()
 
     # Answers the API and the gateway need

@@ -1,0 +1,116 @@
+"""`platform.datasets`, `platform.trainings` and `platform.models`: the build side of the Python client.
+
+    from fermion import Platform
+    with Platform() as platform:
+        data = platform.datasets.add("churn.csv")
+        job = platform.trainings.start(data["ref"], target="churned", budget_s=60)
+        job = platform.trainings.wait(job["id"])
+        platform.deployments.create("churn", f"model:{job['model']}")
+
+Answers are the API's JSON objects (docs/platform-api.md, "Build").
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fermion.platform.client_types import PlatformAPIError
+
+if TYPE_CHECKING:
+    from fermion.platform.client import Platform
+
+
+def _path(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="@")
+
+
+class Datasets:
+    """Upload files or add samples as dataset versions; list and describe them."""
+
+    def __init__(self, platform: Platform) -> None:
+        self._platform = platform
+
+    def add(self, source: str | Path, name: str | None = None) -> dict[str, Any]:
+        """Upload a CSV/JSONL/Parquet file or a zip of image folders, or add `sample:NAME`; `created` says if it is new."""
+        from fermion.platform.client import API, transport_errors
+
+        text = str(source)
+        if text.startswith("sample:"):
+            return self._platform.request("POST", "/datasets/samples", body={"source": text, "name": name})
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"no file {text!r} to upload; give a .csv, .jsonl, .parquet or .zip file, or sample:NAME")
+        with open(path, "rb") as handle, transport_errors(self._platform.url, self._platform.timeout):
+            response = self._platform._http.post(
+                API + "/datasets", files={"file": (path.name, handle)}, data={"name": name} if name else None, timeout=None
+            )
+        return self._platform._decode(response)
+
+    def list(self) -> list[dict[str, Any]]:
+        return self._platform.request("GET", "/datasets")["datasets"]
+
+    def get(self, ref: str) -> dict[str, Any]:
+        """Schema, rows, missing values, label balance and a preview of NAME or NAME@V."""
+        return self._platform.request("GET", f"/datasets/{_path(ref)}")
+
+
+class Trainings:
+    """Start training jobs on the platform and follow them."""
+
+    def __init__(self, platform: Platform) -> None:
+        self._platform = platform
+
+    def start(self, dataset: str, target: str | None = None, *, budget_s: float = 60.0, **options: Any) -> dict[str, Any]:
+        """Queue a job (options: metric, name, seed, max_trials, task); returns it with its `id`."""
+        body = {"dataset": dataset, "target": target, "budget_s": budget_s, **options}
+        return self._platform.request("POST", "/trainings", body=body)
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        return self._platform.request("GET", f"/trainings/{_path(job_id)}")
+
+    def list(self) -> list[dict[str, Any]]:
+        return self._platform.request("GET", "/trainings")["trainings"]
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._platform.request("DELETE", f"/trainings/{_path(job_id)}")
+
+    def wait(self, job_id: str, timeout: float | None = None, poll_s: float = 1.0) -> dict[str, Any]:
+        """Poll until the job has finished; a failed or cancelled job raises `PlatformAPIError` with its error."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if job["status"] == "succeeded":
+                return job
+            if job["status"] in ("failed", "cancelled"):
+                raise PlatformAPIError(422, f"training {job_id} {job['status']}: {job['error']}", "training_" + job["status"])
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"training {job_id} is still {job['status']} after {timeout:g}s")
+            time.sleep(poll_s)
+
+
+class Models:
+    """The registry: trained model versions, their metrics and reports."""
+
+    def __init__(self, platform: Platform) -> None:
+        self._platform = platform
+
+    def list(self) -> list[dict[str, Any]]:
+        return self._platform.request("GET", "/models")["models"]
+
+    def get(self, ref: str) -> dict[str, Any]:
+        """Everything about NAME or NAME@V (the registry's manifest)."""
+        return self._platform.request("GET", f"/models/{_path(ref)}")
+
+    def report(self, ref: str) -> str:
+        """The evaluation report as one self-contained HTML page."""
+        from fermion.platform.client import API, transport_errors
+
+        with transport_errors(self._platform.url, self._platform.timeout):
+            response = self._platform._http.get(f"{API}/models/{_path(ref)}/report")
+        if not response.is_success:
+            self._platform._decode(response)
+        return response.text

@@ -1,0 +1,273 @@
+"""Training jobs of the platform: `fermion train` runs in a child process, one at a time, watched here.
+
+The child prints its progress as JSON lines (`--progress-json`); each line updates the job, and the
+job is saved to `<data dir>/trainings/<id>.json` so that the console can follow it and a restart
+keeps its history. A job still running when the control plane stops is cancelled and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fermion.platform.errors import Invalid, NotFound
+
+log = logging.getLogger("fermion.platform")
+
+#: Jobs kept on disk and in the list; older finished jobs are forgotten.
+KEEP_JOBS = 200
+#: Trials kept per job for the live chart.
+KEEP_TRIALS = 500
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+@dataclass
+class TrainingJob:
+    """One `fermion train` run requested through the API."""
+
+    id: str
+    dataset: str
+    target: str | None
+    budget_s: float
+    metric: str | None = None
+    name: str | None = None
+    seed: int = 0
+    max_trials: int | None = None
+    task: str | None = None
+    requested_by: str = ""
+    status: str = "queued"  # queued, running, succeeded, failed, cancelled
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    phase: str | None = None
+    elapsed: float = 0.0
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    best_score: float | None = None
+    best_family: str | None = None
+    task_kind: str | None = None
+    metric_used: str | None = None
+    model: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def command(self, data_dir: Path) -> list[str]:
+        line = [
+            sys.executable,
+            "-m",
+            "fermion",
+            "train",
+            self.dataset,
+            "--budget",
+            f"{self.budget_s:g}s",
+            "--seed",
+            str(self.seed),
+        ]
+        line += ["--progress-json", "--data-dir", str(data_dir)]
+        for flag, value in (("--target", self.target), ("--metric", self.metric), ("--name", self.name), ("--task", self.task)):
+            if value is not None:
+                line += [flag, str(value)]
+        if self.max_trials is not None:
+            line += ["--max-trials", str(self.max_trials)]
+        return line
+
+
+class TrainingJobs:
+    """Queues training jobs and runs them one after another in child processes."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.folder = self.data_dir / "trainings"
+        self._jobs: dict[str, TrainingJob] = {}
+        self._queue: deque[str] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._process: subprocess.Popen[str] | None = None
+        self._running: str | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._load()
+
+    # -- persistence -------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        if not self.folder.is_dir():
+            return
+        for path in sorted(self.folder.glob("*.json")):
+            try:
+                job = TrainingJob(**json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError):
+                continue
+            if job.status not in FINISHED:  # the control plane stopped while it ran or waited
+                job.status, job.error = "cancelled", "the platform stopped before this job finished; start it again"
+                job.finished_at = job.finished_at or time.time()
+                self._save(job)
+            self._jobs[job.id] = job
+
+    def _save(self, job: TrainingJob) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f"{job.id}.json.tmp"
+        tmp.write_text(json.dumps(job.to_dict()))
+        os.replace(tmp, self.folder / f"{job.id}.json")
+
+    # -- the API's side ----------------------------------------------------------------------------
+
+    def submit(self, job: TrainingJob) -> TrainingJob:
+        with self._lock:
+            if self._stopping:
+                raise Invalid("the platform is stopping; start the training again once it runs")
+            self._jobs[job.id] = job
+            self._save(job)
+            self._queue.append(job.id)
+            self._forget_old()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run_queue, name="fermion-trainings", daemon=True)
+                self._thread.start()
+            self._wake.notify_all()
+        return job
+
+    def list(self) -> list[TrainingJob]:
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda j: -j.created_at)
+
+    def get(self, job_id: str) -> TrainingJob:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"no training job {job_id!r}; list them with GET /api/v1/trainings")
+        return job
+
+    def cancel(self, job_id: str) -> TrainingJob:
+        job = self.get(job_id)
+        with self._lock:
+            if job.status == "queued":
+                self._queue.remove(job.id)
+                self._finish(job, "cancelled", "cancelled before it started")
+            elif job.status == "running" and self._process is not None:
+                job.error = "cancelled while running"
+                job.status = "cancelling"
+                _terminate(self._process)
+        return job
+
+    def stop(self) -> None:
+        """Cancel the queue and the running job (the child is stopped, nothing half-written stays)."""
+        with self._lock:
+            self._stopping = True
+            for job_id in list(self._queue):
+                self._finish(self._jobs[job_id], "cancelled", "the platform stopped before this job started")
+            self._queue.clear()
+            if self._process is not None:
+                _terminate(self._process)
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+
+    # -- running -----------------------------------------------------------------------------------
+
+    def _run_queue(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                job = self._jobs[self._queue.popleft()]
+                job.status, job.started_at = "running", time.time()
+                self._save(job)
+            try:
+                self._run(job)
+            except Exception as exc:  # a job's failure must never stop the queue
+                log.exception("training job %s failed to run", job.id)
+                with self._lock:
+                    self._finish(job, "failed", f"could not run the training: {exc}")
+
+    def _run(self, job: TrainingJob) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / f"{job.id}.log", "w") as stderr:
+            process = subprocess.Popen(
+                job.command(self.data_dir),
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                env={**os.environ, "FERMION_HOME": str(self.data_dir), "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
+            )
+            with self._lock:
+                self._process, self._running = process, job.id
+            assert process.stdout is not None
+            for line in process.stdout:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                with self._lock:
+                    self._update(job, event)
+            code = process.wait()
+        with self._lock:
+            self._process, self._running = None, None
+            if job.status == "cancelling" or self._stopping:
+                self._finish(job, "cancelled", job.error or "the platform stopped while it ran")
+            elif job.model is not None:
+                self._finish(job, "succeeded", None)
+            else:
+                self._finish(job, "failed", job.error or self._last_error_line(job, code))
+
+    def _update(self, job: TrainingJob, event: dict[str, Any]) -> None:
+        phase = event.get("phase")
+        job.phase = phase if phase in ("prepare", "embed", "search", "refit", "evaluate", "save", "done") else job.phase
+        if isinstance(event.get("elapsed"), (int, float)):
+            job.elapsed = float(event["elapsed"])
+        if "task" in event:
+            job.task_kind, job.metric_used = event.get("task"), event.get("metric")
+        if "trial" in event:
+            trial = event["trial"]
+            job.trials.append({k: trial.get(k) for k in ("number", "family", "score", "status", "finished_at")})
+            del job.trials[:-KEEP_TRIALS]
+            job.best_score, job.best_family = event.get("best_score"), event.get("best_family")
+        if phase == "registered":
+            job.model = event.get("model")
+        elif phase == "error":
+            job.error = str(event.get("message"))
+        self._save(job)
+
+    def _finish(self, job: TrainingJob, status: str, error: str | None) -> None:
+        job.status, job.error, job.finished_at = status, error, time.time()
+        self._save(job)
+
+    def _last_error_line(self, job: TrainingJob, code: int) -> str:
+        try:
+            lines = [line for line in (self.folder / f"{job.id}.log").read_text().splitlines() if line.strip()]
+        except OSError:
+            lines = []
+        return (lines[-1] if lines else "") or f"the training process exited with code {code}"
+
+    def _forget_old(self) -> None:
+        finished = sorted((j for j in self._jobs.values() if j.status in FINISHED), key=lambda j: j.created_at)
+        for job in finished[: max(0, len(self._jobs) - KEEP_JOBS)]:
+            del self._jobs[job.id]
+            for suffix in (".json", ".log"):
+                (self.folder / f"{job.id}{suffix}").unlink(missing_ok=True)
+
+
+def new_job_id() -> str:
+    return "t-" + time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def _terminate(process: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
