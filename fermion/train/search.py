@@ -244,7 +244,8 @@ class Search:
         seen: set[str] = set()
         skipped_in_a_row = 0
         for name, params in self._candidates():
-            if self._left() <= (self._reserve() if self.best is not None else 0.0):
+            # The first trial always runs (the cheapest family's defaults): a model past the budget beats no model.
+            if self.trials and self._left() <= (self._reserve() if self.best is not None else 0.0):
                 break
             if self.max_trials is not None and len(self.trials) >= self.max_trials:
                 self.stopped = "max_trials"
