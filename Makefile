@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: install run run-examples test test-fast bench clean
+.PHONY: install run run-examples test test-fast bench bench-training clean
 
 $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(STAMP):
 
 install: $(STAMP)
 
-## Start the platform (`fermion up` on port 8080) with two demo deployments: echo and MiniLM embeddings.
+## Start the platform (`fermion up` on port 8080) with three demo deployments: echo, MiniLM embeddings and a trained iris model.
 run: install
 	HF_HUB_OFFLINE=1 $(PY) examples/platform_demo.py
 
@@ -39,6 +39,9 @@ test-fast: install
 ## BENCH_ARGS=--quick for a few minutes. Results: benchmarks/RESULTS.md and benchmarks/results/.
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/run.py $(BENCH_ARGS)
+
+bench-training: install
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/training.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) test-artifacts .pytest_cache

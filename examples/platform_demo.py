@@ -1,7 +1,8 @@
-"""What `make run` does: start the platform (`fermion up`) with two demo deployments.
+"""What `make run` does: start the platform (`fermion up`) with three demo deployments.
 
 - `echo`: examples/echo.py, public (no token needed);
-- `embeddings`: all-MiniLM-L6-v2 sentence embeddings (`st:`), private (needs a token).
+- `embeddings`: all-MiniLM-L6-v2 sentence embeddings (`st:`), private (needs a token);
+- `iris`: a model trained on the platform from the iris sample (a 15-second training job), public.
 
 Deployments that already exist (a second `make run`) are kept, pointed at this checkout's files. Prints the URLs and
 the admin token; Ctrl+C (or SIGTERM) stops the platform and its replicas. Settings:
@@ -53,7 +54,13 @@ def main() -> int:
             if answer.status_code not in (200, 201):
                 print(f"could not deploy {demo['name']}: {answer.json().get('message', answer.text)}", file=sys.stderr)
                 return _stop(up, 1)
-        for demo in DEMOS:
+        iris = _trained_iris(api, up)
+        if "iris" not in existing:
+            answer = api.post("/api/v1/deployments", json={"name": "iris", "source": f"model:{iris}", "public": True})
+            if answer.status_code != 201:
+                print(f"could not deploy iris: {answer.json().get('message', answer.text)}", file=sys.stderr)
+                return _stop(up, 1)
+        for demo in [*DEMOS, {"name": "iris"}]:
             print(f"waiting for {demo['name']} to be ready ...", flush=True)
             _wait(lambda name=demo["name"]: api.get(f"/api/v1/deployments/{name}").json()["status"] == "ready", up, 300, demo["name"])
     except (TimeoutError, RuntimeError, httpx.HTTPError, OSError) as exc:
@@ -61,19 +68,36 @@ def main() -> int:
         return _stop(up, 1)
     print(
         f"""
-The platform is up, with two deployments:
+The platform is up, with three deployments:
   echo        {base}/run/echo/docs   (public)
       curl -X POST {base}/run/echo/predict -H 'content-type: application/json' -d '{{"text": "hello"}}'
   embeddings  {base}/run/embeddings/docs   (private: needs a token)
       curl -X POST {base}/run/embeddings/embed -H 'authorization: Bearer {token}' -H 'content-type: application/json' -d '{{"text": "hello"}}'
+  iris        {base}/run/iris/docs   (public; trained here from sample:iris: see the console's Models page)
+      curl -X POST {base}/run/iris/predict -H 'content-type: application/json' -d '{{"sepal_length_cm": 6.1, "sepal_width_cm": 2.8, "petal_length_cm": 4.7, "petal_width_cm": 1.2}}'
 
   Admin token  {token}
-  API docs     {base}/api/v1/docs   ·   metrics {base}/metrics
+  Console      {base}/   ·   API docs {base}/api/v1/docs   ·   metrics {base}/metrics
   CLI          fermion ls   ·   fermion status embeddings   ·   fermion logs echo -f
 Ctrl+C stops the platform and its replicas.""",
         flush=True,
     )
     return up.wait()
+
+
+def _trained_iris(api: httpx.Client, up: subprocess.Popen[bytes]) -> str:
+    """The registered iris model (trained now through the platform's training API when there is none yet)."""
+    found = [m["ref"] for m in api.get("/api/v1/models").json()["models"] if m["name"] == "iris"]
+    if found:
+        return found[-1]
+    print("training iris from sample:iris (a 15 s training job) ...", flush=True)
+    api.post("/api/v1/datasets/samples", json={"source": "sample:iris"}).raise_for_status()
+    job = api.post("/api/v1/trainings", json={"dataset": "iris", "target": "target", "budget_s": 15, "name": "iris"}).json()
+    _wait(lambda: api.get(f"/api/v1/trainings/{job['id']}").json()["status"] not in ("queued", "running"), up, 120, "the iris training")
+    job = api.get(f"/api/v1/trainings/{job['id']}").json()
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"the iris training {job['status']}: {job['error']}")
+    return str(job["model"])
 
 
 def _wait(condition: object, up: subprocess.Popen[bytes], timeout: float, what: str) -> None:

@@ -275,8 +275,8 @@ def test_up_refuses_an_unusable_data_dir(tmp_path: Path) -> None:
     assert done.returncode == 2 and "cannot use data dir" in done.stderr and done.stderr.count("\n") == 1
 
 
-def test_make_run_brings_up_the_two_demo_deployments(tmp_path: Path) -> None:
-    """What `make run` runs: examples/platform_demo.py starts `fermion up` with echo and MiniLM answering."""
+def test_make_run_brings_up_the_three_demo_deployments(tmp_path: Path) -> None:
+    """What `make run` runs: examples/platform_demo.py starts `fermion up` with echo, MiniLM and a freshly trained iris model."""
     import subprocess
     import sys
 
@@ -300,8 +300,11 @@ def test_make_run_brings_up_the_two_demo_deployments(tmp_path: Path) -> None:
         assert httpx.post(f"{base}/run/embeddings/embed", json={"text": "hello"}).status_code == 401
         vector = httpx.post(f"{base}/run/embeddings/embed", json={"text": "hello"}, headers={"authorization": f"Bearer {token}"})
         assert vector.status_code == 200 and len(vector.json()) == 384
+        flower = {"sepal_length_cm": 6.1, "sepal_width_cm": 2.8, "petal_length_cm": 4.7, "petal_width_cm": 1.2}
+        assert httpx.post(f"{base}/run/iris/predict", json=flower).json() == "versicolor"
         with httpx.Client(base_url=base, headers={"authorization": f"Bearer {token}"}) as api:
-            pids = [r["pid"] for name in ("echo", "embeddings") for r in api.get(f"/api/v1/deployments/{name}/replicas").json()["replicas"]]
+            assert [m["ref"] for m in api.get("/api/v1/models").json()["models"]] == ["iris@1"]
+            pids = [r["pid"] for name in ("echo", "embeddings", "iris") for r in api.get(f"/api/v1/deployments/{name}/replicas").json()["replicas"]]
         assert stop_process(demo) == 0
         assert not any(_alive(pid) for pid in pids)
     finally:
