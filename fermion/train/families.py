@@ -32,6 +32,8 @@ class Family:
     sample: Callable[[Any], Params]
     build: Callable[[Params, str, int], Any]
     kinds: tuple[str, ...] = ("table", "text", "images")
+    #: A trial's cost relative to the linear family's, used until the family's own trials are timed.
+    relative_cost: float = 1.0
 
 
 def _log_uniform(rng: Any, low: float, high: float) -> float:
@@ -86,8 +88,12 @@ def _forest_default(task: str) -> Params:
     return {"n_estimators": 100, "max_features": "sqrt", "min_samples_leaf": 1}
 
 
-RANDOM_FOREST = Family("random_forest", "random forest", False, _forest_default(CLASSIFICATION), _forest_sample, _forest(False))
-EXTRA_TREES = Family("extra_trees", "extra trees", False, _forest_default(CLASSIFICATION), _forest_sample, _forest(True))
+RANDOM_FOREST = Family(
+    "random_forest", "random forest", False, _forest_default(CLASSIFICATION), _forest_sample, _forest(False), relative_cost=6.0
+)
+EXTRA_TREES = Family(
+    "extra_trees", "extra trees", False, _forest_default(CLASSIFICATION), _forest_sample, _forest(True), relative_cost=4.0
+)
 
 
 # -- LightGBM --------------------------------------------------------------------------------------
@@ -129,6 +135,7 @@ LIGHTGBM = Family(
     },
     _lightgbm_sample,
     _lightgbm,
+    relative_cost=3.0,
 )
 
 
@@ -153,6 +160,7 @@ CNN = Family(
     },
     _cnn,
     kinds=("images",),
+    relative_cost=20.0,
 )
 
 

@@ -195,8 +195,11 @@ class Search:
     def _fits(self, family: str) -> bool:
         """Whether a trial of `family` (all folds, and its own refit should it win) fits in the time left."""
         fold = self._fold_estimate(family)
-        if fold is None:
-            fold = self._fold_estimate(self.order[0]) or 0.0  # unknown: assume the cheapest seen; folds are checked as they go
+        if (
+            fold is None
+        ):  # not timed yet: scale the cheapest family's time by the family's usual cost (folds are checked as they go)
+            cheapest = self.families[self.order[0]]
+            fold = (self._fold_estimate(cheapest.name) or 0.0) * self.families[family].relative_cost / cheapest.relative_cost
         trial = fold * len(self.splits)
         own_refit = fold * self.refit_factor * 1.2
         return trial + max(self._reserve(), own_refit + EVALUATION_SHARE * self.budget_s + SAVE_RESERVE_S) <= self._left()
