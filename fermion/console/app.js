@@ -2,21 +2,12 @@
 // It talks to the platform's REST API (/api/v1) and the gateway (/run/<name>) only.
 // This module routes between the pages; core.js holds what they share, playground.js the playground.
 
-import { LANG_KEY, SCOPES, TOKEN_KEY, api, can, clock, confirmDialog, copyButton, date, duration, enc, errorBox, field, fill, h, loadCatalog, messageOf, notice, num, pickLang, request, s, showError, signOutWith, state, statusBadge, t, tOr, translateStatic } from "./core.js";
+import { LANG_KEY, SCOPES, TOKEN_KEY, api, can, clock, confirmDialog, copyButton, date, duration, enc, errorBox, every, field, fill, h, loadCatalog, messageOf, notice, num, pickLang, request, s, showError, signOutWith, state, statusBadge, t, tOr, translateStatic } from "./core.js";
 import { playgroundPage } from "./playground.js";
+import { dataPage, modelsPage, trainPage, trainingPage } from "./build.js";
 
 let page = { timers: [], alive: false };
 // ---------------------------------------------------------------- pages and routing
-
-function every(ms, fn) {
-  const mine = page;
-  const tick = async () => {
-    if (!mine.alive) return;
-    try { await fn(); } catch (err) { if (mine.alive && !(err instanceof ApiError && err.status === 401)) mine.onError?.(err); }
-    if (mine.alive) mine.timers.push(setTimeout(tick, ms));
-  };
-  tick();
-}
 
 function newPage() {
   if (Date.now() - (notice.at || 0) > 1500) {  // a message from a page left a while ago is stale
@@ -57,12 +48,14 @@ async function render() {
   }
   updateHeader();
   const pages = { signin: signinPage, overview: overviewPage, deployments: deploymentPage, playground: playgroundPage,
-    new: newPage_, tokens: tokensPage, audit: auditPage };
+    new: newPage_, tokens: tokensPage, audit: auditPage, data: dataPage, train: trainPage, training: trainingPage, models: modelsPage };
+  if (name === "training" && !arg) name = "train";
   if (!pages[name] || ((name === "deployments" || name === "playground") && !arg)) name = "overview";
   if ((name === "tokens" || name === "audit") && !can("admin")) name = "overview";
   if (name === "new" && !can("deploy")) name = "overview";
+  const navName = name === "training" ? "train" : name;  // a job's live view belongs to the Train page
   for (const link of document.querySelectorAll("#nav a")) {
-    if (link.dataset.route === name) link.setAttribute("aria-current", "page");
+    if (link.dataset.route === navName) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
   main.replaceChildren();
@@ -131,7 +124,7 @@ function overviewPage(main, _arg, mine) {
     updated,
   );
   mine.onError = (err) => showError(box, err);
-  every(3000, async () => {
+  every(mine, 3000, async () => {
     const [list, metrics] = await Promise.all([api.get("/deployments"), api.get("/metrics?minutes=5").catch(() => ({ deployments: {} }))]);
     if (!mine.alive) return;
     showError(box, null);
@@ -340,9 +333,9 @@ function deploymentPage(main, name, mine) {
           } catch (err) { notice(messageOf(err), "bad"); }
         } }, t("revision.rollback")) : null))));
   }
-  every(3000, refresh);
+  every(mine, 3000, refresh);
   if (can("deploy")) {
-    every(2000, async () => {
+    every(mine, 2000, async () => {
       const answer = await api.get(`/deployments/${enc(name)}/logs?lines=200`);
       if (!mine.alive) return;
       const atBottom = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 8;
@@ -511,7 +504,7 @@ function auditPage(main, _arg, mine) {
         .map((x) => h("th", { scope: "col" }, x)))),
       body)));
   mine.onError = (err) => showError(box, err);
-  every(10000, async () => {
+  every(mine, 10000, async () => {
     const answer = await api.get("/audit?limit=200");
     if (!mine.alive) return;
     showError(box, null);

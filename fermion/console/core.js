@@ -227,3 +227,17 @@ export function can(scope) {
 }
 
 export const enc = encodeURIComponent;
+
+// ---------------------------------------------------------------- polling
+
+// Calls fn now and then every `ms` while the page `mine` is shown; fn returning false stops it
+// (a finished training job, say). Errors go to mine.onError; a 401 has already signed the user out.
+export function every(mine, ms, fn) {
+  const tick = async () => {
+    if (!mine.alive) return;
+    let again = true;
+    try { again = (await fn()) !== false; } catch (err) { if (mine.alive && !(err instanceof ApiError && err.status === 401)) mine.onError?.(err); }
+    if (again && mine.alive) mine.timers.push(setTimeout(tick, ms));
+  };
+  tick();
+}

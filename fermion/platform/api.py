@@ -81,7 +81,11 @@ def check_source_loads(source: str, options: dict[str, Any], env: dict[str, str]
         command.append("--trust-pickle")
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=SOURCE_CHECK_TIMEOUT_S, stdin=subprocess.DEVNULL,
+            command,
+            capture_output=True,
+            text=True,
+            timeout=SOURCE_CHECK_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
             env={**os.environ, **env, "COLUMNS": "500", "NO_COLOR": "1"},
         )
     except subprocess.TimeoutExpired:
@@ -163,16 +167,34 @@ def build_api(plane: ControlPlane) -> FastAPI:
         check_scaling(body.min_replicas, max_replicas, body.target_in_flight)
         source, options, env = check_source(body.source), check_options(body.options), check_env(body.env)
         if body.name in {d.name for d in plane.store.list_deployments()}:
-            raise Conflict(f"a deployment named {body.name!r} already exists; change it with `fermion update`, or pick another name")
+            raise Conflict(
+                f"a deployment named {body.name!r} already exists; change it with `fermion update`, or pick another name"
+            )
         check_source_loads(source, options, env)
         record = plane.store.create_deployment(
-            body.name, source, options=options, env=env, min_replicas=body.min_replicas, max_replicas=max_replicas,
-            target_in_flight=body.target_in_flight, public=body.public, note=body.note,
+            body.name,
+            source,
+            options=options,
+            env=env,
+            min_replicas=body.min_replicas,
+            max_replicas=max_replicas,
+            target_in_flight=body.target_in_flight,
+            public=body.public,
+            note=body.note,
         )
-        plane.store.audit(who.name, "deployment.create", body.name, {
-            "source": source, "options": options, "env": env, "min_replicas": body.min_replicas,
-            "max_replicas": max_replicas, "public": body.public,
-        })
+        plane.store.audit(
+            who.name,
+            "deployment.create",
+            body.name,
+            {
+                "source": source,
+                "options": options,
+                "env": env,
+                "min_replicas": body.min_replicas,
+                "max_replicas": max_replicas,
+                "public": body.public,
+            },
+        )
         plane.wake()
         return view(request, record)
 
@@ -231,7 +253,9 @@ def build_api(plane: ControlPlane) -> FastAPI:
             known = ", ".join(str(n) for n in sorted(revisions))
             raise NotFound(f"deployment {name!r} has no revision {number}; its revisions: {known}")
         if number == current.revision:
-            raise Invalid(f"revision {number} is the current one; give an earlier revision (revisions: {', '.join(map(str, sorted(revisions)))})")
+            raise Invalid(
+                f"revision {number} is the current one; give an earlier revision (revisions: {', '.join(map(str, sorted(revisions)))})"
+            )
         target = revisions[number]
         record = plane.store.update_deployment(
             name, source=target.source, options=target.options, env=target.env, note=f"rollback to revision {number}"
@@ -276,7 +300,9 @@ def build_api(plane: ControlPlane) -> FastAPI:
         _who: Invoker, deployment: str | None = None, after: int | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> dict[str, list[EventView]]:
         """Events of every deployment (or one), oldest first."""
-        return {"events": [EventView(**e.to_public_dict()) for e in plane.store.list_events(deployment, after_id=after, limit=limit)]}
+        return {
+            "events": [EventView(**e.to_public_dict()) for e in plane.store.list_events(deployment, after_id=after, limit=limit)]
+        }
 
     # Tokens and audit
 
@@ -285,7 +311,9 @@ def build_api(plane: ControlPlane) -> FastAPI:
         """Make a token. The answer holds the token itself: it is never shown again."""
         expires = datetime.now(UTC) + timedelta(seconds=body.expires_in_s) if body.expires_in_s else None
         record, plaintext = plane.store.create_token(body.name, body.scopes, expires_at=expires)
-        plane.store.audit(who.name, "token.create", body.name, {"scopes": sorted(s.value for s in record.scopes), "token_id": record.id})
+        plane.store.audit(
+            who.name, "token.create", body.name, {"scopes": sorted(s.value for s in record.scopes), "token_id": record.id}
+        )
         plane.tokens_changed()
         return {**_token_view(record), "token": plaintext}
 

@@ -64,6 +64,29 @@ def register_build(api: FastAPI, plane: ControlPlane) -> None:
         except DatasetError as exc:
             raise NotFound(exc.message) from None
 
+    def check_training(version: Any, body: TrainingCreate) -> str | None:
+        """The target column (resolved when left out); 422 at once for a wrong target, metric or task."""
+        from fermion.train.problem import CLASSIFICATION, choose_metric, find_target, infer_task
+
+        if version.kind == "images":
+            if body.target not in (None, "label"):
+                raise Invalid(f"{version.ref} is an image set: its target is the folder name ('label'); leave target out")
+            task, classes = CLASSIFICATION, len(version.labels or {})
+            target = "label"
+        else:
+            try:
+                target = find_target([c["name"] for c in version.columns], body.target, version.extra.get("label_column"))
+                column = datasets.load_table(version)[target]
+                task = infer_task(column, target, body.task)
+            except (TrainingError, DatasetError) as exc:
+                raise Invalid(exc.message) from None
+            classes = int(column.nunique())
+        try:
+            choose_metric(body.metric, task, classes)
+        except TrainingError as exc:
+            raise Invalid(exc.message) from None
+        return target
+
     def model_or_404(ref: str) -> Any:
         try:
             return registry.get(ref)
@@ -109,7 +132,9 @@ def register_build(api: FastAPI, plane: ControlPlane) -> None:
         created = version.ref not in before
         if created:
             plane.store.audit(actor, "dataset.add", version.ref, {"source": label, "rows": version.rows})
-        return JSONResponse({**datasets.describe(version), "created": created}, status_code=201 if created else 200)
+        described = datasets.describe(version)
+        described.pop("path", None)  # the server's file system is not the caller's business
+        return JSONResponse({**described, "created": created}, status_code=201 if created else 200)
 
     @api.get(f"{PREFIX}/datasets/{{ref}}", tags=["datasets"])
     def get_dataset(ref: str, _who: Invoker) -> dict[str, Any]:
@@ -124,44 +149,32 @@ def register_build(api: FastAPI, plane: ControlPlane) -> None:
     @api.post(f"{PREFIX}/trainings", status_code=202, tags=["trainings"])
     def start_training(body: TrainingCreate, who: Deployer) -> dict[str, Any]:
         """Queue a training job; follow it with GET /trainings/{id}. The target and metric are checked at once."""
-        from fermion.train.problem import METRICS, find_target
-
         version = dataset_or_404(body.dataset)
-        if version.kind == "table":
-            try:
-                find_target([c["name"] for c in version.columns], body.target, version.extra.get("label_column"))
-            except TrainingError as exc:
-                raise Invalid(exc.message) from None
-        if body.metric is not None and body.metric not in METRICS:
-            raise Invalid(f"unknown metric {body.metric!r}; use one of: {', '.join(METRICS)}")
-        if body.task is not None and body.task not in ("classification", "regression"):
-            raise Invalid(f"unknown task {body.task!r}; use classification or regression")
+        target = check_training(version, body)
         job = TrainingJob(
-            id=new_job_id(), dataset=version.ref, target=body.target, budget_s=body.budget_s, metric=body.metric, name=body.name,
+            id=new_job_id(), dataset=version.ref, target=target, budget_s=body.budget_s, metric=body.metric, name=body.name,
             seed=body.seed, max_trials=body.max_trials, task=body.task, requested_by=who.name,
         )  # fmt: skip
         jobs.submit(job)
-        plane.store.audit(
-            who.name, "training.start", version.ref, {"job": job.id, "target": body.target, "budget_s": body.budget_s}
-        )
-        return job.to_dict()
+        plane.store.audit(who.name, "training.start", version.ref, {"job": job.id, "target": target, "budget_s": body.budget_s})
+        return job.view()
 
     @api.get(f"{PREFIX}/trainings", tags=["trainings"])
     def list_trainings(_who: Invoker) -> dict[str, Any]:
         """Training jobs, newest first (without their trial lists)."""
-        return {"trainings": [{**j.to_dict(), "trials": len(j.trials)} for j in jobs.list()]}
+        return {"trainings": [j.view(with_trials=False) for j in jobs.list()]}
 
     @api.get(f"{PREFIX}/trainings/{{job_id}}", tags=["trainings"])
     def get_training(job_id: str, _who: Invoker) -> dict[str, Any]:
         """One job: status, phase, elapsed seconds, every trial so far, the best score, and the model once registered."""
-        return jobs.get(job_id).to_dict()
+        return jobs.get(job_id).view()
 
     @api.delete(f"{PREFIX}/trainings/{{job_id}}", tags=["trainings"])
     def cancel_training(job_id: str, who: Deployer) -> dict[str, Any]:
         """Cancel a queued or running job; nothing is registered."""
         job = jobs.cancel(job_id)
         plane.store.audit(who.name, "training.cancel", job.dataset, {"job": job.id})
-        return job.to_dict()
+        return job.view()
 
     # -- models ------------------------------------------------------------------------------------
 

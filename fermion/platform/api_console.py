@@ -36,9 +36,9 @@ CONTENT_TYPES = {
 #: The browser revalidates each time, so a new version's files show up without a hard reload.
 NO_CACHE = {"cache-control": "no-cache"}
 NOT_BUILT = (
-    "<!doctype html><html><head><meta charset=\"utf-8\"><title>Fermion</title></head><body>"
+    '<!doctype html><html><head><meta charset="utf-8"><title>Fermion</title></head><body>'
     f"<h1>Fermion</h1><p>The web console is not built into this installation. The REST API is at "
-    f"<a href=\"{PREFIX}/docs\">{PREFIX}/docs</a>.</p></body></html>"
+    f'<a href="{PREFIX}/docs">{PREFIX}/docs</a>.</p></body></html>'
 )
 
 

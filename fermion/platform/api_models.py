@@ -16,7 +16,9 @@ class DeploymentCreate(BaseModel):
     name: str = Field(description="Lowercase letters, digits and '-', starting with a letter; at most 63 characters.")
     source: str = Field(description="What `fermion serve` takes: app.py:MyService, st:..., hf:..., sklearn:..., onnx:...")
     options: dict[str, Any] = Field(default_factory=dict, description='Source options, e.g. {"task": "fill-mask"}.')
-    env: dict[str, str] = Field(default_factory=dict, description="Environment variables for the replicas (secrets: never shown).")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables for the replicas (secrets: never shown)."
+    )
     min_replicas: int = Field(1, ge=0, description="0 lets an idle deployment scale to zero.")
     max_replicas: int | None = Field(None, ge=1, description="Defaults to min_replicas (or 1).")
     target_in_flight: float = Field(2.0, gt=0, description="Requests in flight per replica the autoscaler aims for.")

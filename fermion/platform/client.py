@@ -103,7 +103,12 @@ class Platform:
     """
 
     def __init__(
-        self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0, transport: httpx.BaseTransport | None = None
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         """Find the platform (see the class docstring); `transport` replaces httpx's, e.g. `httpx.MockTransport` in tests."""
         import httpx
@@ -243,7 +248,12 @@ class Deployments:
         The platform loads the source first: one that does not load raises `InvalidError` with the
         error `fermion serve` would print. `env` values are secrets: the API never shows them.
         """
-        body: dict[str, Any] = {"name": name, "source": source, "public": public, **_scaling(replicas, min_replicas, max_replicas)}
+        body: dict[str, Any] = {
+            "name": name,
+            "source": source,
+            "public": public,
+            **_scaling(replicas, min_replicas, max_replicas),
+        }
         body["options"] = _with_source_options(options, task, True if trust_pickle else None)
         optional = {"env": dict(env) if env is not None else None, "target_in_flight": target_in_flight, "note": note}
         body.update({key: value for key, value in optional.items() if value is not None})
@@ -288,7 +298,9 @@ class Deployments:
         changes = {key: value for key, value in body.items() if value is not None}
         return Deployment.from_json(self._call("PATCH", f"/{_path(name)}", body=changes))
 
-    def scale(self, name: str, replicas: int | None = None, *, min_replicas: int | None = None, max_replicas: int | None = None) -> Deployment:
+    def scale(
+        self, name: str, replicas: int | None = None, *, min_replicas: int | None = None, max_replicas: int | None = None
+    ) -> Deployment:
         """`scale(name, 3)` runs 3 replicas; `min_replicas`/`max_replicas` set the autoscaler's range."""
         changes = _scaling(replicas, min_replicas, max_replicas)
         if not changes:
@@ -385,7 +397,9 @@ class Deployments:
             if deployment.status == "failing" or crash is not None:
                 crash = crash or _crash_of(self.latest_events(name, 20), None)
                 why = crash.message if crash is not None else "its replicas keep crashing"
-                raise DeploymentFailed(f"deployment {name!r} is failing: {why}\n(see `fermion logs {name}` and `fermion events {name}`)")
+                raise DeploymentFailed(
+                    f"deployment {name!r} is failing: {why}\n(see `fermion logs {name}` and `fermion events {name}`)"
+                )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(_not_ready(deployment, timeout, revision, fresh))
@@ -451,7 +465,9 @@ class Tokens:
     def __init__(self, platform: Platform) -> None:
         self._platform = platform
 
-    def create(self, name: str, scopes: str | Iterable[str] = ("invoke",), expires_in_s: float | None = None) -> tuple[TokenInfo, str]:
+    def create(
+        self, name: str, scopes: str | Iterable[str] = ("invoke",), expires_in_s: float | None = None
+    ) -> tuple[TokenInfo, str]:
         """A new token (scopes: invoke, deploy and/or admin): its metadata and the token itself, never shown again."""
         body: dict[str, Any] = {"name": name, "scopes": [scopes] if isinstance(scopes, str) else list(scopes)}
         if expires_in_s is not None:

@@ -63,7 +63,13 @@ class DeploymentFailed(Exception):
     """`wait_ready()` gave up early: the deployment's replicas keep crashing (the message quotes why)."""
 
 
-_ERRORS: dict[int, type[PlatformAPIError]] = {401: AuthError, 403: ForbiddenError, 404: NotFoundError, 409: ConflictError, 422: InvalidError}
+_ERRORS: dict[int, type[PlatformAPIError]] = {
+    401: AuthError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: InvalidError,
+}
 
 
 def error_from_response(response: httpx.Response) -> PlatformAPIError:
@@ -256,7 +262,9 @@ def transport_errors(url: str, timeout: float) -> Iterator[None]:
     try:
         yield
     except httpx.TimeoutException as exc:
-        raise PlatformConnectionError(0, f"no answer from the platform at {url} within {timeout:g} s; it may be overloaded", "timeout") from exc
+        raise PlatformConnectionError(
+            0, f"no answer from the platform at {url} within {timeout:g} s; it may be overloaded", "timeout"
+        ) from exc
     except httpx.ConnectError as exc:
         raise PlatformConnectionError(
             0,
@@ -264,4 +272,6 @@ def transport_errors(url: str, timeout: float) -> Iterator[None]:
             "unreachable",
         ) from exc
     except httpx.TransportError as exc:
-        raise PlatformConnectionError(0, f"the connection to the platform at {url} failed: {exc or type(exc).__name__}", "unreachable") from exc
+        raise PlatformConnectionError(
+            0, f"the connection to the platform at {url} failed: {exc or type(exc).__name__}", "unreachable"
+        ) from exc

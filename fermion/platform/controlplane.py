@@ -87,9 +87,19 @@ def _utcnow() -> Any:
 class ControlPlane:
     """Everything `fermion up` runs, wired together; the instance is the ASGI app to serve."""
 
-    def __init__(self, store: Store, backend: Backend, *, grace: float = 30.0, cold_start_timeout: float = 120.0,
-                 scale_down_delay_s: float = 30.0, tick_s: float = TICK_S, front: HAProxyFrontDoor | None = None,
-                 metrics_interval_s: float = METRICS_INTERVAL_S, data_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        backend: Backend,
+        *,
+        grace: float = 30.0,
+        cold_start_timeout: float = 120.0,
+        scale_down_delay_s: float = 30.0,
+        tick_s: float = TICK_S,
+        front: HAProxyFrontDoor | None = None,
+        metrics_interval_s: float = METRICS_INTERVAL_S,
+        data_dir: Path | None = None,
+    ) -> None:
         from fermion.platform.home import default_data_dir
         from fermion.platform.trainings import TrainingJobs
         from fermion.serving.openapi import swagger_assets_dir
@@ -205,8 +215,11 @@ class ControlPlane:
             status = "degraded"
         else:
             status = "starting"
-        return {"status": status, "replicas": {"desired": desired, "ready": ready, "starting": starting},
-                "restarts": self.reconciler.restarts(record.name)}
+        return {
+            "status": status,
+            "replicas": {"desired": desired, "ready": ready, "starting": starting},
+            "restarts": self.reconciler.restarts(record.name),
+        }
 
     async def _authorize(self, name: str, token: str | None) -> tuple[int, str] | None:
         if token is None:
@@ -317,6 +330,11 @@ class ControlPlane:
 
 
 async def _send(send: Any, status: int, body: bytes, ctype: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *(headers or [])]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *(headers or [])],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -29,8 +29,17 @@ log = logging.getLogger("fermion.gateway")
 
 PREFIX = "/run/"
 # Hop-by-hop headers (RFC 9110 §7.6.1) and ones the gateway sets itself.
-_DROP_REQUEST = {b"host", b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"proxy-connection",
-                 b"authorization", b"content-length"}
+_DROP_REQUEST = {
+    b"host",
+    b"connection",
+    b"keep-alive",
+    b"transfer-encoding",
+    b"te",
+    b"upgrade",
+    b"proxy-connection",
+    b"authorization",
+    b"content-length",
+}
 _DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection", "content-length"}
 #: How often a request waiting for a cold start looks for a ready replica (routes change in another thread).
 _COLD_START_POLL_S = 0.05
@@ -196,8 +205,9 @@ class Gateway:
                     continue
                 if tried:
                     return await _error(send, 502, f"no replica of {route.name!r} could be reached ({len(tried)} tried)")
-                return await _error(send, 503, f"deployment {route.name!r} has no ready replica yet; retry shortly",
-                                    [(b"retry-after", b"1")])
+                return await _error(
+                    send, 503, f"deployment {route.name!r} has no ready replica yet; retry shortly", [(b"retry-after", b"1")]
+                )
             tried.add(upstream.url)
             upstream.outstanding += 1
             try:
@@ -297,7 +307,12 @@ async def _read_body(receive: Any) -> bytes:
 async def _error(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> int:
     """Answer with `{"error": message}`; returns the status (for the metrics)."""
     body = orjson.dumps({"error": message})
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or [])]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or [])],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
     return status

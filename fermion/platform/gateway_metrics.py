@@ -26,7 +26,10 @@ METRICS = {
     ),
     "fermion_gateway_in_flight": ("gauge", "Requests the gateway is handling now (including ones waiting for a cold start)."),
     "fermion_gateway_cold_starts_total": ("counter", "Requests that had to wait for a deployment scaled to zero to start."),
-    "fermion_deployment_replicas": ("gauge", "Replicas of a deployment by state: desired (the autoscaler's aim), ready, starting."),
+    "fermion_deployment_replicas": (
+        "gauge",
+        "Replicas of a deployment by state: desired (the autoscaler's aim), ready, starting.",
+    ),
 }
 
 
@@ -100,7 +103,9 @@ class GatewayMetrics:
 
         family("fermion_gateway_requests_total")
         for (name, status), count in sorted(requests.items()):
-            out.append(f'fermion_gateway_requests_total{{deployment="{_esc(name)}",code="{status}",class="{status // 100}xx"}} {count}\n')
+            out.append(
+                f'fermion_gateway_requests_total{{deployment="{_esc(name)}",code="{status}",class="{status // 100}xx"}} {count}\n'
+            )
 
         family("fermion_gateway_request_duration_seconds")
         for name, (counts, total) in sorted(latency.items()):
@@ -123,7 +128,9 @@ class GatewayMetrics:
         for name, counts_of in sorted(replicas.items()):
             for state in REPLICA_STATES:
                 if state in counts_of:
-                    out.append(f'fermion_deployment_replicas{{deployment="{_esc(name)}",state="{state}"}} {int(counts_of[state])}\n')
+                    out.append(
+                        f'fermion_deployment_replicas{{deployment="{_esc(name)}",state="{state}"}} {int(counts_of[state])}\n'
+                    )
         return "".join(out)
 
 

@@ -88,8 +88,17 @@ class _Backend:
 class HAProxyFrontDoor:
     """Runs and configures one HAProxy (master-worker) for a `fermion up`; files under `folder`."""
 
-    def __init__(self, folder: Path, host: str, port: int, control_port: int, *, timeout: float = 300.0,
-                 grace: float = 30.0, binary: str | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        host: str,
+        port: int,
+        control_port: int,
+        *,
+        timeout: float = 300.0,
+        grace: float = 30.0,
+        binary: str | None = None,
+    ) -> None:
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.host, self.port, self.control_port = host, port, control_port
@@ -123,7 +132,10 @@ class HAProxyFrontDoor:
         # Its own session: a Ctrl+C meant for `fermion up` must not hard-stop the proxy mid-drain.
         self._proc = subprocess.Popen(
             [self.binary, "-W", "-S", f"{self.master_socket},mode,600", "-f", str(self.config), "-p", str(self.pid_file)],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         log_file.close()
         deadline = time.monotonic() + 10
@@ -321,7 +333,7 @@ class HAProxyFrontDoor:
         listen = f"{self.host}:{self.port}" if ":" not in self.host else f"[{self.host}]:{self.port}"
         text = f"""# Written by `fermion up`; changes are overwritten.
 global
-    stats socket {self.folder / 'admin.sock'} mode 600 level admin
+    stats socket {self.folder / "admin.sock"} mode 600 level admin
     log {self.log_socket} len 512 format raw local0
     hard-stop-after {int(self.grace) + 1}s
 
@@ -362,8 +374,10 @@ backend control
 
     def _write_maps(self) -> None:
         """The maps as files too, so a reload (or a restart of HAProxy) starts from the same state."""
-        for path, lines in ((self.deployments_map, [f"{k} {v}" for k, v in sorted(self._routed.items())]),
-                            (self.public_map, [f"{k} 1" for k in sorted(self._public)])):
+        for path, lines in (
+            (self.deployments_map, [f"{k} {v}" for k, v in sorted(self._routed.items())]),
+            (self.public_map, [f"{k} 1" for k in sorted(self._public)]),
+        ):
             tmp = path.with_suffix(".tmp")
             tmp.write_text("".join(line + "\n" for line in lines))
             tmp.replace(path)

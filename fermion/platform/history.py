@@ -73,8 +73,9 @@ def _ms(seconds: float | None) -> float | None:
 class MetricsHistory:
     """Per-deployment points (rates, latency quantiles, in flight, replicas) of the last `keep_s` seconds."""
 
-    def __init__(self, metrics: GatewayMetrics, interval_s: float = 5.0, keep_s: float = 3600.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, metrics: GatewayMetrics, interval_s: float = 5.0, keep_s: float = 3600.0, clock: Callable[[], float] = time.time
+    ) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0")
         self.metrics = metrics
@@ -117,7 +118,8 @@ class MetricsHistory:
                 if total < last.requests or errors < last.errors:  # counters were reset (deployment recreated)
                     last = _Last()
                 point = _Point(
-                    t=now, dt=dt,
+                    t=now,
+                    dt=dt,
                     requests=total - last.requests,
                     errors=errors - last.errors,
                     buckets=tuple(max(0, b - a) for a, b in zip(last.buckets, buckets, strict=True)),

@@ -200,7 +200,7 @@ class Reconciler:
                 log.info("%s: starting %d replica(s) of revision %d", d.name, missing, d.revision)
         retire: list[ManagedReplica] = []
         if missing < 0:  # too many: drop the ones not ready first, then the newest
-            surplus = sorted(current, key=lambda m: (m.ready, -m.handle.data.get("pid", 0)))[: -missing]
+            surplus = sorted(current, key=lambda m: (m.ready, -m.handle.data.get("pid", 0)))[:-missing]
             retire += surplus
             if not autoscaled:  # the autoscaler's own event already said so
                 self.store.add_event(d.name, "Scaled", f"{desired} replica(s), stopping {len(surplus)}")
@@ -245,7 +245,9 @@ class Reconciler:
                 m.was_ready, m.unready_since = True, None
                 if not was_ready:
                     self._backoff.setdefault(d.name, _Backoff()).crashes = 0
-                    self.store.add_event(d.name, "ReplicaReady", f"replica {m.handle.replica_id} (revision {m.handle.revision}) at {m.status.url}")
+                    self.store.add_event(
+                        d.name, "ReplicaReady", f"replica {m.handle.replica_id} (revision {m.handle.revision}) at {m.status.url}"
+                    )
             elif m.was_ready:  # alive but no longer answering: hung, or overloaded past the probe's timeout
                 now = self.clock()
                 if m.unready_since is None:
@@ -254,7 +256,8 @@ class Reconciler:
                     managed.remove(m)
                     self._count_restart(d.name)
                     self.store.add_event(
-                        d.name, "ReplicaUnhealthy",
+                        d.name,
+                        "ReplicaUnhealthy",
                         f"replica {m.handle.replica_id} (revision {m.handle.revision}) failed its health probe for "
                         f"{now - m.unready_since:.0f} s ({m.status.detail or 'no answer'}); replacing it",
                     )
@@ -325,8 +328,9 @@ class Reconciler:
         if not replicas:
             return
         wait = self.grace if grace is None else grace
-        threads = [threading.Thread(target=self.backend.stop, args=(m.handle, wait), name=f"stop-{name}", daemon=True)
-                   for m in replicas]
+        threads = [
+            threading.Thread(target=self.backend.stop, args=(m.handle, wait), name=f"stop-{name}", daemon=True) for m in replicas
+        ]
         for thread in threads:
             thread.start()
         with self._lock:

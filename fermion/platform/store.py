@@ -140,12 +140,27 @@ class Store:
             with self._transaction() as session:
                 if session.scalars(sa.select(DeploymentRow.id).where(DeploymentRow.name == name)).first() is not None:
                     raise _taken(name)
-                row = DeploymentRow(name=name, source=source, options=options, env=env, min_replicas=min_replicas,
-                                    max_replicas=max_replicas, target_in_flight=float(target_in_flight), public=bool(public),
-                                    revision=1, state="active", created_at=now, updated_at=now)
+                row = DeploymentRow(
+                    name=name,
+                    source=source,
+                    options=options,
+                    env=env,
+                    min_replicas=min_replicas,
+                    max_replicas=max_replicas,
+                    target_in_flight=float(target_in_flight),
+                    public=bool(public),
+                    revision=1,
+                    state="active",
+                    created_at=now,
+                    updated_at=now,
+                )
                 session.add(row)
                 session.flush()
-                session.add(RevisionRow(deployment_id=row.id, number=1, source=source, options=options, env=env, created_at=now, note=note))
+                session.add(
+                    RevisionRow(
+                        deployment_id=row.id, number=1, source=source, options=options, env=env, created_at=now, note=note
+                    )
+                )
                 _add_event(session, name, "Created", f"created from {source} (revision 1)", now)
                 return _deployment(row)
         except sa.exc.IntegrityError:  # another writer created the same name between our check and insert
@@ -279,18 +294,31 @@ class Store:
             now = _now()
             if replica_id is None:
                 row = ReplicaRow(
-                    deployment_id=deployment.id, revision=revision or deployment.revision, backend=backend,
-                    handle=dict(handle or {}), state=state or "starting", restarts=restarts or 0,
-                    last_error=last_error, started_at=now, updated_at=now,
+                    deployment_id=deployment.id,
+                    revision=revision or deployment.revision,
+                    backend=backend,
+                    handle=dict(handle or {}),
+                    state=state or "starting",
+                    restarts=restarts or 0,
+                    last_error=last_error,
+                    started_at=now,
+                    updated_at=now,
                 )
                 session.add(row)
             else:
                 row = session.get(ReplicaRow, replica_id) if _is_id(replica_id) else None
                 if row is None or row.deployment_id != deployment.id:
-                    known = [str(i) for i in session.scalars(sa.select(ReplicaRow.id).where(ReplicaRow.deployment_id == deployment.id))]
+                    known = [
+                        str(i) for i in session.scalars(sa.select(ReplicaRow.id).where(ReplicaRow.deployment_id == deployment.id))
+                    ]
                     raise NotFound.named(f"replica of {name!r} with id", replica_id, known)
-                changes = {"revision": revision, "handle": dict(handle) if handle is not None else None,
-                           "state": state, "restarts": restarts, "last_error": last_error}
+                changes = {
+                    "revision": revision,
+                    "handle": dict(handle) if handle is not None else None,
+                    "state": state,
+                    "restarts": restarts,
+                    "last_error": last_error,
+                }
                 for field_name, value in changes.items():
                     if value is not None:
                         setattr(row, field_name, value)
@@ -333,8 +361,12 @@ class Store:
                 if session.scalars(active).first() is not None:
                     raise taken
                 row = TokenRow(
-                    name=name, prefix=plaintext[:t.DISPLAY_PREFIX_LENGTH], hash=t.hash_token(plaintext),
-                    scopes=t.format_scopes(granted), created_at=now, expires_at=expires_at,
+                    name=name,
+                    prefix=plaintext[: t.DISPLAY_PREFIX_LENGTH],
+                    hash=t.hash_token(plaintext),
+                    scopes=t.format_scopes(granted),
+                    created_at=now,
+                    expires_at=expires_at,
                 )
                 session.add(row)
                 session.flush()
@@ -380,7 +412,11 @@ class Store:
             if isinstance(id_or_name, int) or str(id_or_name).isdecimal():
                 row = session.get(TokenRow, int(id_or_name)) if _is_id(int(id_or_name)) else None
             else:
-                newest = sa.select(TokenRow).where(TokenRow.name == id_or_name).order_by(TokenRow.revoked_at.is_not(None), TokenRow.id.desc())
+                newest = (
+                    sa.select(TokenRow)
+                    .where(TokenRow.name == id_or_name)
+                    .order_by(TokenRow.revoked_at.is_not(None), TokenRow.id.desc())
+                )
                 row = session.scalars(newest).first()
             if row is None:
                 raise NotFound.named("token", id_or_name, set(session.scalars(sa.select(TokenRow.name))))

@@ -123,7 +123,9 @@ class TokenRow(Base):
     __tablename__ = "tokens"
     # The store checks this too, but only the index holds when two writers create a name at once.
     __table_args__ = (
-        sa.Index("uq_tokens_name_active", "name", unique=True, sqlite_where=ACTIVE_TOKEN_NAME, postgresql_where=ACTIVE_TOKEN_NAME),
+        sa.Index(
+            "uq_tokens_name_active", "name", unique=True, sqlite_where=ACTIVE_TOKEN_NAME, postgresql_where=ACTIVE_TOKEN_NAME
+        ),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(63), index=True)

@@ -46,7 +46,7 @@ class TrainingJob:
     max_trials: int | None = None
     task: str | None = None
     requested_by: str = ""
-    status: str = "queued"  # queued, running, succeeded, failed, cancelled
+    status: str = "queued"  # queued, running, cancelling, succeeded, failed, cancelled
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
@@ -57,11 +57,23 @@ class TrainingJob:
     best_family: str | None = None
     task_kind: str | None = None
     metric_used: str | None = None
+    metric_info: dict[str, Any] | None = None  # {"name", "label", "greater_is_better"} of the metric in use
     model: str | None = None
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """As saved on disk (times as epoch seconds)."""
         return asdict(self)
+
+    def view(self, with_trials: bool = True) -> dict[str, Any]:
+        """As the API shows it: times in ISO 8601; without the trial list, `trial_count` only."""
+        shown = self.to_dict()
+        for key in ("created_at", "started_at", "finished_at"):
+            shown[key] = _iso(shown[key])
+        shown["trial_count"] = len(self.trials)
+        if not with_trials:
+            del shown["trials"]
+        return shown
 
     def command(self, data_dir: Path) -> list[str]:
         line = [
@@ -232,6 +244,7 @@ class TrainingJobs:
             job.elapsed = float(event["elapsed"])
         if "task" in event:
             job.task_kind, job.metric_used = event.get("task"), event.get("metric")
+            job.metric_info = event.get("metric_info")
         if "trial" in event:
             trial = event["trial"]
             job.trials.append({k: trial.get(k) for k in ("number", "family", "score", "status", "finished_at")})
@@ -260,6 +273,12 @@ class TrainingJobs:
             del self._jobs[job.id]
             for suffix in (".json", ".log"):
                 (self.folder / f"{job.id}{suffix}").unlink(missing_ok=True)
+
+
+def _iso(epoch: float | None) -> str | None:
+    from datetime import UTC, datetime
+
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def new_job_id() -> str:

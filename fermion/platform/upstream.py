@@ -115,7 +115,9 @@ class UpstreamPool:
                 headers.append((key, value))
         return UpstreamResponse(status, headers, self._body(base, conn, length, chunked, keep_alive))
 
-    async def _body(self, base: str, conn: _Connection, length: int | None, chunked: bool, keep_alive: bool) -> AsyncIterator[bytes]:
+    async def _body(
+        self, base: str, conn: _Connection, length: int | None, chunked: bool, keep_alive: bool
+    ) -> AsyncIterator[bytes]:
         reader = conn.reader
         complete = False
         try:

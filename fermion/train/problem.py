@@ -91,7 +91,7 @@ def choose_metric(name: str | None, task: str, classes: int) -> Metric:
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise TrainingError(f"unknown metric {name!r}; {hint}for {task} use one of: {', '.join(fitting)}")
     if metric.task != task:
-        raise TrainingError(f"--metric {metric.name} is for {metric.task}, but this is {task}; use one of: {', '.join(fitting)}")
+        raise TrainingError(f"metric {metric.name!r} is for {metric.task}, but this is {task}; use one of: {', '.join(fitting)}")
     return metric
 
 

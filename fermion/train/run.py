@@ -90,6 +90,14 @@ def train(
     # Saving needs skops and the report matplotlib, seconds of imports: done now, inside the budget,
     # so that the end of the search is not spent on them.
     _import_savers()
+    notify(
+        {
+            "phase": "prepare",
+            "dataset": version.ref,
+            "elapsed": round(time.perf_counter() - started, 2),
+            "budget": options.budget_s,
+        }
+    )
 
     prepared = (
         _prepare_images(version, datasets, options)
@@ -105,6 +113,7 @@ def train(
             "phase": "search",
             "task": task,
             "metric": metric.name,
+            "metric_info": {"name": metric.name, "label": metric.label, "greater_is_better": metric.greater_is_better},
             "elapsed": round(time.perf_counter() - started, 2),
             "budget": options.budget_s,
         }

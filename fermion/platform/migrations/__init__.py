@@ -104,7 +104,9 @@ def _adopt_unversioned(connection: sa.Connection, cfg: Config) -> None:
     existing = BASELINE_TABLES & set(sa.inspect(connection).get_table_names())
     if existing == BASELINE_TABLES:
         # The one part of the baseline that create_all() did not make yet.
-        connection.exec_driver_sql("CREATE UNIQUE INDEX IF NOT EXISTS uq_tokens_name_active ON tokens (name) WHERE revoked_at IS NULL")
+        connection.exec_driver_sql(
+            "CREATE UNIQUE INDEX IF NOT EXISTS uq_tokens_name_active ON tokens (name) WHERE revoked_at IS NULL"
+        )
         command.stamp(cfg, BASELINE)
     elif existing:
         raise PlatformError(
