@@ -40,7 +40,10 @@ test-fast: install
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/run.py $(BENCH_ARGS)
 
+## The training benchmark (benchmarks/TRAINING.md): Fermion vs FLAML, a default random forest and a default LightGBM.
+## FLAML's AutoML pulls in xgboost, so it is installed here rather than by `make test`.
 bench-training: install
+	$(PY) -m pip install --quiet 'flaml[automl]>=2.1'
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/training.py $(BENCH_ARGS)
 
 clean:

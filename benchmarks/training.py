@@ -20,8 +20,9 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,9 @@ def fit_flaml(split: Split, budget_s: float, seed: int) -> tuple[Any, dict[str, 
         split.X_train, split.y_train, task="classification" if split.task == CLASSIFICATION else "regression",
         time_budget=budget_s, metric=split.metric.name, seed=seed, verbose=0,
     )  # fmt: skip
-    return automl, {"trials": len(automl.config_history), "chosen": automl.best_estimator}
+    # FLAML counts its trials per learner; `config_history` holds only the improvements of its best.
+    tried = getattr(automl, "_iter_per_learner", None)
+    return automl, {"trials": sum(tried.values()) if tried else None, "chosen": automl.best_estimator}
 
 
 def fit_random_forest(split: Split, seed: int) -> tuple[Any, dict[str, Any]]:
@@ -187,6 +190,15 @@ def measure(split: Split, tool: str, budget_s: float | None, fit: Callable[[], t
     result.accuracy = metrics.get("accuracy")
     result.trials, result.chosen = found.get("trials"), found.get("chosen")
     return result
+
+
+def run_dataset(split: Split, budgets: list[float], seed: int) -> Iterator[Result]:
+    """The two defaults once, then Fermion and FLAML at each budget, one after the other (never side by side)."""
+    yield measure(split, "random_forest", None, partial(fit_random_forest, split, seed), seed)
+    yield measure(split, "lightgbm", None, partial(fit_lightgbm, split, seed), seed)
+    for budget in budgets:
+        yield measure(split, "fermion", budget, partial(fit_fermion, split, budget, seed), seed)
+        yield measure(split, "flaml", budget, partial(fit_flaml, split, budget, seed), seed)
 
 
 # -- ranks and checks ------------------------------------------------------------------------------
@@ -245,7 +257,9 @@ def summarize(splits: dict[str, Split], results: list[Result], budgets: list[flo
             if all(tool in ranks[key][name] for name in splits)
         }
     over = [
-        {"dataset": r.dataset, "tool": r.tool, "budget_s": r.budget_s, "fit_s": round(r.fit_s, 2)} for r in results if r.over_budget
+        {"dataset": r.dataset, "tool": r.tool, "budget_s": r.budget_s, "fit_s": round(r.fit_s, 2)}
+        for r in results
+        if r.over_budget
     ]
     return {"ranks": ranks, "mean_rank": mean_rank, "versus_random_forest": versus_forest, "over_budget": over}
 
@@ -275,20 +289,25 @@ def render(record: dict[str, Any]) -> str:
     results = [Result(**r) for r in record["results"]]
     budgets = record["options"]["budgets"]
     versions = ", ".join(f"{k} {v}" for k, v in record["versions"].items())
+    tests = [info["test_rows"] for info in datasets.values()]
     out = [
         "# Training benchmark",
         "",
         "Written by `make bench-training` (`python benchmarks/training.py`); the method is in "
         "[README.md](README.md#training). Numbers are from one machine, one run and one held-out split per dataset "
-        f"(seed {record['options']['seed']}): small test sets (30 to 360 rows) make small differences noise.",
+        f"(seed {record['options']['seed']}): with test sets of {min(tests)} to {max(tests)} rows, small differences are noise.",
         "",
         f"Run {record['started']} ({record['file']}). Machine: {machine['cpu']}, {machine['cores']} cores, "
         f"{machine['memory_gib']} GiB, {machine['os']}, Python {machine['python']}. "
         f"Load average before/after: {machine['load_average']} / {record['load_average_after']}.",
         "",
-        f"Versions: {versions}.",
+        f"Fermion at commit {record.get('commit') or 'unknown'}. Versions: {versions}.",
         "",
     ]
+    loads = [load[0] for load in (machine.get("load_average"), record.get("load_average_after")) if load]
+    if loads and max(loads) >= machine["cores"]:
+        out += [f"**Busy machine**: a load average of {max(loads):g} on {machine['cores']} cores while it ran. Fit times, "
+                "trial counts and the budget checks suffer most (LightGBM's threads slow down badly on a shared machine).", ""]  # fmt: skip
     if record["options"]["quick"]:
         out += ["**Quick run** (the 10 s budget only): indicative only.", ""]
     out += ["## Goals", "", "| goal | measured | met |", "|---|---|---|"]
@@ -337,7 +356,7 @@ def render(record: dict[str, Any]) -> str:
         out.append("| **mean rank** | | " + " | ".join(f"**{_rank(means[t])}**" if t in means else "–" for t in TOOLS) + " |")
     out += ["", "## Every fit", "",
             "Wall seconds of the whole fit (for the searchers: the search and the final refit on the training split). "
-            "Trials: Fermion's cross-validated trials; FLAML's `config_history` entries.", "",
+            "Trials: Fermion's cross-validated trials; FLAML's trials summed over its learners.", "",
             "| dataset | budget | tool | score | accuracy | fit s | trials | chosen | note |",
             "|---|---:|---|---:|---:|---:|---:|---|---|"]  # fmt: skip
     for name, info in datasets.items():
@@ -348,7 +367,13 @@ def render(record: dict[str, Any]) -> str:
                 f"{info['metric']} {_fmt(r.score)} | {_fmt(r.accuracy)} | {r.fit_s:.2f} | "
                 f"{'' if r.trials is None else r.trials} | {r.chosen or ''} | {note} |"
             )
-    out += ["", "## Datasets", "", "| dataset | task | classes | features | train rows | test rows |", "|---|---|---:|---:|---:|---:|"]
+    out += [
+        "",
+        "## Datasets",
+        "",
+        "| dataset | task | classes | features | train rows | test rows |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for name, info in datasets.items():
         out.append(
             f"| {name} | {info['task']} | {info['classes'] or '–'} | {info['features']} | {info['train_rows']} | {info['test_rows']} |"
@@ -367,6 +392,22 @@ def _versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return found
+
+
+def _commit() -> str | None:
+    """The checkout's commit, with "+changes" when fermion/train differs from it: which trainer was measured."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "fermion/train"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
 def _line(result: Result, metric: str) -> str:
@@ -399,7 +440,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"every budget must be at least 2 s (Fermion's smallest); got {args.budgets!r}")
 
     # Imported before any clock starts, so that no tool pays for the others' imports.
-    import flaml  # noqa: F401
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from flaml import AutoML  # noqa: F401
+    except ImportError as exc:
+        _say(f"FLAML's AutoML cannot be imported ({exc}); install it with: {sys.executable} -m pip install 'flaml[automl]'")
+        return 1
     import lightgbm  # noqa: F401
     import sklearn.ensemble  # noqa: F401
 
@@ -414,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         "options": {"budgets": budgets, "datasets": names, "seed": args.seed, "quick": args.quick},
         "machine": machine_info(),
         "versions": _versions(),
+        "commit": _commit(),
     }
     began = time.monotonic()
     _say(f"Training benchmark{' (quick)' if args.quick else ''}: {', '.join(names)} · budgets "
@@ -426,15 +474,7 @@ def main(argv: list[str] | None = None) -> int:
             info = split.describe()
             _say(f"\n{name}: {info['task']}, {info['train_rows']} + {info['test_rows']} rows, {info['features']} features, "
                  f"{split.metric.name}")  # fmt: skip
-            runs: list[tuple[str, float | None, Callable[[], tuple[Any, dict[str, Any]]]]] = [
-                ("random_forest", None, lambda: fit_random_forest(split, args.seed)),
-                ("lightgbm", None, lambda: fit_lightgbm(split, args.seed)),
-            ]
-            for budget in budgets:
-                runs.append(("fermion", budget, lambda b=budget: fit_fermion(split, b, args.seed)))
-                runs.append(("flaml", budget, lambda b=budget: fit_flaml(split, b, args.seed)))
-            for tool, budget, fit in runs:
-                result = measure(split, tool, budget, fit, args.seed)
+            for result in run_dataset(split, budgets, args.seed):
                 results.append(result)
                 _say(_line(result, split.metric.name))
     except KeyboardInterrupt:
@@ -451,7 +491,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(render(record))
     _say(f"\n→ {path}\n→ {args.out}")
     for budget, means in record["summary"]["mean_rank"].items():
-        _say(f"mean rank, {budget} s: " + ", ".join(f"{LABELS[t]} {_rank(v)}" for t, v in sorted(means.items(), key=lambda kv: kv[1])))
+        _say(
+            f"mean rank, {budget} s: "
+            + ", ".join(f"{LABELS[t]} {_rank(v)}" for t, v in sorted(means.items(), key=lambda kv: kv[1]))
+        )
     _say(f"done in {(time.monotonic() - began) / 60:.1f} min")
     return 0
 

@@ -39,7 +39,9 @@ def write_reviews(path: Path, rows: int = 140, seed: int = 7) -> Path:
         for index in range(rows):
             good = index % 2 == 0
             sentence = rng.choice(POSITIVE if good else NEGATIVE)
-            writer.writerow([rng.choice(OPENERS) + sentence + rng.choice(CLOSERS), rng.randint(1, 9), "positive" if good else "negative"])
+            writer.writerow(
+                [rng.choice(OPENERS) + sentence + rng.choice(CLOSERS), rng.randint(1, 9), "positive" if good else "negative"]
+            )
     return path
 
 

@@ -18,7 +18,7 @@ FERMION_MAX_WAIT_MS = 5.0
 def latest_results(results: Path) -> dict[str, dict[str, Any]]:
     """The newest `<time>-<bench>.json` of each benchmark, by bench name."""
     newest: dict[str, Path] = {}
-    for path in sorted(results.glob("*-*.json")):
+    for path in sorted(results.glob("[0-9]*-*.json")):  # the suite's runs; training-*.json belong to training.py
         newest[path.stem.rsplit("-", 1)[-1]] = path
     return {bench: {**json.loads(path.read_text()), "file": path.name} for bench, path in newest.items()}
 

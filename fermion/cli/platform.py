@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
@@ -78,13 +79,13 @@ def exit_code(error: PlatformAPIError) -> int:
 
 
 @contextlib.contextmanager
-def connect(url: str | None, token: str | None, timeout: float = 30.0) -> Iterator[Platform]:
+def connect(url: str | None, token: str | None, timeout: float = 30.0, data_dir: Path | None = None) -> Iterator[Platform]:
     """A `Platform` client for the command; any platform error inside the block becomes one red line."""
     from fermion.platform.client import DeploymentFailed, Platform, PlatformAPIError
     from fermion.platform.home import NoPlatform
 
     try:
-        platform = Platform(url, token, timeout=timeout)
+        platform = Platform(url, token, timeout=timeout, data_dir=data_dir)
     except NoPlatform as exc:
         fail_with(str(exc))
     except ValueError as exc:

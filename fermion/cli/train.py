@@ -17,6 +17,7 @@ from rich.table import Table
 
 from fermion.cli.app import app, err, fail, out
 from fermion.cli.data import DataDir
+from fermion.cli.platform import TokenOption, UrlOption
 
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
@@ -76,6 +77,8 @@ def train(
     progress_json: Annotated[
         bool, typer.Option("--progress-json", help="Print progress as JSON lines on stdout (for programs).")
     ] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
     data_dir: DataDir = None,
 ) -> None:
     """Train: search model families within the budget, test the best on held-out rows, register it as NAME@V."""
@@ -110,10 +113,11 @@ def train(
         _fail(exc.message, emit)
     if emit is not None:
         emit({"phase": "registered", "model": model.ref, "summary": model.summary()})
-        return
-    print_result(model)
+    else:
+        print_result(model)
     if deploy:
-        _deploy(deploy, model.source, public)
+        # The platform of this data dir (unless --url or FERMION_URL names another): it finds the model there.
+        _deploy(deploy, model.source, public, url, token, data_dir)
 
 
 def _fail(message: str, emit: Any) -> None:
@@ -186,7 +190,7 @@ def _with_progress_bar(run: Any, budget_s: float) -> Any:
                     if state["best"] is not None
                     else "no score yet"
                 )
-                text = f"{text} · {state['trials']} trials · {best}"
+                text = f"{text} · {state['trials']} trial{'s' if state['trials'] != 1 else ''} · {best}"
             bar.update(task, completed=min(budget_s, time.monotonic() - started), description=escape(text))
         bar.update(task, completed=min(budget_s, time.monotonic() - started))
     if "error" in result:
@@ -206,10 +210,12 @@ def print_result(model: Any) -> None:
     )
     trials = m["trials"]
     out.print(
-        f"  {len(trials)} trials in {m['training_seconds']:.1f}s (budget {m['budget_s']:g}s); "
+        f"  {len(trials)} trial{'s' if len(trials) != 1 else ''} in {m['training_seconds']:.1f}s (budget {m['budget_s']:g}s); "
         f"cross-validated {m['metric']['label']} {format_score(m['cv_score'])}",
         markup=False,
     )
+    if m.get("note"):
+        out.print(f"  note: {m['note']}", markup=False)
     table = Table(title=f"Test metrics ({m['rows']['test']} held-out rows)")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -223,12 +229,12 @@ def print_result(model: Any) -> None:
     out.print(f"  Deploy  fermion deploy {model.name} {model.source}", markup=False)
 
 
-def _deploy(name: str, source: str, public: bool) -> None:
+def _deploy(name: str, source: str, public: bool, url: str | None, token: str | None, data_dir: Path | None) -> None:
     from fermion.cli.platform import connect
     from fermion.cli.platform_deploy import _finish
     from fermion.platform.client_types import NotFoundError
 
-    with connect(None, None) as platform:
+    with connect(url, token, data_dir=data_dir) as platform:
         try:
             platform.deployments.get(name)
         except NotFoundError:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -109,13 +110,15 @@ class Platform:
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        data_dir: Path | None = None,
     ) -> None:
-        """Find the platform (see the class docstring); `transport` replaces httpx's, e.g. `httpx.MockTransport` in tests."""
+        """Find the platform (see the class docstring; `data_dir`: the local one of that data dir); `transport` replaces
+        httpx's, e.g. `httpx.MockTransport` in tests."""
         import httpx
 
         from fermion._version import __version__
 
-        target = discover(url, token)
+        target = discover(url, token, data_dir)
         base = target.url if "://" in target.url else "http://" + target.url  # `--url localhost:8080` means plain HTTP
         if not base.startswith(("http://", "https://")):
             raise ValueError(f"the platform's URL must start with http:// or https://, got {target.url!r}")

@@ -7,7 +7,6 @@ strong, cheap baseline per family); later trials sample around what has worked b
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,10 +14,6 @@ from typing import Any
 from fermion.train.problem import CLASSIFICATION
 
 Params = dict[str, Any]
-
-
-def _threads() -> int:
-    return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -30,7 +25,7 @@ class Family:
     scaled: bool  # wants standardised numbers (linear models)
     default: Params
     sample: Callable[[Any], Params]
-    build: Callable[[Params, str, int], Any]
+    build: Callable[[Params, str, int, int], Any]  # (params, task, seed, threads) -> estimator
     kinds: tuple[str, ...] = ("table", "text", "images")
     #: A trial's cost relative to the linear family's, used until the family's own trials are timed.
     relative_cost: float = 1.0
@@ -43,7 +38,7 @@ def _log_uniform(rng: Any, low: float, high: float) -> float:
 # -- linear ----------------------------------------------------------------------------------------
 
 
-def _linear(params: Params, task: str, seed: int) -> Any:
+def _linear(params: Params, task: str, seed: int, threads: int) -> Any:
     if task == CLASSIFICATION:
         from sklearn.linear_model import LogisticRegression
 
@@ -66,12 +61,12 @@ LINEAR = Family(
 # -- forests ---------------------------------------------------------------------------------------
 
 
-def _forest(extra: bool) -> Callable[[Params, str, int], Any]:
-    def build(params: Params, task: str, seed: int) -> Any:
+def _forest(extra: bool) -> Callable[[Params, str, int, int], Any]:
+    def build(params: Params, task: str, seed: int, threads: int) -> Any:
         from sklearn import ensemble
 
         kind = ("ExtraTrees" if extra else "RandomForest") + ("Classifier" if task == CLASSIFICATION else "Regressor")
-        return getattr(ensemble, kind)(random_state=seed, n_jobs=_threads(), **params)
+        return getattr(ensemble, kind)(random_state=seed, n_jobs=threads, **params)
 
     return build
 
@@ -99,12 +94,12 @@ EXTRA_TREES = Family(
 # -- LightGBM --------------------------------------------------------------------------------------
 
 
-def _lightgbm(params: Params, task: str, seed: int) -> Any:
+def _lightgbm(params: Params, task: str, seed: int, threads: int) -> Any:
     import lightgbm
 
     kind = lightgbm.LGBMClassifier if task == CLASSIFICATION else lightgbm.LGBMRegressor
     return kind(
-        random_state=seed, n_jobs=_threads(), verbose=-1, subsample_freq=1, deterministic=True, force_col_wise=True, **params
+        random_state=seed, n_jobs=threads, verbose=-1, subsample_freq=1, deterministic=True, force_col_wise=True, **params
     )
 
 
@@ -142,7 +137,7 @@ LIGHTGBM = Family(
 # -- small CNN (images) ----------------------------------------------------------------------------
 
 
-def _cnn(params: Params, task: str, seed: int) -> Any:
+def _cnn(params: Params, task: str, seed: int, threads: int) -> Any:
     from fermion.train.cnn import CNNClassifier
 
     return CNNClassifier(seed=seed, **params)

@@ -39,8 +39,12 @@ class TextEmbedder:
             folder = resolve_model_dir(EMBEDDING_MODEL, "st")
         except SourceError as exc:
             raise TrainingError(f"text columns need the {EMBEDDING_MODEL} embeddings: {exc}") from None
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # its "Loading weights" bar would cut through ours
         self.model = SentenceTransformer(folder, device="cpu")
-        self.dimensions = int(self.model.get_sentence_embedding_dimension())
+        dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dimensions = int(dimension())
 
     def embed(self, texts: list[str]) -> np.ndarray:
         with self._lock:

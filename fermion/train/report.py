@@ -176,7 +176,8 @@ th {{ background: #f3f5f8; }} code {{ font-size: 12px; }} figure {{ display: inl
 <tr><th>cross-validated {e(metric["label"])}</th><td>{_format(manifest["cv_score"])}</td></tr>
 <tr><th>trials</th><td>{len(manifest["trials"])} ({len(failed)} failed or cut); stopped by: {e(manifest["stopped"])}</td></tr>
 <tr><th>time</th><td>{manifest["training_seconds"]:.1f} s of a {manifest["budget_s"]:g} s budget</td></tr>
-<tr><th>seed</th><td>{manifest["seed"]}</td></tr></table>
+<tr><th>seed</th><td>{manifest["seed"]}</td></tr>
+{f"<tr><th>note</th><td>{e(manifest['note'])}</td></tr>" if manifest.get("note") else ""}</table>
 <h2>Plots</h2>{images}
 <h2>Best trials</h2>
 <table><tr><th>#</th><th>family</th><th>{e(metric["label"])}</th><th>seconds</th><th>parameters</th></tr>{leaderboard}</table>

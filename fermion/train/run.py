@@ -26,7 +26,7 @@ from fermion.train.problem import (
     plan_columns,
 )
 from fermion.train.registry import ModelRegistry, ModelVersion
-from fermion.train.search import EVALUATION_SHARE, Problem, fit_within_budget
+from fermion.train.search import EVALUATION_SHARE, SAVE_RESERVE_S, Problem, fit_within_budget
 
 #: Share of the rows held out for the final test.
 TEST_SHARE = 0.2
@@ -61,6 +61,17 @@ class _Prepared:
     dropped: int = 0
     image: dict[str, Any] | None = None
     embedding: dict[str, Any] | None = None
+    task: str = CLASSIFICATION
+    classes: list[Any] | None = None
+    metric: Any = None
+
+
+def _decide(y: Any, target: str, options: TrainOptions) -> tuple[str, list[Any] | None, Any]:
+    """The task, the classes and the metric for target values `y`; a TrainingError when they do not fit."""
+    task = infer_task(_series(y), target, options.task)
+    check_target(_series(y), target, task)
+    classes = _classes(y) if task == CLASSIFICATION else None
+    return task, classes, choose_metric(options.metric, task, len(classes or []))
 
 
 def train(
@@ -75,7 +86,7 @@ def train(
     started = time.perf_counter()
     datasets = datasets or DatasetStore()
     registry = registry or ModelRegistry()
-    notify = progress or (lambda event: None)
+    notify = progress if progress is not None else (lambda event: None)
     if not MIN_BUDGET_S <= options.budget_s <= MAX_BUDGET_S:
         raise TrainingError(
             f"budget {options.budget_s:g}s is out of range; give between {MIN_BUDGET_S:g}s and 24h, e.g. --budget 60s"
@@ -87,27 +98,16 @@ def train(
     if options.name and name != options.name:
         raise TrainingError(f"invalid model name {options.name!r}: use lowercase letters, digits and '-', e.g. {name!r}")
     notify({"phase": "prepare", "dataset": version.ref, "elapsed": 0.0, "budget": options.budget_s})
-    # Saving needs skops and the report matplotlib, seconds of imports: done now, inside the budget,
-    # so that the end of the search is not spent on them.
-    _import_savers()
-    notify(
-        {
-            "phase": "prepare",
-            "dataset": version.ref,
-            "elapsed": round(time.perf_counter() - started, 2),
-            "budget": options.budget_s,
-        }
-    )
-
+    # The target, task and metric are checked first, before seconds of imports and embeddings.
     prepared = (
         _prepare_images(version, datasets, options)
         if version.kind == "images"
         else _prepare_table(version, datasets, options, notify)
     )
-    task = infer_task(_series(prepared.y), prepared.target, options.task)
-    check_target(_series(prepared.y), prepared.target, task)
-    classes = _classes(prepared.y) if task == CLASSIFICATION else None
-    metric = choose_metric(options.metric, task, len(classes or []))
+    task, classes, metric = prepared.task, prepared.classes, prepared.metric
+    # Saving needs skops and the report matplotlib, seconds of imports: done now, inside the budget,
+    # so that the end of the search is not spent on them.
+    _import_savers()
     notify(
         {
             "phase": "search",
@@ -126,11 +126,11 @@ def train(
     )  # fmt: skip
     kind = "images" if prepared.kind == "images" else "table"
     try:
-        model, search = fit_within_budget(problem, kind, options.budget_s, started, notify, options.max_trials)
+        finishing = EVALUATION_SHARE * options.budget_s + SAVE_RESERVE_S
+        model, search = fit_within_budget(problem, kind, options.budget_s, started, notify, options.max_trials, finishing)
     except TrainingError as exc:
         raise TrainingError(f"{version.ref}: {exc.message}") from None
-    best = search.best
-    family = search.families[best.family]  # type: ignore[union-attr]
+    chosen = search.chosen
 
     notify({"phase": "evaluate", "elapsed": round(time.perf_counter() - started, 2), "budget": options.budget_s})
     from fermion.train.evaluate import permutation_importance, test_metrics
@@ -147,7 +147,7 @@ def train(
     notify({"phase": "save", "elapsed": round(training_seconds, 2), "budget": options.budget_s})
     stage = registry.staging()
     try:
-        if family.name == "cnn":
+        if chosen["family"] == "cnn":
             model.save_onnx(stage / "model.onnx")
             file, fmt = "model.onnx", "onnx"
         else:
@@ -165,10 +165,11 @@ def train(
             "task": task,
             "kind": prepared.kind,
             "metric": {"name": metric.name, "label": metric.label, "greater_is_better": metric.greater_is_better},
-            "family": best.family,
-            "family_label": family.label,
-            "params": best.params,
-            "cv_score": best.score,
+            "family": chosen["family"],
+            "family_label": chosen["family_label"],
+            "params": chosen["params"],
+            "cv_score": chosen["cv_score"],
+            "note": chosen.get("note"),
             "metrics": metrics,
             "details": details,
             "importance": importance,
@@ -186,7 +187,7 @@ def train(
             "trials": [t.to_json() for t in search.trials],
             "seed": options.seed,
             "max_trials": options.max_trials,
-            "libraries": _libraries(prepared, family.name),
+            "libraries": _libraries(prepared, {t.family for t in search.trials}),
         }
         from fermion.train.report import write_report
 
@@ -254,6 +255,10 @@ def _prepare_table(version: DatasetVersion, datasets: DatasetStore, options: Tra
     frame = frame[frame[target].notna()].reset_index(drop=True)
     plan = plan_columns(frame, target)
     inputs = [i.to_json() for i in plan.inputs]
+    y = frame[target].to_numpy()
+    if y.dtype.kind == "O":
+        y = y.astype(str).astype(object)
+    task, classes, metric = _decide(y, target, options)
     texts = plan.of_kind("text")
     embedder, embedding = None, None
     if texts:
@@ -273,10 +278,10 @@ def _prepare_table(version: DatasetVersion, datasets: DatasetStore, options: Tra
         else:
             (categorical if spec["kind"] == "category" else numeric).append(spec["name"])
             groups[spec["name"]] = [spec["name"]]
-    y = frame[target].to_numpy()
-    if y.dtype.kind == "O":
-        y = y.astype(str).astype(object)
-    return _Prepared(X, y, "table", inputs, plan.ignored, numeric, categorical, groups, target, dropped, embedding=embedding)
+    return _Prepared(
+        X, y, "table", inputs, plan.ignored, numeric, categorical, groups, target, dropped, embedding=embedding,
+        task=task, classes=classes, metric=metric,
+    )  # fmt: skip
 
 
 def _prepare_images(version: DatasetVersion, datasets: DatasetStore, options: TrainOptions) -> _Prepared:
@@ -289,14 +294,17 @@ def _prepare_images(version: DatasetVersion, datasets: DatasetStore, options: Tr
     pixels, labels, shape, mode = load_images(datasets.image_files(version))
     inputs = [{"name": "image", "kind": "image", "choices": None, "example": None, "nullable": False}]
     image = {"side": shape[1], "mode": mode, "shape": list(shape)}
-    return _Prepared(pixels, labels, "images", inputs, {}, [], [], {}, "label", image=image)
+    task, classes, metric = _decide(labels, "label", options)
+    return _Prepared(
+        pixels, labels, "images", inputs, {}, [], [], {}, "label", image=image, task=task, classes=classes, metric=metric
+    )
 
 
-def _libraries(prepared: _Prepared, family: str) -> dict[str, str]:
+def _libraries(prepared: _Prepared, families: set[str]) -> dict[str, str]:
     names = ["fermion", "scikit-learn", "numpy", "pandas", "skops"]
-    if family == "lightgbm":
+    if "lightgbm" in families:
         names.append("lightgbm")
-    if family == "cnn":
+    if "cnn" in families:
         names += ["torch", "onnx"]
     if prepared.embedding:
         names += ["sentence-transformers", "torch"]

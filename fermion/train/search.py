@@ -20,6 +20,13 @@ from fermion.train.problem import CLASSIFICATION, Metric, Progress, score
 EVALUATION_SHARE = 0.06
 #: Seconds kept for saving the model and drawing the report.
 SAVE_RESERVE_S = 1.5
+#: Ensembles: chosen among this many best trials, in at most this many greedy steps; the search keeps time
+#: to fit this many of its best trials at the end.
+ENSEMBLE_CANDIDATES = 8
+ENSEMBLE_STEPS = 10
+ENSEMBLE_RESERVE_TOP = 3
+#: Models use every core only from this many rows on.
+PARALLEL_MIN_ROWS = 20000
 #: Data above this many rows is validated on one held-out part instead of k folds.
 CV_MAX_ROWS = 20000
 
@@ -41,6 +48,14 @@ class Problem:
     @property
     def rows(self) -> int:
         return len(self.y)
+
+    @property
+    def threads(self) -> int:
+        """Threads per model: one for small data, where more threads cost more in waiting than they save
+        (LightGBM's OpenMP threads on a busy 2-core machine made one small fit 10-100 times slower)."""
+        import os
+
+        return 1 if self.rows < PARALLEL_MIN_ROWS else max(1, os.cpu_count() or 1)
 
 
 @dataclass
@@ -79,7 +94,7 @@ def build_estimator(problem: Problem, family: Family, params: Params) -> Any:
 
     from fermion.train.problem import MAX_CATEGORIES
 
-    model = family.build(params, problem.task, problem.seed)
+    model = family.build(params, problem.task, problem.seed, problem.threads)
     if problem.image_shape is not None:
         if hasattr(model, "set_image_shape"):
             return model.set_image_shape(problem.image_shape)
@@ -160,10 +175,12 @@ class Search:
         started: float,
         progress: Progress | None = None,
         max_trials: int | None = None,
+        finishing_s: float = 0.0,
     ) -> None:
         import numpy as np
 
         self.problem = problem
+        self.finishing_s = finishing_s  # kept after the final fit: evaluating and saving, for train()
         self.families = {f.name: f for f in families}
         self.order = [f.name for f in families]
         self.budget_s = budget_s
@@ -177,16 +194,27 @@ class Search:
         self.best: Trial | None = None
         self.stopped = "budget"
         self.refit_factor = 1.0 / (1.0 - 1.0 / len(self.splits)) if len(self.splits) > 1 else 1.25
+        #: Out-of-fold predictions (class probabilities, or numbers) of the best trials, for ensembles.
+        self.oof: dict[int, Any] = {}
+        self.ensembles = problem.image_shape is None  # the image CNN is saved as ONNX, outside any ensemble
+        #: What fit_within_budget fitted: family, label, params and cross-validated score.
+        self.chosen: dict[str, Any] = {}
+        self.ensemble_score: float | None = None
+        #: The best trial's model from its last fold: the final model when the budget leaves no time to refit.
+        self.best_fold_model: Any = None
 
     # -- time --------------------------------------------------------------------------------------
 
     def _left(self) -> float:
         return self.deadline - time.perf_counter()
 
+    def _refit_estimate(self, trial: Trial) -> float:
+        return trial.fit_seconds * self.refit_factor * 1.2
+
     def _reserve(self) -> float:
-        """Time to keep for the final fit of the best model and the evaluation."""
-        refit = self.best.fit_seconds * self.refit_factor * 1.2 if self.best else 0.0
-        return refit + EVALUATION_SHARE * self.budget_s + SAVE_RESERVE_S
+        """Time to keep for the final fit (of the best trials, should they make an ensemble) and what comes after."""
+        top = self._ranked()[:ENSEMBLE_RESERVE_TOP] if self.ensembles else self._ranked()[:1]
+        return sum(self._refit_estimate(t) for t in top) + self.finishing_s
 
     def _fold_estimate(self, family: str) -> float | None:
         done = [t.fit_seconds for t in self.trials if t.family == family and t.status == "ok"]
@@ -202,7 +230,7 @@ class Search:
             fold = (self._fold_estimate(cheapest.name) or 0.0) * self.families[family].relative_cost / cheapest.relative_cost
         trial = fold * len(self.splits)
         own_refit = fold * self.refit_factor * 1.2
-        return trial + max(self._reserve(), own_refit + EVALUATION_SHARE * self.budget_s + SAVE_RESERVE_S) <= self._left()
+        return trial + max(self._reserve(), own_refit + self.finishing_s) <= self._left()
 
     # -- the candidates ----------------------------------------------------------------------------
 
@@ -270,6 +298,11 @@ class Search:
             self._trial(name, params)
         return self
 
+    def _ranked(self) -> list[Trial]:
+        """Finished trials, best first."""
+        done = [t for t in self.trials if t.status == "ok" and t.score is not None]
+        return sorted(done, key=lambda t: -t.score if self.problem.metric.greater_is_better else t.score)  # type: ignore[operator]
+
     def _trial(self, name: str, params: Params) -> None:
         import numpy as np
 
@@ -277,6 +310,9 @@ class Search:
         trial = Trial(len(self.trials) + 1, name, params)
         begin = time.perf_counter()
         scores, fits = [], []
+        classification = self.problem.task == CLASSIFICATION
+        width = (len(self.problem.classes),) if classification else ()  # type: ignore[arg-type]
+        oof = np.full((self.problem.rows, *width), np.nan)
         try:
             for fold, (train, valid) in enumerate(self.splits):
                 model = build_estimator(self.problem, family, params)
@@ -285,7 +321,14 @@ class Search:
                     warnings.simplefilter("ignore")
                     model.fit(_take(self.problem.X, train), self.problem.y[train])
                     fits.append(time.perf_counter() - t0)
-                    scores.append(evaluate_on(self.problem, model, _take(self.problem.X, valid), self.problem.y[valid]))
+                    X_valid = _take(self.problem.X, valid)
+                    scores.append(evaluate_on(self.problem, model, X_valid, self.problem.y[valid]))
+                    if self.ensembles:
+                        oof[valid] = (
+                            class_probabilities(model, X_valid, self.problem.classes)
+                            if classification
+                            else model.predict(X_valid)
+                        )
                 remaining = len(self.splits) - fold - 1
                 if self.best is not None and remaining and np.mean(fits) * remaining + self._reserve() > self._left():
                     trial.status = "cut"
@@ -303,7 +346,13 @@ class Search:
                 trial.score = value
                 if self.problem.metric.better(value, self.best.score if self.best else None):
                     self.best = trial
+                    self.best_fold_model = model
+                if self.ensembles:
+                    self.oof[trial.number] = oof
         self.trials.append(trial)
+        if self.oof:  # only the best trials' predictions are kept
+            keep = {t.number for t in self._ranked()[:ENSEMBLE_CANDIDATES]}
+            self.oof = {k: v for k, v in self.oof.items() if k in keep}
         if self.progress is not None:
             self.progress(
                 {
@@ -318,6 +367,81 @@ class Search:
             )
 
 
+def _oof_score(search: Search, members: list[int]) -> float:
+    """The metric of the average of `members`' out-of-fold predictions (a member may repeat: that is its weight)."""
+    import numpy as np
+
+    problem = search.problem
+    mean = np.mean([search.oof[m] for m in members], axis=0)
+    rows = ~np.isnan(mean).any(axis=1) if mean.ndim == 2 else ~np.isnan(mean)
+    y = problem.y[rows]
+    if problem.task == CLASSIFICATION:
+        proba = mean[rows]
+        labels = np.asarray(problem.classes, dtype=object)[proba.argmax(axis=1)]
+        if np.asarray(y).dtype.kind != "O":
+            labels = labels.astype(np.asarray(y).dtype)
+        return score(problem.metric, y, labels, proba, problem.classes)
+    return score(problem.metric, y, mean[rows], None, None)
+
+
+def select_ensemble(search: Search) -> list[tuple[Trial, int]] | None:
+    """Greedy forward selection with replacement (Caruana et al., 2004) over the best trials' out-of-fold predictions.
+
+    Returns (trial, weight) pairs when an average of two or more trials scores better than the best
+    single trial, else None.
+    """
+    ranked = [t for t in search._ranked() if t.number in search.oof][:ENSEMBLE_CANDIDATES]
+    if len(ranked) < 2:
+        return None
+    metric = search.problem.metric
+    chosen: list[int] = []
+    current: float | None = None
+    for _ in range(ENSEMBLE_STEPS):
+        step = [(_oof_score(search, [*chosen, t.number]), t.number) for t in ranked]
+        step = [(value, number) for value, number in step if value == value]
+        if not step:
+            break
+        value, number = max(step) if metric.greater_is_better else min(step)
+        if current is not None and not metric.better(value, current):
+            break
+        chosen.append(number)
+        current = value
+    if len(set(chosen)) < 2 or current is None or not metric.better(current, ranked[0].score):
+        return None
+    by_number = {t.number: t for t in ranked}
+    search.ensemble_score = current
+    return [(by_number[n], chosen.count(n)) for n in dict.fromkeys(chosen)]
+
+
+def _ensemble_estimator(problem: Problem, search: Search, members: list[tuple[Trial, int]]) -> Any:
+    from sklearn.ensemble import VotingClassifier, VotingRegressor
+
+    estimators = [(f"{t.family}_{t.number}", build_estimator(problem, search.families[t.family], t.params)) for t, _ in members]
+    weights = [w for _, w in members]
+    if problem.task == CLASSIFICATION:
+        return VotingClassifier(estimators, voting="soft", weights=weights)
+    return VotingRegressor(estimators, weights=weights)
+
+
+def _affordable(search: Search, members: list[tuple[Trial, int]]) -> list[tuple[Trial, int]] | None:
+    """The ensemble's members whose fits still fit in the time left, the heaviest weights first; None below two."""
+    left = search._left() - search.finishing_s
+    kept, cost = [], 0.0
+    for trial, weight in sorted(members, key=lambda m: -m[1]):
+        needed = search._refit_estimate(trial)
+        if cost + needed <= left:
+            kept.append((trial, weight))
+            cost += needed
+    if len(kept) < 2:
+        return None
+    if len(kept) < len(members):
+        value = _oof_score(search, [t.number for t, w in kept for _ in range(w)])
+        if not search.problem.metric.better(value, search.best.score):  # type: ignore[union-attr]
+            return None
+        search.ensemble_score = value
+    return kept
+
+
 def fit_within_budget(
     problem: Problem,
     kind: str,
@@ -325,29 +449,68 @@ def fit_within_budget(
     started: float | None = None,
     progress: Progress | None = None,
     max_trials: int | None = None,
+    finishing_s: float = 0.0,
 ) -> tuple[Any, Search]:
     """Search the families for `kind` ("table" or "images") and fit the best on all of `problem`'s rows.
 
-    Returns the fitted model and the search (its trials, the best trial, why it stopped).
+    The best is the best trial, or a weighted average of the best trials when their out-of-fold
+    predictions say it scores better and its fit still fits in the budget (less `finishing_s`).
+    Returns the fitted model and the search (its trials, why it stopped, and `chosen`: what was fitted).
     """
     from fermion.train.families import families_for
     from fermion.train.problem import TrainingError
 
     started = time.perf_counter() if started is None else started
-    search = Search(problem, families_for(kind, problem.task), budget_s, started, progress, max_trials).run()
+    search = Search(problem, families_for(kind, problem.task), budget_s, started, progress, max_trials, finishing_s).run()
     if search.best is None:
         errors = "; ".join(f"{t.family}: {t.error}" for t in search.trials if t.error) or "no trial finished in the budget"
         raise TrainingError(f"no model could be trained ({errors})")
+    best = search.best
+    members = select_ensemble(search) if search.ensembles else None
+    if members is not None:
+        members = _affordable(search, members)
+    if members is not None:
+        model = _ensemble_estimator(problem, search, members)
+        shown = ", ".join(f"{t.family} ×{w}" if w > 1 else t.family for t, w in members)
+        search.chosen = {
+            "family": "ensemble",
+            "family_label": f"ensemble of {len(members)} models ({shown})",
+            "params": {"members": [{"trial": t.number, "family": t.family, "params": t.params, "weight": w} for t, w in members]},
+            "cv_score": search.ensemble_score,
+        }
+    elif search._left() - search.finishing_s < search._refit_estimate(best) and search.best_fold_model is not None:
+        # No time left to fit on every training row: keep the best trial's model from its last fold.
+        share = len(search.splits[-1][0]) / problem.rows
+        search.chosen = {
+            "family": best.family,
+            "family_label": search.families[best.family].label,
+            "params": best.params,
+            "cv_score": best.score,
+            "refit": False,
+            "note": f"the budget left no time for a final fit: the model was fitted on {share:.0%} of the training rows",
+        }
+        if progress is not None:
+            progress(
+                {"phase": "refit", "family": best.family, "elapsed": round(time.perf_counter() - started, 2), "budget": budget_s}
+            )
+        return search.best_fold_model, search
+    else:
+        model = build_estimator(problem, search.families[best.family], best.params)
+        search.chosen = {
+            "family": best.family,
+            "family_label": search.families[best.family].label,
+            "params": best.params,
+            "cv_score": best.score,
+        }
     if progress is not None:
         progress(
             {
                 "phase": "refit",
-                "family": search.best.family,
+                "family": search.chosen["family"],
                 "elapsed": round(time.perf_counter() - started, 2),
                 "budget": budget_s,
             }
         )
-    model = build_estimator(problem, search.families[search.best.family], search.best.params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.fit(problem.X, problem.y)
