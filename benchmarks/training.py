@@ -130,7 +130,7 @@ def fit_fermion(split: Split, budget_s: float, seed: int) -> tuple[Any, dict[str
         numeric=list(split.X_train.columns), categorical=[], seed=seed,
     )  # fmt: skip
     model, search = fit_within_budget(problem, "table", budget_s)
-    return model, {"trials": len(search.trials), "chosen": search.best.family if search.best else None}
+    return model, {"trials": len(search.trials), "chosen": search.chosen.get("family_label") if search.chosen else None}
 
 
 def fit_flaml(split: Split, budget_s: float, seed: int) -> tuple[Any, dict[str, Any]]:

@@ -27,6 +27,8 @@ ENSEMBLE_STEPS = 10
 ENSEMBLE_RESERVE_TOP = 3
 #: Models use every core only from this many rows on.
 PARALLEL_MIN_ROWS = 20000
+#: Below this many rows the cross-validation folds are repeated twice.
+REPEAT_BELOW_ROWS = 500
 #: Data above this many rows is validated on one held-out part instead of k folds.
 CV_MAX_ROWS = 20000
 
@@ -153,11 +155,19 @@ def _splits(problem: Problem) -> list[tuple[Any, Any]]:
         train, valid = train_test_split(index, test_size=0.2, random_state=problem.seed, stratify=stratify)
         return [(train, valid)]
     folds = 5 if problem.rows < 1000 else 3
-    if problem.task == CLASSIFICATION:
-        smallest = int(min(np.unique(problem.y, return_counts=True)[1]))
-        splitter: Any = StratifiedKFold(n_splits=max(2, min(folds, smallest)), shuffle=True, random_state=problem.seed)
-        return list(splitter.split(index, problem.y))
-    return list(KFold(n_splits=folds, shuffle=True, random_state=problem.seed).split(index))
+    # Small data: the folds are repeated with another shuffle, so that choosing among close trials is less
+    # a matter of which rows fell in which fold.
+    repeats = 2 if problem.rows < REPEAT_BELOW_ROWS else 1
+    splits: list[tuple[Any, Any]] = []
+    for repeat in range(repeats):
+        seed = problem.seed + 7919 * repeat
+        if problem.task == CLASSIFICATION:
+            smallest = int(min(np.unique(problem.y, return_counts=True)[1]))
+            splitter: Any = StratifiedKFold(n_splits=max(2, min(folds, smallest)), shuffle=True, random_state=seed)
+            splits += list(splitter.split(index, problem.y))
+        else:
+            splits += list(KFold(n_splits=folds, shuffle=True, random_state=seed).split(index))
+    return splits
 
 
 def _take(X: Any, rows: Any) -> Any:
@@ -193,7 +203,8 @@ class Search:
         self.trials: list[Trial] = []
         self.best: Trial | None = None
         self.stopped = "budget"
-        self.refit_factor = 1.0 / (1.0 - 1.0 / len(self.splits)) if len(self.splits) > 1 else 1.25
+        # A final fit sees every training row; a fold's fit saw only its training part.
+        self.refit_factor = problem.rows / len(self.splits[0][0])
         #: Out-of-fold predictions (class probabilities, or numbers) of the best trials, for ensembles.
         self.oof: dict[int, Any] = {}
         self.ensembles = problem.image_shape is None  # the image CNN is saved as ONNX, outside any ensemble
@@ -312,7 +323,8 @@ class Search:
         scores, fits = [], []
         classification = self.problem.task == CLASSIFICATION
         width = (len(self.problem.classes),) if classification else ()  # type: ignore[arg-type]
-        oof = np.full((self.problem.rows, *width), np.nan)
+        oof = np.zeros((self.problem.rows, *width))
+        seen = np.zeros(self.problem.rows)
         try:
             for fold, (train, valid) in enumerate(self.splits):
                 model = build_estimator(self.problem, family, params)
@@ -324,11 +336,13 @@ class Search:
                     X_valid = _take(self.problem.X, valid)
                     scores.append(evaluate_on(self.problem, model, X_valid, self.problem.y[valid]))
                     if self.ensembles:
-                        oof[valid] = (
+                        predicted = (
                             class_probabilities(model, X_valid, self.problem.classes)
                             if classification
                             else model.predict(X_valid)
                         )
+                        oof[valid] += predicted
+                        seen[valid] += 1
                 remaining = len(self.splits) - fold - 1
                 if self.best is not None and remaining and np.mean(fits) * remaining + self._reserve() > self._left():
                     trial.status = "cut"
@@ -348,7 +362,8 @@ class Search:
                     self.best = trial
                     self.best_fold_model = model
                 if self.ensembles:
-                    self.oof[trial.number] = oof
+                    with np.errstate(invalid="ignore", divide="ignore"):  # rows no fold validated stay NaN
+                        self.oof[trial.number] = (oof.T / np.where(seen > 0, seen, np.nan)).T
         self.trials.append(trial)
         if self.oof:  # only the best trials' predictions are kept
             keep = {t.number for t in self._ranked()[:ENSEMBLE_CANDIDATES]}
