@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.metadata
 import json
 import os
 import signal
@@ -385,13 +384,9 @@ def render(record: dict[str, Any]) -> str:
 
 
 def _versions() -> dict[str, str]:
-    found = {}
-    for package in VERSIONED:
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
+    from fermion.train.run import library_versions
+
+    return library_versions(list(VERSIONED))
 
 
 def _commit() -> str | None:

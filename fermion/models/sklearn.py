@@ -25,7 +25,15 @@ from pydantic import Field
 
 from fermion.models._resolve import resolve_model_dir
 from fermion.models._sklearn_files import model_file, read_model
-from fermion.models._tabular import RequestField, described, field_names, generated_method, listing, record_type, service_class
+from fermion.models._tabular import (
+    RequestField,
+    described,
+    field_names,
+    generated_method,
+    listing,
+    probabilities_type,
+    service_class,
+)
 from fermion.responses import InvalidInput
 from fermion.service import Service
 from fermion.sources import SourceError
@@ -119,7 +127,7 @@ def build_service(model: Any, name: str, filename: str) -> Service:
         methods["predict_proba"] = generated_method(
             "predict_proba",
             fields,
-            _probabilities_type(keys),
+            probabilities_type(keys, MAX_ENUM),
             lambda self, values: [dict(zip(keys, row, strict=True)) for row in self.call("predict_proba", values).tolist()],
             "Probability of each class for one row.\n\nThe keys are the model's classes; the values sum to 1.",
             batched=True,
@@ -320,10 +328,3 @@ def _trial_prediction(service: SklearnModel, fields: list[RequestField]) -> Any:
         return service.call("predict", values)
     except Exception:
         return None
-
-
-def _probabilities_type(keys: list[str]) -> Any:
-    probability = Annotated[float, Field(ge=0, le=1)]
-    if len(keys) > MAX_ENUM or len(set(keys)) != len(keys):
-        return dict[str, float]
-    return record_type("ClassProbabilities", dict.fromkeys(keys, probability))

@@ -11,11 +11,17 @@ models. Endpoints: `predict` and, for classifiers, `predict_proba` ({label: prob
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import Field
-
-from fermion.models._tabular import RequestField, described, field_names, generated_method, listing, record_type, service_class
+from fermion.models._tabular import (
+    RequestField,
+    described,
+    field_names,
+    generated_method,
+    listing,
+    probabilities_type,
+    service_class,
+)
 from fermion.responses import InvalidInput
 from fermion.service import Service
 from fermion.sources import SourceError
@@ -152,7 +158,7 @@ def build_service(version: Any) -> Service:
         methods["predict_proba"] = generated_method(
             "predict_proba",
             fields,
-            _probabilities_type(keys),
+            probabilities_type(keys, MAX_ENUM),
             lambda self, values: self.proba_rows(values),
             "Probability of each class for one row.\n\nThe keys are the classes; the values sum to 1.",
             batched=True,
@@ -206,10 +212,3 @@ def _label_type(classes: list[Any]) -> Any:
     if 0 < len(classes) <= MAX_ENUM and all(isinstance(c, (str, int)) for c in classes):
         return Literal[tuple(classes)]  # type: ignore[valid-type]
     return Any
-
-
-def _probabilities_type(keys: list[str]) -> Any:
-    probability = Annotated[float, Field(ge=0, le=1)]
-    if len(keys) > MAX_ENUM or len(set(keys)) != len(keys):
-        return dict[str, float]
-    return record_type("ClassProbabilities", dict.fromkeys(keys, probability))

@@ -8,7 +8,6 @@ one rename, so a failed run leaves nothing half-written.
 
 from __future__ import annotations
 
-import difflib
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fermion.data.store import NAME_RULE, check_name
-from fermion.data.versioned import publish, read_manifests, version_numbers
+from fermion.data.versioned import pick_version, publish, read_manifests, version_numbers
 from fermion.train.problem import TrainingError
 
 
@@ -108,22 +107,6 @@ class ModelRegistry:
 
     def get(self, ref: str) -> ModelVersion:
         """`NAME@V`, or `NAME` for its latest version; unknown names get a did-you-mean."""
-        name, _, number = ref.partition("@")
-        versions = self.versions(name) if NAME_RULE.match(name) else []
-        if not versions:
-            known = self.names()
-            if not known:
-                raise TrainingError(
-                    f"no model named {name!r}: no models are registered yet; train one with `fermion train DATASET --target COLUMN`"
-                )
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise TrainingError(f"no model named {name!r}{hint} (models: {', '.join(known)})")
-        if not number:
-            return versions[-1]
-        if not number.isdigit():
-            raise TrainingError(f"bad version in {ref!r}: write NAME@V with V a number, e.g. {name}@1")
-        match = next((v for v in versions if v.version == int(number)), None)
-        if match is None:
-            raise TrainingError(f"model {name} has no version {number} (versions: {', '.join(str(v.version) for v in versions)})")
-        return match
+        return pick_version(
+            ref, self.versions, self.names, "model", "train one with `fermion train DATASET --target COLUMN`", TrainingError
+        )

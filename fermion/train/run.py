@@ -308,7 +308,12 @@ def _libraries(prepared: _Prepared, families: set[str]) -> dict[str, str]:
         names += ["torch", "onnx"]
     if prepared.embedding:
         names += ["sentence-transformers", "torch"]
-    found = {"python": platform.python_version()}
+    return {"python": platform.python_version(), **library_versions(names)}
+
+
+def library_versions(names: list[str]) -> dict[str, str]:
+    """The installed version of each package in `names` (those not installed are left out)."""
+    found = {}
     for name in names:
         try:
             found[name] = importlib.metadata.version(name)

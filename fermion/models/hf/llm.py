@@ -54,14 +54,20 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"
 _OPENAI = ("openai",)
 
 Prompt = Annotated[str, Field(description="The text to continue.", examples=["Once upon a time"])]
-MaxNewTokens = Annotated[int, Field(ge=1, description="Most tokens to generate (the model's context may cut it shorter).",
-                                    examples=[64])]
-MaxTokens = Annotated[int | None, Field(ge=1, description="Most tokens to generate; default 512 or what the context allows.",
-                                        examples=[64])]
-ModelName = Annotated[str | None, Field(description="Accepted for compatibility: this server serves one model "
-                                        "(see GET /v1/models).", examples=["my-llm"])]
+MaxNewTokens = Annotated[
+    int, Field(ge=1, description="Most tokens to generate (the model's context may cut it shorter).", examples=[64])
+]
+MaxTokens = Annotated[
+    int | None, Field(ge=1, description="Most tokens to generate; default 512 or what the context allows.", examples=[64])
+]
+ModelName = Annotated[
+    str | None,
+    Field(description="Accepted for compatibility: this server serves one model (see GET /v1/models).", examples=["my-llm"]),
+]
 N = Annotated[int, Field(description="Only 1 is served.", examples=[1])]
-LogitBias = Annotated[dict[str, float] | None, Field(description="Token id (as a string) → bias added to its logit (-100 to 100).")]
+LogitBias = Annotated[
+    dict[str, float] | None, Field(description="Token id (as a string) → bias added to its logit (-100 to 100).")
+]
 
 
 def build(model_dir: str, task: str) -> Service:
@@ -82,7 +88,9 @@ def build(model_dir: str, task: str) -> Service:
             "serve it with the --task its architecture is for, or pick a causal LM (…ForCausalLM)"
         )
     if not any(os.path.isfile(os.path.join(model_dir, name)) for name in _TOKENIZER_FILES):
-        raise SourceError(f"{where}: no tokenizer in that folder; save it next to the model with tokenizer.save_pretrained(folder)")
+        raise SourceError(
+            f"{where}: no tokenizer in that folder; save it next to the model with tokenizer.save_pretrained(folder)"
+        )
     model_id = model_name(model_dir)
     service_cls = type(
         "TextGeneration",
@@ -158,8 +166,14 @@ class TextGenerationService(Service):
     @endpoint(path="/v1/chat/completions", max_concurrency=MAX_CONCURRENCY, tags=_OPENAI, extra="ignore", error_style="openai")
     async def chat_completions(
         self,
-        messages: Annotated[list[ChatMessage], Field(min_length=1, description="The conversation so far.",
-                                                     examples=[[{"role": "user", "content": "Write a haiku about the sea."}]])],
+        messages: Annotated[
+            list[ChatMessage],
+            Field(
+                min_length=1,
+                description="The conversation so far.",
+                examples=[[{"role": "user", "content": "Write a haiku about the sea."}]],
+            ),
+        ],
         model: ModelName = None,
         max_tokens: MaxTokens = None,
         max_completion_tokens: MaxTokens = None,
@@ -184,8 +198,9 @@ class TextGenerationService(Service):
         `tools`, and a `response_format` other than text.
         """
         _refuse(n=n, logprobs=bool(logprobs or top_logprobs), tools=bool(tools), response_format=response_format)
-        sampling = self._sampling(max_completion_tokens or max_tokens, temperature, top_p, stop, seed,
-                                  presence_penalty, frequency_penalty, logit_bias)
+        sampling = self._sampling(
+            max_completion_tokens or max_tokens, temperature, top_p, stop, seed, presence_penalty, frequency_penalty, logit_bias
+        )
         generation = await asyncio.to_thread(self._start_chat, _chat_messages(messages), sampling)
         ident, created = "chatcmpl-" + os.urandom(12).hex(), int(time.time())
         if stream:
@@ -198,8 +213,10 @@ class TextGenerationService(Service):
     @endpoint(path="/v1/completions", max_concurrency=MAX_CONCURRENCY, tags=_OPENAI, extra="ignore", error_style="openai")
     async def completions(
         self,
-        prompt: Annotated[str | list[str] | list[int], Field(description="The text to continue (or its token ids).",
-                                                             examples=["Once upon a time"])],
+        prompt: Annotated[
+            str | list[str] | list[int],
+            Field(description="The text to continue (or its token ids).", examples=["Once upon a time"]),
+        ],
         model: ModelName = None,
         max_tokens: MaxTokens = 16,
         temperature: Temperature = None,
@@ -258,7 +275,9 @@ class TextGenerationService(Service):
         bias: dict[int, float] = {}
         for key, value in (logit_bias or {}).items():
             if not key.strip().isdigit() or not -100 <= value <= 100:
-                raise InvalidInput(f"logit_bias maps token ids (strings of digits) to numbers from -100 to 100; got {key!r}: {value}")
+                raise InvalidInput(
+                    f"logit_bias maps token ids (strings of digits) to numbers from -100 to 100; got {key!r}: {value}"
+                )
             bias[int(key)] = float(value)
         return Sampling(max_tokens, temperature, top_p, _stops(stop), seed, presence_penalty, frequency_penalty, bias)
 
@@ -361,7 +380,9 @@ def _refuse(
 ) -> None:
     """422 for OpenAI options this server cannot honour, rather than an answer that silently ignores them."""
     if n != 1:
-        raise InvalidInput(f"n={n}: this server generates one choice per request; send n=1 (or leave it out) and repeat the request")
+        raise InvalidInput(
+            f"n={n}: this server generates one choice per request; send n=1 (or leave it out) and repeat the request"
+        )
     if best_of not in (None, 1):
         raise InvalidInput(f"best_of={best_of}: only 1 is served")
     if logprobs:

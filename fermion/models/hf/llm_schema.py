@@ -18,21 +18,33 @@ _LENIENT = ConfigDict(extra="ignore")
 
 Temperature = Annotated[
     float | None,
-    Field(ge=0, le=2, description="Sampling temperature: 0 always picks the likeliest token; higher is more varied. "
-          "Default: the model's own setting, else 1.", examples=[0.7]),
+    Field(
+        ge=0,
+        le=2,
+        description="Sampling temperature: 0 always picks the likeliest token; higher is more varied. "
+        "Default: the model's own setting, else 1.",
+        examples=[0.7],
+    ),
 ]
 TopP = Annotated[
     float | None,
-    Field(gt=0, le=1, description="Nucleus sampling: sample only from the likeliest tokens whose probabilities add up to "
-          "top_p. Default: the model's own setting, else 1.", examples=[0.95]),
+    Field(
+        gt=0,
+        le=1,
+        description="Nucleus sampling: sample only from the likeliest tokens whose probabilities add up to "
+        "top_p. Default: the model's own setting, else 1.",
+        examples=[0.95],
+    ),
 ]
 Stop = Annotated[
     str | list[str] | None,
-    Field(description="Text (or texts) where generation stops; the stop text is not included in the answer.",
-          examples=[["\n\n"]]),
+    Field(
+        description="Text (or texts) where generation stops; the stop text is not included in the answer.", examples=[["\n\n"]]
+    ),
 ]
-Seed = Annotated[int | None, Field(description="Makes sampling repeatable: the same seed and request give the same text.",
-                                    examples=[42])]
+Seed = Annotated[
+    int | None, Field(description="Makes sampling repeatable: the same seed and request give the same text.", examples=[42])
+]
 Penalty = Annotated[float, Field(ge=-2, le=2, description="OpenAI-style penalty on tokens already generated (-2 to 2).")]
 
 
@@ -148,4 +160,8 @@ class ModelList(BaseModel):
 
 def usage_of(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
     """The `usage` object as a plain dict (for stream chunks)."""
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
