@@ -15,6 +15,7 @@ import select
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -257,7 +258,8 @@ def test_logs_print_lines_after_their_replica_and_follow_until_ctrl_c(up, platfo
     assert re.search(r"^echo-\d+-\w+ .*API\s+http://", result.stdout, re.MULTILINE), result.stdout
     replica, line = next(iter(platform.deployments.follow_logs("echo", lines=5)))
     assert replica.startswith("echo-") and line
-    env = {**os.environ, "FERMION_HOME": str(up.data_dir), "PYTHONUNBUFFERED": "1"}
+    # PYTHONFAULTHANDLER: should it ever hang after Ctrl+C, SIGABRT makes it print where it is stuck.
+    env = {**os.environ, "FERMION_HOME": str(up.data_dir), "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
     env.pop("FERMION_URL", None)
     env.pop("FERMION_TOKEN", None)
     follow = subprocess.Popen([*FERMION, "logs", "echo", "-f"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
@@ -265,8 +267,17 @@ def test_logs_print_lines_after_their_replica_and_follow_until_ctrl_c(up, platfo
         ready, _, _ = select.select([follow.stdout], [], [], 60)
         assert ready, "fermion logs -f printed nothing in 60 s"
         assert follow.stdout.readline().startswith("echo-")
+        rest: list[str] = []  # keep reading, so that a full pipe can never be what holds it up
+        drain = threading.Thread(target=lambda: rest.append(follow.stdout.read()), daemon=True)
+        drain.start()
         follow.send_signal(signal.SIGINT)
-        assert follow.wait(30) == 0
+        try:
+            code = follow.wait(60)
+        except subprocess.TimeoutExpired:
+            follow.send_signal(signal.SIGABRT)
+            follow.wait(10)
+            raise AssertionError(f"fermion logs -f did not stop on Ctrl+C:\n{follow.stderr.read()[-4000:]}") from None
+        assert code == 0
         assert "Traceback" not in follow.stderr.read()
     finally:
         stop_process(follow, timeout=10)
