@@ -178,7 +178,7 @@ def test_train_on_iris_and_follow_it_live(console: Console) -> None:
     sync_api.expect(page.get_by_role("button", name=EN["training.cancel"])).to_be_hidden()
     sync_api.expect(page.locator(".done")).to_contain_text("iris@1")
     sync_api.expect(page.get_by_role("button", name=EN["deploy.submit"], exact=True)).to_be_visible()
-    console.shot("training-done", docs=False)
+    console.shot("training-done", docs=True)
     show(console, "#/train", "train")  # and in the list of recent jobs
     sync_api.expect(page.locator("table.jobs tbody tr").first).to_contain_text(catalog("en")["status.succeeded"])
     sync_api.expect(page.locator("table.jobs tbody tr").first.get_by_role("link", name="iris@1")).to_be_visible()
@@ -210,7 +210,7 @@ def test_the_model_page_shows_metrics_plots_and_the_report(console: Console) -> 
         sync_api.expect(report.locator("h1")).to_contain_text("iris@1")
     finally:
         report.close()
-    console.shot("model", docs=False)
+    console.shot("model", docs=True)
 
 
 def test_deploy_the_model_from_its_page(console: Console, platform: RunningPlatform) -> None:
