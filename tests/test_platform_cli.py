@@ -262,7 +262,10 @@ def test_logs_print_lines_after_their_replica_and_follow_until_ctrl_c(up, platfo
     env = {**os.environ, "FERMION_HOME": str(up.data_dir), "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
     env.pop("FERMION_URL", None)
     env.pop("FERMION_TOKEN", None)
-    follow = subprocess.Popen([*FERMION, "logs", "echo", "-f"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    # A test run started in the background (`make test &`) inherits SIGINT ignored, and Python then never turns
+    # Ctrl+C into KeyboardInterrupt: give the CLI the default disposition a terminal would.
+    follow = subprocess.Popen([*FERMION, "logs", "echo", "-f"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         ready, _, _ = select.select([follow.stdout], [], [], 60)
         assert ready, "fermion logs -f printed nothing in 60 s"
