@@ -22,7 +22,7 @@ app.add_typer(data_app, name="data")
 
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Where datasets live (default: $FERMION_HOME or ~/.fermion).", show_default=False),
+    typer.Option("--data-dir", help="The data dir, where datasets and models live (default: $FERMION_HOME or ~/.fermion).", show_default=False),
 ]
 
 
