@@ -7,7 +7,7 @@ import warnings
 from typing import Any
 
 from fermion.train.problem import CLASSIFICATION, METRICS, REPORTED, Metric, score
-from fermion.train.search import Problem, class_probabilities
+from fermion.train.search import Problem, class_probabilities, evaluate_on
 
 #: Permutation importance: how often each column is shuffled, and at most how many test rows are used.
 IMPORTANCE_REPEATS = 5
@@ -57,7 +57,6 @@ def permutation_importance(
         X, y = X.iloc[keep], np.asarray(y)[keep]
     X = X.reset_index(drop=True)
     sign = 1.0 if metric.greater_is_better else -1.0
-    from fermion.train.search import evaluate_on
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -79,15 +79,14 @@ def _forest_sample(rng: Any) -> Params:
     }
 
 
-def _forest_default(task: str) -> Params:
-    return {"n_estimators": 100, "max_features": "sqrt", "min_samples_leaf": 1}
+FOREST_DEFAULT: Params = {"n_estimators": 100, "max_features": "sqrt", "min_samples_leaf": 1}
 
 
 RANDOM_FOREST = Family(
-    "random_forest", "random forest", False, _forest_default(CLASSIFICATION), _forest_sample, _forest(False), relative_cost=6.0
+    "random_forest", "random forest", False, FOREST_DEFAULT, _forest_sample, _forest(False), relative_cost=6.0
 )
 EXTRA_TREES = Family(
-    "extra_trees", "extra trees", False, _forest_default(CLASSIFICATION), _forest_sample, _forest(True), relative_cost=4.0
+    "extra_trees", "extra trees", False, FOREST_DEFAULT, _forest_sample, _forest(True), relative_cost=4.0
 )
 
 

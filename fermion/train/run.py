@@ -324,15 +324,11 @@ def library_versions(names: list[str]) -> dict[str, str]:
 
 def dataset_for(source: str, datasets: DatasetStore, name: str | None = None) -> tuple[DatasetVersion, bool]:
     """A stored dataset version for `source`: NAME[@V] if stored, else a file, folder or sample: added first (→ True)."""
-    from fermion.data import DatasetError
 
     text = str(source)
     looks_stored = not text.startswith("sample:") and not Path(text).expanduser().exists()
     if looks_stored:
         return datasets.get(text), False
     before = {v.ref for v in datasets.list()}
-    try:
-        version = datasets.add(text, name=name)
-    except DatasetError:
-        raise
+    version = datasets.add(text, name=name)
     return version, version.ref not in before

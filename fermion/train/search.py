@@ -20,10 +20,9 @@ from fermion.train.problem import CLASSIFICATION, Metric, Progress, score
 EVALUATION_SHARE = 0.06
 #: Seconds kept for saving the model and drawing the report.
 SAVE_RESERVE_S = 1.5
-#: Ensembles: chosen among this many best trials, in at most this many greedy steps; the search keeps time
+#: Ensembles: chosen among this many best trials; the search keeps time
 #: to fit this many of its best trials at the end.
 ENSEMBLE_CANDIDATES = 8
-ENSEMBLE_STEPS = 10
 ENSEMBLE_RESERVE_TOP = 3
 #: Models use every core only from this many rows on.
 PARALLEL_MIN_ROWS = 20000
@@ -382,81 +381,6 @@ class Search:
             )
 
 
-def _oof_score(search: Search, members: list[int]) -> float:
-    """The metric of the average of `members`' out-of-fold predictions (a member may repeat: that is its weight)."""
-    import numpy as np
-
-    problem = search.problem
-    mean = np.mean([search.oof[m] for m in members], axis=0)
-    rows = ~np.isnan(mean).any(axis=1) if mean.ndim == 2 else ~np.isnan(mean)
-    y = problem.y[rows]
-    if problem.task == CLASSIFICATION:
-        proba = mean[rows]
-        labels = np.asarray(problem.classes, dtype=object)[proba.argmax(axis=1)]
-        if np.asarray(y).dtype.kind != "O":
-            labels = labels.astype(np.asarray(y).dtype)
-        return score(problem.metric, y, labels, proba, problem.classes)
-    return score(problem.metric, y, mean[rows], None, None)
-
-
-def select_ensemble(search: Search) -> list[tuple[Trial, int]] | None:
-    """Greedy forward selection with replacement (Caruana et al., 2004) over the best trials' out-of-fold predictions.
-
-    Returns (trial, weight) pairs when an average of two or more trials scores better than the best
-    single trial, else None.
-    """
-    ranked = [t for t in search._ranked() if t.number in search.oof][:ENSEMBLE_CANDIDATES]
-    if len(ranked) < 2:
-        return None
-    metric = search.problem.metric
-    chosen: list[int] = []
-    current: float | None = None
-    for _ in range(ENSEMBLE_STEPS):
-        step = [(_oof_score(search, [*chosen, t.number]), t.number) for t in ranked]
-        step = [(value, number) for value, number in step if value == value]
-        if not step:
-            break
-        value, number = max(step) if metric.greater_is_better else min(step)
-        if current is not None and not metric.better(value, current):
-            break
-        chosen.append(number)
-        current = value
-    if len(set(chosen)) < 2 or current is None or not metric.better(current, ranked[0].score):
-        return None
-    by_number = {t.number: t for t in ranked}
-    search.ensemble_score = current
-    return [(by_number[n], chosen.count(n)) for n in dict.fromkeys(chosen)]
-
-
-def _ensemble_estimator(problem: Problem, search: Search, members: list[tuple[Trial, int]]) -> Any:
-    from sklearn.ensemble import VotingClassifier, VotingRegressor
-
-    estimators = [(f"{t.family}_{t.number}", build_estimator(problem, search.families[t.family], t.params)) for t, _ in members]
-    weights = [w for _, w in members]
-    if problem.task == CLASSIFICATION:
-        return VotingClassifier(estimators, voting="soft", weights=weights)
-    return VotingRegressor(estimators, weights=weights)
-
-
-def _affordable(search: Search, members: list[tuple[Trial, int]]) -> list[tuple[Trial, int]] | None:
-    """The ensemble's members whose fits still fit in the time left, the heaviest weights first; None below two."""
-    left = search._left() - search.finishing_s
-    kept, cost = [], 0.0
-    for trial, weight in sorted(members, key=lambda m: -m[1]):
-        needed = search._refit_estimate(trial)
-        if cost + needed <= left:
-            kept.append((trial, weight))
-            cost += needed
-    if len(kept) < 2:
-        return None
-    if len(kept) < len(members):
-        value = _oof_score(search, [t.number for t, w in kept for _ in range(w)])
-        if not search.problem.metric.better(value, search.best.score):  # type: ignore[union-attr]
-            return None
-        search.ensemble_score = value
-    return kept
-
-
 def fit_within_budget(
     problem: Problem,
     kind: str,
@@ -472,6 +396,7 @@ def fit_within_budget(
     predictions say it scores better and its fit still fits in the budget (less `finishing_s`).
     Returns the fitted model and the search (its trials, why it stopped, and `chosen`: what was fitted).
     """
+    from fermion.train.ensemble import choose_ensemble
     from fermion.train.families import families_for
     from fermion.train.problem import TrainingError
 
@@ -481,52 +406,29 @@ def fit_within_budget(
         errors = "; ".join(f"{t.family}: {t.error}" for t in search.trials if t.error) or "no trial finished in the budget"
         raise TrainingError(f"no model could be trained ({errors})")
     best = search.best
-    members = select_ensemble(search) if search.ensembles else None
-    if members is not None:
-        members = _affordable(search, members)
-    if members is not None:
-        model = _ensemble_estimator(problem, search, members)
-        shown = ", ".join(f"{t.family} ×{w}" if w > 1 else t.family for t, w in members)
-        search.chosen = {
-            "family": "ensemble",
-            "family_label": f"ensemble of {len(members)} models ({shown})",
-            "params": {"members": [{"trial": t.number, "family": t.family, "params": t.params, "weight": w} for t, w in members]},
-            "cv_score": search.ensemble_score,
-        }
+    chosen: dict[str, Any] = {
+        "family": best.family,
+        "family_label": search.families[best.family].label,
+        "params": best.params,
+        "cv_score": best.score,
+    }
+    fitted = False
+    ensemble = choose_ensemble(search) if search.ensembles else None
+    if ensemble is not None:
+        model, chosen = ensemble
     elif search._left() - search.finishing_s < search._refit_estimate(best) and search.best_fold_model is not None:
         # No time left to fit on every training row: keep the best trial's model from its last fold.
+        model, fitted = search.best_fold_model, True
         share = len(search.splits[-1][0]) / problem.rows
-        search.chosen = {
-            "family": best.family,
-            "family_label": search.families[best.family].label,
-            "params": best.params,
-            "cv_score": best.score,
-            "refit": False,
-            "note": f"the budget left no time for a final fit: the model was fitted on {share:.0%} of the training rows",
-        }
-        if progress is not None:
-            progress(
-                {"phase": "refit", "family": best.family, "elapsed": round(time.perf_counter() - started, 2), "budget": budget_s}
-            )
-        return search.best_fold_model, search
+        chosen["note"] = f"the budget left no time for a final fit: the model was fitted on {share:.0%} of the training rows"
     else:
         model = build_estimator(problem, search.families[best.family], best.params)
-        search.chosen = {
-            "family": best.family,
-            "family_label": search.families[best.family].label,
-            "params": best.params,
-            "cv_score": best.score,
-        }
+    search.chosen = chosen
     if progress is not None:
-        progress(
-            {
-                "phase": "refit",
-                "family": search.chosen["family"],
-                "elapsed": round(time.perf_counter() - started, 2),
-                "budget": budget_s,
-            }
-        )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(problem.X, problem.y)
+        elapsed = round(time.perf_counter() - started, 2)
+        progress({"phase": "refit", "family": chosen["family"], "elapsed": elapsed, "budget": budget_s})
+    if not fitted:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(problem.X, problem.y)
     return model, search
