@@ -31,6 +31,17 @@ if TYPE_CHECKING:
 
 NameArgument = Annotated[str, typer.Argument(help="The deployment's name, e.g. 'echo'.", show_default=False)]
 TaskOption = Annotated[str | None, typer.Option(help="hf: sources: the pipeline task, when the model's config does not say.")]
+CpusOption = Annotated[
+    float | None,
+    typer.Option("--cpus", help="CPUs each replica reserves on Ray (fractions share one); locally, its compute threads.", show_default=False),
+]
+GpusOption = Annotated[float | None, typer.Option("--gpus", help="GPUs each replica reserves on Ray (fractions share one).", show_default=False)]
+MemoryOption = Annotated[str | None, typer.Option("--memory", help="Memory each replica reserves on Ray, e.g. 2GiB.", show_default=False)]
+
+
+def _resources(cpus: float | None, gpus: float | None, memory: str | None) -> dict[str, Any] | None:
+    given = {"cpus": cpus, "gpus": gpus, "memory": memory}
+    return {key: value for key, value in given.items() if value is not None} or None
 TargetOption = Annotated[
     float | None, typer.Option("--target-in-flight", help="Autoscaling: requests in flight per replica to aim for.")
 ]
@@ -174,6 +185,9 @@ def deploy(
     trust_pickle: Annotated[
         bool, typer.Option("--trust-pickle", help="sklearn: sources: allow pickles (they can run code).")
     ] = False,
+    cpus: CpusOption = None,
+    gpus: GpusOption = None,
+    memory: MemoryOption = None,
     note: Annotated[str | None, typer.Option(help="Why, kept with revision 1.")] = None,
     no_wait: NoWaitOption = False,
     timeout: WaitTimeoutOption = 300.0,
@@ -200,6 +214,7 @@ def deploy(
                     public=public,
                     task=task,
                     trust_pickle=trust_pickle,
+                    resources=_resources(cpus, gpus, memory),
                     note=note,
                 )
         except ConflictError as exc:
@@ -226,6 +241,9 @@ def update(
     trust_pickle: Annotated[
         bool | None, typer.Option("--trust-pickle/--no-trust-pickle", help="sklearn: sources: allow pickles.", show_default=False)
     ] = None,
+    cpus: CpusOption = None,
+    gpus: GpusOption = None,
+    memory: MemoryOption = None,
     public: Annotated[
         bool | None, typer.Option("--public/--private", help="Callable without a token, or only with one.", show_default=False)
     ] = None,
@@ -238,15 +256,17 @@ def update(
 ) -> None:
     """Change a deployment: a new SOURCE, env or options roll out as a new revision without dropping requests."""
     variables = _env_or_fail(env)
+    resources = _resources(cpus, gpus, memory)
     if (
         source is None
         and variables is None
         and task is None
         and trust_pickle is None
+        and resources is None
         and public is None
         and target_in_flight is None
     ):
-        fail("nothing to change: give a SOURCE, --env, --task, --public/--private or --target-in-flight", BAD_INPUT)
+        fail("nothing to change: give a SOURCE, --env, --task, --cpus/--gpus/--memory, --public/--private or --target-in-flight", BAD_INPUT)
     with connect(url, token) as platform:
         before = platform.deployments.get(name)
         with err.status("checking that the new revision loads…"):
@@ -256,6 +276,7 @@ def update(
                 env=variables,
                 task=task,
                 trust_pickle=trust_pickle,
+                resources=resources,
                 public=public,
                 target_in_flight=target_in_flight,
                 note=note,

@@ -51,6 +51,25 @@ def up(
             help="auto: HAProxy in front when it is installed, else the built-in Python gateway; or haproxy, or python."
         ),
     ] = "auto",
+    backend: Annotated[
+        str, typer.Option(help="local: replicas are processes on this machine; ray: Ray Serve replicas on a Ray cluster.")
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="--backend ray: the cluster's dashboard, e.g. http://head:8265 (as `ray job submit` takes it). "
+            "[default: $FERMION_RAY_ADDRESS, else a Ray head started here and stopped with the platform]",
+            show_default=False,
+        ),
+    ] = None,
+    ray_serve_port: Annotated[
+        int | None,
+        typer.Option(
+            help="--backend ray: the port of Serve's HTTP proxy when Serve is not running yet. "
+            "[default: 8000 on a given cluster, a free port on a head started here]",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Start the platform: deployments with replicas, a gateway, autoscaling, tokens and a REST API."""
@@ -96,7 +115,11 @@ def up(
 
     if gateway not in ("auto", "haproxy", "python"):
         fail(f"unknown --gateway {gateway!r}; use auto, haproxy or python", 2)
-    use_haproxy = gateway == "haproxy" or (gateway == "auto" and haproxy.available() is not None)
+    if backend not in ("local", "ray"):
+        fail(f"unknown --backend {backend!r}; use local or ray", 2)
+    if backend == "ray" and gateway == "haproxy":
+        fail("--backend ray routes to Ray Serve's proxy through the built-in gateway: leave out --gateway haproxy", 2)
+    use_haproxy = backend == "local" and (gateway == "haproxy" or (gateway == "auto" and haproxy.available() is not None))
     if gateway == "haproxy" and haproxy.available() is None:
         fail(
             "--gateway haproxy needs the haproxy binary: install it (Debian/Ubuntu: apt-get install haproxy), or use --gateway python",
@@ -125,18 +148,30 @@ def up(
         write_private(folder / ADMIN_TOKEN_FILE, new_token + "\n")
         store.audit("fermion up", "token.create", record.name, {"scopes": ["admin"], "token_id": record.id})
 
+    head = None
+    if backend == "ray":
+        from fermion.cli.up_ray import ray_backend
+
+        replicas, head = ray_backend(folder, ray_address or os.environ.get("FERMION_RAY_ADDRESS"), ray_serve_port, grace)
+        backend_line = f"ray at {replicas.dashboard}" + (" (a head started here)" if head is not None else "")
+    else:
+        replicas, backend_line = LocalBackend(folder), "local processes"
     plane = ControlPlane(
         store,
-        LocalBackend(folder),
+        replicas,
         grace=grace,
         scale_down_delay_s=scale_down_delay,
         front=front,
         metrics_interval_s=metrics_interval,
         data_dir=folder,
     )
-    _banner(base, folder, store, new_token, "HAProxy in front" if front is not None else "built-in")
+    _banner(base, folder, store, new_token, "HAProxy in front" if front is not None else "built-in", backend_line)
     write_up_file(folder, base, os.getpid())
-    code = _serve(plane, sock, "127.0.0.1" if front is not None else host, grace, log_level)
+    try:
+        code = _serve(plane, sock, "127.0.0.1" if front is not None else host, grace, log_level)
+    finally:
+        if head is not None:
+            head.stop()
     up_file = folder / "up.json"
     if _running_elsewhere(folder) is None:
         up_file.unlink(missing_ok=True)
@@ -156,7 +191,7 @@ def _serve(plane: object, sock: object, host: str, grace: float, log_level: str)
     return 0 if server.started else 1
 
 
-def _banner(base: str, folder: Path, store: object, token: str | None, gateway: str) -> None:
+def _banner(base: str, folder: Path, store: object, token: str | None, gateway: str, backend: str) -> None:
     from fermion._version import __version__
     from fermion.platform.home import ADMIN_TOKEN_FILE
     from fermion.serving.announce import announce_line
@@ -168,6 +203,7 @@ def _banner(base: str, folder: Path, store: object, token: str | None, gateway: 
         f"  Console {base}/",
         f"  Docs    {base}/api/v1/docs",
         f"  Gateway {base}/run/<deployment>/<endpoint>  ({gateway})",
+        f"  Backend {backend}",
         f"  Metrics {base}/metrics",
     ]
     if token:

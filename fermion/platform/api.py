@@ -170,6 +170,7 @@ def build_api(plane: ControlPlane) -> FastAPI:
             raise Conflict(
                 f"a deployment named {body.name!r} already exists; change it with `fermion update`, or pick another name"
             )
+        plane.check_resources(options)
         check_source_loads(source, options, env)
         record = plane.store.create_deployment(
             body.name,
@@ -217,9 +218,10 @@ def build_api(plane: ControlPlane) -> FastAPI:
             changes["max_replicas"] = changes["min_replicas"]  # `scale N` above the old ceiling raises it
         if {"source", "options", "env"} & changes.keys():
             source = changes.get("source", current.source)
-            options = changes.get("options", current.options)
+            options = changes["options"] = check_options(changes.get("options", current.options))
             env = changes.get("env", current.env)
             if (source, options, env) != (current.source, current.options, current.env):
+                plane.check_resources(options)
                 check_source_loads(source, options, env)
         record = plane.store.update_deployment(name, **changes)
         plane.store.audit(who.name, "deployment.update", name, changes)

@@ -87,12 +87,16 @@ def _scaling(replicas: int | None, min_replicas: int | None, max_replicas: int |
     return {key: value for key, value in found.items() if value is not None}
 
 
-def _with_source_options(options: Mapping[str, Any] | None, task: str | None, trust_pickle: bool | None) -> dict[str, Any]:
+def _with_source_options(
+    options: Mapping[str, Any] | None, task: str | None, trust_pickle: bool | None, resources: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     merged = dict(options or {})
     if task is not None:
         merged["task"] = task
     if trust_pickle is not None:
         merged["trust_pickle"] = trust_pickle
+    if resources:  # the keys given replace those of the current resources
+        merged["resources"] = {**(merged.get("resources") or {}), **resources}
     return merged
 
 
@@ -244,12 +248,15 @@ class Deployments:
         options: Mapping[str, Any] | None = None,
         task: str | None = None,
         trust_pickle: bool = False,
+        resources: Mapping[str, Any] | None = None,
         note: str | None = None,
     ) -> Deployment:
         """Create a deployment from any source `fermion serve` takes; its replicas start at once.
 
         The platform loads the source first: one that does not load raises `InvalidError` with the
         error `fermion serve` would print. `env` values are secrets: the API never shows them.
+        `resources` ({"cpus": 0.5, "gpus": 1, "memory": "2GiB"}) is what each replica reserves on
+        the Ray backend (the local backend takes `cpus` as the replica's compute threads).
         """
         body: dict[str, Any] = {
             "name": name,
@@ -257,7 +264,7 @@ class Deployments:
             "public": public,
             **_scaling(replicas, min_replicas, max_replicas),
         }
-        body["options"] = _with_source_options(options, task, True if trust_pickle else None)
+        body["options"] = _with_source_options(options, task, True if trust_pickle else None, resources)
         optional = {"env": dict(env) if env is not None else None, "target_in_flight": target_in_flight, "note": note}
         body.update({key: value for key, value in optional.items() if value is not None})
         return Deployment.from_json(self._call("POST", "", body=body))
@@ -275,6 +282,7 @@ class Deployments:
         options: Mapping[str, Any] | None = None,
         task: str | None = None,
         trust_pickle: bool | None = None,
+        resources: Mapping[str, Any] | None = None,
         public: bool | None = None,
         note: str | None = None,
         min_replicas: int | None = None,
@@ -284,7 +292,7 @@ class Deployments:
         """Change a deployment; what is left as None stays. A new source, options or env makes a new revision.
 
         `env` replaces the whole environment (values are never shown, so they cannot be merged);
-        `task`/`trust_pickle` change those keys of the current options.
+        `task`/`trust_pickle`/`resources` change those keys of the current options.
         """
         body: dict[str, Any] = {
             "source": source,
@@ -295,9 +303,9 @@ class Deployments:
             "max_replicas": max_replicas,
             "target_in_flight": target_in_flight,
         }
-        if options is not None or task is not None or trust_pickle is not None:
+        if options is not None or task is not None or trust_pickle is not None or resources:
             base = options if options is not None else self.get(name).options
-            body["options"] = _with_source_options(base, task, trust_pickle)
+            body["options"] = _with_source_options(base, task, trust_pickle, resources)
         changes = {key: value for key, value in body.items() if value is not None}
         return Deployment.from_json(self._call("PATCH", f"/{_path(name)}", body=changes))
 

@@ -158,6 +158,12 @@ class ControlPlane:
         """Reconcile now rather than at the next tick (after the API changed something)."""
         self._wake.set()
 
+    def check_resources(self, options: dict[str, Any]) -> None:
+        """Invalid when the backend cannot place a replica that asks for these resources (Ray checks its nodes)."""
+        check = getattr(self.backend, "check_resources", None)
+        if check is not None and options.get("resources"):
+            check(options)
+
     def tokens_changed(self) -> None:
         """A token was made or revoked: the cache forgets, and HAProxy knows before the API answers."""
         self.tokens.forget()

@@ -65,6 +65,9 @@ class LocalBackend:
         if spec.options.get("trust_pickle"):
             command.append("--trust-pickle")
         env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1", "COLUMNS": "500"}
+        cpus = (spec.options.get("resources") or {}).get("cpus")
+        if cpus:  # no reservations on one machine, but the replica's torch/BLAS threads follow its CPUs
+            env["FERMION_COMPUTE_THREADS"] = str(max(1, int(cpus)))
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, stdin=subprocess.DEVNULL

@@ -211,7 +211,8 @@ class Reconciler:
         for m in retire:
             managed.remove(m)
         serving = [m for m in managed if m.ready and (m.handle.revision == d.revision or ready_current < desired)]
-        urls = [m.status.url for m in serving if m.status.url]
+        # Replicas behind one proxy (Ray Serve's) share a URL: one upstream, so its load is not counted twice.
+        urls = list(dict.fromkeys(m.status.url for m in serving if m.status.url))
         self.routes.set(d.name, urls, public=d.public, cold_start=d.min_replicas == 0)
         self._retire(d.name, retire)
 

@@ -194,12 +194,19 @@ def check_env(env: Mapping[str, object] | None) -> dict[str, str]:
 
 
 def check_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Deployment options (task, trust_pickle, …): a mapping with string keys."""
+    """Deployment options (task, trust_pickle, resources, …): a mapping with string keys."""
     if options is None:
         return {}
     if not isinstance(options, Mapping) or not all(isinstance(key, str) for key in options):
         raise Invalid(f"options must be a mapping with string keys, got {options!r}")
-    return dict(options)
+    result = dict(options)
+    if "resources" in result:  # per-replica CPUs, GPUs and memory (the Ray backend reserves them)
+        from fermion.platform.ray_config import check_resources
+
+        result["resources"] = check_resources(result["resources"])
+        if not result["resources"]:
+            del result["resources"]
+    return result
 
 
 def check_scaling(min_replicas: int, max_replicas: int, target_in_flight: float) -> None:

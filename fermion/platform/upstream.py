@@ -42,7 +42,7 @@ class _Connection:
 
 
 class UpstreamPool:
-    """Keep-alive connections per replica URL (`http://host:port`)."""
+    """Keep-alive connections per replica URL (`http://host:port`, or `http://host:port/route` behind a shared proxy)."""
 
     def __init__(self, max_idle: int = 256) -> None:
         self.max_idle = max_idle
@@ -67,7 +67,8 @@ class UpstreamPool:
         self, base: str, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes
     ) -> UpstreamResponse:
         """Send one request; a stale pooled connection is replaced once, transparently."""
-        head = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), b"host: ", urlsplit(base).netloc.encode(), b"\r\n"]
+        parts = urlsplit(base)  # a replica behind a shared proxy (Ray Serve) has a path: its route
+        head = [f"{method} {parts.path.rstrip('/')}{target} HTTP/1.1\r\n".encode("latin-1"), b"host: ", parts.netloc.encode(), b"\r\n"]
         for key, value in headers:
             head += [key, b": ", value, b"\r\n"]
         head.append(b"content-length: %d\r\n\r\n" % len(body))

@@ -1,0 +1,167 @@
+"""A Ray head node on this machine, started by Fermion and stopped by PID.
+
+`fermion up --backend ray` without `--ray-address` starts one (a laptop's own cluster), and the
+tests start one. Every port is chosen free, so it never meets another Ray cluster of the user,
+and stopping it signals exactly the processes of its own session — never `ray stop`, which stops
+every Ray cluster of the user.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+#: Ray 2.60 turns token auth on by default; a local head for one user needs none, and the
+#: dashboard's REST API (which the backend drives) would then need the token too.
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+class RayHeadError(RuntimeError):
+    """The head could not be started (the message says why and what to do)."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _session_processes(session: int) -> list[int]:
+    """PIDs whose session id is `session` (everything `ray start` spawned keeps its session)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[3]) == session:
+            found.append(int(entry.name))
+    return found
+
+
+class RayHead:
+    """`ray start --head --block` in a session of its own; `stop()` ends that session's processes."""
+
+    def __init__(self, folder: str | os.PathLike[str], num_cpus: int | None = None, object_store_mb: int = 100) -> None:
+        self.folder = Path(folder)
+        self.num_cpus = num_cpus
+        self.object_store_mb = object_store_mb
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.dashboard_port = 0
+        self.gcs_port = 0
+        # Ray's socket paths must stay short (a Unix socket path is at most 107 bytes): not under folder.
+        self.temp_dir = ""
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def address(self) -> str:
+        """The GCS address drivers (`ray.init`) connect to."""
+        return f"127.0.0.1:{self.gcs_port}"
+
+    def start(self, timeout: float = 180.0) -> RayHead:
+        """Start the head and wait until its dashboard answers; raises RayHeadError with the log's tail."""
+        ray = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
+        if ray is None:
+            raise RayHeadError("the `ray` command is not installed: pip install 'fermion[ray]'")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.temp_dir = tempfile.mkdtemp(prefix="fermion-ray-")
+        self.gcs_port, self.dashboard_port = free_port(), free_port()
+        ports = {
+            "--port": self.gcs_port,
+            "--dashboard-port": self.dashboard_port,
+            "--dashboard-agent-listen-port": free_port(),
+            "--dashboard-agent-grpc-port": free_port(),
+            "--runtime-env-agent-port": free_port(),
+            "--ray-client-server-port": free_port(),
+            "--node-manager-port": free_port(),
+            "--object-manager-port": free_port(),
+            "--metrics-export-port": free_port(),
+        }
+        command = [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1"]
+        command += [f"{flag}={port}" for flag, port in ports.items()]
+        command += [f"--temp-dir={self.temp_dir}", "--disable-usage-stats", "--include-dashboard=true"]
+        command.append(f"--object-store-memory={self.object_store_mb * 1024 * 1024}")
+        if self.num_cpus is not None:
+            command.append(f"--num-cpus={self.num_cpus}")
+        env = {**os.environ, **RAY_ENV}
+        log = open(self.folder / "ray-head.log", "ab")  # noqa: SIM115 - the child writes to it for its whole life
+        with log:
+            self.proc = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, stdin=subprocess.DEVNULL
+            )
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    tail = self.log_tail()
+                    self.stop()
+                    raise RayHeadError(f"`ray start --head` exited with code {self.proc.returncode}:\n{tail}")
+                try:
+                    if client.get(self.dashboard_url + "/api/version").status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
+        tail = self.log_tail()
+        self.stop()
+        raise RayHeadError(f"the Ray head's dashboard did not answer within {timeout:g} s:\n{tail}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join((self.folder / "ray-head.log").read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def pids(self) -> list[int]:
+        """The processes of this head (the `ray start` process's session)."""
+        return _session_processes(self.proc.pid) if self.proc is not None else []
+
+    def stop(self, grace: float = 20.0) -> None:
+        """SIGTERM `ray start` (it stops its cluster), then SIGKILL whatever of its session is left."""
+        if self.proc is None:
+            return
+        survivors = self.pids()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        # Workers retitle themselves (`ray::…`) and some outlive the head: the session id still names them.
+        deadline = time.monotonic() + 5.0
+        survivors = sorted(set(survivors) | set(self.pids()))
+        while survivors and time.monotonic() < deadline:
+            survivors = [pid for pid in survivors if _exists(pid)]
+            time.sleep(0.2)
+        for pid in survivors:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"

@@ -1,0 +1,176 @@
+"""The Ray backend on a real local Ray head: `fermion up --backend ray --ray-address ...`.
+
+The head is started here (`ray start --head --node-ip-address=127.0.0.1 --num-cpus 4`, every port
+free) and stopped by the PIDs of its own session afterwards — never `ray stop`, which would stop
+every Ray cluster of the user. Echo and MiniLM are deployed through the CLI, called through the
+gateway, scaled, healed by Serve after a replica is killed, and deleted without leaving anything.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from support import FERMION, ROOT, RunningPlatform, free_port, start_platform, stop_process, wait_for
+
+pytest.importorskip("ray", reason="the Ray backend's tests need ray[serve]: pip install 'fermion[ray]'")
+
+from fermion.platform.ray_head import RayHead  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
+    ray_head = RayHead(tmp_path_factory.mktemp("ray"), num_cpus=4)
+    ray_head.start(timeout=240)
+    try:
+        yield ray_head
+    finally:
+        pids = ray_head.pids()
+        ray_head.stop()
+        left = [pid for pid in pids if Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)]
+        assert not left, f"processes of the test's Ray head still run: {left}"
+
+
+def _state(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "Z"
+    return stat[stat.rindex(")") + 2 :].split()[0]
+
+
+@pytest.fixture(scope="module")
+def up(head: RayHead, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    data_dir = tmp_path_factory.mktemp("platform")
+    running = start_platform(data_dir, "--backend", "ray", "--ray-address", head.dashboard_url, timeout=120)
+    try:
+        yield running
+    finally:
+        stop_process(running.proc, timeout=60)
+
+
+def serve_apps(head: RayHead) -> dict:
+    return httpx.get(head.dashboard_url + "/api/serve/applications/", timeout=30).json().get("applications") or {}
+
+
+def serve_replicas(head: RayHead, app: str) -> list[dict]:
+    found = serve_apps(head).get(app) or {}
+    return [r for r in found.get("deployments", {}).get("replica", {}).get("replicas", []) if r["state"] == "RUNNING"]
+
+
+def fermion(up: RunningPlatform, *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("FERMION_URL", "FERMION_TOKEN")}
+    env.update(FERMION_HOME=str(up.data_dir), COLUMNS="500", PYTHONUNBUFFERED="1")
+    return subprocess.run([*FERMION, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+def deployment(up: RunningPlatform, name: str) -> dict:
+    with up.api() as api:
+        return api.get(f"/api/v1/deployments/{name}").json()
+
+
+@pytest.fixture(scope="module")
+def echo(up: RunningPlatform) -> str:
+    result = fermion(up, "deploy", "echo", "examples/echo.py", "--cpus", "0.5", "--public")
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{up.log()}"
+    return "echo"
+
+
+def test_the_platform_says_it_runs_on_ray(up, head):
+    with up.api() as api:
+        info = api.get("/api/v1/info").json()
+    assert info["backend"] == "ray"
+    assert f"Backend ray at {head.dashboard_url}" in up.log()
+
+
+def test_echo_runs_as_a_serve_application_and_answers_through_the_gateway(up, head, echo):
+    answer = httpx.post(f"{up.url}/run/echo/predict", json={"text": "hi", "times": 2}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"output": "echo: hihi"}
+    app = serve_apps(head)["fermion-echo-1"]
+    assert app["status"] == "RUNNING"
+    config = app["deployed_app_config"]
+    assert config["import_path"] == "fermion.serving.on_ray:build"
+    replica = config["deployments"][0]
+    assert replica["num_replicas"] == 1 and replica["ray_actor_options"]["num_cpus"] == 0.5
+    # The concurrency limit follows the replica's own limits, not Serve's default of 5.
+    assert app["deployments"]["replica"]["deployment_config"]["max_ongoing_requests"] > 100
+    view = deployment(up, "echo")
+    assert view["status"] == "ready" and view["replicas"]["ready"] == 1
+
+
+def test_scale_to_two_then_a_killed_replica_is_replaced_while_calls_keep_succeeding(up, head, echo):
+    result = fermion(up, "scale", "echo", "2")
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    wait_for(lambda: len(serve_replicas(head, "fermion-echo-1")) == 2, 120, "two Serve replicas")
+    assert deployment(up, "echo")["replicas"]["ready"] == 2
+    victim = serve_replicas(head, "fermion-echo-1")[0]
+    os.kill(victim["pid"], signal.SIGKILL)
+    failures, calls, started = [], 0, time.monotonic()
+    with httpx.Client(timeout=30) as client:
+        while time.monotonic() - started < 8:
+            answer = client.post(f"{up.url}/run/echo/predict", json={"text": "x"})
+            calls += 1
+            if answer.status_code != 200:
+                failures.append((answer.status_code, answer.text[:200]))
+    assert calls > 20 and not failures, f"{len(failures)} of {calls} calls failed: {failures[:5]}"
+    wait_for(
+        lambda: len(serve_replicas(head, "fermion-echo-1")) == 2
+        and victim["pid"] not in {r["pid"] for r in serve_replicas(head, "fermion-echo-1")},
+        120,
+        "Serve's replacement replica",
+    )
+    wait_for(lambda: deployment(up, "echo")["replicas"]["ready"] == 2, 60, "two ready replicas in Fermion's API")
+
+
+def test_logs_come_from_the_serve_replicas(up, echo):
+    result = fermion(up, "logs", "echo", "--lines", "50")
+    assert result.returncode == 0, result.stderr
+    assert "replica" in result.stdout and "Started initializing replica" in result.stdout
+
+
+def test_minilm_runs_on_ray_and_embeds_through_the_gateway(up, head):
+    result = fermion(up, "deploy", "minilm", "st:all-MiniLM-L6-v2", "--cpus", "1", "--memory", "1GiB")
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{up.log()}"
+    with up.api() as api:
+        answer = api.post("/run/minilm/embed", json={"text": "a cat sat on the mat"})
+    assert answer.status_code == 200, answer.text
+    vector = answer.json()
+    assert len(vector) == 384 and abs(sum(x * x for x in vector) - 1) < 1e-3
+    options = serve_apps(head)["fermion-minilm-1"]["deployed_app_config"]["deployments"][0]["ray_actor_options"]
+    assert options == {"num_cpus": 1.0, "memory": 2**30}
+
+
+def test_a_replica_the_cluster_cannot_place_is_refused_naming_the_resource(up):
+    result = fermion(up, "deploy", "big", "examples/echo.py", "--cpus", "64")
+    assert result.returncode != 0
+    assert "cannot place a replica that needs 64 CPUs: its largest node has 4 CPUs" in result.stderr
+
+
+def test_deleting_leaves_nothing_running_on_the_cluster(up, head, echo):
+    pids = {r["pid"] for app in ("fermion-echo-1", "fermion-minilm-1") for r in serve_replicas(head, app)}
+    assert pids
+    for name in ("echo", "minilm"):
+        result = fermion(up, "rm", name, "--yes")
+        assert result.returncode == 0, result.stderr
+    wait_for(lambda: not any(name.startswith("fermion-") for name in serve_apps(head)), 120, "the Serve applications' removal")
+    wait_for(lambda: not [pid for pid in pids if _state(pid) != "Z"], 60, "the replica processes' exit")
+
+
+def test_an_unreachable_cluster_is_a_clear_error(tmp_path):
+    port = free_port()
+    done = subprocess.run(
+        [*FERMION, "up", "--data-dir", str(tmp_path), "--port", "0", "--backend", "ray", "--ray-address", f"127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert done.returncode == 2
+    assert f"no Ray dashboard answered at http://127.0.0.1:{port}" in done.stderr
+    assert "--ray-address http://HEAD:8265" in done.stderr
