@@ -29,7 +29,7 @@ from suite.procs import stop_all  # noqa: E402
 
 BENCH_DIR = ROOT / "benchmarks"
 RESULTS = BENCH_DIR / "results"
-ALL_BENCHES = ("echo", "minilm", "startup", "gateway")
+ALL_BENCHES = ("echo", "minilm", "startup", "gateway", "backends")
 
 
 def _say(line: str) -> None:
@@ -49,6 +49,7 @@ def methods(quick: bool, window: float | None, max_windows: int | None) -> dict[
         "minilm": Method(window_s=win, warmup_s=2.0 if quick else 5.0, max_windows=most),
         "startup": Method(window_s=win, warmup_s=0.0, max_windows=1),
         "gateway": Method(window_s=win, warmup_s=1.0 if quick else 3.0, max_windows=most),
+        "backends": Method(window_s=win, warmup_s=1.0 if quick else 3.0, max_windows=most),
     }
 
 
@@ -91,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
                 from suite.gateway import run_gateway
 
                 record = run_gateway(["echo", "minilm"], method[bench], args.quick, log_dir, _say)
+            elif bench == "backends":
+                from suite.backends import run_backends
+
+                record = run_backends(["echo", "minilm"], method[bench], args.quick, log_dir, _say)
             else:
                 record = run_startup(method[bench], args.quick, log_dir, _say)
             record["started"] = stamp

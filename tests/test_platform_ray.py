@@ -131,6 +131,21 @@ def test_scale_to_two_then_a_killed_replica_is_replaced_while_calls_keep_succeed
     wait_for(lambda: deployment(up, "echo")["replicas"]["ready"] == 2, 60, "two ready replicas in Fermion's API")
 
 
+def test_export_kuberay_writes_the_running_deployment_as_a_valid_rayservice(up, echo, tmp_path):
+    import yaml
+    from test_kuberay import check, crd_validator
+
+    target = tmp_path / "echo.yaml"
+    result = fermion(up, "export", "kuberay", "echo", "-o", str(target), "--image", "ghcr.io/me/echo:1", "--no-pip")
+    assert result.returncode == 0, result.stderr
+    assert f"kubectl apply -f {target}" in result.stdout
+    serve = check(crd_validator(), yaml.safe_load(target.read_text()))
+    replica = serve["applications"][0]["deployments"][0]
+    assert replica["num_replicas"] == 2 and replica["ray_actor_options"] == {"num_cpus": 0.5}  # scaled to 2 above
+    assert replica["max_ongoing_requests"] > 100
+    assert "runtime_env" not in serve["applications"][0]
+
+
 def test_logs_come_from_the_serve_replicas(up, echo):
     result = fermion(up, "logs", "echo", "--lines", "50")
     assert result.returncode == 0, result.stderr
@@ -153,6 +168,18 @@ def test_a_replica_the_cluster_cannot_place_is_refused_naming_the_resource(up):
     result = fermion(up, "deploy", "big", "examples/echo.py", "--cpus", "64")
     assert result.returncode != 0
     assert "cannot place a replica that needs 64 CPUs: its largest node has 4 CPUs" in result.stderr
+
+
+def test_a_control_plane_killed_and_started_again_adopts_the_running_applications(up, head, echo):
+    before = {r["pid"] for r in serve_replicas(head, "fermion-echo-1")}
+    assert len(before) == 2
+    up.proc.kill()
+    up.proc.wait()
+    again = start_platform(up.data_dir, "--backend", "ray", "--ray-address", head.dashboard_url, timeout=120)
+    up.url, up.proc, up.log_path = again.url, again.proc, again.log_path  # the module's platform is this one now
+    wait_for(lambda: deployment(up, "echo")["replicas"]["ready"] == 2, 60, "the adopted replicas")
+    assert httpx.post(f"{up.url}/run/echo/predict", json={"text": "again"}, timeout=30).json() == {"output": "echo: again"}
+    assert {r["pid"] for r in serve_replicas(head, "fermion-echo-1")} == before  # adopted, not started anew
 
 
 def test_deleting_leaves_nothing_running_on_the_cluster(up, head, echo):

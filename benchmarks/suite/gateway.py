@@ -18,7 +18,7 @@ from suite.envs import FERMION_PYTHON, ROOT
 from suite.machine import load_average, machine_info
 from suite.measure import Method, measure
 from suite.peers import SERVERS, body_for
-from suite.procs import NotReady, free_port, start, wait_ready
+from suite.procs import NotReady, Process, free_port, start, wait_ready
 
 Say = Callable[[str], None]
 #: (deployment name, source, endpoint path, CPUs) per benchmark.
@@ -28,19 +28,37 @@ CASES = {
 }
 
 
-def _deploy(base: str, token: str, name: str, source: str, body: bytes, path: str, procs: list[Any]) -> str:
-    """Create a public one-replica deployment, wait until it answers through the gateway; the replica's own URL."""
-    api = httpx.Client(base_url=base, headers={"authorization": f"Bearer {token}"}, timeout=120)
-    created = api.post("/api/v1/deployments", json={"name": name, "source": source, "public": True})
-    if created.status_code != 201:
-        raise NotReady(f"deploying {source} failed: {created.text[:300]}")
+def start_up(label: str, cpus: str, log_dir: Path, extra: tuple[str, ...] = ()) -> tuple[Process, str, Path]:
+    """`fermion up [extra]` pinned to `cpus`, on a free port with a fresh data dir: the process, its URL and data dir."""
+    data_dir = Path(tempfile.mkdtemp(prefix="fermion-bench-up-"))
+    port = free_port()
+    up = start(f"fermion up:{label}", [str(FERMION_PYTHON), "-m", "fermion", "up", "--data-dir", str(data_dir), "--port",
+                                       str(port), "--log-level", "warning", *extra],
+               cpus=cpus, log_path=log_dir / f"fermion-up-{label}.log", cwd=ROOT, env={"HF_HUB_OFFLINE": "1"})
+    return up, f"http://127.0.0.1:{port}", data_dir
 
-    def answers() -> bool:
-        return httpx.post(f"{base}/run/{name}{path}", content=body, headers={"content-type": "application/json"},
-                          timeout=5).status_code == 200
 
-    wait_ready(procs, answers, 300)
-    replicas = api.get(f"/api/v1/deployments/{name}/replicas").json()["replicas"]
+def deploy(up: Process, base: str, data_dir: Path, bench: str, options: dict[str, Any] | None = None) -> str:
+    """Once `up` answers, create a public one-replica deployment of `bench`'s case and wait until it answers
+    through the gateway; the replica's own URL."""
+    name, source, path, _ = CASES[bench]
+    body = body_for(bench)
+    wait_ready([up], lambda: httpx.get(base + "/healthz", timeout=2).status_code == 200, 60)
+    token = (data_dir / "admin.token").read_text().strip()
+    with httpx.Client(base_url=base, headers={"authorization": f"Bearer {token}"}, timeout=120) as api:
+        spec: dict[str, Any] = {"name": name, "source": source, "public": True}
+        if options:
+            spec["options"] = options
+        created = api.post("/api/v1/deployments", json=spec)
+        if created.status_code != 201:
+            raise NotReady(f"deploying {source} failed: {created.text[:300]}")
+
+        def answers() -> bool:
+            return httpx.post(f"{base}/run/{name}{path}", content=body, headers={"content-type": "application/json"},
+                              timeout=5).status_code == 200
+
+        wait_ready([up], answers, 300)
+        replicas = api.get(f"/api/v1/deployments/{name}/replicas").json()["replicas"]
     return replicas[0]["url"]
 
 
@@ -50,17 +68,10 @@ def run_gateway(benches: list[str], method: Method, quick: bool, log_dir: Path, 
     for bench in benches:
         name, source, path, cpus = CASES[bench]
         body = body_for(bench)
-        data_dir = Path(tempfile.mkdtemp(prefix="fermion-bench-up-"))
-        port = free_port()
         say(f"  {bench}: fermion up on CPU(s) {cpus}, deploying {Path(source).name}")
-        up = start(f"fermion up:{bench}", [str(FERMION_PYTHON), "-m", "fermion", "up", "--data-dir", str(data_dir), "--port",
-                                           str(port), "--log-level", "warning"],
-                   cpus=cpus, log_path=log_dir / f"fermion-up-{bench}.log", cwd=ROOT, env={"HF_HUB_OFFLINE": "1"})
-        base = f"http://127.0.0.1:{port}"
+        up, base, data_dir = start_up(bench, cpus, log_dir)
         try:
-            wait_ready([up], lambda base=base: httpx.get(base + "/healthz", timeout=2).status_code == 200, 60)
-            token = (data_dir / "admin.token").read_text().strip()
-            replica = _deploy(base, token, name, source, body, path, [up])
+            replica = deploy(up, base, data_dir, bench)
             case: dict[str, Any] = {"cpus": cpus, "source": source}
             say(f"  {bench}: direct to the replica {replica}")
             case["direct"] = measure(replica + path, body, method, say=say)

@@ -128,6 +128,50 @@ def _gateway_section(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _backends_section(record: dict[str, Any]) -> list[str]:
+    cases = record.get("cases", {})
+    lines = ["", "## Platform backends: local processes vs Ray Serve", "",
+             f"From {record['file']}{' (quick)' if record.get('quick') else ''}: the same deployment through `fermion up`'s "
+             "gateway, once on the local backend and once with `--backend ray` on a Ray head the benchmark starts "
+             f"(Ray {record.get('versions', {}).get('ray')}), on the same CPUs: `fermion up`, its replica, and the head with "
+             "every Ray process (pinned when it starts) share them; the load generator is on CPU "
+             f"{record['method']['load_cpu']}.", "",
+             "| case | CPUs | local req/s | Ray req/s | ratio | local p50 ms | Ray p50 ms | added p50 ms | local p99 ms | Ray p99 ms |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    said = []
+    for bench, case in cases.items():
+        local, ray = case.get("local", {}), case.get("ray", {})
+        if "rps" not in local or "rps" not in ray:
+            why = "; ".join(f"{b}: {e['skipped'][:80]}" for b, e in (("local", local), ("Ray", ray)) if "skipped" in e)
+            lines.append(f"| {bench} | {case['cpus']} | not measured: {why} | | | | | | | |")
+            continue
+        ratio = ray["rps"] / local["rps"] if local["rps"] else 0.0
+        lines.append(f"| {bench}, 64 clients | {case['cpus']} | {local['rps']:,.1f} | {ray['rps']:,.1f} | {ratio:.2f}× "
+                     f"| {local['p50_ms']:.2f} | {ray['p50_ms']:.2f} | {case['added_p50_ms']:+.2f} | {local['p99_ms']:.2f} "
+                     f"| {ray['p99_ms']:.2f} |")
+        if "at_1" in local and "at_1" in ray:
+            l1, r1 = local["at_1"], ray["at_1"]
+            lines.append(f"| {bench}, 1 client | {case['cpus']} | {l1['rps']:,.1f} | {r1['rps']:,.1f} | {r1['rps'] / l1['rps']:.2f}× "
+                         f"| {l1['p50_ms']:.2f} | {r1['p50_ms']:.2f} | {case['added_p50_ms_1_client']:+.2f} | {l1['p99_ms']:.2f} "
+                         f"| {r1['p99_ms']:.2f} |")
+        one = f", and {case['added_p50_ms_1_client']:+.2f} ms p50 at one client" if "added_p50_ms_1_client" in case else ""
+        said.append(f"{bench} keeps {ratio:.2f}× of the local throughput with {case['added_p50_ms']:+.2f} ms p50 at 64 clients{one}")
+    if said:
+        lines += ["", f"On Ray Serve, {'; '.join(said)}."]
+    setup = []
+    for bench, case in cases.items():
+        ray, local = case.get("ray", {}), case.get("local", {})
+        serve = ray.get("serve", {})
+        if "rps" in ray:
+            setup.append(f"- {bench}: resources cpus = {case['resources']['cpus']} on both (Ray: the replica's `num_cpus` on a "
+                         f"head of {ray.get('head_cpus')} logical CPUs; local: its compute threads); Serve's "
+                         f"`max_ongoing_requests` = {serve.get('max_ongoing_requests')}, `max_queued_requests` = "
+                         f"{serve.get('max_queued_requests')}; gateway: {local.get('gateway', '–')} (local), "
+                         f"{ray.get('gateway')} (Ray); CPUs the processes may use: {local.get('affinity')} (local), "
+                         f"{ray.get('affinity')} (Ray).")
+    return lines + (["", *setup] if setup else [])
+
+
 def _peer_table(record: dict[str, Any], limit_name: str, limit: float | None) -> list[str]:
     fermion = _rps(record, "fermion")
     lines = [f"| server | req/s | p50 ms | p90 ms | p99 ms | errors | vs Fermion | vs {limit_name} | windows |",
@@ -200,6 +244,8 @@ def render(runs: dict[str, dict[str, Any]]) -> str:
                 f"{rep['rss_load_requests']:,} requests."]
     if gateway := runs.get("gateway"):
         out += _gateway_section(gateway)
+    if backends := runs.get("backends"):
+        out += _backends_section(backends)
     out += ["", "## Versions", ""]
     seen: dict[str, dict[str, str]] = {}
     for record in runs.values():

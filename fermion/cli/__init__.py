@@ -5,6 +5,7 @@ from __future__ import annotations
 from fermion.cli import bench as _bench  # noqa: F401 - registers `fermion bench`
 from fermion.cli import call as _call  # noqa: F401 - registers `fermion call`
 from fermion.cli import data as _data  # noqa: F401 - registers `fermion data`
+from fermion.cli import export as _export  # noqa: F401 - registers `fermion export kuberay`
 from fermion.cli import models as _models  # noqa: F401 - registers `fermion models`
 from fermion.cli import platform_deploy as _platform_deploy  # noqa: F401 - registers deploy, update, scale, rollback, rm
 from fermion.cli import platform_inspect as _platform_inspect  # noqa: F401 - registers ls, status, logs, events
