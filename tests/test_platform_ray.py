@@ -8,6 +8,7 @@ gateway, scaled, healed by Serve after a replica is killed, and deleted without 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -201,3 +202,33 @@ def test_an_unreachable_cluster_is_a_clear_error(tmp_path):
     assert done.returncode == 2
     assert f"no Ray dashboard answered at http://127.0.0.1:{port}" in done.stderr
     assert "--ray-address http://HEAD:8265" in done.stderr
+
+
+def test_up_without_an_address_starts_its_own_head_adopts_it_after_a_kill_and_stops_it(tmp_path):
+    data_dir = tmp_path / "data"
+    first = start_platform(data_dir, "--backend", "ray", timeout=240)
+    try:
+        assert "(a head this fermion up started; it stops with it)" in first.log()
+        state = json.loads((data_dir / "ray" / "head.json").read_text())
+        first.proc.kill()  # kill -9: the head lives on, and the next `fermion up` takes it over
+        first.proc.wait()
+        second = start_platform(data_dir, "--backend", "ray", timeout=240)
+    except BaseException:
+        stop_process(first.proc)
+        leftover = RayHead.adopt(data_dir / "ray")
+        if leftover is not None:
+            leftover.stop()
+        raise
+    pids = _session(state["pid"])
+    try:
+        assert f"Backend ray at http://127.0.0.1:{state['dashboard_port']} (a head an earlier fermion up started" in second.log()
+    finally:
+        assert stop_process(second.proc, timeout=90) == 0
+    assert not (data_dir / "ray" / "head.json").exists()
+    assert pids and not [pid for pid in pids if _state(pid) != "Z"], "the head's processes outlived fermion up"
+
+
+def _session(session: int) -> list[int]:
+    from fermion.platform.ray_head import _session_processes
+
+    return _session_processes(session)

@@ -153,7 +153,9 @@ def up(
         from fermion.cli.up_ray import ray_backend
 
         replicas, head = ray_backend(folder, ray_address or os.environ.get("FERMION_RAY_ADDRESS"), ray_serve_port, grace)
-        backend_line = f"ray at {replicas.dashboard}" + (" (a head started here)" if head is not None else "")
+        backend_line = f"ray at {replicas.dashboard}"
+        if head is not None:
+            backend_line += f" (a head {'an earlier fermion up' if head.adopted else 'this fermion up'} started; it stops with it)"
     else:
         replicas, backend_line = LocalBackend(folder), "local processes"
     plane = ControlPlane(

@@ -19,12 +19,14 @@ def ray_backend(folder: Path, address: str | None, serve_port: int | None, grace
 
     head = None
     if not address:
-        head = RayHead(folder / "ray")
-        try:
-            with err.status("starting a Ray head on this machine (pass --ray-address to use a cluster)…"):
-                head.start()
-        except RayHeadError as exc:
-            fail(f"could not start a Ray head: {exc}", 2)
+        head = RayHead.adopt(folder / "ray")  # an earlier `fermion up` of this data dir was killed: its head runs on
+        if head is None:
+            head = RayHead(folder / "ray")
+            try:
+                with err.status("starting a Ray head on this machine (pass --ray-address to use a cluster)…"):
+                    head.start()
+            except RayHeadError as exc:
+                fail(f"could not start a Ray head: {exc}", 2)
         address = head.dashboard_url
     backend = RayBackend(address, folder, http_port=serve_port or (free_port() if head is not None else 8000), grace=grace)
     try:

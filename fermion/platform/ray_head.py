@@ -1,13 +1,15 @@
 """A Ray head node on this machine, started by Fermion and stopped by PID.
 
-`fermion up --backend ray` without `--ray-address` starts one (a laptop's own cluster), and the
-tests start one. Every port is chosen free, so it never meets another Ray cluster of the user,
+`fermion up --backend ray` without `--ray-address` starts one (a laptop's own cluster) and, after
+a kill -9, the next `fermion up` adopts it from `head.json` with the replicas it still runs. The
+tests start one too. Every port is chosen free, so it never meets another Ray cluster of the user,
 and stopping it signals exactly the processes of its own session — never `ray stop`, which stops
 every Ray cluster of the user.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -59,6 +61,8 @@ class RayHead:
         self.num_cpus = num_cpus
         self.object_store_mb = object_store_mb
         self.proc: subprocess.Popen[bytes] | None = None
+        self.pid: int | None = None  # of `ray start` (its session's id), also for a head adopted from head.json
+        self.adopted = False  # started by an earlier `fermion up`, found again through head.json
         self.dashboard_port = 0
         self.gcs_port = 0
         # Ray's socket paths must stay short (a Unix socket path is at most 107 bytes): not under folder.
@@ -104,6 +108,8 @@ class RayHead:
             self.proc = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, stdin=subprocess.DEVNULL
             )
+        self.pid = self.proc.pid
+        self._write_state()
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
@@ -121,6 +127,38 @@ class RayHead:
         self.stop()
         raise RayHeadError(f"the Ray head's dashboard did not answer within {timeout:g} s:\n{tail}")
 
+    def _write_state(self) -> None:
+        """head.json: how a later `fermion up` finds this head again (after a kill -9 of this one)."""
+        assert self.proc is not None
+        state = {
+            "pid": self.proc.pid,
+            "started": _start_time(self.proc.pid),
+            "dashboard_port": self.dashboard_port,
+            "gcs_port": self.gcs_port,
+            "temp_dir": self.temp_dir,
+        }
+        (self.folder / "head.json").write_text(json.dumps(state))
+
+    @classmethod
+    def adopt(cls, folder: str | os.PathLike[str]) -> RayHead | None:
+        """The head an earlier `fermion up` started in `folder`, if it still runs and answers; else None."""
+        try:
+            state = json.loads((Path(folder) / "head.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if _start_time(state["pid"]) is None or _start_time(state["pid"]) != state.get("started"):
+            return None
+        head = cls(folder)
+        head.dashboard_port, head.gcs_port, head.temp_dir = state["dashboard_port"], state["gcs_port"], state["temp_dir"]
+        head.pid, head.adopted = state["pid"], True
+        try:
+            if httpx.get(head.dashboard_url + "/api/version", timeout=5.0).status_code == 200:
+                return head
+        except httpx.HTTPError:
+            pass
+        head.stop()  # alive but not answering: stop it, a new one is started
+        return None
+
     def log_tail(self, lines: int = 15) -> str:
         try:
             return "\n".join((self.folder / "ray-head.log").read_text(errors="replace").splitlines()[-lines:])
@@ -129,19 +167,21 @@ class RayHead:
 
     def pids(self) -> list[int]:
         """The processes of this head (the `ray start` process's session)."""
-        return _session_processes(self.proc.pid) if self.proc is not None else []
+        return _session_processes(self.pid) if self.pid is not None else []
 
     def stop(self, grace: float = 20.0) -> None:
         """SIGTERM `ray start` (it stops its cluster), then SIGKILL whatever of its session is left."""
-        if self.proc is None:
+        if self.pid is None:
             return
         survivors = self.pids()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        if _exists(self.pid):
             try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
                 pass
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and (self.proc.poll() is None if self.proc else _exists(self.pid)):
+                time.sleep(0.1)
         # Workers retitle themselves (`ray::…`) and some outlive the head: the session id still names them.
         deadline = time.monotonic() + 5.0
         survivors = sorted(set(survivors) | set(self.pids()))
@@ -153,15 +193,25 @@ class RayHead:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+        (self.folder / "head.json").unlink(missing_ok=True)
+        if self.temp_dir:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        self.pid = None
 
 
 def _exists(pid: int) -> bool:
+    return _start_time(pid) is not None
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks (None if it is gone or a zombie): tells a reused pid apart."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return None if fields[0] == "Z" else fields[19]
