@@ -171,6 +171,27 @@ def test_a_replica_the_cluster_cannot_place_is_refused_naming_the_resource(up):
     assert "cannot place a replica that needs 64 CPUs: its largest node has 4 CPUs" in result.stderr
 
 
+def test_the_scale_out_page_runs_on_the_ray_platform(up, head, tmp_path):
+    import sys
+
+    from test_platform_docs import commands, runnable_blocks
+
+    blocks = runnable_blocks((ROOT / "docs" / "scale-out.md").read_text())
+    assert [lang for lang, _ in blocks] == ["bash", "bash", "bash"]
+    (tmp_path / "examples").symlink_to(ROOT / "examples")  # the page's relative paths; its YAML lands here
+    env = {**os.environ, "FERMION_HOME": str(up.data_dir), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "COLUMNS": "200"}
+    for name in ("FERMION_URL", "FERMION_TOKEN"):
+        env.pop(name, None)
+    for _, code in blocks:
+        for command in commands(code.replace("http://127.0.0.1:8080", up.url)):
+            done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=400)
+            assert done.returncode == 0, f"$ {command}\n{done.stdout}\n{done.stderr}\n{up.log()[-3000:]}"
+            if command.startswith("curl"):
+                assert '"output":"echo: hi"' in done.stdout, done.stdout
+    assert "kind: RayService" in (tmp_path / "hello-rayservice.yaml").read_text()
+    wait_for(lambda: "fermion-hello-1" not in serve_apps(head), 120, "hello's removal")
+
+
 def test_a_control_plane_killed_and_started_again_adopts_the_running_applications(up, head, echo):
     before = {r["pid"] for r in serve_replicas(head, "fermion-echo-1")}
     assert len(before) == 2

@@ -193,6 +193,10 @@ class RayHead:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        deadline = time.monotonic() + 5.0
+        while survivors and time.monotonic() < deadline:  # SIGKILL is not instant: wait for them to be gone
+            survivors = [pid for pid in survivors if _exists(pid)]
+            time.sleep(0.05)
         if self.proc is not None:
             if self.proc.poll() is None:
                 self.proc.kill()
