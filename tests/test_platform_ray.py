@@ -106,6 +106,8 @@ def test_echo_runs_as_a_serve_application_and_answers_through_the_gateway(up, he
     assert app["deployments"]["replica"]["deployment_config"]["max_ongoing_requests"] > 100
     view = deployment(up, "echo")
     assert view["status"] == "ready" and view["replicas"]["ready"] == 1
+    if head.haproxy_ingress:  # the calls above went through Serve's HAProxy ingress, not its Python proxy
+        assert any(Path(f"/proc/{pid}/comm").read_text().strip() == "haproxy" for pid in head.pids() if Path(f"/proc/{pid}").exists())
 
 
 def test_scale_to_two_then_a_killed_replica_is_replaced_while_calls_keep_succeeding(up, head, echo):
@@ -150,7 +152,9 @@ def test_export_kuberay_writes_the_running_deployment_as_a_valid_rayservice(up, 
 def test_logs_come_from_the_serve_replicas(up, echo):
     result = fermion(up, "logs", "echo", "--lines", "50")
     assert result.returncode == 0, result.stderr
-    assert "replica" in result.stdout and "Started initializing replica" in result.stdout
+    lines = result.stdout.splitlines()
+    assert len(lines) > 10 and all(line.startswith("echo-") for line in lines)  # each after its Fermion replica's id
+    assert any("fermion-echo-1_replica" in line and "POST /fermion-echo-1 200" in line for line in lines)  # Serve's own log
 
 
 def test_minilm_runs_on_ray_and_embeds_through_the_gateway(up, head):
@@ -163,6 +167,35 @@ def test_minilm_runs_on_ray_and_embeds_through_the_gateway(up, head):
     assert len(vector) == 384 and abs(sum(x * x for x in vector) - 1) < 1e-3
     options = serve_apps(head)["fermion-minilm-1"]["deployed_app_config"]["deployments"][0]["ray_actor_options"]
     assert options == {"num_cpus": 1.0, "memory": 2**30}
+
+
+def test_a_source_that_fails_on_the_cluster_is_a_crash_with_its_error_in_the_events(up, tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text(
+        "from fermion import Service, endpoint\n\n"
+        "class Broken(Service):\n"
+        "    def setup(self):\n"
+        "        raise RuntimeError('no weights at /models/broken')\n\n"
+        "    @endpoint\n"
+        "    def predict(self, x: int) -> int:\n"
+        "        return x\n"
+    )
+    result = fermion(up, "deploy", "broken", str(broken), "--cpus", "0.25", "--no-wait")
+    assert result.returncode == 0, result.stderr
+
+    def crashed() -> bool:
+        with up.api() as api:
+            events = api.get("/api/v1/deployments/broken/events").json()["events"]
+        return any(e["kind"] in ("ReplicaExited", "CrashLoop") for e in events)
+
+    wait_for(crashed, 180, "the failed deploy's crash event")
+    with up.api() as api:
+        events = api.get("/api/v1/deployments/broken/events").json()["events"]
+        crash = next(e for e in events if e["kind"] in ("ReplicaExited", "CrashLoop"))
+        assert "Serve could not start a replica" in crash["message"]
+        assert "no weights at /models/broken" in crash["message"], crash["message"]
+        assert api.get("/api/v1/deployments/broken").json()["status"] in ("failing", "starting")
+        assert api.delete("/api/v1/deployments/broken").status_code == 202
 
 
 def test_a_replica_the_cluster_cannot_place_is_refused_naming_the_resource(up):

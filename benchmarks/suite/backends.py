@@ -2,7 +2,8 @@
 
 Per case, in one run and on the same CPUs (echo: CPU 0, MiniLM: CPUs 0-1): `fermion up` (local
 backend: the replica is a `fermion serve` process it starts), then `fermion up --backend ray` on a
-Ray head the benchmark starts. `fermion up` is pinned with taskset and its replica inherits it; the
+Ray head the benchmark starts, twice: with Serve's own HTTP proxy (Ray's default, "ray") and with
+Serve's HAProxy ingress ("ray-haproxy", what a head `fermion up` starts uses when haproxy is installed). `fermion up` is pinned with taskset and its replica inherits it; the
 head is started (RayHead.start, a Popen) while the benchmark's own thread is pinned to the case's
 CPUs with `os.sched_setaffinity`, so `ray start`, its GCS, raylet, dashboard, Serve's controller and
 proxy and every worker inherit that mask; the benchmark's mask is restored right after. Both backends
@@ -46,7 +47,7 @@ def _pinned(cpus: str) -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
-def _serve_config(head: Any, name: str) -> dict[str, Any]:
+def _serve_config(head: RayHead, name: str) -> dict[str, Any]:
     """The concurrency limit and actor options Serve actually applied to the deployment's replica."""
     apps = httpx.get(head.dashboard_url + "/api/serve/applications/", timeout=30).json().get("applications") or {}
     app = next((a for key, a in apps.items() if key.startswith(f"fermion-{name}-")), {})
@@ -87,14 +88,14 @@ def _platform(bench: str, backend: str, log_dir: Path, say: Say) -> Iterator[dic
     name, source, path, cpus = CASES[bench]
     head, up = None, None
     try:
-        extra: tuple[str, ...] = ()
-        if backend == "ray":
-            head = RayHead(log_dir / f"ray-head-{bench}", num_cpus=HEAD_CPUS)
+        extra: tuple[str, ...] = ("--gateway", "python")  # the same gateway on both: only the backend differs
+        if backend.startswith("ray"):
+            head = RayHead(log_dir / f"ray-head-{backend}-{bench}", num_cpus=HEAD_CPUS, haproxy_ingress=backend == "ray-haproxy")
             say(f"  {bench}: a Ray head ({HEAD_CPUS} logical CPUs) pinned to CPU(s) {cpus}")
             with _pinned(cpus):
                 head.start(timeout=240)
             extra = ("--backend", "ray", "--ray-address", head.dashboard_url, "--ray-serve-port", str(free_port()))
-        say(f"  {bench}: fermion up --backend {backend} on CPU(s) {cpus}, deploying {Path(source).name} (cpus {CPUS[bench]})")
+        say(f"  {bench}: fermion up --backend {backend.split('-')[0]} on CPU(s) {cpus}, deploying {Path(source).name} (cpus {CPUS[bench]})")
         up, base, data_dir = start_up(f"{backend}-{bench}", cpus, log_dir, extra)
         deploy(up, base, data_dir, bench, {"resources": {"cpus": CPUS[bench]}})
         info: dict[str, Any] = {"url": f"{base}/run/{name}{path}", "gateway": _gateway_kind(up)}
@@ -109,7 +110,7 @@ def _platform(bench: str, backend: str, log_dir: Path, say: Say) -> Iterator[dic
                 up.stop(grace=30)
         finally:
             if head is not None:
-                _keep_logs(head, log_dir / f"ray-{bench}")
+                _keep_logs(head, log_dir / f"{backend}-{bench}")
                 head.stop()
 
 
@@ -140,15 +141,15 @@ def run_backends(benches: list[str], method: Method, quick: bool, log_dir: Path,
     for bench in benches:
         _, source, _, cpus = CASES[bench]
         case: dict[str, Any] = {"cpus": cpus, "source": source, "resources": {"cpus": CPUS[bench]}}
-        for backend in ("local", "ray"):
+        for backend in ("local", "ray", "ray-haproxy"):
             case[backend] = _one_backend(bench, backend, method, log_dir, say)
-        local, ray = case["local"], case["ray"]
-        if "rps" in local and "rps" in ray:
-            case["throughput_ratio"] = round(ray["rps"] / local["rps"], 3) if local["rps"] else None
-            case["added_p50_ms"] = round(ray["p50_ms"] - local["p50_ms"], 3)
-            if "at_1" in local and "at_1" in ray:
-                case["added_p50_ms_1_client"] = round(ray["at_1"]["p50_ms"] - local["at_1"]["p50_ms"], 3)
-            say(f"  {bench}: Ray {case['throughput_ratio']}× the local throughput, p50 {case['added_p50_ms']:+} ms")
+        local = case["local"]
+        for backend in ("ray", "ray-haproxy"):
+            ray = case[backend]
+            if "rps" in local and "rps" in ray and local["rps"]:
+                case[f"{backend}_throughput_ratio"] = round(ray["rps"] / local["rps"], 3)
+                case[f"{backend}_added_p50_ms"] = round(ray["p50_ms"] - local["p50_ms"], 3)
+                say(f"  {bench}: {backend} {case[f'{backend}_throughput_ratio']}× the local throughput")
         record["cases"][bench] = case
     record["load_average_after"] = load_average()
     return record

@@ -128,47 +128,61 @@ def _gateway_section(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _times(ratio: float) -> str:
+    return f"{ratio:.2f}×" if ratio >= 0.1 else f"{ratio:.3f}×"
+
+
+#: The backends the `backends` benchmark runs, in its order, as the report names them.
+BACKEND_LABELS = {"local": "local processes", "ray": "Ray Serve, its proxy", "ray-haproxy": "Ray Serve, HAProxy ingress"}
+
+
 def _backends_section(record: dict[str, Any]) -> list[str]:
     cases = record.get("cases", {})
     lines = ["", "## Platform backends: local processes vs Ray Serve", "",
              f"From {record['file']}{' (quick)' if record.get('quick') else ''}: the same deployment through `fermion up`'s "
-             "gateway, once on the local backend and once with `--backend ray` on a Ray head the benchmark starts "
-             f"(Ray {record.get('versions', {}).get('ray')}), on the same CPUs: `fermion up`, its replica, and the head with "
-             "every Ray process (pinned when it starts) share them; the load generator is on CPU "
-             f"{record['method']['load_cpu']}.", "",
-             "| case | CPUs | local req/s | Ray req/s | ratio | local p50 ms | Ray p50 ms | added p50 ms | local p99 ms | Ray p99 ms |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "built-in gateway, on the local backend and with `--backend ray` on a Ray head the benchmark starts "
+             f"(Ray {record.get('versions', {}).get('ray')}): once with Serve's own HTTP proxy (Ray's default) and once with "
+             "Serve's HAProxy ingress (`RAY_SERVE_ENABLE_HA_PROXY=1`, what a head that `fermion up` starts uses when "
+             "haproxy is installed). Same CPUs for all: `fermion up`, its replica, and the head with every Ray process "
+             f"(pinned when it starts); the load generator is on CPU {record['method']['load_cpu']}.", "",
+             "| case | backend | req/s | × local | p50 ms | p99 ms |",
+             "|---|---|---:|---:|---:|---:|"]
     said = []
     for bench, case in cases.items():
-        local, ray = case.get("local", {}), case.get("ray", {})
-        if "rps" not in local or "rps" not in ray:
-            why = "; ".join(f"{b}: {e['skipped'][:80]}" for b, e in (("local", local), ("Ray", ray)) if "skipped" in e)
-            lines.append(f"| {bench} | {case['cpus']} | not measured: {why} | | | | | | | |")
-            continue
-        ratio = ray["rps"] / local["rps"] if local["rps"] else 0.0
-        lines.append(f"| {bench}, 64 clients | {case['cpus']} | {local['rps']:,.1f} | {ray['rps']:,.1f} | {ratio:.2f}× "
-                     f"| {local['p50_ms']:.2f} | {ray['p50_ms']:.2f} | {case['added_p50_ms']:+.2f} | {local['p99_ms']:.2f} "
-                     f"| {ray['p99_ms']:.2f} |")
-        if "at_1" in local and "at_1" in ray:
-            l1, r1 = local["at_1"], ray["at_1"]
-            lines.append(f"| {bench}, 1 client | {case['cpus']} | {l1['rps']:,.1f} | {r1['rps']:,.1f} | {r1['rps'] / l1['rps']:.2f}× "
-                         f"| {l1['p50_ms']:.2f} | {r1['p50_ms']:.2f} | {case['added_p50_ms_1_client']:+.2f} | {l1['p99_ms']:.2f} "
-                         f"| {r1['p99_ms']:.2f} |")
-        one = f", and {case['added_p50_ms_1_client']:+.2f} ms p50 at one client" if "added_p50_ms_1_client" in case else ""
-        said.append(f"{bench} keeps {ratio:.2f}× of the local throughput with {case['added_p50_ms']:+.2f} ms p50 at 64 clients{one}")
+        local = case.get("local", {})
+        for clients, pick in (("64 clients", lambda r: r), ("1 client", lambda r: r.get("at_1"))):
+            for backend, label in BACKEND_LABELS.items():
+                found = case.get(backend)
+                if found is None:
+                    continue
+                if "skipped" in found:
+                    if clients == "64 clients":
+                        lines.append(f"| {bench}, {clients} | {label} | not measured: {found['skipped'][:80]} | | | |")
+                    continue
+                result, base = pick(found), pick(local) if "rps" in local else None
+                if not result:
+                    continue
+                times = _times(result["rps"] / base["rps"]) if base and base.get("rps") else "–"
+                lines.append(f"| {bench}, {clients} | {label} | {result['rps']:,.1f} | {times} | {result['p50_ms']:.2f} "
+                             f"| {result['p99_ms']:.2f} |")
+        parts = [f"{BACKEND_LABELS[b]} keeps {_times(case[b]['rps'] / local['rps'])}" for b in ("ray", "ray-haproxy")
+                 if "rps" in case.get(b, {}) and local.get("rps")]
+        if parts:
+            said.append(f"{bench} at 64 clients: " + ", ".join(parts) + " of the local throughput")
     if said:
-        lines += ["", f"On Ray Serve, {'; '.join(said)}."]
+        lines += ["", "Overhead: " + "; ".join(said) + ". On Ray a call makes one more hop (gateway → Serve's ingress → "
+                  "replica) and the cluster's own processes (GCS, raylet, dashboard, Serve's controller and proxy) share "
+                  "the same CPUs."]
     setup = []
     for bench, case in cases.items():
-        ray, local = case.get("ray", {}), case.get("local", {})
-        serve = ray.get("serve", {})
-        if "rps" in ray:
-            setup.append(f"- {bench}: resources cpus = {case['resources']['cpus']} on both (Ray: the replica's `num_cpus` on a "
-                         f"head of {ray.get('head_cpus')} logical CPUs; local: its compute threads); Serve's "
-                         f"`max_ongoing_requests` = {serve.get('max_ongoing_requests')}, `max_queued_requests` = "
-                         f"{serve.get('max_queued_requests')}; gateway: {local.get('gateway', '–')} (local), "
-                         f"{ray.get('gateway')} (Ray); CPUs the processes may use: {local.get('affinity')} (local), "
-                         f"{ray.get('affinity')} (Ray).")
+        for backend in ("ray", "ray-haproxy"):
+            ray = case.get(backend, {})
+            if "rps" in ray:
+                serve = ray.get("serve", {})
+                setup.append(f"- {bench}, {BACKEND_LABELS[backend]}: resources cpus = {case['resources']['cpus']} (the replica's "
+                             f"`num_cpus` on a head of {ray.get('head_cpus')} logical CPUs; locally its compute threads); "
+                             f"Serve's `max_ongoing_requests` = {serve.get('max_ongoing_requests')}; CPUs the processes may "
+                             f"use: {ray.get('affinity')} (local: {case.get('local', {}).get('affinity')}).")
     return lines + (["", *setup] if setup else [])
 
 

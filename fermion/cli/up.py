@@ -156,6 +156,8 @@ def up(
         backend_line = f"ray at {replicas.dashboard}"
         if head is not None:
             backend_line += f" (a head {'an earlier fermion up' if head.adopted else 'this fermion up'} started; it stops with it)"
+            if head.haproxy_ingress:
+                backend_line += ", Serve's HAProxy ingress"
     else:
         replicas, backend_line = LocalBackend(folder), "local processes"
     plane = ControlPlane(

@@ -33,6 +33,8 @@ _APPS = "/api/serve/applications/"
 #: One GET of the Serve status answers every probe of one reconciler tick.
 _STATUS_TTL_S = 0.3
 _FAILED = "DEPLOY_FAILED"
+#: How long the last Serve status stands in while the dashboard does not answer.
+_STALE_OK_S = 60.0
 
 
 class RayUnavailable(RuntimeError):
@@ -58,9 +60,8 @@ class _App:
     name: str
     spec: ReplicaSpec
     slots: list[ReplicaHandle] = field(default_factory=list)
-    attempt: int = 0  # raised after a failed deploy, so that Serve tries the same config again
+    attempt: int = 0  # raised after each failed deploy: Serve deploys a changed config afresh
     runtime_env: dict[str, Any] | None = None  # as deployed, for an adopted application
-    frozen: dict[str, Any] | None = None  # the config that failed: sent unchanged until a slot is wanted again
 
 
 class RayBackend:
@@ -87,7 +88,9 @@ class RayBackend:
         self._lock = threading.RLock()  # one change of the desired applications (and its PUT) at a time
         self._apps: dict[str, _App] = {}
         self._status: dict[str, Any] = {}
-        self._status_at = 0.0
+        self._status_at = 0.0  # 0: the cached status is out of date (after a PUT)
+        self._fetched_at = 0.0  # when the dashboard last answered
+        self._attempts: dict[str, int] = {}  # application → its next attempt, after failed deploys
         self._exited: dict[str, str] = {}  # replica id → why its slot was given up (a failed deploy)
         self._dead_logs: dict[str, tuple[str, str]] = {}  # replica id → (node, log file) of a replica that is gone
 
@@ -125,10 +128,16 @@ class RayBackend:
         with self._lock:
             app = self._apps.get(name)
             if app is None:
-                app = self._apps[name] = _App(name, spec)
-            app.spec, app.runtime_env, app.frozen = spec, None, None  # the newest spec is the record's
+                app = self._apps[name] = _App(name, spec, attempt=self._attempts.get(name, 0))
+            app.spec, app.runtime_env = spec, None  # the newest spec is the record's
             app.slots.append(handle)
-            self._apply()
+            try:
+                self._apply()
+            except RayUnavailable:
+                app.slots.remove(handle)  # not started: the reconciler tries again on a later tick
+                if not app.slots:
+                    del self._apps[name]
+                raise
         return handle
 
     def stop(self, handle: ReplicaHandle, grace: float = 30.0) -> None:
@@ -178,7 +187,7 @@ class RayBackend:
         running = sorted(
             (r for r in deployment.get("replicas") or [] if r.get("state") == "RUNNING"), key=lambda r: r.get("start_time_s", 0)
         )
-        url = self._proxy_url(serve) + found.get("route_prefix", "/" + name)
+        url = self._proxy_url(serve) + (found.get("route_prefix") or "/" + name)  # null while Serve deploys it
         if index < len(running):
             replica = running[index]
             handle.data.update(pid=replica.get("pid"), node=replica.get("node_ip"), actor=replica.get("actor_id"))
@@ -211,12 +220,13 @@ class RayBackend:
 
     def logs(self, handle: ReplicaHandle, lines: int = 100) -> list[str]:
         """The Serve replica's log (through the dashboard's log API), or the failure Serve reported."""
-        if handle.replica_id in self._exited:
-            found = [line for line in self._exited[handle.replica_id].splitlines()]
-            return found[-lines:]
         where = self._log_file(handle) or self._dead_logs.get(handle.replica_id)
-        if where is None:
-            return []
+        found = self._read_log(where, lines) if where is not None else []
+        if handle.replica_id in self._exited:  # it never started: its replica's last words, then what Serve said
+            found.append(self._exited[handle.replica_id])
+        return found[-lines:]
+
+    def _read_log(self, where: tuple[str, str], lines: int) -> list[str]:
         node, filename = where
         try:
             answer = self._client.get(
@@ -224,9 +234,7 @@ class RayBackend:
             )
         except httpx.HTTPError:
             return []
-        if answer.status_code != 200:
-            return []
-        return answer.text.splitlines()[-lines:]
+        return answer.text.splitlines()[-lines:] if answer.status_code == 200 else []
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -269,9 +277,14 @@ class RayBackend:
             answer = self._client.get(_APPS)
             answer.raise_for_status()
             status = answer.json()
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, ValueError) as exc:
+            # Serve keeps serving while its dashboard restarts: a short outage must not take replicas off the
+            # gateway, so the last answer stands in for a while (writes still fail, and are retried).
+            if self._status and not fresh and now - self._fetched_at < _STALE_OK_S:
+                return self._status
             raise RayUnavailable(f"the Ray dashboard at {self.dashboard} did not answer GET {_APPS}: {exc}") from None
         self._status, self._status_at = status, time.monotonic()
+        self._fetched_at = self._status_at
         return status
 
     def _proxy_url(self, serve: dict[str, Any]) -> str:
@@ -287,8 +300,6 @@ class RayBackend:
         return list(((found.get("deployments") or {}).get("replica") or {}).get("replicas") or [])
 
     def _config(self, app: _App) -> dict[str, Any]:
-        if app.frozen is not None:
-            return app.frozen
         spec = app.spec
         labels = {
             "prefix": self.prefix,
@@ -343,16 +354,20 @@ class RayBackend:
         with self._lock:
             app = self._apps.get(name)
             if app is not None and app.slots:
-                app.frozen = self._config(app)
                 dead = (deployment.get("recent_dead_replicas") or [None])[-1]
                 for slot in app.slots:
-                    self._exited[slot.replica_id] = f"Serve could not start a replica: {reason}\n{_tail(message, 30)}"
+                    self._exited[slot.replica_id] = f"Serve could not start a replica: {reason}"
                     if dead:
                         self._dead_logs[slot.replica_id] = (dead.get("node_id"), dead.get("log_file_path"))
-                app.slots.clear()
-                app.attempt += 1  # the next start sends a new config, which Serve deploys afresh
+                # The failed application leaves the cluster; a later start makes it again, as a new attempt.
+                self._attempts[name] = app.attempt + 1
+                del self._apps[name]
                 while len(self._exited) > 1000:  # bounded: a crash loop runs for as long as nobody fixes it
                     self._exited.pop(next(iter(self._exited)))
+                try:
+                    self._apply()
+                except RayUnavailable:
+                    log.warning("ray: could not remove the failed application %s yet", name)
         return ReplicaStatus(ReplicaState.EXITED, detail=reason)
 
     def _log_file(self, handle: ReplicaHandle) -> tuple[str, str] | None:
@@ -375,10 +390,6 @@ class RayBackend:
 
 def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
-
-
-def _tail(text: str, lines: int) -> str:
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def _failure_reason(message: str) -> str:
