@@ -140,3 +140,17 @@ def test_the_gateway_forwards_under_a_replica_url_with_a_path():
     with serve_asgi(app) as url:
         assert asyncio.run(call(url + "/fermion-echo-1")) == "/fermion-echo-1/predict"
         assert asyncio.run(call(url)) == "/predict"
+
+
+def test_a_replica_must_fit_on_one_node_with_everything_it_asks_for(monkeypatch):
+    from fermion.platform.ray_backend import RayBackend
+
+    backend = RayBackend("127.0.0.1:1")  # never contacted: the nodes are given below
+    nodes = [{"CPU": 8.0, "memory": 16 * 2**30}, {"CPU": 2.0, "GPU": 1.0, "memory": 8 * 2**30}]
+    monkeypatch.setattr(backend, "node_resources", lambda: nodes)
+    backend.check_resources({"resources": {"cpus": 2, "gpus": 1}})  # the second node
+    with pytest.raises(Invalid, match="needs 2 GPUs: its largest node has 1 GPU"):
+        backend.check_resources({"resources": {"gpus": 2}})
+    with pytest.raises(Invalid, match="needs 4 CPUs, 1 GPU: no node has all of them at once"):
+        backend.check_resources({"resources": {"cpus": 4, "gpus": 1}})
+    backend.close()

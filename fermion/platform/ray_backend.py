@@ -242,7 +242,7 @@ class RayBackend:
         """Invalid when no node of the cluster has what one replica asks for (naming the resource)."""
         needs = Resources.from_options(options).needs()
         nodes = self.node_resources()
-        if not nodes:
+        if not nodes or any(all(node.get(key, 0.0) >= amount for key, amount in needs.items()) for node in nodes):
             return
         for resource, amount in needs.items():
             most = max(node.get(resource, 0.0) for node in nodes)
@@ -253,6 +253,10 @@ class RayBackend:
                     f"its largest node has {_amount(resource, most)}. Ask for less (--{_flag(resource)}), "
                     "or add a node that has it"
                 )
+        wanted = ", ".join(_amount(key, amount) for key, amount in needs.items())
+        raise Invalid(
+            f"the Ray cluster at {self.dashboard} cannot place a replica that needs {wanted}: no node has all of them at once"
+        )
 
     def node_resources(self) -> list[dict[str, float]]:
         """The total resources of each alive node ({"CPU": 4.0, "GPU": 1.0, "memory": bytes, ...})."""
