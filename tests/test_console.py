@@ -206,10 +206,13 @@ def test_deploy_the_echo_example_from_the_form(console: Console) -> None:
     page.get_by_label("Source kind").select_option("file")
     page.get_by_label("Source", exact=True).fill(ECHO)
     page.get_by_label("Name", exact=True).fill("echo")
+    page.get_by_label("CPUs", exact=True).fill("1")  # what a Ray replica reserves; here, its compute threads
     console.shot("new")
     page.get_by_role("button", name="Deploy").click()
     page.wait_for_selector("main[data-page='deployments']")
     assert page.evaluate("location.hash") == "#/deployments/echo"
+    with console.platform.api() as api:
+        assert api.get("/api/v1/deployments/echo").json()["options"] == {"resources": {"cpus": 1.0}}
     replicas = page.locator(".summary .replicas")
     sync_api.expect(replicas).to_have_text("1/1", timeout=90_000)
     sync_api.expect(page.locator(".replicas-table tbody tr")).to_have_count(1)

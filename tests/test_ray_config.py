@@ -47,6 +47,8 @@ def test_bad_resources_say_which_and_how(raw, says):
 
 def test_an_application_config_carries_the_source_scaling_resources_and_env(monkeypatch):
     monkeypatch.setenv("FERMION_HOME", "/data/fermion")
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME"):  # passed on when set: not here
+        monkeypatch.delenv(name, raising=False)
     from fermion.platform.ray_config import replica_env
 
     app = application(

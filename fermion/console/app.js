@@ -167,6 +167,9 @@ function newPage_(main) {
   const isPublic = h("input", { type: "checkbox", name: "public" });
   const task = h("input", { type: "text", name: "task", spellcheck: "false" });
   const trust = h("input", { type: "checkbox", name: "trust_pickle" });
+  const cpus = h("input", { type: "number", name: "cpus", min: 0.01, step: "any", inputmode: "decimal" });
+  const gpus = h("input", { type: "number", name: "gpus", min: 0, step: "any", inputmode: "decimal" });
+  const memory = h("input", { type: "text", name: "memory", placeholder: "2GiB", spellcheck: "false" });
   const box = errorBox();
   const fixedFields = h("div", { class: "row" }, field(t("new.replicas"), replicas));
   const autoFields = h("div", { class: "row", hidden: true }, field(t("new.min"), min), field(t("new.max"), max));
@@ -203,6 +206,11 @@ function newPage_(main) {
     const options = {};
     if (kind.value === "hf" && task.value.trim()) options.task = task.value.trim();
     if (kind.value === "sklearn" && trust.checked) options.trust_pickle = true;
+    const resources = {};
+    if (cpus.value !== "") resources.cpus = Number(cpus.value);
+    if (gpus.value !== "") resources.gpus = Number(gpus.value);
+    if (memory.value.trim()) resources.memory = memory.value.trim();
+    if (Object.keys(resources).length) options.resources = resources;
     if (Object.keys(options).length) body.options = options;
     submit.disabled = true;
     submit.textContent = t("new.submitting");
@@ -227,6 +235,9 @@ function newPage_(main) {
   h("fieldset", {}, h("legend", {}, t("new.scaling")),
     h("div", { class: "row" }, field(t("new.fixed"), fixed), field(t("new.autoscale"), auto)),
     fixedFields, autoFields),
+  h("fieldset", {}, h("legend", {}, t("new.resources")),
+    h("small", { class: "hint" }, t("new.resources_hint")),
+    h("div", { class: "row" }, field(t("new.cpus"), cpus), field(t("new.gpus"), gpus), field(t("new.memory"), memory))),
   field(t("new.public"), isPublic, t("new.public_hint")),
   h("div", { class: "row" }, submit));
   box.tabIndex = -1;

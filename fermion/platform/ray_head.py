@@ -209,33 +209,35 @@ class RayHead:
         """The processes of this head (the `ray start` process's session)."""
         return _session_processes(self.pid) if self.pid is not None else []
 
-    def stop(self, grace: float = 20.0) -> None:
-        """SIGTERM `ray start` (it stops its cluster), then SIGKILL whatever of its session is left."""
+    def stop(self, grace: float = 2.0) -> None:
+        """Like `ray stop`, for this head's session only: SIGTERM to all of it, SIGKILL what is left after `grace`.
+
+        The grace is short: raylet and GCS take 8 s and more to act on SIGTERM, and a head of ours keeps no state
+        worth waiting for (its temp dir is deleted). Serve's replicas were drained before, by the control plane.
+        """
         if self.pid is None:
             return
-        survivors = self.pids()
-        if _exists(self.pid):
+        # Workers retitle themselves (`ray::…`) and some outlive `ray start`: the session id still names them.
+        members = set(self.pids())
+        for pid in sorted(members, key=lambda pid: pid != self.pid):  # `ray start` first
             try:
-                os.kill(self.pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and (self.proc.poll() is None if self.proc else _exists(self.pid)):
-                time.sleep(0.1)
-        # Workers retitle themselves (`ray::…`) and some outlive the head: the session id still names them.
-        deadline = time.monotonic() + 5.0
-        survivors = sorted(set(survivors) | set(self.pids()))
-        while survivors and time.monotonic() < deadline:
-            survivors = [pid for pid in survivors if _exists(pid)]
-            time.sleep(0.2)
-        for pid in survivors:
+        deadline = time.monotonic() + grace
+        while members and time.monotonic() < deadline:
+            if self.proc is not None:
+                self.proc.poll()  # reap it as soon as it exits
+            members = {pid for pid in members | set(self.pids()) if _exists(pid)}
+            time.sleep(0.1)
+        for pid in members:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + 5.0
-        while survivors and time.monotonic() < deadline:  # SIGKILL is not instant: wait for them to be gone
-            survivors = [pid for pid in survivors if _exists(pid)]
+        while members and time.monotonic() < deadline:  # SIGKILL is not instant: wait for them to be gone
+            members = {pid for pid in members if _exists(pid)}
             time.sleep(0.05)
         if self.proc is not None:
             if self.proc.poll() is None:
