@@ -26,6 +26,7 @@ import httpx
 from fermion.platform.backend import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
 from fermion.platform.errors import Invalid
 from fermion.platform.ray_config import Resources, application, replica_env
+from fermion.serving.on_ray import DEPLOYMENT_NAME
 
 log = logging.getLogger("fermion.platform")
 
@@ -178,7 +179,7 @@ class RayBackend:
         found = (serve.get("applications") or {}).get(name)
         if found is None:
             return ReplicaStatus(ReplicaState.STARTING, detail="Serve has not taken the application yet")
-        deployment = (found.get("deployments") or {}).get("replica") or {}
+        deployment = (found.get("deployments") or {}).get(DEPLOYMENT_NAME) or {}
         if found.get("status") == _FAILED or deployment.get("status") == _FAILED:
             deployed = ((found.get("deployed_app_config") or {}).get("args") or {}).get("fermion") or {}
             if deployed.get("attempt", 0) == app.attempt:  # not an earlier attempt's failure, still shown
@@ -301,7 +302,7 @@ class RayBackend:
         found = (serve.get("applications") or {}).get(name)
         if found is None:
             return None
-        return list(((found.get("deployments") or {}).get("replica") or {}).get("replicas") or [])
+        return list(((found.get("deployments") or {}).get(DEPLOYMENT_NAME) or {}).get("replicas") or [])
 
     def _config(self, app: _App) -> dict[str, Any]:
         spec = app.spec

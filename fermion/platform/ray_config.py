@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fermion.platform.errors import Invalid
+from fermion.serving.on_ray import DEPLOYMENT_NAME
 
 #: What Ray imports to build an application: `fermion.serving.on_ray:build`.
 IMPORT_PATH = "fermion.serving.on_ray:build"
@@ -118,7 +119,7 @@ def application(
     args["config"] = {"compute_threads": resources.compute_threads(), "graceful_timeout": grace}
     if labels:
         args["fermion"] = dict(labels)  # ignored by the builder; lets a control plane find its applications again
-    deployment: dict[str, Any] = {"name": "replica", "ray_actor_options": resources.actor_options()}
+    deployment: dict[str, Any] = {"name": DEPLOYMENT_NAME, "ray_actor_options": resources.actor_options()}
     if autoscaling is not None:
         deployment["autoscaling_config"] = dict(autoscaling)
     else:

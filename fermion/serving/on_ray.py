@@ -9,13 +9,10 @@ the rest of this module (the concurrency rule) is used by the Ray-free control p
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fermion.service import Service
 from fermion.serving.config import ServeConfig
-
-log = logging.getLogger("fermion.serving")
 
 #: The Serve deployment's name inside each application (one per Fermion deployment revision).
 DEPLOYMENT_NAME = "replica"
