@@ -106,6 +106,8 @@ def test_echo_runs_as_a_serve_application_and_answers_through_the_gateway(up, he
     assert app["deployments"]["replica"]["deployment_config"]["max_ongoing_requests"] > 100
     view = deployment(up, "echo")
     assert view["status"] == "ready" and view["replicas"]["ready"] == 1
+    logs = fermion(up, "logs", "echo", "--lines", "200").stdout
+    assert "Started initializing replica" in logs and "Echo ready in" in logs  # Serve's lines and Fermion's own
     if head.haproxy_ingress:  # the calls above went through Serve's HAProxy ingress, not its Python proxy
         assert any(Path(f"/proc/{pid}/comm").read_text().strip() == "haproxy" for pid in head.pids() if Path(f"/proc/{pid}").exists())
 

@@ -51,6 +51,19 @@ class UnderPrefix:
         await self.app(scope, receive, send)
 
 
+def _log_to_serve() -> None:
+    """Fermion's own log lines (ready, setup errors, warnings) into the Serve replica's log, which `fermion logs` reads."""
+    import logging
+
+    ours, serve = logging.getLogger("fermion"), logging.getLogger("ray.serve")
+    if ours.handlers or not serve.handlers:
+        return
+    for handler in serve.handlers:  # Serve's filters and formatter sit on its handlers, so they fit our records too
+        ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
+
+
 def build(args: dict[str, Any]) -> Any:
     """Ray Serve application builder: `fermion.serving.on_ray:build` in a Serve config."""
     from ray import serve
@@ -67,6 +80,7 @@ def build(args: dict[str, Any]) -> Any:
         """A Serve replica that serves one Fermion Service."""
 
         def __init__(self) -> None:
+            _log_to_serve()
             config = ServeConfig.from_env(**config_values)
             self.replica = ReplicaApp(load_service(source, options), config)
             # Serve runs the lifespan before the replica takes traffic: setup() must finish first.
