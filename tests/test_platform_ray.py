@@ -29,7 +29,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
-    ray_head = RayHead(tmp_path_factory.mktemp("ray"), num_cpus=4)
+    # Serve keeps a removed replica draining for 30 s by default (for proxies on other nodes); one node needs less.
+    ray_head = RayHead(tmp_path_factory.mktemp("ray"), num_cpus=4, env={"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "3"})
     ray_head.start(timeout=240)
     try:
         yield ray_head
