@@ -26,7 +26,7 @@ _PROBE_TIMEOUT = 2.0
 KEEP_LOGS = 100
 
 
-def _start_time(pid: int) -> str | None:
+def process_start_time(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (tells a pid apart from a reused one)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -74,7 +74,7 @@ class LocalBackend:
             )
         self._children[proc.pid] = proc
         # "started_at" (epoch seconds) is for uptime; "started" (clock ticks) tells a reused pid apart.
-        data = {"pid": proc.pid, "started": _start_time(proc.pid), "started_at": time.time(), "log": str(log_path), "url": None}
+        data = {"pid": proc.pid, "started": process_start_time(proc.pid), "started_at": time.time(), "log": str(log_path), "url": None}
         handle = ReplicaHandle(spec.replica_id, self.name, spec.deployment, spec.revision, data)
         self._write(handle)
         return handle
@@ -98,7 +98,7 @@ class LocalBackend:
         child = self._children.get(pid)
         if child is not None:
             return child.poll() is None
-        started = _start_time(pid)
+        started = process_start_time(pid)
         return started is not None and started == handle.data.get("started")
 
     def _url(self, handle: ReplicaHandle) -> str | None:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from fermion.platform.local import process_start_time
+
 #: Ray 2.60 turns token auth on by default; a local head for one user needs none, and the
 #: dashboard's REST API (which the backend drives) would then need the token too.
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -169,7 +171,7 @@ class RayHead:
         assert self.proc is not None
         state = {
             "pid": self.proc.pid,
-            "started": _start_time(self.proc.pid),
+            "started": process_start_time(self.proc.pid),
             "dashboard_port": self.dashboard_port,
             "gcs_port": self.gcs_port,
             "temp_dir": self.temp_dir,
@@ -185,7 +187,8 @@ class RayHead:
             state = json.loads((Path(folder) / "head.json").read_text())
         except (OSError, ValueError):
             return None
-        if _start_time(state["pid"]) is None or _start_time(state["pid"]) != state.get("started"):
+        started = process_start_time(state["pid"])
+        if started is None or started != state.get("started"):
             return None
         head = cls(folder, haproxy_ingress=False)
         head.haproxy_ingress, head.haproxy_dir = bool(state.get("haproxy_ingress")), state.get("haproxy_dir", "")
@@ -251,14 +254,4 @@ class RayHead:
 
 
 def _exists(pid: int) -> bool:
-    return _start_time(pid) is not None
-
-
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks (None if it is gone or a zombie): tells a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return None if fields[0] == "Z" else fields[19]
+    return process_start_time(pid) is not None
