@@ -348,7 +348,9 @@ defaults
     timeout http-request 60s
     timeout http-keep-alive 60s
     retries 2
-    retry-on conn-failure
+    # A replica may close an idle pooled connection just as a request goes out on it: nothing was
+    # processed, so it is retried on another connection (HAProxy buffers the request for this).
+    retry-on conn-failure empty-response
     option redispatch 1
 
 frontend fermion
@@ -357,7 +359,7 @@ frontend fermion
     http-request set-var(txn.backend) var(txn.dep),map({self.deployments_map}) if {{ var(txn.dep) -m found }}
     acl routed var(txn.backend) -m found
     acl public var(txn.dep),map({self.public_map}) -m found
-    acl token_ok req.hdr(authorization),word(2,' '),sha2(256),hex,map({self.tokens_map}) -m found
+    acl token_ok req.hdr(authorization),word(2,' '),sha2(256),hex,lower,map({self.tokens_map}) -m found
     use_backend %[var(txn.backend)] if routed public
     use_backend %[var(txn.backend)] if routed token_ok
     default_backend control

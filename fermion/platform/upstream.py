@@ -3,14 +3,27 @@
 httpx's pool degrades badly with concurrency (measured: 392 req/s at 8 concurrent requests, 63
 at 64, against a replica that serves 8k), so the gateway speaks HTTP/1.1 to replicas itself:
 one request per connection at a time, bodies with Content-Length or chunked encoding.
+
+Pooled connections are never handed out stale: one that sat idle longer than `idle_timeout`
+(shorter than the replica's own keep-alive, `fermion.serving.server.KEEP_ALIVE_S`, or the
+`Keep-Alive: timeout=N` a proxy advertises) is closed instead of reused, one the replica has
+already closed is noticed before use, and a request that fails on a reused connection before any
+byte came back is sent again on a fresh connection: the replica closed it idle, so it processed
+nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+#: How long a pooled connection may sit idle before it is closed rather than reused. Replicas keep
+#: idle connections for 30 s (`fermion.serving.server.KEEP_ALIVE_S`); closing ours well before
+#: means the two never race.
+IDLE_TIMEOUT_S = 15.0
 
 
 class UpstreamUnreachable(Exception):
@@ -31,21 +44,29 @@ class UpstreamResponse:
 
 
 class _Connection:
-    __slots__ = ("reader", "writer")
+    __slots__ = ("reader", "writer", "idle_since", "keep_for")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.idle_since = 0.0
+        self.keep_for: float | None = None  # the upstream's own advertised keep-alive, when it sends one
 
     def close(self) -> None:
         self.writer.close()
+
+    def usable(self, now: float, idle_timeout: float) -> bool:
+        """Still open on both sides and idle for less than the pool's (or the upstream's) limit."""
+        limit = idle_timeout if self.keep_for is None else min(idle_timeout, self.keep_for / 2)
+        return now - self.idle_since < limit and not self.writer.is_closing() and not self.reader.at_eof()
 
 
 class UpstreamPool:
     """Keep-alive connections per replica URL (`http://host:port`, or `http://host:port/route` behind a shared proxy)."""
 
-    def __init__(self, max_idle: int = 256) -> None:
+    def __init__(self, max_idle: int = 256, idle_timeout: float = IDLE_TIMEOUT_S) -> None:
         self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
         self._idle: dict[str, list[_Connection]] = {}
 
     async def _connect(self, base: str) -> _Connection:
@@ -59,14 +80,27 @@ class UpstreamPool:
     def _release(self, base: str, conn: _Connection) -> None:
         idle = self._idle.setdefault(base, [])
         if len(idle) < self.max_idle and not conn.writer.is_closing():
+            conn.idle_since = time.monotonic()
             idle.append(conn)
         else:
             conn.close()
 
+    def _pooled(self, base: str) -> _Connection | None:
+        """The most recently used idle connection that is still good; stale ones are closed on the way."""
+        idle = self._idle.get(base)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if conn.usable(now, self.idle_timeout):
+                return conn
+            conn.close()
+        return None
+
     async def request(
         self, base: str, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes
     ) -> UpstreamResponse:
-        """Send one request; a stale pooled connection is replaced once, transparently."""
+        """Send one request. A reused connection that fails before any byte of an answer came back is
+        replaced by a fresh one, transparently (the replica closed it idle: nothing was processed)."""
         parts = urlsplit(base)  # a replica behind a shared proxy (Ray Serve) has a path: its route
         head = [f"{method} {parts.path.rstrip('/')}{target} HTTP/1.1\r\n".encode("latin-1"), b"host: ", parts.netloc.encode(), b"\r\n"]
         for key, value in headers:
@@ -74,9 +108,9 @@ class UpstreamPool:
         head.append(b"content-length: %d\r\n\r\n" % len(body))
         payload = b"".join(head) + body
         for attempt in range(2):
-            idle = self._idle.get(base)
-            reused = bool(idle)
-            conn = idle.pop() if idle else await self._connect(base)
+            pooled = self._pooled(base) if attempt == 0 else None
+            reused = pooled is not None
+            conn = pooled or await self._connect(base)
             try:
                 conn.writer.write(payload)
                 await conn.writer.drain()
@@ -85,7 +119,7 @@ class UpstreamPool:
                     raise ConnectionResetError("closed before answering")
             except (ConnectionError, OSError) as exc:
                 conn.close()
-                if reused and attempt == 0:  # the replica closed an idle keep-alive connection: retry fresh
+                if reused:  # the replica closed an idle keep-alive connection: retry on a fresh one
                     continue
                 raise UpstreamBroken(f"{base}: {exc}") from None
             return await self._response(base, conn, status_line)
@@ -112,6 +146,8 @@ class UpstreamPool:
                 chunked = b"chunked" in value.lower()
             elif key == b"connection":
                 keep_alive = value.lower() != b"close"
+            elif key == b"keep-alive":  # e.g. "timeout=5": a proxy that closes idle connections sooner
+                conn.keep_for = _keep_alive_timeout(value)
             else:
                 headers.append((key, value))
         return UpstreamResponse(status, headers, self._body(base, conn, length, chunked, keep_alive))
@@ -158,3 +194,15 @@ class UpstreamPool:
             for conn in idle:
                 conn.close()
         self._idle.clear()
+
+
+def _keep_alive_timeout(value: bytes) -> float | None:
+    """The `timeout=N` of a Keep-Alive header, in seconds, or None."""
+    for part in value.split(b","):
+        key, _, number = part.strip().partition(b"=")
+        if key.strip().lower() == b"timeout":
+            try:
+                return float(number)
+            except ValueError:
+                return None
+    return None

@@ -36,6 +36,9 @@ class BindError(OSError):
     """The address could not be bound; the message says which and what to do."""
 
 
+#: How long a replica keeps an idle keep-alive connection open (the gateway's pool closes its own sooner).
+KEEP_ALIVE_S = 30
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket, or a `BindError` that names the address."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -102,7 +105,7 @@ def uvicorn_server(app: Any, config: ServeConfig) -> Any:
         log_config=None,
         log_level="debug" if config.log_level.lower() == "debug" else "warning",  # uvicorn's own chatter
         timeout_graceful_shutdown=config.graceful_timeout,  # type: ignore[arg-type]  # uvicorn waits with wait_for: floats work
-        timeout_keep_alive=30,
+        timeout_keep_alive=KEEP_ALIVE_S,
         server_header=False,
         date_header=False,
     )
