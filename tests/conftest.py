@@ -1,4 +1,4 @@
-"""Shared fixtures: a PostgreSQL server for the tests that need one (see tests/pg.py)."""
+"""Shared fixtures: a PostgreSQL server for the tests that need one (see tests/pg.py); the skip summary plugin."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ from collections.abc import Iterator
 
 import pg
 import pytest
+
+#: After the run, one line per group of skipped tests and what to install (tests/skip_summary.py).
+pytest_plugins = ["skip_summary"]
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """`fermion export kuberay`: the RayService manifest validates against KubeRay's published CRD.
 
-The CRD is reference data beside the project (`../shared/kuberay/ray.io_rayservices.yaml`, or
-$FERMION_KUBERAY_CRD). Its OpenAPI v3 schema is checked with `jsonschema`, made strict: an object
+The CRD is KubeRay's own file, carried in the repository (`tests/data/kuberay/`, Apache-2.0, its
+origin in the README there); $FERMION_KUBERAY_CRD names another release's. Its OpenAPI v3 schema is checked with `jsonschema`, made strict: an object
 schema that lists its properties accepts no others (a misspelt field would pass Kubernetes'
 pruning silently, so it must fail here). `serveConfigV2` is a string to the CRD: it is parsed and
 checked against Ray Serve's own config schema.
@@ -25,12 +25,14 @@ from fermion.platform.ray_config import IMPORT_PATH
 ECHO = f"py:{ROOT / 'examples' / 'echo.py'}:Echo"
 
 
+CRD = Path(__file__).resolve().parent / "data" / "kuberay" / "ray.io_rayservices.yaml"
+
+
 def crd_path() -> Path:
-    candidates = [os.environ.get("FERMION_KUBERAY_CRD", ""), str(ROOT.parent / "shared" / "kuberay" / "ray.io_rayservices.yaml")]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    raise AssertionError(f"KubeRay's RayService CRD is not at {candidates[1]}: put it there or set FERMION_KUBERAY_CRD")
+    """$FERMION_KUBERAY_CRD when set, else the copy in tests/data/kuberay/."""
+    chosen = Path(os.environ.get("FERMION_KUBERAY_CRD") or CRD)
+    assert chosen.is_file(), f"KubeRay's RayService CRD is not at {chosen}: restore {CRD} from git, or set FERMION_KUBERAY_CRD"
+    return chosen
 
 
 def _strict(schema: Any) -> Any:
