@@ -27,6 +27,19 @@ class HTTPError(Exception):
         self.headers = headers or []
 
 
+#: Exceptions whose text describes the machine, not the caller's mistake ("Unable to allocate 22.0 GiB
+#: for an array with shape ..."): a client sees only their name; the text stays in the server log.
+_UNSHOWN_ERRORS = (MemoryError, OverflowError, RecursionError)
+
+
+def failure_message(exc: BaseException, endpoint: str | None = None) -> str:
+    """What a client is told when user code raised: the exception's name, and its text unless it is one of `_UNSHOWN_ERRORS`."""
+    where = f" in endpoint {endpoint!r}" if endpoint is not None else ""
+    if isinstance(exc, _UNSHOWN_ERRORS):
+        return f"{type(exc).__name__}{where}; the details are in the server log under this request id"
+    return f"{type(exc).__name__}{where}: {exc}"
+
+
 class ClientDisconnected(Exception):
     """The client went away before its answer was ready."""
 
