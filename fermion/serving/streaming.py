@@ -15,7 +15,7 @@ from typing import Any
 
 from fermion.responses import EndpointError
 from fermion.serving.deadlines import DISCONNECT, TIMEOUT, take_reason
-from fermion.serving.http import HTTPError, dumps, error_body
+from fermion.serving.http import HTTPError, dumps, error_body, failure_message
 
 log = logging.getLogger("fermion.serving")
 
@@ -83,8 +83,8 @@ async def send_event_stream(
     except Exception as exc:
         log.exception("stream of endpoint %r failed (request_id=%s)", endpoint, request_id)
         if not started:
-            raise HTTPError(500, f"{type(exc).__name__} in endpoint {endpoint!r}: {exc}") from None
-        tail, status = error_event(f"{type(exc).__name__}: {exc}", request_id, 500), 500
+            raise HTTPError(500, failure_message(exc, endpoint)) from None
+        tail, status = error_event(failure_message(exc), request_id, 500), 500
     finally:
         await items.aclose()  # type: ignore[attr-defined]
     await send({"type": "http.response.body", "body": tail or b"", "more_body": False})

@@ -20,6 +20,13 @@ def _wait_for_file(path: str, limit: float = 30.0) -> None:
         time.sleep(0.01)
 
 
+def _exhausted(kind: str) -> Exception:
+    """What running out of memory or overflowing says: details of this machine, which must stay in its log."""
+    if kind == "memory":
+        return MemoryError("Unable to allocate 22.0 GiB for an array with shape (458601300,) in /srv/secret-model")
+    return OverflowError("cannot fit 'int' into an index-sized integer in /srv/secret-model")
+
+
 class Behaviour(Service):
     """Test service."""
 
@@ -82,6 +89,15 @@ class Behaviour(Service):
     def stream_fail(self, n: int) -> Iterator[int]:
         yield from range(n)
         raise RuntimeError("stream broke")
+
+    @endpoint
+    def exhausted(self, kind: str) -> None:
+        raise _exhausted(kind)
+
+    @endpoint(stream=True)
+    def stream_exhausted(self, n: int) -> Iterator[int]:
+        yield from range(n)
+        raise _exhausted("memory")
 
     @endpoint(stream=True)
     async def ticker(self, tag: str) -> AsyncIterator[int]:
