@@ -18,4 +18,18 @@ from fermion.cli.app import app
 
 def main() -> None:
     """Entry point of the `fermion` console script."""
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as error:  # a command run without its extra: name the extra, not a traceback
+        import sys
+
+        from rich.markup import escape
+
+        from fermion.cli.app import err
+        from fermion.cli.extras import missing_extra_message
+
+        message = missing_extra_message(error, sys.argv[1:])
+        if message is None:
+            raise
+        err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+        sys.exit(2)
