@@ -23,6 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from suite.envs import ROOT  # noqa: E402
+from suite.machine import checkout_commit  # noqa: E402
 from suite.measure import Method  # noqa: E402
 from suite.peers import PEERS  # noqa: E402
 from suite.procs import stop_all  # noqa: E402
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 record = run_startup(method[bench], args.quick, log_dir, _say)
             record["started"] = stamp
+            record["commit"] = checkout_commit()
+            record.setdefault("gateway", "none")  # echo, minilm, startup: each server is measured directly
             path = RESULTS / f"{stamp}-{bench}.json"
             path.write_text(json.dumps(record, indent=2) + "\n")
             _say(f"  → {path.relative_to(ROOT)}")

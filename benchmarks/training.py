@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from suite.machine import load_average, machine_info  # noqa: E402
+from suite.machine import checkout_commit, load_average, machine_info  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -389,22 +389,6 @@ def _versions() -> dict[str, str]:
     return library_versions(list(VERSIONED))
 
 
-def _commit() -> str | None:
-    """The checkout's commit, with "+changes" when fermion/train differs from it: which trainer was measured."""
-    import subprocess
-
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "fermion/train"], cwd=ROOT, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if head.returncode != 0:
-        return None
-    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
-
-
 def _line(result: Result, metric: str) -> str:
     budget = "default" if result.budget_s is None else f"{result.budget_s:g} s"
     if result.error:
@@ -456,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         "options": {"budgets": budgets, "datasets": names, "seed": args.seed, "quick": args.quick},
         "machine": machine_info(),
         "versions": _versions(),
-        "commit": _commit(),
+        "commit": checkout_commit(("fermion/train",)),  # which trainer was measured
+        "gateway": "none",  # the trainers run in this process: no server, no gateway
     }
     began = time.monotonic()
     _say(f"Training benchmark{' (quick)' if args.quick else ''}: {', '.join(names)} · budgets "

@@ -24,11 +24,12 @@ from typing import Any
 import httpx
 
 from fermion.platform.ray_head import RayHead, RayHeadError
-from suite.gateway import CASES, Say, deploy, start_up
+from suite.envs import ROOT
+from suite.gateway import CASES, Say, deploy, gateway_kind, one_gateway, start_up
 from suite.machine import load_average, machine_info
 from suite.measure import Method, measure
 from suite.peers import body_for
-from suite.procs import NotReady, Process, descendants, free_port
+from suite.procs import NotReady, descendants, free_port
 
 #: The deployment's resources per case, on both backends.
 CPUS = {"echo": 1, "minilm": 2}
@@ -76,12 +77,6 @@ def _keep_logs(head: RayHead, to: Path) -> None:
         pass
 
 
-def _gateway_kind(up: Process) -> str:
-    """Which gateway `fermion up` put in front, from its banner."""
-    text = " ".join(up.log_path.read_text(errors="replace").split())
-    return "HAProxy" if "HAProxy in front" in text else "built-in (Python)"
-
-
 @contextmanager
 def _platform(bench: str, backend: str, log_dir: Path, say: Say) -> Iterator[dict[str, Any]]:
     """`fermion up` on `backend` (with a Ray head for "ray") on the case's CPUs, the case deployed; stopped on exit."""
@@ -98,7 +93,7 @@ def _platform(bench: str, backend: str, log_dir: Path, say: Say) -> Iterator[dic
         say(f"  {bench}: fermion up --backend {backend.split('-')[0]} on CPU(s) {cpus}, deploying {Path(source).name} (cpus {CPUS[bench]})")
         up, base, data_dir = start_up(f"{backend}-{bench}", cpus, log_dir, extra)
         deploy(up, base, data_dir, bench, {"resources": {"cpus": CPUS[bench]}})
-        info: dict[str, Any] = {"url": f"{base}/run/{name}{path}", "gateway": _gateway_kind(up)}
+        info: dict[str, Any] = {"url": f"{base}/run/{name}{path}", "gateway": gateway_kind(up)}
         info["affinity"] = _affinity([up.pid, *descendants(up.pid), *(head.pids() if head is not None else [])])
         if head is not None:
             info["serve"] = _serve_config(head, name)
@@ -140,7 +135,7 @@ def run_backends(benches: list[str], method: Method, quick: bool, log_dir: Path,
                               "versions": {"ray": ray_version}, "cases": {}}
     for bench in benches:
         _, source, _, cpus = CASES[bench]
-        case: dict[str, Any] = {"cpus": cpus, "source": source, "resources": {"cpus": CPUS[bench]}}
+        case: dict[str, Any] = {"cpus": cpus, "source": str(Path(source).relative_to(ROOT)), "resources": {"cpus": CPUS[bench]}}
         for backend in ("local", "ray", "ray-haproxy"):
             case[backend] = _one_backend(bench, backend, method, log_dir, say)
         local = case["local"]
@@ -151,5 +146,7 @@ def run_backends(benches: list[str], method: Method, quick: bool, log_dir: Path,
                 case[f"{backend}_added_p50_ms"] = round(ray["p50_ms"] - local["p50_ms"], 3)
                 say(f"  {bench}: {backend} {case[f'{backend}_throughput_ratio']}× the local throughput")
         record["cases"][bench] = case
+    record["gateway"] = one_gateway(run["gateway"] for case in record["cases"].values()
+                                    for run in case.values() if isinstance(run, dict) and "gateway" in run)
     record["load_average_after"] = load_average()
     return record

@@ -8,7 +8,7 @@ echo on CPU 0 (the gateway and the replica share one core), MiniLM on CPUs 0-1.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,18 @@ CASES = {
     "echo": ("echo", str(SERVERS / "fermion_echo.py"), "/echo", "0"),
     "minilm": ("minilm", str(ROOT / "examples" / "embeddings.py"), "/embed", "0,1"),
 }
+
+
+def gateway_kind(up: Process) -> str:
+    """Which gateway `fermion up` put in front, from its banner."""
+    text = " ".join(up.log_path.read_text(errors="replace").split())
+    return "HAProxy" if "HAProxy in front" in text else "built-in (Python)"
+
+
+def one_gateway(kinds: Iterable[str]) -> str:
+    """The record's `gateway`: the one every case went through, or each one when they differ."""
+    found = sorted(set(kinds))
+    return found[0] if len(found) == 1 else (", ".join(found) if found else "not measured")
 
 
 def start_up(label: str, cpus: str, log_dir: Path, extra: tuple[str, ...] = ()) -> tuple[Process, str, Path]:
@@ -72,7 +84,7 @@ def run_gateway(benches: list[str], method: Method, quick: bool, log_dir: Path, 
         up, base, data_dir = start_up(bench, cpus, log_dir)
         try:
             replica = deploy(up, base, data_dir, bench)
-            case: dict[str, Any] = {"cpus": cpus, "source": source}
+            case: dict[str, Any] = {"cpus": cpus, "source": str(Path(source).relative_to(ROOT)), "gateway": gateway_kind(up)}
             say(f"  {bench}: direct to the replica {replica}")
             case["direct"] = measure(replica + path, body, method, say=say)
             say(f"  {bench}: through the gateway {base}/run/{name}{path}")
@@ -92,5 +104,6 @@ def run_gateway(benches: list[str], method: Method, quick: bool, log_dir: Path, 
             record["cases"][bench] = {"skipped": str(exc)[:500]}
         finally:
             up.stop(grace=30)
+    record["gateway"] = one_gateway(case["gateway"] for case in record["cases"].values() if "gateway" in case)
     record["load_average_after"] = load_average()
     return record

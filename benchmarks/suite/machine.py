@@ -8,6 +8,8 @@ import shutil
 import subprocess
 from typing import Any
 
+from suite.envs import ROOT
+
 
 def _cpu_model() -> str:
     try:
@@ -46,6 +48,19 @@ def wrk_version() -> str | None:
         return None
     done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
     return (done.stdout or done.stderr).splitlines()[0].split(" Copyright")[0].strip()
+
+
+def checkout_commit(paths: tuple[str, ...] = ("fermion", "benchmarks")) -> str | None:
+    """The measured checkout's commit, with "+changes" when `paths` differ from it; None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *paths], cwd=ROOT, capture_output=True, text=True,
+                               timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
 def machine_info() -> dict[str, Any]:

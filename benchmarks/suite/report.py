@@ -216,6 +216,17 @@ def _method_line(record: dict[str, Any]) -> str:
             f"{record['machine'].get('load_average')} / {record.get('load_average_after')}.")
 
 
+def _provenance(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """Which file, commit, gateway and machine each section comes from."""
+    lines = ["| benchmark | result file | commit measured | gateway | machine |", "|---|---|---|---|---|"]
+    for bench, record in runs.items():
+        machine = record.get("machine", {})
+        lines.append(f"| {bench} | {record['file']} | {record.get('commit') or 'not recorded'} | "
+                     f"{record.get('gateway') or 'not recorded'} | {machine.get('cpu')}, {machine.get('cores')} cores, "
+                     f"{machine.get('memory_gib')} GiB |")
+    return [*lines, ""]
+
+
 def render(runs: dict[str, dict[str, Any]]) -> str:
     """The whole RESULTS.md."""
     any_run = next(iter(runs.values()))
@@ -225,6 +236,7 @@ def render(runs: dict[str, dict[str, Any]]) -> str:
            "Numbers are from one machine and one run: compare them only with numbers from the same run.", "",
            f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, {machine['os']}, "
            f"Python {machine['python']}, {machine.get('wrk') or 'no wrk'}.", ""]
+    out += _provenance(runs)
     if any(r.get("quick") for r in runs.values()):
         out += ["**Quick run** (short windows): indicative only.", ""]
     out += ["## Targets", "", "| target | goal | measured | met |", "|---|---|---|---|"]
