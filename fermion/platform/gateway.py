@@ -5,6 +5,12 @@ replica only when the first could not be reached before anything was sent (conne
 so no request ever runs twice. Streams pass through as they come. Private deployments need a
 token that the `authorize` callback accepts; the token is not forwarded to replicas.
 
+Cancellation: every request carries an `X-Request-ID` (the caller's, if valid, else a random one)
+to the replica, and the gateway remembers which replica serves each id while it is in flight. A
+client that leaves cancels its request on the replica; `DELETE /run/<deployment>/requests/<id>`
+cancels one explicitly, on the replica that serves it, or on whichever replica knows the id (a
+request that reached the replica through HAProxy, which the gateway did not see).
+
 A deployment that may scale to zero (`Route.cold_start`) has no replica while idle: a request then
 waits (counted in `Route.waiting`, which the autoscaler adds to the load) until one is ready.
 Every request is counted in `Gateway.metrics` (see `fermion.platform.gateway_metrics`).
@@ -24,10 +30,13 @@ import orjson
 
 from fermion.platform.gateway_metrics import GatewayMetrics
 from fermion.platform.upstream import UpstreamBroken, UpstreamPool, UpstreamUnreachable
+from fermion.serving.http import new_request_id, valid_request_id
 
 log = logging.getLogger("fermion.gateway")
 
 PREFIX = "/run/"
+#: `DELETE /run/<deployment>/requests/<request_id>` cancels a request; replicas serve `DELETE /requests/<request_id>`.
+REQUESTS = "requests/"
 # Hop-by-hop headers (RFC 9110 §7.6.1) and ones the gateway sets itself.
 _DROP_REQUEST = {
     b"host",
@@ -39,12 +48,15 @@ _DROP_REQUEST = {
     b"proxy-connection",
     b"authorization",
     b"content-length",
+    b"x-request-id",  # replaced by the id the gateway tracks (the caller's, if valid)
 }
 _DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection", "content-length"}
 #: How often a request waiting for a cold start looks for a ready replica (routes change in another thread).
 _COLD_START_POLL_S = 0.05
 #: The status recorded for a client that left before it got an answer (nginx's convention).
 CLIENT_CLOSED = 499
+#: How long a replica gets to answer a `DELETE /requests/<id>` sent by the gateway.
+_CANCEL_TIMEOUT_S = 5.0
 
 #: authorize(deployment, bearer token or None) → None if allowed, else (status, message).
 Authorize = Callable[[str, str | None], Awaitable[tuple[int, str] | None]]
@@ -138,6 +150,9 @@ class Gateway:
         self.cold_start_timeout = cold_start_timeout
         self.pool = UpstreamPool()
         self.metrics = GatewayMetrics()
+        #: (deployment, request id) → URL of the replica serving it, while it is in flight (so the
+        #: map is as large as the requests in flight, no larger).
+        self.in_flight: dict[tuple[str, bytes], str] = {}
 
     async def aclose(self) -> None:
         """Close the pooled connections to replicas."""
@@ -179,6 +194,9 @@ class Gateway:
                     headers = [(b"www-authenticate", b'Bearer realm="fermion"')] if status == 401 else []
                     await _error(send, status, message, headers)
                     return
+            if rest.startswith(REQUESTS) and scope["method"] == "DELETE":
+                status = await self._cancel(route, rest[len(REQUESTS) :], send)
+                return
             route.arrivals += 1
             status = await self._proxy(route, "/" + rest, scope, receive, send)
         finally:
@@ -189,57 +207,135 @@ class Gateway:
         body = await _read_body(receive)
         headers = [(k, v) for k, v in scope["headers"] if k not in _DROP_REQUEST]
         headers.append((b"x-forwarded-prefix", f"{PREFIX}{route.name}".encode()))
+        request_id = self._request_id(route.name, scope["headers"])
+        headers.append((b"x-request-id", request_id))
         query = scope.get("query_string", b"")
         target = path + ("?" + query.decode("latin-1") if query else "")
+        key = (route.name, request_id)
+        self.in_flight[key] = ""  # not on a replica yet (waiting for a cold start): claims the id
         tried: set[str] = set()
-        while True:
-            upstream = route.pick(tried)
-            if upstream is None:
-                # Scaled to zero (maybe just now, after we picked a replica that was stopping: nothing
-                # reached it, so waiting for a fresh one is safe).
-                if route.cold_start and not route.upstreams:
-                    answered = await self._cold_start(route, receive, send)
-                    if answered is not None:
-                        return answered
-                    tried.clear()  # the new replica may reuse a port we found closed
-                    continue
-                if tried:
-                    return await _error(send, 502, f"no replica of {route.name!r} could be reached ({len(tried)} tried)")
-                return await _error(
-                    send, 503, f"deployment {route.name!r} has no ready replica yet; retry shortly", [(b"retry-after", b"1")]
-                )
-            tried.add(upstream.url)
-            upstream.outstanding += 1
+        try:
+            while True:
+                upstream = route.pick(tried)
+                if upstream is None:
+                    # Scaled to zero (maybe just now, after we picked a replica that was stopping: nothing
+                    # reached it, so waiting for a fresh one is safe).
+                    if route.cold_start and not route.upstreams:
+                        answered = await self._cold_start(route, receive, send)
+                        if answered is not None:
+                            return answered
+                        tried.clear()  # the new replica may reuse a port we found closed
+                        continue
+                    if tried:
+                        return await _error(send, 502, f"no replica of {route.name!r} could be reached ({len(tried)} tried)")
+                    return await _error(
+                        send, 503, f"deployment {route.name!r} has no ready replica yet; retry shortly", [(b"retry-after", b"1")]
+                    )
+                tried.add(upstream.url)
+                self.in_flight[key] = upstream.url
+                status = await self._exchange(route, upstream, scope["method"], target, headers, body, request_id, receive, send)
+                if status is not None:
+                    return status
+                log.warning("replica %s of %s unreachable; trying another", upstream.url, route.name)
+        finally:
+            self.in_flight.pop(key, None)
+
+    def _request_id(self, deployment: str, headers: list[tuple[bytes, bytes]]) -> bytes:
+        """The caller's X-Request-ID if it is valid and not in flight already, else a random one."""
+        for key, value in headers:
+            if key == b"x-request-id":
+                if valid_request_id(value) and (deployment, value) not in self.in_flight:
+                    return value
+                break
+        return new_request_id()
+
+    async def _exchange(
+        self,
+        route: Route,
+        upstream: Upstream,
+        method: str,
+        target: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        request_id: bytes,
+        receive: Any,
+        send: Any,
+    ) -> int | None:
+        """One try on one replica: the status the client got, or None if the replica could not be
+        reached (nothing was sent: safe to try another). A client that leaves meanwhile cancels the
+        request on the replica: closing the connection stops a stream; a request still waiting for
+        its answer is also cancelled by id, whatever became of the connection."""
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.create_task(_cancel_on_disconnect(receive, task))
+        upstream.outstanding += 1
+        status: int | None = None
+        try:
             try:
-                try:
-                    async with asyncio.timeout(self.timeout):
-                        response = await self.pool.request(upstream.url, scope["method"], target, headers, body)
-                except UpstreamUnreachable:
-                    log.warning("replica %s of %s unreachable; trying another", upstream.url, route.name)
-                    continue  # nothing reached the replica: safe to try another
-                except UpstreamBroken as exc:
-                    return await _error(send, 502, f"replica of {route.name!r} broke the connection: {exc}")
-                except TimeoutError:
-                    return await _error(send, 504, f"replica of {route.name!r} did not answer within {self.timeout:g} s")
-                out_headers = [(k, v) for k, v in response.headers if k.decode("latin-1") not in _DROP_RESPONSE]
-                watcher = asyncio.create_task(_cancel_on_disconnect(receive, asyncio.current_task()))
-                try:
-                    await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
-                    async for chunk in response.body:
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                except asyncio.CancelledError:
-                    if not watcher.done():
-                        raise
-                    task = asyncio.current_task()
-                    if task is not None:
-                        task.uncancel()  # the client left; the replica's connection was closed above
-                finally:
-                    watcher.cancel()
-                    await response.body.aclose()  # type: ignore[attr-defined]
-                return response.status
+                async with asyncio.timeout(self.timeout):
+                    response = await self.pool.request(upstream.url, method, target, headers, body)
+            except UpstreamUnreachable:
+                return None
+            except UpstreamBroken as exc:
+                return await _error(send, 502, f"replica of {route.name!r} broke the connection: {exc}")
+            except TimeoutError:
+                await self._cancel_upstream(upstream.url, request_id)  # the replica works on: stop it
+                return await _error(send, 504, f"replica of {route.name!r} did not answer within {self.timeout:g} s")
+            status = response.status
+            out_headers = [(k, v) for k, v in response.headers if k.decode("latin-1") not in _DROP_RESPONSE]
+            try:
+                await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
+                async for chunk in response.body:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
             finally:
-                upstream.outstanding -= 1
+                await response.body.aclose()  # type: ignore[attr-defined]  # closes the connection if unfinished
+            return status
+        except asyncio.CancelledError:
+            if not watcher.done():
+                raise
+            task.uncancel()  # the client left
+            if status is None:  # before the replica answered: make sure its work stops
+                await self._cancel_upstream(upstream.url, request_id)
+                return CLIENT_CLOSED
+            return status
+        finally:
+            watcher.cancel()
+            upstream.outstanding -= 1
+
+    async def _cancel_upstream(self, url: str, request_id: bytes) -> tuple[int, bytes] | None:
+        """`DELETE /requests/<id>` on one replica: its status and body, or None if it did not answer."""
+        try:
+            async with asyncio.timeout(_CANCEL_TIMEOUT_S):
+                response = await self.pool.request(url, "DELETE", "/" + REQUESTS + request_id.decode("ascii"), [], b"")
+                body = b"".join([chunk async for chunk in response.body])
+        except (UpstreamUnreachable, UpstreamBroken, TimeoutError) as exc:
+            log.warning("could not cancel request %s on replica %s: %s", request_id.decode("ascii"), url, exc or type(exc).__name__)
+            return None
+        return response.status, body
+
+    async def _cancel(self, route: Route, request_id: str, send: Any) -> int:
+        """`DELETE /run/<deployment>/requests/<id>`: cancel on the replica serving that request.
+
+        An id the gateway did not route (the request went through HAProxy straight to a replica) is
+        asked of every replica of the deployment: the first that cancels it answers, else 404.
+        """
+        rid = request_id.encode("utf-8", "replace")
+        valid = valid_request_id(rid)
+        known = self.in_flight.get((route.name, rid)) if valid else None
+        urls = [known] if known else [u.url for u in route.upstreams] if valid else []
+        answers = await asyncio.gather(*(self._cancel_upstream(url, rid) for url in urls))
+        for answer in answers:
+            if answer is not None and 200 <= answer[0] < 300:
+                status, body = answer
+                await _send_json(send, status, body)
+                return status
+        return await _error(
+            send,
+            404,
+            f"no request {request_id[:80]!r} in flight on any replica of {route.name!r}: it has finished, or the id is wrong "
+            "(it is the X-Request-ID header of the answer, or the one the caller sent)",
+        )
 
     async def _cold_start(self, route: Route, receive: Any, send: Any) -> int | None:
         """Wait for the route's first upstream: None once there is one, else the status answered
@@ -306,7 +402,10 @@ async def _read_body(receive: Any) -> bytes:
 
 async def _error(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> int:
     """Answer with `{"error": message}`; returns the status (for the metrics)."""
-    body = orjson.dumps({"error": message})
+    return await _send_json(send, status, orjson.dumps({"error": message}), headers)
+
+
+async def _send_json(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> int:
     await send(
         {
             "type": "http.response.start",

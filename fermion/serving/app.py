@@ -1,6 +1,8 @@
 """The ASGI application of one replica: endpoint routes plus health, readiness, metrics and docs.
 
 Routing is a dictionary lookup on the path; each endpoint's work lives in `EndpointRuntime`.
+`DELETE /requests/{request_id}` cancels one request in flight (an operator endpoint: replicas
+listen on 127.0.0.1 behind the platform's gateway, which checks the caller's token first).
 setup() runs in a thread after the server starts listening, so /healthz and /readyz answer
 (and /readyz says 503) while a model loads.
 """
@@ -22,7 +24,7 @@ import orjson
 
 from fermion.service import Service
 from fermion.serving.config import ServeConfig
-from fermion.serving.deadlines import Deadlines
+from fermion.serving.deadlines import Deadlines, InFlight
 from fermion.serving.http import JSON_TYPE, HTTPError, new_request_id, send_bytes, send_error
 from fermion.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fermion.serving.metrics import ReplicaMetrics
@@ -32,6 +34,7 @@ from fermion.serving.runtime import EndpointRuntime
 log = logging.getLogger("fermion.serving")
 
 STARTING, READY, FAILED, STOPPING = "starting", "ready", "failed", "stopping"
+REQUESTS_PREFIX = "/requests/"
 
 
 class ReplicaApp:
@@ -54,13 +57,21 @@ class ReplicaApp:
         self.metrics = ReplicaMetrics()
         self.metrics.gauges = lambda: {r.name: (r.active, r.waiting) for r in self.runtimes}
         self.deadlines = Deadlines()
+        self.in_flight = InFlight()
         self._publisher: asyncio.Task[None] | None = None
         self.executor = ThreadPoolExecutor(self.config.threads, thread_name_prefix="fermion-endpoint")
         self.routes: dict[str, dict[str, EndpointRuntime]] = {}
         self.runtimes: list[EndpointRuntime] = []
         for ep in self.service_cls.endpoints():
             runtime = EndpointRuntime(
-                service, ep, self.config, self.executor, self.metrics.for_endpoint(ep.name), self._is_ready, self.deadlines
+                service,
+                ep,
+                self.config,
+                self.executor,
+                self.metrics.for_endpoint(ep.name),
+                self._is_ready,
+                self.deadlines,
+                self.in_flight,
             )
             self.routes.setdefault(ep.path, {})[ep.method] = runtime
             self.runtimes.append(runtime)
@@ -158,6 +169,8 @@ class ReplicaApp:
                 await system(scope, receive, send)
             elif path.startswith("/docs/static/"):
                 await self._asset(path[len("/docs/static/") :], send)
+            elif path.startswith(REQUESTS_PREFIX):
+                await self._cancel_request(scope, send)
             else:
                 known = ", ".join(f"{m} {p}" for p, ms in self.routes.items() for m in ms) or "none"
                 await send_error(send, HTTPError(404, f"no endpoint at {path}; this service has: {known}"), new_request_id().decode())
@@ -245,6 +258,28 @@ class ReplicaApp:
                 "openapi": "/openapi.json",
             },
         )
+
+    async def _cancel_request(self, scope: dict[str, Any], send: Any) -> None:
+        """`DELETE /requests/{request_id}`: cancel that request; its caller gets a 409 (see `EndpointRuntime`)."""
+        request_id = scope["path"][len(REQUESTS_PREFIX) :]
+        if scope["method"] != "DELETE":
+            error = HTTPError(405, f"{scope['path']} accepts DELETE (to cancel that request), not {scope['method']}")
+            error.headers.append((b"allow", b"DELETE"))
+            await send_error(send, error, new_request_id().decode())
+            return
+        endpoint = self.in_flight.cancel(request_id.encode("utf-8", "replace"))
+        if endpoint is None:
+            where = "this replica"
+            if self.config.workers > 1:  # each worker knows only its own requests
+                where = f"this worker (pid {os.getpid()}; a DELETE reaches one of the replica's {self.config.workers} workers)"
+            await send_error(
+                send,
+                HTTPError(404, f"no request {request_id[:80]!r} in flight in {where}: it has finished, or never came here"),
+                new_request_id().decode(),
+            )
+            return
+        log.info("request %s to endpoint %r cancelled by DELETE %s", request_id, endpoint, scope["path"])
+        await self._json(send, 202, {"request_id": request_id, "endpoint": endpoint, "cancelled": True})
 
     async def _asset(self, name: str, send: Any) -> None:
         if self._assets is None or "/" in name or name.startswith("."):

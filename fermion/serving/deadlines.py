@@ -1,9 +1,11 @@
-"""Why a request task was cancelled, and one sweeper that enforces every request's deadline.
+"""How request tasks end early, and why: deadlines, clients that leave, and explicit cancellation.
 
 A timer per request (asyncio.timeout) costs more than the rest of a small request's handling;
 instead each request registers its deadline in a dict and one task checks them every 50 ms.
-Cancelled tasks carry a reason so the handler can answer 504 (timeout) or stop quietly
-(the client went away).
+The same sweep starts a disconnect watcher for each request that is still running: a request
+that ends within a sweep never pays for one, a long one is cancelled soon after its client leaves.
+Cancelled tasks carry a reason so the handler can answer 504 (timeout), 409 (cancelled by
+`DELETE /requests/{id}`) or stop quietly (the client went away).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 TIMEOUT = "timeout"
 DISCONNECT = "disconnect"
+CANCELLED = "cancelled"
 
 # Request tasks cancelled on purpose, and why; anything else is an ordinary cancellation.
 _REASONS: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = weakref.WeakKeyDictionary()
@@ -32,13 +35,26 @@ def take_reason(task: asyncio.Task[Any] | None) -> str | None:
     return _REASONS.pop(task, None)
 
 
+async def _cancel_on_disconnect(task: asyncio.Task[Any], receive: Any) -> None:
+    """Cancel `task` (reason `DISCONNECT`) when its client goes away; the body has been read already."""
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except Exception:  # a server whose receive() fails after the body: nothing to watch
+        return
+    cancel(task, DISCONNECT)
+
+
 class Deadlines:
-    """Cancels registered tasks whose deadline (loop time) has passed, with reason `TIMEOUT`."""
+    """Cancels registered tasks whose deadline (loop time) has passed (reason `TIMEOUT`), and
+    watched tasks whose client disconnected (reason `DISCONNECT`)."""
 
     RESOLUTION = 0.05
 
     def __init__(self) -> None:
         self._deadlines: dict[asyncio.Task[Any], float] = {}
+        self._unwatched: dict[asyncio.Task[Any], Any] = {}  # task → its receive(), until a sweep starts a watcher
+        self._watchers: dict[asyncio.Task[Any], asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     def add(self, task: asyncio.Task[Any], seconds: float) -> None:
@@ -47,13 +63,26 @@ class Deadlines:
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = loop.create_task(self._sweep(), name="fermion-deadlines")
 
+    def watch(self, task: asyncio.Task[Any], receive: Any) -> None:
+        """Cancel `task` if its client disconnects, from the next sweep on (call once the body is read)."""
+        self._unwatched[task] = receive
+
     def discard(self, task: asyncio.Task[Any]) -> None:
+        """Forget `task`'s deadline and stop watching its client (it is answering, or done)."""
         self._deadlines.pop(task, None)
+        if self._unwatched.pop(task, None) is None:
+            watcher = self._watchers.pop(task, None)
+            if watcher is not None:
+                watcher.cancel()
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.RESOLUTION)
+            if self._unwatched:
+                for task, receive in self._unwatched.items():
+                    self._watchers[task] = loop.create_task(_cancel_on_disconnect(task, receive))
+                self._unwatched.clear()
             if not self._deadlines:
                 continue
             now = loop.time()
@@ -65,3 +94,41 @@ class Deadlines:
     def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        for watcher in self._watchers.values():
+            watcher.cancel()
+        self._watchers.clear()
+        self._unwatched.clear()
+
+
+class InFlight:
+    """This process's requests in flight (queued, running or streaming) by request id, so that
+    `DELETE /requests/{id}` can cancel one (reason `CANCELLED`)."""
+
+    __slots__ = ("_requests",)
+
+    def __init__(self) -> None:
+        self._requests: dict[bytes, tuple[asyncio.Task[Any], str]] = {}
+
+    def __contains__(self, request_id: bytes) -> bool:
+        return request_id in self._requests
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def add(self, request_id: bytes, task: asyncio.Task[Any], endpoint: str) -> None:
+        self._requests[request_id] = (task, endpoint)
+
+    def remove(self, request_id: bytes, task: asyncio.Task[Any]) -> None:
+        """Forget the request (if the id still names `task`'s: once a request answers, its id is free again)."""
+        found = self._requests.get(request_id)
+        if found is not None and found[0] is task:
+            del self._requests[request_id]
+
+    def cancel(self, request_id: bytes) -> str | None:
+        """Cancel the request with this id; the name of its endpoint, or None if none is in flight."""
+        found = self._requests.get(request_id)
+        if found is None:
+            return None
+        task, endpoint = found
+        cancel(task, CANCELLED)
+        return endpoint

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import itertools
 import os
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -44,13 +44,17 @@ class ClientDisconnected(Exception):
     """The client went away before its answer was ready."""
 
 
-_ID_PREFIX = os.urandom(4).hex().encode()
-_ID_COUNTER = itertools.count(1)
+_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 
 
 def new_request_id() -> bytes:
-    """Unique per process and cheap: a random prefix and a counter."""
-    return b"%s-%x" % (_ID_PREFIX, next(_ID_COUNTER))
+    """16 random hex digits: unguessable, because knowing a request's id is enough to cancel it."""
+    return os.urandom(8).hex().encode()
+
+
+def valid_request_id(value: bytes) -> bool:
+    """Whether a caller's X-Request-ID can be kept: 1-64 letters, digits or `._:-` (it appears in URLs)."""
+    return _VALID_REQUEST_ID.fullmatch(value) is not None
 
 
 def parse_query(query: bytes, list_params: frozenset[str], json_params: frozenset[str] = frozenset()) -> dict[str, Any]:

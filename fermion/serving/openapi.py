@@ -40,6 +40,7 @@ _ERROR_SCHEMA = {
     "required": ["error"],
 }
 _ERROR_RESPONSES = {
+    "409": "The request was cancelled by `DELETE /requests/{request_id}` before it finished.",
     "422": "The request does not match the schema; `detail` names each field and the reason.",
     "429": "The endpoint is at its concurrency limit and its queue is full; retry after `Retry-After` seconds.",
     "500": "The endpoint raised; the traceback is in the server log under `request_id`.",
@@ -121,7 +122,43 @@ def _system_paths() -> dict[str, Any]:
         "/metrics": op("Prometheus metrics", "text/plain"),
     }
     paths["/readyz"]["get"]["responses"]["503"] = {"description": "Still starting, or shutting down"}
+    paths["/requests/{request_id}"] = {"delete": _cancel_operation()}
     return paths
+
+
+def _cancel_operation() -> dict[str, Any]:
+    """`DELETE /requests/{request_id}`, served by every replica (see `ReplicaApp._cancel_request`)."""
+    return {
+        "summary": "Cancel one request in flight",
+        "description": (
+            "Cancels the queued, running or streaming request with this id (the `X-Request-ID` header of its answer, "
+            "or the one its caller sent). Its caller gets 409 (a stream that already started ends with an `error` "
+            "event); async code gets `CancelledError`, a stream's generator is closed, and sync code that is already "
+            "running in a thread finishes but its result is discarded. An operator endpoint: a replica listens on "
+            "127.0.0.1 behind the platform's gateway, which checks the caller's token for `DELETE /run/<deployment>/requests/{request_id}`."
+        ),
+        "tags": ["system"],
+        "parameters": [{"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {
+            "202": {
+                "description": "Cancelled: the request's caller is answered 409 at once.",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "request_id": {"type": "string"},
+                                "endpoint": {"type": "string"},
+                                "cancelled": {"type": "boolean", "const": True},
+                            },
+                            "required": ["request_id", "endpoint", "cancelled"],
+                        }
+                    }
+                },
+            },
+            "404": {"description": "No request with this id is in flight here (it finished, or never came here).", "content": _error_ref()},
+        },
+    }
 
 
 def build_openapi(service: type[Service] | Service) -> dict[str, Any]:

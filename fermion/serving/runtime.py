@@ -1,9 +1,12 @@
 """One endpoint at run time: parse and validate a request, admit it, run it, answer it.
 
 Blocking (sync) code runs on the replica's thread pool so the event loop keeps accepting;
-async code runs on the loop. Requests that must wait (for a slot or a batch) are watched for
-client disconnects and dropped if the client goes away. The hot path does no work that can be
-done once: headers are read in one pass, deadlines are swept by one task, metrics are integers.
+async code runs on the loop. A request is cancelled when its client goes away, its deadline
+passes, or `DELETE /requests/{id}` names it: waiting (for a slot or a batch) it never runs;
+async code gets `CancelledError` where it awaits; a stream's generator is closed; sync code in
+a thread cannot be interrupted, so it runs to its end and its result is discarded. The hot path
+does no work that can be done once: headers are read in one pass, deadlines and disconnects are
+swept by one task, metrics are integers.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pydantic import ValidationError
 from fermion.responses import DEFAULT_STREAM_END, EndpointError, EventStream, Response
 from fermion.schema import accepts_collection, wants_json
 from fermion.serving.batching import Batcher
-from fermion.serving.deadlines import DISCONNECT, TIMEOUT, Deadlines, cancel, take_reason
+from fermion.serving.deadlines import CANCELLED, TIMEOUT, Deadlines, InFlight, take_reason
 from fermion.serving.http import (
     JSON_TYPE,
     ClientDisconnected,
@@ -34,11 +37,12 @@ from fermion.serving.http import (
     parse_query,
     parse_urlencoded,
     send_error,
+    valid_request_id,
     validation_detail,
     validation_message,
 )
 from fermion.serving.limits import ConcurrencyLimiter, Overloaded
-from fermion.serving.streaming import STATUS_CLIENT_GONE, iterate, send_event_stream
+from fermion.serving.streaming import STATUS_CANCELLED, STATUS_CLIENT_GONE, cancelled_message, iterate, send_event_stream
 
 if TYPE_CHECKING:
     from fermion.service import Endpoint, Service
@@ -46,27 +50,6 @@ if TYPE_CHECKING:
     from fermion.serving.metrics import EndpointMetrics
 
 log = logging.getLogger("fermion.serving")
-
-class DisconnectWatch:
-    """Cancels the current request task (reason DISCONNECT) if the client disconnects meanwhile."""
-
-    __slots__ = ("_task", "_watcher")
-
-    def __init__(self, receive: Any) -> None:
-        self._task = asyncio.current_task()
-        self._watcher = asyncio.create_task(self._watch(receive))
-
-    async def _watch(self, receive: Any) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                if self._task is not None:
-                    cancel(self._task, DISCONNECT)
-                return
-
-    def stop(self) -> None:
-        self._watcher.cancel()
-
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: typing.Callable[[], None]) -> None:
     """From a worker thread: run `callback` on the loop, unless the loop is already gone (shutdown)."""
@@ -99,6 +82,7 @@ class EndpointRuntime:
         metrics: EndpointMetrics,
         is_ready: typing.Callable[[], bool],
         deadlines: Deadlines,
+        in_flight: InFlight,
     ) -> None:
         self.ep = ep
         self.name = ep.name
@@ -112,6 +96,7 @@ class EndpointRuntime:
         self.metrics = metrics
         self.is_ready = is_ready
         self.deadlines = deadlines
+        self.in_flight = in_flight
         self.active = 0
         self.json_params = frozenset(p.name for p in self.schema.params if wants_json(p.annotation))
         self.list_params = frozenset(p.name for p in self.schema.params if accepts_collection(p.annotation))
@@ -200,28 +185,22 @@ class EndpointRuntime:
             return await self.func(**columns)
         return await asyncio.get_running_loop().run_in_executor(self.executor, lambda: self.func(**columns))
 
-    async def _admit(self, receive: Any) -> None:
+    async def _admit(self) -> None:
         if self.limiter.try_acquire():
             return
-        watch = DisconnectWatch(receive)
         try:
             await self.limiter.acquire()
         except Overloaded:
             raise _overloaded(self.name) from None
-        finally:
-            watch.stop()
 
-    async def _call(self, kwargs: dict[str, Any], receive: Any) -> Any:
+    async def _call(self, kwargs: dict[str, Any]) -> Any:
         """Run the endpoint; an `EventStream` result keeps its slot until the stream ends."""
         if self.batcher is not None:
-            watch = DisconnectWatch(receive)
             try:
                 return await self.batcher.submit(kwargs)
             except Overloaded:
                 raise _overloaded(self.name) from None
-            finally:
-                watch.stop()
-        await self._admit(receive)
+        await self._admit()
         limiter = self.limiter
         keep_slot = False
         if self.is_async:
@@ -257,26 +236,33 @@ class EndpointRuntime:
             elif key == b"content-length":
                 length = value
             elif key == b"x-request-id":
-                incoming_id = value[:64]
-        rid = incoming_id or new_request_id()
+                incoming_id = value
+        # the caller's id is kept (a gateway sends its own, to find the request again) unless it
+        # could not appear in a URL or already names a request in flight here
+        if incoming_id is not None and valid_request_id(incoming_id) and incoming_id not in self.in_flight:
+            rid = incoming_id
+        else:
+            rid = new_request_id()
         task = asyncio.current_task()
         assert task is not None
         status = 500
         self.active += 1
         self.deadlines.add(task, self.timeout)
+        self.in_flight.add(rid, task, self.name)
         try:
             if not self.is_ready():
                 raise _NOT_READY
             kwargs = await self.parse(scope, receive, ctype, length)
+            self.deadlines.watch(task, receive)
             if self.ep.stream:
-                await self._admit(receive)
-                status = await self._stream(self._produce(kwargs), None, DEFAULT_STREAM_END, receive, send, rid)
+                await self._admit()
+                status = await self._stream(self._produce(kwargs), None, DEFAULT_STREAM_END, send, rid)
                 return
-            result = await self._call(kwargs, receive)
-            if isinstance(result, EventStream):  # the deadline keeps running over the stream
-                status = await self._stream(iterate(result.items, self.executor), result.encode, result.end, receive, send, rid)
+            result = await self._call(kwargs)
+            if isinstance(result, EventStream):  # the deadline and the disconnect watch keep running over the stream
+                status = await self._stream(iterate(result.items, self.executor), result.encode, result.end, send, rid)
                 return
-            self.deadlines.discard(task)
+            self._answering(task, rid)
             if isinstance(result, Response):
                 status = result.status
                 headers = [(b"content-type", result.media_type.encode()), (b"x-request-id", rid)]
@@ -290,9 +276,11 @@ class EndpointRuntime:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
         except HTTPError as exc:
+            self._answering(task, rid)
             status = exc.status
             await send_error(send, exc, rid.decode("latin-1"), self.ep.error_style)
         except EndpointError as exc:
+            self._answering(task, rid)
             status = exc.status
             await send_error(send, HTTPError(exc.status, exc.message), rid.decode("latin-1"), self.ep.error_style)
         except asyncio.CancelledError:
@@ -305,16 +293,22 @@ class EndpointRuntime:
                     pass
                 raise
             task.uncancel()
+            self._answering(task, rid)
             if reason == TIMEOUT:
                 status = 504
                 await send_error(
                     send, HTTPError(504, f"endpoint {self.name!r} did not finish within {self.timeout:g} s"), rid.decode("latin-1"), self.ep.error_style
                 )
+            elif reason == CANCELLED:
+                status = STATUS_CANCELLED
+                request_id = rid.decode("latin-1")
+                await send_error(send, HTTPError(STATUS_CANCELLED, cancelled_message(request_id)), request_id, self.ep.error_style)
             else:
                 status = STATUS_CLIENT_GONE
         except ClientDisconnected:
             status = STATUS_CLIENT_GONE
         except Exception as exc:
+            self._answering(task, rid)
             log.exception("endpoint %r failed (request_id=%s)", self.name, rid.decode("latin-1"))
             status = 500
             await send_error(
@@ -322,8 +316,14 @@ class EndpointRuntime:
             )
         finally:
             self.deadlines.discard(task)
+            self.in_flight.remove(rid, task)
             self.active -= 1
             self.metrics.observe(status, time.perf_counter() - started)
+
+    def _answering(self, task: asyncio.Task[Any], rid: bytes) -> None:
+        """The answer is about to go out: no timeout, disconnect or DELETE may cut it short now."""
+        self.deadlines.discard(task)
+        self.in_flight.remove(rid, task)
 
     # -- streaming --------------------------------------------------------------------------
 
@@ -332,18 +332,15 @@ class EndpointRuntime:
         items: AsyncIterator[Any],
         encode: typing.Callable[[Any], bytes] | None,
         end: bytes | None,
-        receive: Any,
         send: Any,
         rid: bytes,
     ) -> int:
-        """Send items as SSE while watching for the client leaving; the caller holds a slot, freed here."""
-        watch = DisconnectWatch(receive)
+        """Send items as SSE; the caller holds a slot, freed here."""
         try:
             return await send_event_stream(
                 items, send=send, request_id=rid.decode("latin-1"), endpoint=self.name, timeout=self.timeout, encode=encode, end=end
             )
         finally:
-            watch.stop()
             self.limiter.release()
 
     async def _produce(self, kwargs: dict[str, Any]) -> AsyncIterator[Any]:

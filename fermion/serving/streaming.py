@@ -14,7 +14,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from fermion.responses import EndpointError
-from fermion.serving.deadlines import DISCONNECT, TIMEOUT, take_reason
+from fermion.serving.deadlines import CANCELLED, DISCONNECT, TIMEOUT, take_reason
 from fermion.serving.http import HTTPError, dumps, error_body, failure_message
 
 log = logging.getLogger("fermion.serving")
@@ -25,7 +25,15 @@ SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 STATUS_CLIENT_GONE = 499  # nginx's convention: the client closed the connection first
+#: What the caller of a request cancelled by `DELETE /requests/{id}` gets (the request, not the
+#: client, was stopped, so 499 would be wrong; 409: it conflicts with the cancellation).
+STATUS_CANCELLED = 409
 _END_OF_STREAM = object()
+
+
+def cancelled_message(request_id: str) -> str:
+    """What the caller of a cancelled request is told."""
+    return f"request {request_id} was cancelled (DELETE /requests/{request_id}) before it finished"
 
 
 def error_event(message: str, request_id: str, status: int) -> bytes:
@@ -45,7 +53,8 @@ async def send_event_stream(
 ) -> int:
     """Send `items` as SSE; returns the status to record. Errors after the start become an error event.
 
-    The request's deadline and disconnect watch cancel the running task; both are handled here.
+    The request's deadline, disconnect watch and `DELETE /requests/{id}` cancel the running task;
+    all three are handled here.
     """
     encode = encode or dumps
     started = False
@@ -64,18 +73,21 @@ async def send_event_stream(
     except asyncio.CancelledError:
         task = asyncio.current_task()
         reason = take_reason(task)
-        if reason == DISCONNECT:
-            assert task is not None
-            task.uncancel()
-            return STATUS_CLIENT_GONE
-        if reason != TIMEOUT:
+        if reason not in (DISCONNECT, TIMEOUT, CANCELLED):
             raise
         assert task is not None
         task.uncancel()
-        status = 504
+        if reason == DISCONNECT:
+            return STATUS_CLIENT_GONE
+        if reason == CANCELLED:
+            status, message = STATUS_CANCELLED, cancelled_message(request_id)
+        else:
+            status, message = 504, f"endpoint {endpoint!r} did not start streaming within {timeout:g} s"
         if not started:
-            raise HTTPError(504, f"endpoint {endpoint!r} did not start streaming within {timeout:g} s") from None
-        tail = error_event(f"stream of endpoint {endpoint!r} exceeded its timeout of {timeout:g} s", request_id, status)
+            raise HTTPError(status, message) from None
+        if reason == TIMEOUT:
+            message = f"stream of endpoint {endpoint!r} exceeded its timeout of {timeout:g} s"
+        tail = error_event(message, request_id, status)
     except EndpointError as exc:
         if not started:
             raise HTTPError(exc.status, exc.message) from None
