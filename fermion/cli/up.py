@@ -70,6 +70,19 @@ def up(
             show_default=False,
         ),
     ] = None,
+    max_replicas: Annotated[
+        int, typer.Option(min=1, max=1000, help="The most replicas one deployment may ask for (its max_replicas).")
+    ] = 32,
+    max_replicas_total: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=1000,
+            help="The most replicas that may run at once, all deployments together (local backend). "
+            "[default: 8 per CPU, at least 16; replicas must also fit in 80% of the memory]",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Start the platform: deployments with replicas, a gateway, autoscaling, tokens and a REST API."""
@@ -168,6 +181,8 @@ def up(
         front=front,
         metrics_interval_s=metrics_interval,
         data_dir=folder,
+        max_replicas=max_replicas,
+        max_replicas_total=max_replicas_total,
     )
     _banner(base, folder, store, new_token, "HAProxy in front" if front is not None else "built-in", backend_line)
     write_up_file(folder, base, os.getpid())

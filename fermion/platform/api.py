@@ -170,6 +170,7 @@ def build_api(plane: ControlPlane) -> FastAPI:
             raise Conflict(
                 f"a deployment named {body.name!r} already exists; change it with `fermion update`, or pick another name"
             )
+        plane.check_capacity(body.name, source, options, body.min_replicas, max_replicas)
         plane.check_resources(options)
         check_source_loads(source, options, env)
         record = plane.store.create_deployment(
@@ -223,6 +224,14 @@ def build_api(plane: ControlPlane) -> FastAPI:
             if (source, options, env) != (current.source, current.options, current.env):
                 plane.check_resources(options)
                 check_source_loads(source, options, env)
+        if {"source", "options", "min_replicas", "max_replicas"} & changes.keys():
+            plane.check_capacity(
+                name,
+                changes.get("source", current.source),
+                changes.get("options", current.options),
+                changes.get("min_replicas", current.min_replicas),
+                changes.get("max_replicas", current.max_replicas),
+            )
         record = plane.store.update_deployment(name, **changes)
         plane.store.audit(who.name, "deployment.update", name, changes)
         plane.wake()

@@ -22,6 +22,7 @@ import orjson
 
 from fermion.platform.autoscaler import Autoscaler
 from fermion.platform.backend import Backend
+from fermion.platform.capacity import DEFAULT_MAX_REPLICAS, Ask, Capacity, Machine
 from fermion.platform.gateway import PREFIX as RUN_PREFIX
 from fermion.platform.gateway import Gateway, RouteTable
 from fermion.platform.haproxy import HAProxyFrontDoor
@@ -99,6 +100,8 @@ class ControlPlane:
         front: HAProxyFrontDoor | None = None,
         metrics_interval_s: float = METRICS_INTERVAL_S,
         data_dir: Path | None = None,
+        max_replicas: int = DEFAULT_MAX_REPLICAS,
+        max_replicas_total: int | None = None,
     ) -> None:
         from fermion.platform.home import default_data_dir
         from fermion.platform.trainings import TrainingJobs
@@ -108,7 +111,17 @@ class ControlPlane:
         self.backend = backend
         self.routes = RouteTable()
         self.autoscaler = Autoscaler(self.routes, scale_down_delay_s=scale_down_delay_s)
-        self.reconciler = Reconciler(store, backend, self.routes, grace=grace, autoscaler=self.autoscaler)
+        #: The machine's room for replicas; only the local backend's replicas share this machine
+        #: (a Ray cluster places them itself, and refuses what no node can hold).
+        self.capacity = Capacity(Machine.here(), max_replicas, max_replicas_total)
+        self.reconciler = Reconciler(
+            store,
+            backend,
+            self.routes,
+            grace=grace,
+            autoscaler=self.autoscaler,
+            capacity=self.capacity if backend.name == "local" else None,
+        )
         self.tokens = TokenCache(store)
         self.gateway = Gateway(self.routes, authorize=self._authorize, cold_start_timeout=cold_start_timeout)
         self.history = MetricsHistory(self.gateway.metrics, interval_s=metrics_interval_s)
@@ -158,6 +171,19 @@ class ControlPlane:
         """Reconcile now rather than at the next tick (after the API changed something)."""
         self._wake.set()
 
+    def check_capacity(self, name: str, source: str, options: dict[str, Any], min_replicas: int, max_replicas: int) -> None:
+        """Invalid (422) when `min_replicas` replicas of this source cannot run on this machine beside the
+        other deployments' (their min, or what runs now if more), or max_replicas is over the ceiling."""
+        if self.backend.name == "local":
+            taken = []
+            for other in self.store.list_deployments():
+                if other.name != name and other.state != "deleting":
+                    running = self.reconciler.counts(other.name)
+                    count = max(other.min_replicas, running.get("ready", 0) + running.get("starting", 0))
+                    taken += [Ask.of(other.source, other.options)] * count
+            self.capacity.check_fits(name, min_replicas, Ask.of(source, options), taken)
+        self.capacity.check_ceiling(max_replicas)
+
     def check_resources(self, options: dict[str, Any]) -> None:
         """Invalid when the backend cannot place a replica that asks for these resources (Ray checks its nodes)."""
         check = getattr(self.backend, "check_resources", None)
@@ -198,6 +224,9 @@ class ControlPlane:
             self.front.stop()  # stop taking requests; those in flight finish on the replicas
         self.trainings.stop()
         self.reconciler.stop_all()
+        close = getattr(self.backend, "close", None)
+        if close is not None:  # the last sweep: nothing the backend started outlives the platform
+            close()
 
     # Answers the API and the gateway need
 

@@ -2,6 +2,10 @@
 
 Replicas run in their own process session, so they outlive a control plane that is killed; a
 state file per replica (pid, process start time, log) lets the next control plane adopt them.
+The state file is written before the process starts, and every replica carries its id and its
+platform's folder in its environment, so a replica whose control plane died between the two
+steps is still found: `list()` adopts the replicas it knows and reaps the ones it does not, and
+`close()` leaves no replica process of this platform behind.
 The port is chosen by the replica itself (`--port 0`) and read from its banner, so replicas
 started together never race for a port.
 """
@@ -9,6 +13,7 @@ started together never race for a port.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -21,7 +26,11 @@ import httpx
 from fermion.platform.backend import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
 from fermion.serving.announce import announced_url
 
+log = logging.getLogger("fermion.platform")
+
 _PROBE_TIMEOUT = 2.0
+#: Environment variables every replica process carries: which platform folder and which replica.
+OWNER_ENV, REPLICA_ENV = "FERMION_REPLICAS_DIR", "FERMION_REPLICA_ID"
 #: Logs of stopped replicas kept for `fermion logs` and post-mortems; older ones are deleted.
 KEEP_LOGS = 100
 
@@ -65,17 +74,21 @@ class LocalBackend:
         if spec.options.get("trust_pickle"):
             command.append("--trust-pickle")
         env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1", "COLUMNS": "500"}
+        env.update({OWNER_ENV: str(self.folder), REPLICA_ENV: spec.replica_id})
         cpus = (spec.options.get("resources") or {}).get("cpus")
         if cpus:  # no reservations on one machine, but the replica's torch/BLAS threads follow its CPUs
             env["FERMION_COMPUTE_THREADS"] = str(max(1, int(cpus)))
+        # Recorded before it exists: a control plane killed during the start still finds it (by its env).
+        data: dict[str, object] = {"pid": None, "started": None, "started_at": time.time(), "log": str(log_path), "url": None}
+        handle = ReplicaHandle(spec.replica_id, self.name, spec.deployment, spec.revision, data)
+        self._write(handle)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, stdin=subprocess.DEVNULL
             )
         self._children[proc.pid] = proc
         # "started_at" (epoch seconds) is for uptime; "started" (clock ticks) tells a reused pid apart.
-        data = {"pid": proc.pid, "started": process_start_time(proc.pid), "started_at": time.time(), "log": str(log_path), "url": None}
-        handle = ReplicaHandle(spec.replica_id, self.name, spec.deployment, spec.revision, data)
+        data.update(pid=proc.pid, started=process_start_time(proc.pid))
         self._write(handle)
         return handle
 
@@ -95,6 +108,8 @@ class LocalBackend:
 
     def _alive(self, handle: ReplicaHandle) -> bool:
         pid = handle.data["pid"]
+        if pid is None:
+            return False
         child = self._children.get(pid)
         if child is not None:
             return child.poll() is None
@@ -143,10 +158,7 @@ class LocalBackend:
             while self._alive(handle) and time.monotonic() < deadline:
                 time.sleep(0.05)
             if self._alive(handle):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                _kill_group(pid)  # the replica and any worker processes it started
                 while self._alive(handle):
                     time.sleep(0.02)
         child = self._children.pop(pid, None)
@@ -155,8 +167,13 @@ class LocalBackend:
         self._state_file(handle.replica_id).unlink(missing_ok=True)
 
     def list(self) -> list[ReplicaHandle]:
-        """Running replicas found in the state files (the ones whose process has gone are dropped)."""
+        """Running replicas found in the state files (the ones whose process has gone are dropped).
+
+        A replica process of this platform that no state file accounts for (its control plane died
+        as it started it, or its file was lost) is stopped: nothing runs that the platform does not know.
+        """
         found = []
+        running = self._own_processes()
         for path in sorted(self.folder.glob("*.json")):
             try:
                 record = json.loads(path.read_text())
@@ -164,10 +181,49 @@ class LocalBackend:
                 continue
             data = {k: v for k, v in record.items() if k not in ("replica_id", "deployment", "revision")}
             handle = ReplicaHandle(record["replica_id"], self.name, record["deployment"], record["revision"], data)
+            if data.get("pid") is None and handle.replica_id in running:  # recorded, then the platform died
+                data["pid"] = running[handle.replica_id]
+                data["started"] = process_start_time(data["pid"])
+                self._write(handle)
             if self._alive(handle):
                 found.append(handle)
+                running.pop(handle.replica_id, None)
             else:
                 path.unlink(missing_ok=True)
+        for replica_id, pid in running.items():
+            log.warning("stopping replica process %d (%s): no state file of this platform accounts for it", pid, replica_id)
+            _kill_group(pid)
+        return found
+
+    def close(self) -> None:
+        """After every replica was stopped: kill any process of this platform's replicas still alive
+        (one started as the platform was stopping, or a worker its replica left behind)."""
+        for pid, child in list(self._children.items()):
+            if child.poll() is None:
+                _kill_group(pid)
+                child.wait()
+        for pid in self._own_processes().values():
+            _kill_group(pid)
+        self._probe.close()
+
+    def _own_processes(self) -> dict[str, int]:
+        """replica id → pid of every replica process (session leader) that carries this platform's folder."""
+        owner = f"{OWNER_ENV}={self.folder}".encode()
+        found: dict[str, int] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                leader = os.getsid(pid) == pid
+            except OSError:  # gone, or not ours to read
+                continue
+            if leader and owner in environ and process_start_time(pid) is not None:
+                prefix = f"{REPLICA_ENV}=".encode()
+                replica_id = next((v[len(prefix) :].decode() for v in environ if v.startswith(prefix)), None)
+                if replica_id:
+                    found[replica_id] = pid
         return found
 
     def logs(self, handle: ReplicaHandle, lines: int = 100) -> list[str]:
@@ -187,3 +243,14 @@ class LocalBackend:
             if line.strip():
                 return line.strip()
         return ""
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL a replica's whole session (it is the leader: its pid is the group's id)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -7,6 +7,12 @@ publishes the ready replicas to the gateway's route table. How many replicas a d
 comes from the autoscaler when there is one, else it is `min_replicas`. It holds no state that
 cannot be rebuilt: after a restart, `adopt()` finds running replicas through the backend.
 
+Starting is bounded: at most `max_starting` replicas (all deployments together) may be starting at
+once, and with a `Capacity` (the local backend) a replica starts only if it fits beside every
+replica that runs or is still stopping. A deployment that wants more than fits gets one
+"CapacityLimited" event and runs what fits. Each tick reads the desired state afresh, so a newer
+scale request wins at once. After `stop_all()` no tick starts anything again.
+
 `tick()` runs in one thread (it probes replicas, so it can take seconds); the read methods
 (`replica_views`, `counts`, `logs`) may be called from any other thread at any time: they read
 a snapshot published after each deployment's pass and never wait for a tick.
@@ -14,6 +20,8 @@ a snapshot published after each deployment's pass and never wait for a tick.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import threading
 import time
@@ -24,6 +32,7 @@ from typing import Any
 
 from fermion.platform.autoscaler import Autoscaler
 from fermion.platform.backend import Backend, ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
+from fermion.platform.capacity import Ask, Capacity
 from fermion.platform.gateway import RouteTable
 from fermion.platform.records import DeploymentRecord
 from fermion.platform.store import Store
@@ -34,6 +43,9 @@ _MAX_BACKOFF = 60.0
 _CRASH_LOG_LINES = 5
 #: A hung replica gets this long to go after SIGTERM before SIGKILL: it is not answering anyway.
 _UNHEALTHY_GRACE = 2.0
+#: Replicas starting at once, all deployments together (each start is a Python process importing
+#: its model: more at once only makes every one of them slower).
+MAX_STARTING = 4
 
 
 @dataclass
@@ -79,6 +91,8 @@ class Reconciler:
         clock: Callable[[], float] = time.monotonic,
         autoscaler: Autoscaler | None = None,
         unhealthy_after: float = 10.0,
+        capacity: Capacity | None = None,
+        max_starting: int = MAX_STARTING,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -96,6 +110,12 @@ class Reconciler:
         self._lock = threading.Lock()  # guards the snapshots the read methods use; held only briefly
         self._snapshots: dict[str, _Snapshot] = {}
         self._restarts: dict[str, int] = {}  # replicas that exited or hung and were replaced, since this process began
+        self.capacity = capacity
+        self.max_starting = max_starting
+        self._asks: dict[str, Ask] = {}  # per deployment, of its current revision
+        self._draining: dict[str, Ask] = {}  # replica id → what a replica still stopping takes
+        self._limited: dict[str, str] = {}  # the last CapacityLimited message per deployment (said once)
+        self._closed = False  # set by stop_all(): nothing starts after it
 
     def adopt(self) -> int:
         """Take over replicas that still run (after a restart of the control plane)."""
@@ -111,6 +131,8 @@ class Reconciler:
     def tick(self) -> None:
         """One pass over every deployment."""
         with self._work:
+            if self._closed:
+                return
             deployments = {d.name: d for d in self.store.list_deployments()}
             for name in list(self.replicas):
                 if name not in deployments:  # removed behind our back: stop what is left
@@ -174,8 +196,9 @@ class Reconciler:
             self._stopping = [t for t in self._stopping if t.is_alive()]
 
     def stop_all(self) -> None:
-        """Stop every replica (graceful shutdown of the control plane)."""
+        """Stop every replica (graceful shutdown of the control plane); no tick starts one afterwards."""
         with self._work:
+            self._closed = True
             for name, managed in list(self.replicas.items()):
                 self.routes.remove(name)
                 self._retire(name, managed)
@@ -187,6 +210,8 @@ class Reconciler:
 
     def _reconcile(self, d: DeploymentRecord) -> None:
         managed = self.replicas.setdefault(d.name, [])
+        if self.capacity is not None:
+            self._asks[d.name] = _ask(d.source, d.options)
         self._probe(d, managed)
         current = [m for m in managed if m.handle.revision == d.revision]
         old = [m for m in managed if m.handle.revision != d.revision]
@@ -194,10 +219,12 @@ class Reconciler:
         missing = desired - len(current)
         backoff = self._backoff.setdefault(d.name, _Backoff())
         if missing > 0 and self.clock() >= backoff.next_start:
-            for _ in range(missing):
+            starting = self._startable(d, missing)
+            for _ in range(starting):
+                # The backend records each replica before its process starts: none can be lost.
                 managed.append(ManagedReplica(self.backend.start(self._spec(d))))
-            if missing and not old:
-                log.info("%s: starting %d replica(s) of revision %d", d.name, missing, d.revision)
+            if starting and not old:
+                log.info("%s: starting %d replica(s) of revision %d", d.name, starting, d.revision)
         retire: list[ManagedReplica] = []
         if missing < 0:  # too many: drop the ones not ready first, then the newest
             surplus = sorted(current, key=lambda m: (m.ready, -m.handle.data.get("pid", 0)))[:-missing]
@@ -215,6 +242,30 @@ class Reconciler:
         urls = list(dict.fromkeys(m.status.url for m in serving if m.status.url))
         self.routes.set(d.name, urls, public=d.public, cold_start=d.min_replicas == 0)
         self._retire(d.name, retire)
+
+    def _startable(self, d: DeploymentRecord, missing: int) -> int:
+        """How many of the `missing` replicas may start now: within the platform's starting limit and,
+        with a capacity, what fits beside everything running or still stopping."""
+        starting_now = sum(1 for replicas in self.replicas.values() for m in replicas if not m.ready)
+        allowed = min(missing, max(0, self.max_starting - starting_now))
+        if self.capacity is None:
+            return allowed
+        ask = self._asks[d.name]
+        taken = [self._asks.get(name, ask) for name, replicas in self.replicas.items() for _ in replicas]
+        with self._lock:
+            taken += list(self._draining.values())
+        room = self.capacity.room(ask, taken)
+        if room < missing and not self._draining:  # short of room for good, not while replicas drain
+            message = (
+                f"wants {missing} more replica(s) but only {room} fit beside the {len(taken)} running "
+                f"(each asks {ask.memory // 2**20} MiB; at most {self.capacity.total} replicas on this platform)"
+            )
+            if self._limited.get(d.name) != message:
+                self._limited[d.name] = message
+                self.store.add_event(d.name, "CapacityLimited", message)
+        elif room >= missing:
+            self._limited.pop(d.name, None)
+        return min(allowed, room)
 
     def _desired_count(self, d: DeploymentRecord, current: int) -> tuple[int, bool]:
         """How many replicas of the current revision to run, and whether the autoscaler changed that
@@ -297,6 +348,8 @@ class Reconciler:
         """Drop what was kept about a deployment that is gone."""
         self._backoff.pop(name, None)
         self._desired.pop(name, None)
+        self._asks.pop(name, None)
+        self._limited.pop(name, None)
         if self.autoscaler is not None:
             self.autoscaler.forget(name)
         with self._lock:
@@ -329,9 +382,19 @@ class Reconciler:
         if not replicas:
             return
         wait = self.grace if grace is None else grace
-        threads = [
-            threading.Thread(target=self.backend.stop, args=(m.handle, wait), name=f"stop-{name}", daemon=True) for m in replicas
-        ]
+        ask = self._asks.get(name)
+
+        def stop(handle: ReplicaHandle) -> None:
+            try:
+                self.backend.stop(handle, wait)
+            finally:
+                with self._lock:
+                    self._draining.pop(handle.replica_id, None)
+
+        if ask is not None:  # a draining replica still holds its memory: count it until it is gone
+            with self._lock:
+                self._draining.update({m.handle.replica_id: ask for m in replicas})
+        threads = [threading.Thread(target=stop, args=(m.handle,), name=f"stop-{name}", daemon=True) for m in replicas]
         for thread in threads:
             thread.start()
         with self._lock:
@@ -348,3 +411,13 @@ class Reconciler:
             options=dict(d.options),
             env=dict(d.env),
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _ask_cached(source: str, resources: str) -> Ask:
+    return Ask.of(source, {"resources": json.loads(resources)})
+
+
+def _ask(source: str, options: dict[str, Any]) -> Ask:
+    """What a replica of this source takes (estimates read the model's files: cached, not redone every tick)."""
+    return _ask_cached(source, json.dumps(options.get("resources") or {}, sort_keys=True))
