@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import subprocess
 
 import httpx
@@ -82,6 +83,19 @@ def test_dataframe_pipeline_schema_has_a_typed_field_per_column(models):
     probabilities = schemas["ClassProbabilities"]
     assert list(probabilities["properties"]) == ["setosa", "versicolor", "virginica"]
     assert doc["info"]["title"] == "iris" and "Pipeline" in doc["info"]["description"]
+
+
+def test_columns_are_accepted_under_the_names_the_model_was_trained_with(models):
+    service = load_service(f"sklearn:{models['iris'].path}")
+    schema = next(ep for ep in service.endpoints() if ep.name == "predict").schema
+    python_names = {"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4, "petal_width_cm": 0.2}
+    trained_names = {"sepal length (cm)": 5.1, "sepal width (cm)": 3.5, "petal length (cm)": 1.4, "petal width (cm)": 0.2}
+    for body in (python_names, trained_names):
+        values = schema.validate_json(json.dumps({**body, "colour": "white"}).encode())
+        assert values == {**python_names, "colour": "white"}
+    fields = build_openapi(service)["components"]["schemas"]["PredictRequest"]["properties"]
+    assert fields["sepal_length_cm"]["x-aliases"] == ["sepal length (cm)"]
+    assert "x-aliases" not in fields["colour"]  # already a Python name: nothing to alias
 
 
 def test_array_model_takes_a_features_list_of_the_trained_length(models):

@@ -1,4 +1,4 @@
-"""`fermion data`: add, list and inspect versioned datasets in the local data dir."""
+"""`fermion data`: add, list and inspect versioned datasets, on a platform or in a local data dir (see place.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fermion.cli.app import app, err, fail, out
+from fermion.cli.app import app, err, fail, out, renamed_options
+from fermion.cli.place import resolve_place
+from fermion.cli.platform import JsonOption, TokenOption, UrlOption, print_json
 
 if TYPE_CHECKING:
     from fermion.data import DatasetStore
+    from fermion.platform.client import Platform
 
 data_app = typer.Typer(
     help="Datasets: add CSV, JSONL, Parquet, image folders or samples; list and inspect versions.", no_args_is_help=True
@@ -22,7 +25,11 @@ app.add_typer(data_app, name="data")
 
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="The data dir, where datasets and models live (default: $FERMION_HOME or ~/.fermion).", show_default=False),
+    typer.Option(
+        "--data-dir",
+        help="A local data dir, where datasets and models live. [default: the platform of --url or $FERMION_URL, else $FERMION_HOME or ~/.fermion]",
+        show_default=False,
+    ),
 ]
 
 
@@ -33,7 +40,7 @@ def _store(data_dir: Path | None) -> DatasetStore:
     return DatasetStore((data_dir or default_data_dir()) / "datasets")
 
 
-@data_app.command("add")
+@data_app.command("add", cls=renamed_options({"-n": "--name"}))
 def add(
     source: Annotated[
         str,
@@ -41,33 +48,68 @@ def add(
             help="A .csv, .jsonl or .parquet file, an image folder or .zip (one sub-folder per label), or sample:NAME."
         ),
     ],
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Dataset name (default: the file or folder name).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Dataset name (default: the file or folder name).")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Validate a file, folder or sample and store it as a new immutable version (NAME@V)."""
+    """Validate a file, folder or sample and store it as a new immutable version (NAME@V), here or on the platform."""
+    place = resolve_place(url, token, data_dir)
+    if place.remote:
+        from fermion.cli.platform import connect
+
+        with connect(place.url, place.token) as platform:
+            # The spinner goes to stderr so stdout stays the result alone.
+            with err.status(f"uploading {escape(source)} to {escape(platform.url)}…", spinner="dots"):
+                added = upload(platform, source, name)
+        _print_added(added, added["created"], [c["name"] for c in added["columns"]], _counts(added["labels"]))
+        return
     from fermion.data import DatasetError
 
-    store = _store(data_dir)
+    store = _store(place.data_dir)
     before = {v.ref for v in store.list()}
     try:
-        # The spinner goes to stderr so stdout stays the result alone.
         with err.status(f"adding {escape(source)} (checking, hashing, copying)…", spinner="dots"):
             version = store.add(source, name=name)
     except DatasetError as exc:
         fail(exc.message, 2)
     except OSError as exc:
         fail(f"could not add {source}: {exc}", 2)
-    if version.ref in before:
-        out.print(f"already there: {version.ref} ({version.rows} {_unit(version)}, hash {version.hash[:12]})")
+    summary = version.summary()
+    _print_added(summary, version.ref not in before, summary["columns"], version.labels)
+
+
+def upload(platform: Platform, source: str, name: str | None) -> dict[str, Any]:
+    """Add SOURCE on the platform: a sample by name, a file as it is, an image folder as a zip; the API's answer."""
+    import shutil
+    import tempfile
+
+    folder = Path(source).expanduser()
+    try:
+        if source.startswith("sample:") or not folder.is_dir():
+            return platform.datasets.add(source, name=name)
+        with tempfile.TemporaryDirectory(prefix="fermion-upload-") as work:
+            archive = shutil.make_archive(str(Path(work) / folder.resolve().name), "zip", folder.parent, folder.name)
+            return platform.datasets.add(archive, name=name)
+    except FileNotFoundError as exc:
+        fail(str(exc), 2)
+
+
+def _counts(labels: dict[str, Any] | None) -> dict[str, int] | None:
+    """Label counts from either shape: {label: n} (a version) or {label: {"count": n, ...}} (a description)."""
+    if not labels:
+        return None
+    return {k: v["count"] if isinstance(v, dict) else int(v) for k, v in labels.items()}
+
+
+def _print_added(summary: dict[str, Any], created: bool, columns: list[str], labels: dict[str, int] | None) -> None:
+    unit = "images" if summary["kind"] == "images" else "rows"
+    if not created:
+        out.print(f"already there: {summary['ref']} ({summary['rows']} {unit}, hash {summary['hash'][:12]})", markup=False)
         return
-    columns = ", ".join(c["name"] for c in version.columns)
-    out.print(f"added {version.ref}: {version.rows} {_unit(version)}, {len(version.columns)} columns ({escape(columns)})")
-    if version.labels:
-        out.print(f"labels: {escape(_labels_line(version.labels))}")
-
-
-def _unit(version: Any) -> str:
-    return "images" if version.kind == "images" else "rows"
+    out.print(f"added {summary['ref']}: {summary['rows']} {unit}, {len(columns)} columns ({', '.join(columns)})", markup=False)
+    if labels:
+        out.print(f"labels: {_labels_line(labels)}", markup=False)
 
 
 def _labels_line(labels: dict[str, int], limit: int = 12) -> str:
@@ -76,9 +118,19 @@ def _labels_line(labels: dict[str, int], limit: int = 12) -> str:
 
 
 @data_app.command("ls")
-def ls(data_dir: DataDir = None) -> None:
+def ls(json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None, data_dir: DataDir = None) -> None:
     """List every dataset version: name, version, kind, rows, columns, hash prefix and when it was added."""
-    versions = _store(data_dir).list()
+    place = resolve_place(url, token, data_dir)
+    if place.remote:
+        from fermion.cli.platform import connect
+
+        with connect(place.url, place.token) as platform:
+            versions = platform.datasets.list()
+    else:
+        versions = [v.summary() for v in _store(place.data_dir).list()]
+    if json_output:
+        print_json(versions)
+        return
     if not versions:
         out.print("no datasets yet; add one with: fermion data add FILE (or sample:iris)")
         return
@@ -87,7 +139,13 @@ def ls(data_dir: DataDir = None) -> None:
         table.add_column(column, justify="right" if column in ("version", "rows", "columns") else "left")
     for v in versions:
         table.add_row(
-            v.name, str(v.version), v.kind, str(v.rows), str(len(v.columns)), v.hash[:12], v.created_at[:16].replace("T", " ")
+            escape(v["name"]),
+            str(v["version"]),
+            v["kind"],
+            str(v["rows"]),
+            str(len(v["columns"])),
+            v["hash"][:12],
+            v["created_at"][:16].replace("T", " "),
         )
     out.print(table)
 
@@ -96,21 +154,30 @@ def ls(data_dir: DataDir = None) -> None:
 def show(
     ref: Annotated[str, typer.Argument(help="NAME@V, or NAME for its latest version.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON.")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
     data_dir: DataDir = None,
 ) -> None:
     """Describe a dataset version: schema with dtypes and missing values, label balance and the first rows."""
     from fermion.data import DatasetError
 
-    try:
-        info = _store(data_dir).describe(ref)
-    except DatasetError as exc:
-        fail(exc.message, 2)
+    place = resolve_place(url, token, data_dir)
+    if place.remote:
+        from fermion.cli.platform import connect
+
+        with connect(place.url, place.token) as platform:
+            info = platform.datasets.get(ref)
+    else:
+        try:
+            info = _store(place.data_dir).describe(ref)
+        except DatasetError as exc:
+            fail(exc.message, 2)
     if as_json:
         print(json.dumps(info, indent=2, default=str))
         return
     unit = "images" if info["kind"] == "images" else "rows"
     out.print(f"[bold]{info['ref']}[/]  {info['kind']} ({info['format']}), {info['rows']} {unit}, hash {info['hash'][:12]}")
-    out.print(f"source {escape(info['source'])}, added {info['created_at']}")
+    out.print(f"source {escape(info['source'])}, added {info['created_at']}", markup=True)
     schema = Table(title="Schema")
     schema.add_column("column")
     schema.add_column("dtype")

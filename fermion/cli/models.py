@@ -1,19 +1,22 @@
-"""`fermion models`: the model families Fermion serves, and `models ls/show` for the trained models in the registry."""
+"""`fermion models [ls|show]`: the trained models in the registry; `fermion sources`: the model families Fermion serves."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fermion.cli.app import app, out
+from fermion.cli.app import app, err, out
 from fermion.cli.data import DataDir
+from fermion.cli.place import resolve_place
+from fermion.cli.platform import JsonOption, TokenOption, UrlOption, connect, print_json
 
 models_app = typer.Typer(
-    help="Model sources Fermion can serve; `ls` and `show` list the models trained here.",
+    help="The trained models in the registry, on the platform or in the local data dir: `ls` (the default) and `show`.",
     invoke_without_command=True,
     no_args_is_help=False,
 )
@@ -21,12 +24,31 @@ app.add_typer(models_app, name="models")
 
 
 @models_app.callback()
-def models(ctx: typer.Context) -> None:
-    """List the model families and tasks `fermion serve` accepts, with one example line each."""
-    if ctx.invoked_subcommand is not None:
-        return
+def models(
+    ctx: typer.Context,
+    json_output: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    data_dir: DataDir = None,
+) -> None:
+    """List the trained models (as `fermion models ls`); `fermion sources` lists what `fermion serve` accepts."""
+    if ctx.invoked_subcommand is None:
+        ls(json_output, url, token, data_dir)
+
+
+@app.command()
+def sources(json_output: JsonOption = False) -> None:
+    """List the model families and tasks `fermion serve` and `fermion deploy` accept, with one example line each."""
     from fermion.models.catalog import FAMILIES
 
+    if json_output:
+        print_json(
+            [
+                {"prefix": f.prefix, "family": f.name, "tasks": list(f.tasks), "example": f.example, "extra": f.extra}
+                for f in FAMILIES
+            ]
+        )
+        return
     table = Table(title="Model sources", show_lines=True)
     table.add_column("source")
     table.add_column("family")
@@ -42,24 +64,25 @@ def models(ctx: typer.Context) -> None:
 
 
 @models_app.command("ls")
-def ls(data_dir: DataDir = None) -> None:
+def ls(json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None, data_dir: DataDir = None) -> None:
     """List the trained models in the registry: every version with its dataset, task, family and test score."""
     from fermion.cli.train import format_score
-    from fermion.platform.home import default_data_dir
-    from fermion.train import ModelRegistry
 
-    versions = ModelRegistry((data_dir or default_data_dir()) / "models").list()
+    versions = _summaries(url, token, data_dir)
+    if json_output:
+        print_json(versions)
+        return
     if not versions:
         out.print("no trained models yet; train one with: fermion train sample:iris --budget 30s")
+        err.print("(the model families `fermion serve` takes: fermion sources)", markup=False)
         return
     table = Table(title="Models")
     for column in ("model", "dataset", "target", "task", "family", "test score", "trained"):
         table.add_column(column, justify="right" if column == "test score" else "left")
-    for v in versions:
-        m = v.manifest
+    for m in versions:
         metric = m["metric"]
         table.add_row(
-            v.ref,
+            m["ref"],
             m["dataset"],
             escape(str(m["target"])),
             m["task"],
@@ -70,21 +93,41 @@ def ls(data_dir: DataDir = None) -> None:
     out.print(table)
 
 
+def _summaries(url: str | None, token: str | None, data_dir: Path | None) -> list[dict[str, Any]]:
+    place = resolve_place(url, token, data_dir)
+    if place.remote:
+        with connect(place.url, place.token) as platform:
+            return platform.models.list()
+    from fermion.train import ModelRegistry
+
+    assert place.data_dir is not None
+    return [v.summary() for v in ModelRegistry(place.data_dir / "models").list()]
+
+
 @models_app.command("show")
 def show(
     ref: Annotated[str, typer.Argument(help="NAME@V, or NAME for its latest version.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest as JSON.")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
     data_dir: DataDir = None,
 ) -> None:
     """Everything about one model version: metrics, parameters, inputs, dataset, libraries, and how to serve it."""
-    from fermion.cli.train import _model, print_result
+    from fermion.cli.train import local_model, print_result
 
-    version = _model(ref, data_dir)
+    place = resolve_place(url, token, data_dir)
+    if place.remote:
+        with connect(place.url, place.token) as platform:
+            m = platform.models.get(ref)
+        report = f"fermion report {m['ref']} --output {m['ref'].replace('@', '-')}.html"
+    else:
+        version = local_model(ref, place.data_dir)
+        m = {"ref": version.ref, "source": version.source, **version.manifest}
+        report = str(version.report_file)
     if as_json:
-        print(json.dumps({"ref": version.ref, "source": version.source, **version.manifest}, indent=2, default=str))
+        print(json.dumps(m, indent=2, default=str))
         return
-    print_result(version)
-    m = version.manifest
+    print_result(m["ref"], m["source"], m, report, serve=not place.remote)
     inputs = Table(title="Request fields")
     inputs.add_column("column")
     inputs.add_column("kind")

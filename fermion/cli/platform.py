@@ -9,11 +9,12 @@ and turns every failure into one red line: exit code 2 when the input was wrong 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
@@ -141,6 +142,11 @@ def describe(deployment: Deployment, *, with_status: bool = True) -> str:
     counts = deployment.replicas
     text = f"{counts.ready}/{counts.desired} replicas ready" + (f", {counts.starting} starting" if counts.starting else "")
     return f"{deployment.status} · {text}" if with_status else text
+
+
+def print_json(value: Any) -> None:
+    """Machine output: plain JSON on stdout, no colours or wrapping."""
+    print(json.dumps(value, ensure_ascii=False, indent=2, default=str), flush=True)
 
 
 def print_table(table: Table) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -13,18 +13,23 @@ from rich.table import Table
 from rich.text import Text
 
 from fermion.cli.app import app, err, out
-from fermion.cli.platform import JsonOption, TokenOption, UrlOption, connect, describe, print_table, replica_counts, styled_status
+from fermion.cli.platform import (
+    JsonOption,
+    TokenOption,
+    UrlOption,
+    connect,
+    describe,
+    print_json,
+    print_table,
+    replica_counts,
+    styled_status,
+)
 
 if TYPE_CHECKING:
     from fermion.platform.client import Deployment, Event
 
 #: Event kinds worth a colour: trouble in red or yellow, progress in green.
 EVENT_STYLES = {"CrashLoop": "bold red", "ReplicaExited": "yellow", "ReplicaReady": "green", "RolledOut": "green"}
-
-
-def print_json(value: Any) -> None:
-    """Machine output: plain JSON on stdout, no colours or wrapping."""
-    print(json.dumps(value, ensure_ascii=False, indent=2), flush=True)
 
 
 def when(moment: datetime | None) -> str:

@@ -11,8 +11,8 @@ from rich.table import Table
 from rich.text import Text
 
 from fermion.cli.app import app, err, fail, out
-from fermion.cli.platform import BAD_INPUT, JsonOption, TokenOption, UrlOption, connect, parse_duration, print_table
-from fermion.cli.platform_inspect import print_json, when
+from fermion.cli.platform import BAD_INPUT, JsonOption, TokenOption, UrlOption, connect, parse_duration, print_json, print_table
+from fermion.cli.platform_inspect import when
 
 if TYPE_CHECKING:
     from fermion.platform.client import TokenInfo

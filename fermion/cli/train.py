@@ -8,15 +8,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fermion.cli.app import app, err, fail, out
+from fermion.cli.app import app, err, fail, out, renamed_options
 from fermion.cli.data import DataDir
+from fermion.cli.place import resolve_place
 from fermion.cli.platform import TokenOption, UrlOption
 
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*$", re.IGNORECASE)
@@ -35,7 +36,7 @@ def format_score(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "—"
 
 
-@app.command()
+@app.command(cls=renamed_options({"-n": "--name"}))
 def train(
     dataset: Annotated[
         str, typer.Argument(help="A stored dataset (NAME or NAME@V), or a file, image folder, zip or sample:NAME to add first.")
@@ -53,7 +54,7 @@ def train(
     ] = None,
     name: Annotated[
         str | None,
-        typer.Option("--name", "-n", help="The model's name in the registry. [default: the dataset's name]", show_default=False),
+        typer.Option("--name", help="The model's name in the registry. [default: the dataset's name]", show_default=False),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for the splits, the search and the models.")] = 0,
     max_trials: Annotated[
@@ -70,7 +71,9 @@ def train(
     deploy: Annotated[
         str | None,
         typer.Option(
-            "--deploy", help="Then deploy the model as NAME on the running platform (`fermion up`).", show_default=False
+            "--deploy",
+            help="Then deploy the model as NAME: on the platform it was trained on, or the `fermion up` of the local data dir.",
+            show_default=False,
         ),
     ] = None,
     public: Annotated[bool, typer.Option("--public", help="With --deploy: callable without a token.")] = False,
@@ -81,9 +84,12 @@ def train(
     token: TokenOption = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Train: search model families within the budget, test the best on held-out rows, register it as NAME@V."""
+    """Train: search model families within the budget, test the best on held-out rows, register it as NAME@V.
+
+    With --url or $FERMION_URL the training runs on that platform (the dataset is uploaded first, if it is a
+    file); otherwise here, in the local data dir.
+    """
     from fermion.data import DatasetError, DatasetStore
-    from fermion.platform.home import default_data_dir
     from fermion.train import ModelRegistry, TrainingError, TrainOptions
     from fermion.train.run import dataset_for
     from fermion.train.run import train as run_training
@@ -93,7 +99,15 @@ def train(
         seconds = parse_budget(budget)
     except ValueError as exc:
         _fail(str(exc), emit)
-    folder = data_dir or default_data_dir()
+    place = resolve_place(url, token, data_dir)
+    options = TrainOptions(target=target, budget_s=seconds, metric=metric, name=name, seed=seed, max_trials=max_trials, task=task)
+    if place.remote:
+        from fermion.cli.train_platform import train_on_platform
+
+        train_on_platform(place, dataset, options, emit, deploy=deploy, public=public)
+        return
+    assert place.data_dir is not None
+    folder = place.data_dir
     datasets, registry = DatasetStore(folder / "datasets"), ModelRegistry(folder / "models")
     try:
         version, added = dataset_for(dataset, datasets)
@@ -101,7 +115,6 @@ def train(
         _fail(exc.message, emit)
     if added and emit is None:
         out.print(f"added dataset {version.ref}: {version.rows} {'images' if version.kind == 'images' else 'rows'}", markup=False)
-    options = TrainOptions(target=target, budget_s=seconds, metric=metric, name=name, seed=seed, max_trials=max_trials, task=task)
     try:
         if emit is not None:
             model = run_training(version, options, datasets=datasets, registry=registry, progress=emit)
@@ -114,13 +127,16 @@ def train(
     if emit is not None:
         emit({"phase": "registered", "model": model.ref, "summary": model.summary()})
     else:
-        print_result(model)
+        print_result(model.ref, model.source, model.manifest, str(model.report_file))
     if deploy:
-        # The platform of this data dir (unless --url or FERMION_URL names another): it finds the model there.
-        _deploy(deploy, model.source, public, url, token, data_dir)
+        from fermion.platform.home import read_up_file
+
+        # The `fermion up` of this data dir: it finds the model there.
+        up = read_up_file(folder)
+        _deploy(deploy, model.source, public, str(up["url"]) if up and up.get("url") else None, token, folder)
 
 
-def _fail(message: str, emit: Any) -> None:
+def _fail(message: str, emit: Any) -> NoReturn:
     if emit is not None:
         emit({"phase": "error", "message": message})
     fail(message, 2)
@@ -159,8 +175,6 @@ def _with_progress_bar(run: Any, budget_s: float) -> Any:
             state["metric"] = event["metric"]
         if "trials" in event:
             state["trials"], state["best"], state["family"] = event["trials"], event["best_score"], event["best_family"]
-            if event["trial"]["status"] == "ok":
-                state["last"] = event["trial"]["family"]
 
     def work() -> None:
         try:
@@ -198,13 +212,15 @@ def _with_progress_bar(run: Any, budget_s: float) -> Any:
     return result["model"]
 
 
-def print_result(model: Any) -> None:
-    """What was trained and how good it is, where the report is, and how to serve it."""
+def print_result(ref: str, source: str, m: dict[str, Any], report: str, *, serve: bool = True) -> None:
+    """What was trained (manifest `m`) and how good it is, where its `report` is, and how to serve it.
+
+    `serve=False` for a model on a platform: `fermion serve` here would not find it.
+    """
     from fermion.train.problem import METRICS
 
-    m = model.manifest
     out.print(
-        f"[green]✓[/] registered [bold]{escape(model.ref)}[/]: {escape(m['family_label'])}, "
+        f"[green]✓[/] registered [bold]{escape(ref)}[/]: {escape(m['family_label'])}, "
         f"{m['task']} of {escape(str(m['target']))!s} from {escape(m['dataset'])}",
         markup=True,
     )
@@ -224,12 +240,14 @@ def print_result(model: Any) -> None:
     out.print(table)
     if m.get("ignored"):
         out.print("  left out: " + escape("; ".join(f"{k} ({v})" for k, v in m["ignored"].items())), markup=True)
-    out.print(f"  Report  {model.report_file}", markup=False)
-    out.print(f"  Serve   fermion serve {model.source}", markup=False)
-    out.print(f"  Deploy  fermion deploy {model.name} {model.source}", markup=False)
+    out.print(f"  Report  {report}", markup=False)
+    if serve:
+        out.print(f"  Serve   fermion serve {source}", markup=False)
+    out.print(f"  Deploy  fermion deploy {ref.partition('@')[0]} {source}", markup=False)
 
 
 def _deploy(name: str, source: str, public: bool, url: str | None, token: str | None, data_dir: Path | None) -> None:
+    """Deploy `source` as `name` on that platform (a new deployment, or a new revision of the one there), and wait."""
     from fermion.cli.platform import connect
     from fermion.cli.platform_deploy import _finish
     from fermion.platform.client_types import NotFoundError
@@ -254,27 +272,47 @@ def _deploy(name: str, source: str, public: bool, url: str | None, token: str | 
         )
 
 
-@app.command()
+@app.command(cls=renamed_options({"--save": "--output"}))
 def report(
     model: Annotated[str, typer.Argument(help="NAME@V, or NAME for its latest version.")],
-    save: Annotated[
+    output: Annotated[
         Path | None,
-        typer.Option("--save", help="Copy the report (one self-contained HTML file) to this path.", show_default=False),
+        typer.Option("--output", "-o", help="Write the report (one self-contained HTML file) to this path.", show_default=False),
     ] = None,
     open_it: Annotated[bool, typer.Option("--open/--no-open", help="Open it in a web browser.")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
     data_dir: DataDir = None,
 ) -> None:
-    """The evaluation report of a model version: metrics, confusion matrix, feature importance, the search."""
+    """The evaluation report of a model version: metrics, confusion matrix, feature importance, the search.
+
+    Prints the path of the HTML file: the registry's own, or where --output wrote it (from a platform,
+    without --output: a temporary file).
+    """
     import shutil
 
-    version = _model(model, data_dir)
-    path = version.report_file
-    if save is not None:
+    place = resolve_place(url, token, data_dir)
+    if place.remote:
+        import tempfile
+
+        from fermion.cli.platform import connect
+
+        with connect(place.url, place.token) as platform:
+            page = platform.models.report(model)
+        path = output or Path(tempfile.mkdtemp(prefix="fermion-report-")) / f"{model.replace('@', '-')}.html"
         try:
-            shutil.copyfile(path, save)
+            path.write_text(page, encoding="utf-8")
         except OSError as exc:
-            fail(f"cannot write {save}: {exc.strerror or exc}", 2)
-        path = save.resolve()
+            fail(f"cannot write {path}: {exc.strerror or exc}", 2)
+        path = path.resolve()
+    else:
+        path = local_model(model, place.data_dir).report_file
+        if output is not None:
+            try:
+                shutil.copyfile(path, output)
+            except OSError as exc:
+                fail(f"cannot write {output}: {exc.strerror or exc}", 2)
+            path = output.resolve()
     out.print(str(path), markup=False)
     if open_it:
         import webbrowser
@@ -282,7 +320,8 @@ def report(
         webbrowser.open(path.as_uri())
 
 
-def _model(ref: str, data_dir: Path | None) -> Any:
+def local_model(ref: str, data_dir: Path | None) -> Any:
+    """Model version REF of the local data dir's registry, or one red line."""
     from fermion.platform.home import default_data_dir
     from fermion.train import ModelRegistry, TrainingError
 

@@ -65,6 +65,23 @@ class DatasetVersion:
         """`NAME@V`, the way commands and training name this version."""
         return f"{self.name}@{self.version}"
 
+    def summary(self) -> dict[str, Any]:
+        """What a listing shows of this version, JSON-ready: no preview, no paths of this machine."""
+        return {
+            "ref": self.ref,
+            "name": self.name,
+            "version": self.version,
+            "kind": self.kind,
+            "format": self.format,
+            "rows": self.rows,
+            "columns": [c["name"] for c in self.columns],
+            "label_column": self.extra.get("label_column"),
+            "labels": self.labels,
+            "hash": self.hash,
+            "created_at": self.created_at,
+            "source": self.source,
+        }
+
     @property
     def data_path(self) -> Path:
         """The table file, or the folder that holds the label folders."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from typing_extensions import TypedDict
 
 from fermion.service import Service, endpoint
@@ -92,6 +92,8 @@ def generated_method(
     def wrap(tp: Any) -> Any:
         return list[tp] if batched else tp
 
+    fields = [_with_alias(f) for f in fields]
+
     parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     parameters += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=wrap(f.annotation)) for f in fields]
     method.__signature__ = inspect.Signature(parameters, return_annotation=wrap(returns))  # type: ignore[attr-defined]
@@ -99,6 +101,18 @@ def generated_method(
     method.__name__ = method.__qualname__ = name
     method.__doc__ = doc
     return method
+
+
+def _with_alias(field: RequestField) -> RequestField:
+    """The field also under the model's own name (`"sepal length (cm)"` as well as `sepal_length_cm`), in the OpenAPI
+    document as `x-aliases`: requests written with the names the model was trained with validate too."""
+    if field.source == field.name:
+        return field
+    alias = Field(
+        validation_alias=AliasChoices(field.name, field.source),
+        json_schema_extra={"x-aliases": [field.source]},
+    )
+    return RequestField(field.name, field.source, Annotated[field.annotation, alias])
 
 
 def service_class(

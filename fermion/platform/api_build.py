@@ -98,7 +98,7 @@ def register_build(api: FastAPI, plane: ControlPlane) -> None:
     @api.get(f"{PREFIX}/datasets", tags=["datasets"])
     def list_datasets(_who: Invoker) -> dict[str, Any]:
         """Every dataset version, oldest first per name."""
-        return {"datasets": [_dataset_summary(v) for v in datasets.list()]}
+        return {"datasets": [v.summary() for v in datasets.list()]}
 
     @api.post(f"{PREFIX}/datasets", status_code=201, tags=["datasets"])
     def add_dataset_upload(
@@ -215,19 +215,3 @@ def _staging(root: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
-
-def _dataset_summary(version: Any) -> dict[str, Any]:
-    return {
-        "ref": version.ref,
-        "name": version.name,
-        "version": version.version,
-        "kind": version.kind,
-        "format": version.format,
-        "rows": version.rows,
-        "columns": [c["name"] for c in version.columns],
-        "label_column": version.extra.get("label_column"),
-        "labels": version.labels,
-        "hash": version.hash,
-        "created_at": version.created_at,
-        "source": version.source,
-    }
