@@ -375,3 +375,17 @@ def test_rm_asks_unless_yes_and_the_deployment_goes_away(up, platform):
         time.sleep(0.2)
     gone = fermion(up, "status", "short-lived")
     assert gone.returncode == 2
+
+
+@pytest.mark.slow
+def test_deploying_with_min_0_starts_no_replica_until_the_first_call(up, platform):
+    """The deploy command itself must not count as traffic: it used to fetch the OpenAPI document through
+    the gateway for its example, which woke the idle deployment."""
+    made = fermion(up, "deploy", "sleepy", "examples/echo.py", "--min", "0", "--max", "2", "--public")
+    assert made.returncode == 0, made.stderr
+    assert "Idle    no replica runs until the first call" in made.stdout
+    time.sleep(3)  # several reconcile ticks, each one an autoscaler sample
+    sleepy = platform.deployments.get("sleepy")
+    assert (sleepy.replicas.ready, sleepy.replicas.starting, sleepy.status) == (0, 0, "idle")
+    assert not [e for e in platform.deployments.events("sleepy") if e.kind == "Scaled"]
+    assert fermion(up, "rm", "sleepy", "--yes").returncode == 0

@@ -126,8 +126,12 @@ def print_ready(platform: Platform, deployment: Deployment) -> None:
     out.print(f"  URL     {deployment.url}", markup=False)
     if deployment.public:  # a browser sends no token, so a private deployment's docs page would answer 401
         out.print(f"  Docs    {deployment.url}/docs", markup=False)
-    document = _openapi(platform, deployment)
+    # The example is built from a replica's OpenAPI document: asking an idle deployment for it would
+    # be a call like any other, and wake it (a cold start nobody asked for).
+    document = _openapi(platform, deployment) if counts.ready else None
     example = example_call(document, deployment.url, deployment.name, deployment.public) if document else None
+    if not counts.ready and deployment.min_replicas == 0:
+        out.print("  Idle    no replica runs until the first call, which waits for one to start", markup=False)
     if example:
         out.print(f"  Try it  {example[0]}", markup=False)
         out.print("  Python  " + example[1].replace("\n", "\n          "), markup=False)

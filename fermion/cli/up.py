@@ -6,11 +6,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fermion.cli.app import app, fail, out
+
+if TYPE_CHECKING:
+    from fermion.platform.trainings import TrainingLimits
 
 
 def _running_elsewhere(data_dir: Path) -> str | None:
@@ -83,6 +86,15 @@ def up(
             show_default=False,
         ),
     ] = None,
+    max_training_jobs: Annotated[
+        int, typer.Option(min=1, max=1000, help="The most training jobs queued or running at once, all tokens together.")
+    ] = 8,
+    max_training_jobs_per_token: Annotated[
+        int, typer.Option(min=1, max=1000, help="The most training jobs one token may have queued or running at once.")
+    ] = 3,
+    max_training_budget: Annotated[
+        str, typer.Option(help="The longest budget one training job may ask for: 30s, 2m, 1h (at most 24h).")
+    ] = "1h",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Start the platform: deployments with replicas, a gateway, autoscaling, tokens and a REST API."""
@@ -93,6 +105,7 @@ def up(
     if missing:
         fail(f"`fermion up` needs {', '.join(missing)}: pip install 'fermion[platform]'", 2)
     metrics_interval = _metrics_interval()
+    training_limits = _training_limits(max_training_jobs, max_training_jobs_per_token, max_training_budget)
     folder = (data_dir or default_data_dir()).expanduser().resolve()
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -181,6 +194,7 @@ def up(
         front=front,
         metrics_interval_s=metrics_interval,
         data_dir=folder,
+        training_limits=training_limits,
         max_replicas=max_replicas,
         max_replicas_total=max_replicas_total,
     )
@@ -251,6 +265,20 @@ def _metrics_interval() -> float:
     if not 0.1 <= value <= 3600:
         fail(f"FERMION_METRICS_INTERVAL_S={text!r}: give seconds between 0.1 and 3600", 2)
     return value
+
+
+def _training_limits(jobs: int, per_token: int, budget: str) -> TrainingLimits:
+    """The training queue's limits from `fermion up`'s options; a budget that is no duration, or out of range, fails."""
+    from fermion.cli.train import parse_budget
+    from fermion.platform.trainings import TrainingLimits
+
+    try:
+        seconds = parse_budget(budget)
+    except ValueError:
+        fail(f"--max-training-budget {budget!r} is not a duration; use e.g. 30s, 2m or 1h", 2)
+    if not 2 <= seconds <= 24 * 3600:
+        fail(f"--max-training-budget {budget!r} is out of range: give between 2s and 24h", 2)
+    return TrainingLimits(max_jobs=jobs, max_jobs_per_token=per_token, max_budget_s=seconds)
 
 
 def _absent(module: str) -> bool:

@@ -60,8 +60,10 @@ SOURCE_CHECK_TIMEOUT_S = 120.0
 
 
 def _error_response(error: PlatformError) -> JSONResponse:
-    headers = {"www-authenticate": 'Bearer realm="fermion"'} if error.status == 401 else None
-    return JSONResponse(error.to_dict(), status_code=error.status, headers=headers)
+    headers = error.headers()
+    if error.status == 401:
+        headers["www-authenticate"] = 'Bearer realm="fermion"'
+    return JSONResponse(error.to_dict(), status_code=error.status, headers=headers or None)
 
 
 def _validation_message(exc: RequestValidationError) -> str:

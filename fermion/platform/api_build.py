@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from fermion.platform.api import PREFIX, Deployer, Invoker
+from fermion.platform.api_models import ErrorBody
 from fermion.platform.errors import Invalid, NotFound
 from fermion.platform.trainings import TrainingJob, TrainingJobs, new_job_id
 
@@ -40,7 +41,13 @@ class TrainingCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dataset: str = Field(description="NAME or NAME@V of a stored dataset.", examples=["iris@1"])
     target: str | None = Field(default=None, description="The column to predict (default: the dataset's label column).")
-    budget_s: float = Field(default=60.0, ge=2, le=24 * 3600, description="Seconds for the search, refit and evaluation.")
+    budget_s: float = Field(
+        default=60.0,
+        ge=2,
+        le=24 * 3600,
+        description="Seconds for the search, refit and evaluation; at most the platform's cap "
+        "(`fermion up --max-training-budget`, 1 hour by default).",
+    )
     metric: str | None = Field(default=None, description="accuracy, f1_macro, roc_auc, log_loss, rmse, mae or r2.")
     name: str | None = Field(default=None, description="The model's name (default: the dataset's).")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
@@ -146,15 +153,30 @@ def register_build(api: FastAPI, plane: ControlPlane) -> None:
 
     # -- trainings ---------------------------------------------------------------------------------
 
-    @api.post(f"{PREFIX}/trainings", status_code=202, tags=["trainings"])
+    @api.post(f"{PREFIX}/trainings", status_code=202, tags=["trainings"], responses={429: {"model": ErrorBody}})
     def start_training(body: TrainingCreate, who: Deployer) -> dict[str, Any]:
-        """Queue a training job; follow it with GET /trainings/{id}. The target and metric are checked at once."""
+        """Queue a training job; follow it with GET /trainings/{id}. The target and metric are checked at once.
+
+        The queue is bounded: a budget over the platform's cap gets 422; a token with too many jobs queued or
+        running, or a full queue, gets 429 with Retry-After.
+        """
+        job = TrainingJob(
+            id=new_job_id(),
+            dataset=body.dataset,
+            target=body.target,
+            budget_s=body.budget_s,
+            metric=body.metric,
+            name=body.name,
+            seed=body.seed,
+            max_trials=body.max_trials,
+            task=body.task,
+            requested_by=who.name,
+            token_id=who.id,
+        )
+        jobs.check_room(job)  # before reading the dataset: a full queue answers at once
         version = dataset_or_404(body.dataset)
         target = check_training(version, body)
-        job = TrainingJob(
-            id=new_job_id(), dataset=version.ref, target=target, budget_s=body.budget_s, metric=body.metric, name=body.name,
-            seed=body.seed, max_trials=body.max_trials, task=body.task, requested_by=who.name,
-        )  # fmt: skip
+        job.dataset, job.target = version.ref, target
         jobs.submit(job)
         plane.store.audit(who.name, "training.start", version.ref, {"job": job.id, "target": target, "budget_s": body.budget_s})
         return job.view()

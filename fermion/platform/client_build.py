@@ -65,7 +65,11 @@ class Trainings:
         self._platform = platform
 
     def start(self, dataset: str, target: str | None = None, *, budget_s: float = 60.0, **options: Any) -> dict[str, Any]:
-        """Queue a job (options: metric, name, seed, max_trials, task); returns it with its `id`."""
+        """Queue a job (options: metric, name, seed, max_trials, task); returns it with its `id`.
+
+        A full queue raises `TooManyRequestsError` (its `retry_after` says when to try again); a budget over
+        the platform's cap, `InvalidError`.
+        """
         body = {"dataset": dataset, "target": target, "budget_s": budget_s, **options}
         return self._platform.request("POST", "/trainings", body=body)
 

@@ -59,6 +59,12 @@ class InvalidError(PlatformAPIError):
     """422: a value breaks a rule, or the source does not load (the message is `fermion serve`'s error)."""
 
 
+class TooManyRequestsError(PlatformAPIError):
+    """429: a bounded queue is full (e.g. training jobs); `retry_after` is the server's Retry-After in seconds."""
+
+    retry_after: float | None = None
+
+
 class DeploymentFailed(Exception):
     """`wait_ready()` gave up early: the deployment's replicas keep crashing (the message quotes why)."""
 
@@ -69,6 +75,7 @@ _ERRORS: dict[int, type[PlatformAPIError]] = {
     404: NotFoundError,
     409: ConflictError,
     422: InvalidError,
+    429: TooManyRequestsError,
 }
 
 
@@ -91,7 +98,13 @@ def error_from_response(response: httpx.Response) -> PlatformAPIError:
         text = body.strip()
         shown = text[:_SHOWN_BODY] + ("…" if len(text) > _SHOWN_BODY else "")
         message = f"{response.request.url} answered {status} {shown or '(no body)'}; is that the URL of a Fermion platform (`fermion up`)?"
-    return _ERRORS.get(status, PlatformAPIError)(status, message, code, body)
+    error = _ERRORS.get(status, PlatformAPIError)(status, message, code, body)
+    if isinstance(error, TooManyRequestsError):
+        try:
+            error.retry_after = float(response.headers.get("retry-after", ""))
+        except ValueError:
+            pass
+    return error
 
 
 # -- records -----------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from fermion.platform.reconciler import Reconciler
 from fermion.platform.records import DeploymentRecord, TokenRecord
 from fermion.platform.store import Store
 from fermion.platform.tokens import Scope, allows, hash_token
+from fermion.platform.trainings import TrainingLimits
 
 log = logging.getLogger("fermion.platform")
 
@@ -100,6 +101,7 @@ class ControlPlane:
         front: HAProxyFrontDoor | None = None,
         metrics_interval_s: float = METRICS_INTERVAL_S,
         data_dir: Path | None = None,
+        training_limits: TrainingLimits | None = None,
         max_replicas: int = DEFAULT_MAX_REPLICAS,
         max_replicas_total: int | None = None,
     ) -> None:
@@ -130,7 +132,7 @@ class ControlPlane:
         self.front = front  # HAProxy in front of us, when `fermion up` runs one
         #: Where datasets, models and training jobs live (the CLI's data dir).
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-        self.trainings = TrainingJobs(self.data_dir)
+        self.trainings = TrainingJobs(self.data_dir, training_limits)
         self._token_hashes: list[str] = []
         self._tokens_read_at = 0.0
         self._wake = threading.Event()

@@ -24,6 +24,10 @@ class PlatformError(Exception):
         """The JSON body an API returns for this error."""
         return {"error": self.code, "status": self.status, "message": self.message}
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries besides the body (e.g. Retry-After)."""
+        return {}
+
 
 class NotFound(PlatformError):
     """The named thing does not exist (404)."""
@@ -71,3 +75,20 @@ class Forbidden(PlatformError):
 
     status = 403
     code = "forbidden"
+
+
+class TooManyRequests(PlatformError):
+    """A bounded queue is full (429); `retry_after` is when trying again may succeed, in seconds."""
+
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "retry_after": self.retry_after}
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(self.retry_after)}

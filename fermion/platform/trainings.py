@@ -3,12 +3,18 @@
 The child prints its progress as JSON lines (`--progress-json`); each line updates the job, and the
 job is saved to `<data dir>/trainings/<id>.json` so that the console can follow it and a restart
 keeps its history. A job still running when the control plane stops is cancelled and says so.
+
+The queue is bounded (`TrainingLimits`: jobs queued or running per token and in all, the longest
+budget); beyond it a new job is refused with 429 and when to try again. Jobs take turns by token:
+the next to run is the oldest job of the token whose last turn is longest ago, so one token that
+queued many jobs cannot keep another's waiting behind all of them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import signal
@@ -16,12 +22,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fermion.platform.errors import Invalid, NotFound
+from fermion.platform.errors import Invalid, NotFound, TooManyRequests
 
 log = logging.getLogger("fermion.platform")
 
@@ -30,6 +35,17 @@ KEEP_JOBS = 200
 #: Trials kept per job for the live chart.
 KEEP_TRIALS = 500
 FINISHED = ("succeeded", "failed", "cancelled")
+#: Statuses that hold a place in the queue (a cancelling job's process has not stopped yet).
+ACTIVE = ("queued", "running", "cancelling")
+
+
+@dataclass(frozen=True)
+class TrainingLimits:
+    """How much training a platform takes on at once (`fermion up --max-training-jobs...`)."""
+
+    max_jobs: int = 8  # queued or running, all tokens together
+    max_jobs_per_token: int = 3  # queued or running, for one token
+    max_budget_s: float = 3600.0  # the longest budget one job may ask for
 
 
 @dataclass
@@ -45,7 +61,8 @@ class TrainingJob:
     seed: int = 0
     max_trials: int | None = None
     task: str | None = None
-    requested_by: str = ""
+    requested_by: str = ""  # the name of the token that asked for it
+    token_id: int | None = None  # and its id: the queue's limits and turns are per token
     status: str = "queued"  # queued, running, cancelling, succeeded, failed, cancelled
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
@@ -60,6 +77,11 @@ class TrainingJob:
     metric_info: dict[str, Any] | None = None  # {"name", "label", "greater_is_better"} of the metric in use
     model: str | None = None
     error: str | None = None
+
+    @property
+    def owner(self) -> str:
+        """Whose job this is, for the limits and turns: the token's id (its name for jobs saved before ids were)."""
+        return f"token {self.token_id}" if self.token_id is not None else f"name {self.requested_by}"
 
     def to_dict(self) -> dict[str, Any]:
         """As saved on disk (times as epoch seconds)."""
@@ -97,13 +119,16 @@ class TrainingJob:
 
 
 class TrainingJobs:
-    """Queues training jobs and runs them one after another in child processes."""
+    """Queues training jobs, within `limits`, and runs them one after another in child processes."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, limits: TrainingLimits | None = None) -> None:
         self.data_dir = Path(data_dir)
+        self.limits = limits or TrainingLimits()
         self.folder = self.data_dir / "trainings"
         self._jobs: dict[str, TrainingJob] = {}
-        self._queue: deque[str] = deque()
+        self._queue: list[str] = []  # in the order they came; `next_in_turn` picks from it
+        self._turns: dict[str, int] = {}  # owner → the number of the last job of theirs that started
+        self._started = 0
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._process: subprocess.Popen[str] | None = None
@@ -136,10 +161,16 @@ class TrainingJobs:
 
     # -- the API's side ----------------------------------------------------------------------------
 
+    def check_room(self, job: TrainingJob) -> None:
+        """Refuse at once what `submit` would refuse: a budget over the cap (422), a full queue (429)."""
+        with self._lock:
+            self._check_room(job)
+
     def submit(self, job: TrainingJob) -> TrainingJob:
         with self._lock:
             if self._stopping:
                 raise Invalid("the platform is stopping; start the training again once it runs")
+            self._check_room(job)
             self._jobs[job.id] = job
             self._save(job)
             self._queue.append(job.id)
@@ -149,6 +180,44 @@ class TrainingJobs:
                 self._thread.start()
             self._wake.notify_all()
         return job
+
+    def _check_room(self, job: TrainingJob) -> None:
+        limits = self.limits
+        if job.budget_s > limits.max_budget_s:
+            raise Invalid(
+                f"budget_s {job.budget_s:g} is over this platform's cap of {limits.max_budget_s:g} s per training job: "
+                f"ask for at most {limits.max_budget_s:g} s, or ask the platform's operator to raise the cap "
+                f"(`fermion up --max-training-budget`)"
+            )
+        active = [j for j in self._jobs.values() if j.status in ACTIVE]
+        mine = [j for j in active if j.owner == job.owner]
+        if len(mine) >= limits.max_jobs_per_token:
+            raise TooManyRequests(
+                f"token {job.requested_by!r} already has {_count(mine)}, the most one token may have "
+                f"({limits.max_jobs_per_token}); {self._what_to_do('--max-training-jobs-per-token', mine)}",
+                self._retry_after(),
+            )
+        if len(active) >= limits.max_jobs:
+            raise TooManyRequests(
+                f"the platform already has {_count(active)}, {len(mine)} of them yours, the most it takes "
+                f"({limits.max_jobs}); {self._what_to_do('--max-training-jobs', mine)}",
+                self._retry_after(),
+            )
+
+    def _what_to_do(self, option: str, mine: list[TrainingJob]) -> str:
+        queued = [j for j in mine if j.status == "queued"]
+        cancel = f"cancel one of yours (DELETE /api/v1/trainings/{(queued or mine)[-1].id}, say), " if mine else ""
+        return (
+            f"wait for one to finish (retry in about {self._retry_after()} s), {cancel}"
+            f"or ask the platform's operator to raise `fermion up {option}`"
+        )
+
+    def _retry_after(self) -> int:
+        """Seconds until the running job's budget ends: the earliest a place in the queue frees, unless one is cancelled."""
+        running = self._jobs.get(self._running) if self._running is not None else None
+        if running is None or running.started_at is None:
+            return 5
+        return max(1, math.ceil(running.started_at + running.budget_s - time.time()))
 
     def list(self) -> list[TrainingJob]:
         with self._lock:
@@ -195,7 +264,10 @@ class TrainingJobs:
                     self._wake.wait()
                 if self._stopping:
                     return
-                job = self._jobs[self._queue.popleft()]
+                job = next_in_turn([self._jobs[job_id] for job_id in self._queue], self._turns)
+                self._queue.remove(job.id)
+                self._started += 1
+                self._turns[job.owner] = self._started
                 job.status, job.started_at = "running", time.time()
                 self._save(job)
             try:
@@ -273,6 +345,19 @@ class TrainingJobs:
             del self._jobs[job.id]
             for suffix in (".json", ".log"):
                 (self.folder / f"{job.id}{suffix}").unlink(missing_ok=True)
+
+
+def next_in_turn(queued: list[TrainingJob], turns: dict[str, int]) -> TrainingJob:
+    """The job to run next: the oldest of the owner whose last turn is longest ago (never is longest).
+
+    `queued` is in the order the jobs came; `turns` maps an owner to when their last job started.
+    """
+    return min(enumerate(queued), key=lambda item: (turns.get(item[1].owner, 0), item[0]))[1]
+
+
+def _count(jobs: list[TrainingJob]) -> str:
+    running = sum(1 for j in jobs if j.status != "queued")
+    return f"{len(jobs)} training job{'s' if len(jobs) != 1 else ''} queued or running ({running} running, {len(jobs) - running} queued)"
 
 
 def _iso(epoch: float | None) -> str | None:
