@@ -219,7 +219,7 @@ class Reconciler:
         missing = desired - len(current)
         backoff = self._backoff.setdefault(d.name, _Backoff())
         if missing > 0 and self.clock() >= backoff.next_start:
-            starting = self._startable(d, missing)
+            starting = self._startable(d, desired, missing)
             for _ in range(starting):
                 # The backend records each replica before its process starts: none can be lost.
                 managed.append(ManagedReplica(self.backend.start(self._spec(d))))
@@ -243,7 +243,7 @@ class Reconciler:
         self.routes.set(d.name, urls, public=d.public, cold_start=d.min_replicas == 0)
         self._retire(d.name, retire)
 
-    def _startable(self, d: DeploymentRecord, missing: int) -> int:
+    def _startable(self, d: DeploymentRecord, desired: int, missing: int) -> int:
         """How many of the `missing` replicas may start now: within the platform's starting limit and,
         with a capacity, what fits beside everything running or still stopping."""
         starting_now = sum(1 for replicas in self.replicas.values() for m in replicas if not m.ready)
@@ -256,9 +256,11 @@ class Reconciler:
             taken += list(self._draining.values())
         room = self.capacity.room(ask, taken)
         if room < missing and not self._draining:  # short of room for good, not while replicas drain
+            fit = desired - missing + room
             message = (
-                f"wants {missing} more replica(s) but only {room} fit beside the {len(taken)} running "
-                f"(each asks {ask.memory // 2**20} MiB; at most {self.capacity.total} replicas on this platform)"
+                f"wants {desired} replica(s) but only {fit} fit on this machine "
+                f"(each asks {ask.memory // 2**20} MiB; at most {self.capacity.total} replicas on this platform, "
+                "all deployments together); it runs what fits"
             )
             if self._limited.get(d.name) != message:
                 self._limited[d.name] = message
