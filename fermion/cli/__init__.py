@@ -1,4 +1,4 @@
-"""The `fermion` command line: a thin client over the serving core and, later, the platform API."""
+"""The `fermion` command line: a thin client over the serving core, the build tools and the platform API."""
 
 from __future__ import annotations
 
