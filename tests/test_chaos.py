@@ -4,13 +4,14 @@ Each scenario asserts what a user would notice: no failed request beyond the one
 must fail, a platform that answers throughout, and no process left behind (counted by PID: every
 process a platform starts carries `FERMION_HOME=<its data dir>` in its environment).
 
-The idle-then-burst scenario needs quiet minutes, so its deployments are made first and checked
-last, while the other scenarios run on other deployments of the same platforms (tests in this
-module run in file order). docs/reliability.md quotes these scenarios and how to reproduce them.
+The idle-then-burst scenario needs quiet minutes: its deployments are made and called first,
+checked after 35 quiet seconds, and again after two more quiet minutes, while the other scenarios
+run on other deployments of the same platforms (tests in this module run in file order). docs/reliability.md quotes these scenarios and how to reproduce them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -24,11 +25,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import EXAMPLES, RunningPlatform, start_platform, stop_process, stop_replicas, wait_for
+from support import EXAMPLES, ROOT, RunningPlatform, start_platform, stop_process, stop_replicas, wait_for
 
 pytestmark = pytest.mark.slow
 
 ECHO = str(EXAMPLES / "echo.py")
+ECHO_V2 = str(ROOT / "tests" / "apps" / "echo_v2.py")
+#: What each scenario measured, written to test-artifacts/chaos.json for docs/reliability.md.
+RESULTS: list[dict] = []
 GATEWAYS = ["python"] + (["haproxy"] if shutil.which("haproxy") else [])
 #: The replica's keep-alive is 30 s: a quiet spell longer than it, and one of two minutes.
 IDLE_CHECKS_S = (35.0, 120.0)
@@ -78,6 +82,53 @@ def call(url: str, token: str | None, text: str = "hi") -> int:
     return answer.status_code
 
 
+class Load:
+    """Callers in a loop on a few threads for the length of a `with` block, counting answers by status
+    (0: no HTTP answer at all)."""
+
+    def __init__(self, url: str, token: str | None = None, threads: int = 4, body: dict | None = None) -> None:
+        self.url, self.body = url, body or {"text": "hi"}
+        self.headers = {"authorization": f"Bearer {token}"} if token else {}
+        self.answers: Counter[int] = Counter()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        with httpx.Client(headers=self.headers, timeout=30) as client:
+            while not self._stop.is_set():
+                try:
+                    self.answers[client.post(self.url, json=self.body).status_code] += 1
+                except httpx.HTTPError:
+                    self.answers[0] += 1
+                    time.sleep(0.05)  # nothing listening: do not spin
+
+    @property
+    def failed(self) -> int:
+        return sum(n for status, n in self.answers.items() if status != 200)
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+
+def record(gateway: str, scenario: str, load: Load, **extra: object) -> None:
+    RESULTS.append({"gateway": gateway, "scenario": scenario, "answers": {str(k): v for k, v in sorted(load.answers.items())}, **extra})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def write_results() -> Iterator[None]:
+    yield
+    folder = ROOT / "test-artifacts"
+    folder.mkdir(exist_ok=True)
+    (folder / "chaos.json").write_text(json.dumps(RESULTS, indent=1) + "\n")
+
+
 def deploy(api: httpx.Client, name: str, public: bool, **extra: object) -> None:
     answer = api.post("/api/v1/deployments", json={"name": name, "source": ECHO, "public": public, **extra})
     assert answer.status_code == 201, answer.text
@@ -117,6 +168,24 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Chaos]
             stop_replicas(c.platform.data_dir)
 
 
+def _check_idle(chaos: dict[str, Chaos], quiet_for: float) -> None:
+    for c in chaos.values():
+        wait = c.burst_at + quiet_for - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        for name, token in (("quiet-public", None), ("quiet-private", c.invoke)):
+            statuses = [call(f"{c.platform.url}/run/{name}/predict", token) for _ in range(20)]
+            c.idle_results[f"{name} after {quiet_for:g} s"] = statuses
+            RESULTS.append({"gateway": c.gateway, "scenario": f"{name}: 20 calls after {quiet_for:g} quiet s",
+                            "answers": {str(k): v for k, v in sorted(Counter(statuses).items())}})
+            assert statuses == [200] * 20, (c.gateway, name, quiet_for, statuses)
+        c.burst_at = time.monotonic()  # the next check's quiet spell starts now
+
+
+def test_after_35_quiet_seconds_every_call_is_answered(chaos):
+    _check_idle(chaos, IDLE_CHECKS_S[0])
+
+
 def test_an_absurd_scale_request_is_refused_at_once_and_nothing_runs_away(chaos):
     c = chaos["python"]
     with c.platform.api() as api:
@@ -139,29 +208,12 @@ def test_an_absurd_scale_request_is_refused_at_once_and_nothing_runs_away(chaos)
         answer = api.patch("/api/v1/deployments/big", json={"min_replicas": 4, "max_replicas": 30})
         assert answer.status_code == 200, answer.text
         wait_for(lambda: ready(api, "big", 4), what="4 replicas of big")
-        stop = threading.Event()
         most = 0
-
-        def hammer() -> None:
-            with httpx.Client(timeout=30) as client:
-                while not stop.is_set():
-                    try:
-                        client.post(f"{c.platform.url}/run/big/predict", json={"text": "x" * 100, "times": 100})
-                    except httpx.HTTPError:
-                        pass
-
-        threads = [threading.Thread(target=hammer) for _ in range(24)]
-        for thread in threads:
-            thread.start()
-        try:
+        with Load(f"{c.platform.url}/run/big/predict", threads=24, body={"text": "x" * 100, "times": 100}):
             deadline = time.monotonic() + 6
             while time.monotonic() < deadline:
                 most = max(most, len(replica_processes(c.platform.data_dir)))
                 time.sleep(0.1)
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(30)
         assert most <= 6, most
         assert api.patch("/api/v1/deployments/big", json={"min_replicas": 1, "max_replicas": 1}).status_code == 200
         wait_for(lambda: ready(api, "big", 1), what="big back to 1")
@@ -174,22 +226,8 @@ def test_kill_9_of_replicas_under_load_fails_only_requests_they_were_serving(cha
     with c.platform.api() as api:
         deploy(api, "victim", public=True, min_replicas=2)
         wait_for(lambda: ready(api, "victim", 2), what="two replicas")
-        answers: Counter[int] = Counter()
-        stop = threading.Event()
-
-        def load() -> None:
-            with httpx.Client(timeout=30) as client:
-                while not stop.is_set():
-                    try:
-                        answers[client.post(f"{c.platform.url}/run/victim/predict", json={"text": "k"}).status_code] += 1
-                    except httpx.HTTPError:
-                        answers[0] += 1
-
-        threads = [threading.Thread(target=load) for _ in range(4)]
-        for thread in threads:
-            thread.start()
         kills = 0
-        try:
+        with Load(f"{c.platform.url}/run/victim/predict") as load:
             for _ in range(3):
                 time.sleep(2)
                 replicas = [r for r in api.get("/api/v1/deployments/victim/replicas").json()["replicas"] if r["state"] == "ready"]
@@ -197,15 +235,11 @@ def test_kill_9_of_replicas_under_load_fails_only_requests_they_were_serving(cha
                     os.kill(replicas[0]["pid"], signal.SIGKILL)
                     kills += 1
                 wait_for(lambda: ready(api, "victim", 2), what="the replacement")
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(30)
-        failed = sum(n for status, n in answers.items() if status != 200)
         # A request in flight on a killed replica cannot be retried (it may have run): at most the
         # 4 concurrent callers' requests per kill fail; everything else is answered.
-        assert kills >= 2 and answers[200] > 50, answers
-        assert failed <= 4 * kills, answers
+        assert kills >= 2 and load.answers[200] > 50, load.answers
+        assert load.failed <= 4 * kills, load.answers
+        record(gateway, "kill -9 a replica every 2 s (3 times), 4 callers", load, kills=kills)
         assert api.delete("/api/v1/deployments/victim").status_code == 202
 
 
@@ -215,53 +249,40 @@ def test_sigterm_of_a_replica_under_load_drains_without_a_failed_request(chaos, 
     with c.platform.api() as api:
         deploy(api, "drained", public=True, min_replicas=2)
         wait_for(lambda: ready(api, "drained", 2), what="two replicas")
-        answers: Counter[int] = Counter()
-        stop = threading.Event()
-
-        def load() -> None:
-            with httpx.Client(timeout=30) as client:
-                while not stop.is_set():
-                    try:
-                        answers[client.post(f"{c.platform.url}/run/drained/predict", json={"text": "d"}).status_code] += 1
-                    except httpx.HTTPError:
-                        answers[0] += 1
-
-        threads = [threading.Thread(target=load) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        try:
+        with Load(f"{c.platform.url}/run/drained/predict") as load:
             time.sleep(1)
             pid = api.get("/api/v1/deployments/drained/replicas").json()["replicas"][0]["pid"]
             os.kill(pid, signal.SIGTERM)
             wait_for(lambda: pid not in [r["pid"] for r in api.get("/api/v1/deployments/drained/replicas").json()["replicas"]],
                      what="the drained replica to go")
             wait_for(lambda: ready(api, "drained", 2), what="the replacement")
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(30)
-        assert answers[200] > 50 and set(answers) == {200}, answers
+        assert load.answers[200] > 50 and set(load.answers) == {200}, load.answers
+        record(gateway, "SIGTERM a replica (it drains), 4 callers", load)
         assert api.delete("/api/v1/deployments/drained").status_code == 202
 
 
-def _check_idle(chaos: dict[str, Chaos], quiet_for: float) -> None:
-    for c in chaos.values():
-        wait = c.burst_at + quiet_for - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        for name, token in (("quiet-public", None), ("quiet-private", c.invoke)):
-            statuses = [call(f"{c.platform.url}/run/{name}/predict", token) for _ in range(20)]
-            c.idle_results[f"{name} after {quiet_for:g} s"] = statuses
-            assert statuses == [200] * 20, (c.gateway, name, quiet_for, statuses)
-        c.burst_at = time.monotonic()  # the next check's quiet spell starts now
-
-
-def test_after_35_quiet_seconds_every_call_is_answered(chaos):
-    _check_idle(chaos, IDLE_CHECKS_S[0])
+@pytest.mark.parametrize("gateway", GATEWAYS)
+def test_a_rolling_update_and_a_rollback_under_load_fail_no_request(chaos, gateway):
+    c = chaos[gateway]
+    with c.platform.api() as api:
+        deploy(api, "rolling", public=False)
+        wait_for(lambda: ready(api, "rolling", 1), what="rolling")
+        with Load(f"{c.platform.url}/run/rolling/predict", c.invoke) as load:
+            assert api.patch("/api/v1/deployments/rolling", json={"source": ECHO_V2}).status_code == 200
+            wait_for(lambda: api.get("/api/v1/deployments/rolling").json()["revision"] == 2 and ready(api, "rolling", 1),
+                     what="revision 2")
+            wait_for(lambda: len(api.get("/api/v1/deployments/rolling/replicas").json()["replicas"]) == 1, what="the old replica to go")
+            assert api.post("/api/v1/deployments/rolling/rollback", json={}).status_code == 200
+            wait_for(lambda: api.get("/api/v1/deployments/rolling").json()["revision"] == 3 and ready(api, "rolling", 1),
+                     what="the rollback")
+            wait_for(lambda: len(api.get("/api/v1/deployments/rolling/replicas").json()["replicas"]) == 1, what="the old replica to go")
+        assert load.answers[200] > 20 and set(load.answers) == {200}, load.answers
+        record(gateway, "rolling update, then rollback, 4 callers (private)", load)
+        assert api.delete("/api/v1/deployments/rolling").status_code == 202
 
 
 def test_after_two_quiet_minutes_every_call_is_answered(chaos):
-    _check_idle(chaos, IDLE_CHECKS_S[1] - IDLE_CHECKS_S[0])
+    _check_idle(chaos, IDLE_CHECKS_S[1])
 
 
 def test_sigterm_of_the_platform_leaves_no_process(chaos):
@@ -272,26 +293,40 @@ def test_sigterm_of_the_platform_leaves_no_process(chaos):
         assert platform_processes(data) == [], c.gateway
 
 
-def test_kill_9_restart_and_sigterm_leave_no_process(tmp_path: Path):
-    """kill -9 of `fermion up` while replicas run and one is still starting; the next `fermion up`
-    adopts the runners (same PIDs), reaps nothing it knows, and its SIGTERM leaves nothing behind."""
+@pytest.mark.parametrize("gateway", GATEWAYS)
+def test_kill_9_of_the_control_plane_under_load_then_restart_then_sigterm(tmp_path: Path, gateway: str):
+    """kill -9 of `fermion up` under load while one replica is still starting. Replicas outlive it;
+    the next `fermion up` adopts them (same PIDs), reaps nothing it knows, answers every call once
+    it is up, and its SIGTERM leaves no process behind."""
     data = tmp_path / "data"
-    platform = start_platform(data)
+    platform = start_platform(data, "--gateway", gateway)
     try:
         with platform.api() as api:
             deploy(api, "echo", public=True, min_replicas=2)
             wait_for(lambda: ready(api, "echo", 2), what="two replicas")
             pids = sorted(r["pid"] for r in api.get("/api/v1/deployments/echo/replicas").json()["replicas"])
-            assert api.patch("/api/v1/deployments/echo", json={"min_replicas": 3}).status_code == 200
-        platform.proc.kill()  # maybe mid-start of the third replica
-        platform.proc.wait()
-        assert set(pids) <= set(replica_processes(data))  # replicas outlive a killed control plane
-        platform = start_platform(data, port=int(platform.url.rsplit(":", 1)[1]))
-        with platform.api() as api:
-            wait_for(lambda: ready(api, "echo", 3), what="adoption and the third replica")
-            now = sorted(r["pid"] for r in api.get("/api/v1/deployments/echo/replicas").json()["replicas"])
-            assert set(pids) <= set(now) and len(now) == 3
+        port = int(platform.url.rsplit(":", 1)[1])
+        with Load(f"{platform.url}/run/echo/predict") as during:
+            time.sleep(1)
+            with platform.api() as api:
+                assert api.patch("/api/v1/deployments/echo", json={"min_replicas": 3}).status_code == 200
+            platform.proc.kill()  # maybe mid-start of the third replica
+            platform.proc.wait()
+            killed_at = time.monotonic()
+            assert set(pids) <= set(replica_processes(data))  # replicas outlive a killed control plane
+            platform = start_platform(data, "--gateway", gateway, port=port)
+            back_after = time.monotonic() - killed_at
+            with platform.api() as api:
+                wait_for(lambda: ready(api, "echo", 3), what="adoption and the third replica")
+                now = sorted(r["pid"] for r in api.get("/api/v1/deployments/echo/replicas").json()["replicas"])
+        assert set(pids) <= set(now) and len(now) == 3
         assert len(replica_processes(data)) == 3  # nothing runs that the platform does not know
+        record(gateway, "kill -9 of fermion up under load, restart (calls during the outage)", during,
+               restarted_after_s=round(back_after, 1))
+        with Load(f"{platform.url}/run/echo/predict") as after:
+            time.sleep(2)
+        assert after.answers[200] > 20 and set(after.answers) == {200}, after.answers
+        record(gateway, "after the restart, 4 callers for 2 s", after)
         assert stop_process(platform.proc) == 0
         assert platform_processes(data) == []
     finally:

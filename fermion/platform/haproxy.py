@@ -259,10 +259,8 @@ class HAProxyFrontDoor:
                 del state.draining[slot]
                 state.slots[slot] = None
         serving = {url: slot for slot, url in state.slots.items() if url is not None and slot not in state.draining}
-        for url, slot in serving.items():
-            if url not in urls:  # no new requests; those in flight finish (the replica drains too)
-                self._command(f"set server {backend}/{slot} state maint")
-                state.draining[slot] = now + self.grace + 1
+        # New replicas first, then the retired ones out: the other way round, a rollout that swaps the
+        # only replica leaves the backend without a server for a moment, and a request then gets 503.
         for url in urls:
             if url in serving:
                 continue
@@ -273,6 +271,10 @@ class HAProxyFrontDoor:
             self._command(f"set server {backend}/{free} addr {host} port {port}")
             self._command(f"set server {backend}/{free} state ready")
             state.slots[free] = url
+        for url, slot in serving.items():
+            if url not in urls:  # no new requests; those in flight finish (the replica drains too)
+                self._command(f"set server {backend}/{slot} state maint")
+                state.draining[slot] = now + self.grace + 1
         return True
 
     def load(self) -> dict[str, tuple[int, int]]:
