@@ -73,6 +73,7 @@ def test_the_queue_has_limits_per_token_and_in_all_and_takes_turns(platform: Run
     message = body["message"]
     assert message.startswith("token 'admin' already has 2 training jobs queued or running (1 running, 1 queued)")
     assert "the most one token may have (2)" in message
+    assert f"wait for one to finish (retry in about {body['retry_after']} s)" in message
     assert f"DELETE /api/v1/trainings/{second_id}" in message
     assert "fermion up --max-training-jobs-per-token" in message
 

@@ -192,25 +192,19 @@ class TrainingJobs:
         active = [j for j in self._jobs.values() if j.status in ACTIVE]
         mine = [j for j in active if j.owner == job.owner]
         if len(mine) >= limits.max_jobs_per_token:
+            retry = self._retry_after()
             raise TooManyRequests(
                 f"token {job.requested_by!r} already has {_count(mine)}, the most one token may have "
-                f"({limits.max_jobs_per_token}); {self._what_to_do('--max-training-jobs-per-token', mine)}",
-                self._retry_after(),
+                f"({limits.max_jobs_per_token}); {_what_to_do('--max-training-jobs-per-token', mine, retry)}",
+                retry,
             )
         if len(active) >= limits.max_jobs:
+            retry = self._retry_after()
             raise TooManyRequests(
                 f"the platform already has {_count(active)}, {len(mine)} of them yours, the most it takes "
-                f"({limits.max_jobs}); {self._what_to_do('--max-training-jobs', mine)}",
-                self._retry_after(),
+                f"({limits.max_jobs}); {_what_to_do('--max-training-jobs', mine, retry)}",
+                retry,
             )
-
-    def _what_to_do(self, option: str, mine: list[TrainingJob]) -> str:
-        queued = [j for j in mine if j.status == "queued"]
-        cancel = f"cancel one of yours (DELETE /api/v1/trainings/{(queued or mine)[-1].id}, say), " if mine else ""
-        return (
-            f"wait for one to finish (retry in about {self._retry_after()} s), {cancel}"
-            f"or ask the platform's operator to raise `fermion up {option}`"
-        )
 
     def _retry_after(self) -> int:
         """Seconds until the running job's budget ends: the earliest a place in the queue frees, unless one is cancelled."""
@@ -353,6 +347,12 @@ def next_in_turn(queued: list[TrainingJob], turns: dict[str, int]) -> TrainingJo
     `queued` is in the order the jobs came; `turns` maps an owner to when their last job started.
     """
     return min(enumerate(queued), key=lambda item: (turns.get(item[1].owner, 0), item[0]))[1]
+
+
+def _what_to_do(option: str, mine: list[TrainingJob], retry: int) -> str:
+    queued = [j for j in mine if j.status == "queued"]
+    cancel = f"cancel one of yours (DELETE /api/v1/trainings/{(queued or mine)[-1].id}, say), " if mine else ""
+    return f"wait for one to finish (retry in about {retry} s), {cancel}or ask the platform's operator to raise `fermion up {option}`"
 
 
 def _count(jobs: list[TrainingJob]) -> str:
