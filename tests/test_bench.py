@@ -152,7 +152,7 @@ def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 def test_cli_prints_the_report_and_writes_json(echo, tmp_path):
     out = tmp_path / "report.json"
-    result = bench(echo, "predict", "-c", "2", "-d", "0.5", "--warmup", "0", "--engine", "python", "--out", str(out))
+    result = bench(echo, "predict", "-c", "2", "-d", "0.5", "--warmup", "0", "--engine", "python", "--output", str(out))
     assert result.returncode == 0, result.stderr
     assert "req/s" in result.stdout and "p99" in result.stdout and "errors      none (200:" in result.stdout
     assert "python (uvloop" in result.stdout or "python (asyncio)" in result.stdout
@@ -166,7 +166,7 @@ def test_cli_prints_the_report_and_writes_json(echo, tmp_path):
 
 
 def test_cli_json_body_and_error_statuses(echo):
-    result = bench(echo, "predict", "-c", "1", "-d", "0.5", "--warmup", "0", "--engine", "python", "--json", '{"times": 2}')
+    result = bench(echo, "predict", "-c", "1", "-d", "0.5", "--warmup", "0", "--engine", "python", "--body", '{"times": 2}')
     assert result.returncode == 1  # every request failed validation
     assert "422:" in result.stdout
     assert error_lines(result) == [error_lines(result)[0]] and "no request succeeded" in error_lines(result)[0]

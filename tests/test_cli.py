@@ -101,8 +101,32 @@ def test_call_keeps_strings_that_look_like_numbers(behaviour):
 
 
 def test_call_with_json_body(behaviour):
-    result = fermion("call", behaviour.url, "predict", "--json", '{"text": "x", "times": 3}')
+    result = fermion("call", behaviour.url, "predict", "--body", '{"text": "x", "times": 3}')
     assert json.loads(result.stdout) == {"output": "xxx"}
+
+
+def test_renamed_options_keep_their_old_spelling_for_a_release_with_a_warning(behaviour):
+    old = fermion("call", behaviour.url, "predict", "--json", '{"text": "x", "times": 2}', "--timeout=30")
+    assert old.returncode == 0 and json.loads(old.stdout) == {"output": "xx"}, old.stderr
+    assert old.stderr.splitlines() == [
+        "warning: `fermion call --json` is deprecated: use --body (the old spelling goes away in the next release)",
+        "warning: `fermion call --timeout` is deprecated: use --request-timeout (the old spelling goes away in the next release)",
+    ]
+    helped = fermion("call", "--help").stdout
+    assert "--body" in helped and "--json" not in helped and "--timeout " not in helped  # hidden: only the new names
+
+
+def test_every_client_reads_a_url_without_scheme_as_http(behaviour):
+    from fermion.client import Client
+    from fermion.client._url import http_url
+
+    assert http_url("localhost:8000/") == "http://localhost:8000"
+    assert http_url(" https://h/x ") == "https://h/x"
+    for bad in ("", "ftp://h", None):
+        with pytest.raises(ValueError, match="needs"):
+            http_url(bad)
+    with Client(behaviour.url.removeprefix("http://")) as client:
+        assert client.url == behaviour.url and client.predict(text="y") == {"output": "y"}
 
 
 def test_call_streams_items_as_lines(behaviour):

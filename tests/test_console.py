@@ -381,6 +381,32 @@ def test_switch_languages(console: Console) -> None:
 
 @pytest.mark.slow
 @browser_tests
+def test_api_errors_and_events_are_shown_in_the_pages_language(console: Console) -> None:
+    """The API's error code becomes a headline in the page's language, its message (names, values) follows; event kinds
+    are translated too."""
+    page = console.page
+    console.go("#/overview")
+    page.wait_for_selector("main[data-page='overview']")
+    for lang in ("es", "zh-CN"):
+        texts = catalog(lang)
+        page.locator("#lang").select_option(lang)
+        console.go("#/new")
+        page.wait_for_selector("main[data-page='new']")
+        page.get_by_label(texts["new.source"], exact=True).fill("/nonexistent/service.py")
+        page.get_by_label(texts["new.name"], exact=True).fill("broken")
+        page.get_by_role("button", name=texts["new.submit"], exact=True).click()
+        alert = page.locator("main .error:not([hidden])")
+        headline = texts["error.detail"].replace("{title}", texts["error.code.invalid"]).split("{detail}")[0]
+        sync_api.expect(alert).to_contain_text(headline)
+        sync_api.expect(alert).to_contain_text("/nonexistent/service.py")  # the server's detail is kept
+        console.go("#/deployments/echo")
+        created = page.locator("ol.events strong[title='Created']")
+        sync_api.expect(created.first).to_have_text(texts["event.Created"])
+    page.locator("#lang").select_option("en")
+
+
+@pytest.mark.slow
+@browser_tests
 def test_tokens_and_the_audit_log(console: Console, platform: RunningPlatform) -> None:
     page = console.page
     console.go("#/tokens")

@@ -128,8 +128,8 @@ def test_a_platform_that_does_not_answer_is_one_clear_line(no_platform):
     ("args", "expected"),
     [
         (["deploy", "echo", "examples/echo.py", "--env", "1X=secret"], "--env '1X' is not NAME=VALUE"),
-        (["deploy", "echo", "examples/echo.py", "--replicas", "2", "--max", "3"], "give --replicas N, or --min/--max"),
-        (["scale", "echo"], "give the number of replicas"),
+        (["deploy", "echo", "examples/echo.py", "--replicas", "2", "--max-replicas", "3"], "give --replicas N, or --min-replicas/--max-replicas"),
+        (["scale", "echo"], "give --replicas N, or --min-replicas/--max-replicas"),
         (["update", "echo"], "nothing to change"),
         (["token", "create", "ci", "--expires-in", "soon"], "--expires-in 'soon' is not a duration"),
     ],
@@ -246,9 +246,19 @@ def test_scale_update_and_rollback(up, platform, echo):
         assert client.predict(text="x") == {"output": "echo: x"}
     assert platform.deployments.get("echo").env == {}
 
-    scale = fermion(up, "scale", "echo", "1")
+    scale = fermion(up, "scale", "echo", "--replicas", "1")
     assert scale.returncode == 0, scale.stderr
     assert platform.deployments.get("echo").replicas.desired == 1
+
+    revisions = json.loads(fermion(up, "revisions", "echo", "--json").stdout)
+    assert [(r["number"], r["note"], r["current"]) for r in revisions] == [(1, None, False), (2, "v2", False), (3, "rollback to revision 1", True)]
+    assert revisions[1]["env"] == {"API_KEY": "***"}
+    table = fermion(up, "revisions", "echo")
+    assert re.search(r"^3 \*\s", table.stdout, re.MULTILINE) and "fermion rollback echo N" in table.stderr
+    audit = json.loads(fermion(up, "audit", "-n", "3", "--json").stdout)
+    assert len(audit) == 3 and (audit[0]["action"], audit[0]["detail"]) == ("deployment.update", {"min_replicas": 1, "max_replicas": 1})
+    me = fermion(up, "whoami")
+    assert me.returncode == 0 and me.stdout.startswith(f"admin on {up.url}: scopes admin"), me.stderr
 
 
 @pytest.mark.slow
@@ -351,7 +361,7 @@ class Crashy(Service):
 def test_a_service_that_keeps_crashing_fails_the_deploy_with_its_error(up, tmp_path):
     source = tmp_path / "crashy.py"
     source.write_text(CRASHING_APP)
-    result = fermion(up, "deploy", "crashy", str(source), "--timeout", "120")
+    result = fermion(up, "deploy", "crashy", str(source), "--wait-timeout", "120")
     try:
         assert result.returncode == 1, result.stdout
         (line,) = error_lines(result.stderr)
@@ -381,7 +391,7 @@ def test_rm_asks_unless_yes_and_the_deployment_goes_away(up, platform):
 def test_deploying_with_min_0_starts_no_replica_until_the_first_call(up, platform):
     """The deploy command itself must not count as traffic: it used to fetch the OpenAPI document through
     the gateway for its example, which woke the idle deployment."""
-    made = fermion(up, "deploy", "sleepy", "examples/echo.py", "--min", "0", "--max", "2", "--public")
+    made = fermion(up, "deploy", "sleepy", "examples/echo.py", "--min-replicas", "0", "--max-replicas", "2", "--public")
     assert made.returncode == 0, made.stderr
     assert "Idle    no replica runs until the first call" in made.stdout
     time.sleep(3)  # several reconcile ticks, each one an autoscaler sample

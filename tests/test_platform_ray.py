@@ -114,7 +114,7 @@ def test_echo_runs_as_a_serve_application_and_answers_through_the_gateway(up, he
 
 
 def test_scale_to_two_then_a_killed_replica_is_replaced_while_calls_keep_succeeding(up, head, echo):
-    result = fermion(up, "scale", "echo", "2")
+    result = fermion(up, "scale", "echo", "--replicas", "2")
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     wait_for(lambda: len(serve_replicas(head, "fermion-echo-1")) == 2, 120, "two Serve replicas")
     assert deployment(up, "echo")["replicas"]["ready"] == 2

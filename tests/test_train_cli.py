@@ -188,7 +188,7 @@ def test_models_ls_and_show_list_every_version(flowers, home: Path):
 
 def test_report_saves_one_self_contained_html_file(flowers, home: Path, tmp_path: Path):
     saved = tmp_path / "out.html"
-    result = fermion(home, "report", "flowers@1", "--save", str(saved))
+    result = fermion(home, "report", "flowers@1", "--output", str(saved))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(saved.resolve())
     page = saved.read_text()

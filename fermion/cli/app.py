@@ -41,7 +41,11 @@ class RenamedOptions(TyperCommand):
     renamed: ClassVar[dict[str, str]] = {}
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, new_spellings(args, self.renamed, ctx.command_path))
+        names, context = [], ctx
+        while context.parent is not None:  # `fermion data add`, however the program was started (python -m fermion)
+            names.append(context.info_name or "")
+            context = context.parent
+        return super().parse_args(ctx, new_spellings(args, self.renamed, " ".join(["fermion", *reversed(names)])))
 
 
 def renamed_options(mapping: dict[str, str]) -> type[RenamedOptions]:

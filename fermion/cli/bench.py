@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fermion.cli.app import app, err, fail, out
+from fermion.cli.app import app, err, fail, out, renamed_options
 
 if TYPE_CHECKING:
     from fermion.bench import LoadResult
@@ -26,14 +26,14 @@ def _arguments(json_body: str | None) -> dict[str, Any] | None:
     try:
         loaded = json.loads(json_body)
     except json.JSONDecodeError as exc:
-        fail(f'--json is not valid JSON ({exc.msg} at character {exc.pos}); write an object like \'{{"text": "hi"}}\'', 2)
+        fail(f'--body is not valid JSON ({exc.msg} at character {exc.pos}); write an object like \'{{"text": "hi"}}\'', 2)
     if not isinstance(loaded, dict):
-        fail('--json takes a JSON object, like \'{"text": "hi"}\'', 2)
+        fail('--body takes a JSON object, like \'{"text": "hi"}\'', 2)
     return loaded
 
 
 def report(result: LoadResult, target: Target, engine_text: str) -> dict[str, Any]:
-    """The JSON report written by --out: the result's fields plus what was measured and with what."""
+    """The JSON report written by --output: the result's fields plus what was measured and with what."""
     from fermion._version import __version__
 
     return {
@@ -77,7 +77,7 @@ def print_report(result: LoadResult, target: Target, engine_text: str) -> None:
     out.print(grid, markup=False)
 
 
-@app.command()
+@app.command(cls=renamed_options({"--json": "--body", "--timeout": "--request-timeout", "--out": "--output"}))
 def bench(
     url: Annotated[str, typer.Argument(help="Base URL of the service, e.g. http://127.0.0.1:8000.")],
     endpoint: Annotated[str, typer.Argument(help="Endpoint name, e.g. predict.")],
@@ -85,13 +85,13 @@ def bench(
     duration: Annotated[float, typer.Option("--duration", "-d", help="Seconds to measure (after the warm-up).")] = 10.0,
     warmup: Annotated[float, typer.Option(help="Seconds of load before measuring.")] = 2.0,
     json_body: Annotated[
-        str | None, typer.Option("--json", help="The arguments as one JSON object (default: an example from the schema).")
+        str | None, typer.Option("--body", help="The arguments as one JSON object (default: an example from the schema).")
     ] = None,
     engine: Annotated[str, typer.Option(help="auto (wrk when installed, else python), wrk or python.")] = "auto",
     token: Annotated[str | None, typer.Option(help="Bearer token (default: $FERMION_TOKEN).")] = None,
     cpu: Annotated[int | None, typer.Option(help="Pin the load generator to this CPU (run the server on another).")] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds before a request counts as timed out.")] = 10.0,
-    out_path: Annotated[Path | None, typer.Option("--out", help="Write the report as JSON to this file.")] = None,
+    timeout: Annotated[float, typer.Option("--request-timeout", help="Seconds before a request counts as timed out.")] = 10.0,
+    out_path: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report as JSON to this file.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Draw latency by percentile into this PNG (needs matplotlib).")] = None,
 ) -> None:
     """Load-test ENDPOINT of the service at URL: req/s, p50/p90/p99 latency and errors by status."""
@@ -114,7 +114,13 @@ def bench(
             require_matplotlib()
         except PlotUnavailable as exc:
             fail(str(exc), 2)
+    from fermion.client._url import http_url
+
     token = token or os.environ.get("FERMION_TOKEN")
+    try:
+        url = http_url(url, "fermion bench")
+    except ValueError as exc:
+        fail(str(exc), 2)
     try:
         target = resolve_target(url, endpoint, _arguments(json_body), token)
     except TargetError as exc:

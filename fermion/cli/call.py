@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fermion.cli.app import app, fail
+from fermion.cli.app import app, fail, renamed_options
 
 
 def _is_string_schema(schema: dict[str, Any]) -> bool:
@@ -27,7 +27,7 @@ def parse_assignments(pairs: list[str], properties: dict[str, dict[str, Any]], f
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"{pair!r} is not key=value (use --json for a whole body)")
+            raise ValueError(f"{pair!r} is not key=value (use --body for a whole JSON body)")
         if key in files:
             path = raw[1:] if raw.startswith("@") else raw
             if not os.path.isfile(path):
@@ -61,20 +61,18 @@ def _is_small(value: Any) -> bool:
     return len(json.dumps(value, ensure_ascii=False)) <= 100
 
 
-@app.command()
+@app.command(cls=renamed_options({"--json": "--body", "--timeout": "--request-timeout"}))
 def call(
     url: Annotated[str, typer.Argument(help="Base URL of the service, e.g. http://127.0.0.1:8000.")],
     endpoint: Annotated[str, typer.Argument(help="Endpoint name, e.g. predict.")],
     assignments: Annotated[list[str] | None, typer.Argument(help="Arguments as key=value; file fields as key=@path.")] = None,
-    json_body: Annotated[str | None, typer.Option("--json", help="All arguments as one JSON object.")] = None,
+    json_body: Annotated[str | None, typer.Option("--body", help="All arguments as one JSON object.")] = None,
     token: Annotated[str | None, typer.Option(help="Bearer token (default: $FERMION_TOKEN).")] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 60.0,
+    timeout: Annotated[float, typer.Option("--request-timeout", help="Seconds to wait for the answer.")] = 60.0,
 ) -> None:
     """Call ENDPOINT of the service at URL and print the answer (streams print as they arrive)."""
     from fermion.client import APIError, Client
 
-    if "://" not in url:
-        url = "http://" + url  # `fermion call localhost:8000 ...` means plain HTTP
     try:
         client = Client(url, token=token or os.environ.get("FERMION_TOKEN"), timeout=timeout)
     except APIError as exc:
@@ -84,13 +82,13 @@ def call(
     with client:
         info = client.endpoints.get(endpoint)
         if info is None:
-            fail(f"{url} has no endpoint {endpoint!r}; it has: {', '.join(client.endpoints) or 'none'}", 2)
+            fail(f"{client.url} has no endpoint {endpoint!r}; it has: {', '.join(client.endpoints) or 'none'}", 2)
         try:
             kwargs: dict[str, Any] = {}
             if json_body:
                 loaded = json.loads(json_body)
                 if not isinstance(loaded, dict):
-                    raise ValueError('--json takes a JSON object, like \'{"text": "hi"}\'')
+                    raise ValueError('--body takes a JSON object, like \'{"text": "hi"}\'')
                 kwargs.update(loaded)
             kwargs.update(parse_assignments(assignments or [], info.properties, info.files))
         except (ValueError, json.JSONDecodeError) as exc:

@@ -44,7 +44,20 @@ EnvOption = Annotated[
     ),
 ]
 NoWaitOption = Annotated[bool, typer.Option("--no-wait", help="Return at once instead of waiting until the replicas are ready.")]
-WaitTimeoutOption = Annotated[float, typer.Option("--timeout", help="Seconds to wait for the replicas to be ready.")]
+WaitTimeoutOption = Annotated[float, typer.Option("--wait-timeout", help="Seconds to wait for the replicas to be ready.")]
+ReplicasOption = Annotated[
+    int | None, typer.Option("--replicas", "-r", help="Run exactly N replicas. [default: 1]", show_default=False)
+]
+MinReplicasOption = Annotated[
+    int | None,
+    typer.Option("--min-replicas", help="Autoscaling: the fewest replicas (0: none while idle).", show_default=False),
+]
+MaxReplicasOption = Annotated[
+    int | None, typer.Option("--max-replicas", help="Autoscaling: the most replicas.", show_default=False)
+]
+#: Old spellings the deploy commands still take for one release (see `renamed_options`).
+WAIT_RENAMED = {"--timeout": "--wait-timeout"}
+SCALE_RENAMED = {**WAIT_RENAMED, "--min": "--min-replicas", "--max": "--max-replicas"}
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 
 #: Exit codes: the input was wrong (a bad value, an unknown name, a name taken) vs anything else.

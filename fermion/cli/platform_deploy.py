@@ -12,11 +12,16 @@ from urllib.parse import urlencode, urlsplit
 import typer
 from rich.markup import escape
 
-from fermion.cli.app import app, err, fail, out
+from fermion.cli.app import app, err, fail, out, renamed_options
 from fermion.cli.platform import (
     BAD_INPUT,
+    SCALE_RENAMED,
+    WAIT_RENAMED,
     EnvOption,
+    MaxReplicasOption,
+    MinReplicasOption,
     NoWaitOption,
+    ReplicasOption,
     TokenOption,
     UrlOption,
     WaitTimeoutOption,
@@ -169,19 +174,15 @@ def _finish(
         print_ready(platform, ready)
 
 
-@app.command()
+@app.command(cls=renamed_options(SCALE_RENAMED))
 def deploy(
     name: NameArgument,
     source: Annotated[
         str, typer.Argument(help="What `fermion serve` takes: app.py:MyService, st:..., hf:..., sklearn:...", show_default=False)
     ],
-    replicas: Annotated[
-        int | None, typer.Option("--replicas", "-r", help="Run exactly N replicas. [default: 1]", show_default=False)
-    ] = None,
-    min_replicas: Annotated[
-        int | None, typer.Option("--min", help="Autoscaling: the fewest replicas (0: none while idle).", show_default=False)
-    ] = None,
-    max_replicas: Annotated[int | None, typer.Option("--max", help="Autoscaling: the most replicas.", show_default=False)] = None,
+    replicas: ReplicasOption = None,
+    min_replicas: MinReplicasOption = None,
+    max_replicas: MaxReplicasOption = None,
     target_in_flight: TargetOption = None,
     env: EnvOption = None,
     public: Annotated[bool, typer.Option("--public", help="Anyone may call it through the gateway, without a token.")] = False,
@@ -202,7 +203,7 @@ def deploy(
     from fermion.platform.client import ConflictError
 
     if replicas is not None and (min_replicas is not None or max_replicas is not None):
-        fail("give --replicas N, or --min/--max for autoscaling, not both", BAD_INPUT)
+        fail("give --replicas N, or --min-replicas/--max-replicas for autoscaling, not both", BAD_INPUT)
     variables = _env_or_fail(env)
     with connect(url, token) as platform:
         try:
@@ -226,7 +227,7 @@ def deploy(
         _finish(platform, deployment, f"deployed {name} (revision {deployment.revision})", no_wait, timeout, None)
 
 
-@app.command()
+@app.command(cls=renamed_options(WAIT_RENAMED))
 def update(
     name: NameArgument,
     source: Annotated[
@@ -292,22 +293,33 @@ def update(
         _finish(platform, after, what, no_wait, timeout, after.revision)
 
 
-@app.command()
+@app.command(cls=renamed_options(SCALE_RENAMED))
 def scale(
     name: NameArgument,
-    replicas: Annotated[int | None, typer.Argument(help="Run exactly this many replicas.", show_default=False)] = None,
-    min_replicas: Annotated[
-        int | None, typer.Option("--min", help="Autoscaling: the fewest replicas (0: none while idle).", show_default=False)
+    count: Annotated[int | None, typer.Argument(hidden=True, show_default=False)] = None,
+    replicas: Annotated[
+        int | None, typer.Option("--replicas", "-r", help="Run exactly N replicas.", show_default=False)
     ] = None,
-    max_replicas: Annotated[int | None, typer.Option("--max", help="Autoscaling: the most replicas.", show_default=False)] = None,
+    min_replicas: MinReplicasOption = None,
+    max_replicas: MaxReplicasOption = None,
     no_wait: NoWaitOption = False,
     timeout: WaitTimeoutOption = 300.0,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Run N replicas of NAME, or let the autoscaler keep between --min and --max."""
+    """Run --replicas N of NAME, or let the autoscaler keep between --min-replicas and --max-replicas."""
+    if count is not None:  # `fermion scale NAME 3`, the old spelling of --replicas 3
+        if replicas is not None:
+            fail(f"give the number of replicas once: --replicas {replicas}", BAD_INPUT)
+        err.print(
+            f"warning: `fermion scale {name} {count}` is deprecated: use --replicas {count} (the old spelling goes away in the next release)",
+            markup=False,
+        )
+        replicas = count
     if (replicas is None) == (min_replicas is None and max_replicas is None):
-        fail("give the number of replicas (fermion scale NAME 3) or --min/--max, not both and not neither", BAD_INPUT)
+        fail(
+            "give --replicas N, or --min-replicas/--max-replicas for autoscaling (not both, and not neither)", BAD_INPUT
+        )
     with connect(url, token) as platform:
         deployment = platform.deployments.scale(name, replicas, min_replicas=min_replicas, max_replicas=max_replicas)
         span = (
@@ -318,11 +330,11 @@ def scale(
         _finish(platform, deployment, f"scaling {name} to {span} replicas", no_wait, timeout, None, brief=True)
 
 
-@app.command()
+@app.command(cls=renamed_options(WAIT_RENAMED))
 def rollback(
     name: NameArgument,
     revision: Annotated[
-        int | None, typer.Argument(help="The revision to go back to. [default: the one before the current]", show_default=False)
+        int | None, typer.Argument(help="The revision to go back to (`fermion revisions NAME` lists them). [default: the one before the current]", show_default=False)
     ] = None,
     no_wait: NoWaitOption = False,
     timeout: WaitTimeoutOption = 300.0,

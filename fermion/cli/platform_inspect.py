@@ -1,4 +1,4 @@
-"""`fermion ls`, `status`, `logs` and `events`: look at what the platform runs."""
+"""`fermion ls`, `status`, `revisions`, `logs`, `events`, `audit` and `whoami`: look at what the platform runs."""
 
 from __future__ import annotations
 
@@ -213,3 +213,76 @@ def events(
                     print_table(events_table(new, with_deployment=name is None, header=False))
         except KeyboardInterrupt:
             raise typer.Exit(0) from None
+
+
+@app.command()
+def revisions(
+    name: Annotated[str, typer.Argument(help="The deployment's name.", show_default=False)],
+    json_output: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """List the revisions of deployment NAME: source, options, env names and note; `fermion rollback NAME N` goes back."""
+    with connect(url, token) as platform:
+        current = platform.deployments.get(name).revision
+        found = platform.deployments.revisions(name)
+    if json_output:
+        print_json([{**r.to_dict(), "current": r.number == current} for r in found])
+        return
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for column in ("REV", "CREATED", "SOURCE", "OPTIONS", "ENV", "NOTE"):
+        table.add_column(column, no_wrap=column in ("REV", "CREATED"), overflow="fold")
+    for r in found:
+        options = ", ".join(f"{key}={value}" for key, value in r.options.items())
+        table.add_row(
+            Text(f"{r.number} *" if r.number == current else str(r.number), "bold" if r.number == current else ""),
+            when(r.created_at),
+            Text(r.source),
+            Text(options or "-"),
+            Text(", ".join(sorted(r.env)) or "-"),
+            Text(r.note or ""),
+        )
+    print_table(table)
+    err.print(f"* the current revision; go back with `fermion rollback {escape(name)} N`", markup=True)
+
+
+@app.command()
+def audit(
+    last: Annotated[int, typer.Option("--lines", "-n", help="How many of the latest entries to show (at most 1000).")] = 50,
+    json_output: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Print the audit log, newest first: who (a token's name) did what to which deployment, token or dataset (needs an admin token)."""
+    with connect(url, token) as platform:
+        entries = platform.audit(last)
+    if json_output:
+        print_json([e.to_dict() for e in entries])
+        return
+    if not entries:
+        err.print("the audit log is empty")
+        return
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for column in ("TIME", "WHO", "ACTION", "TARGET"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("DETAIL", overflow="fold")
+    for e in entries:
+        detail = json.dumps(e.detail, ensure_ascii=False, default=str) if e.detail else ""
+        table.add_row(when(e.created_at), Text(e.actor), Text(e.action), Text(e.target), Text(detail))
+    print_table(table)
+
+
+@app.command()
+def whoami(json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None) -> None:
+    """Which platform this talks to, and the token's name, scopes and expiry there."""
+    with connect(url, token) as platform:
+        me = platform.request("GET", "/whoami")
+        where = {"url": platform.url, "found_by": platform.found_by}
+    if json_output:
+        print_json({**me, **where})
+        return
+    expires = f"expires {me['expires_at']}" if me.get("expires_at") else "never expires"
+    out.print(f"{escape(me['name'])} on {escape(where['url'])}: scopes {escape(', '.join(me['scopes']))}; {expires}", markup=True)
+    found = where["found_by"]
+    source = {"option": "--url", "environment": "$FERMION_URL"}.get(found, f"the local `fermion up` of {found}")
+    err.print(f"(the platform comes from {escape(source)})", markup=True)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fermion.cli.app import app, fail, out
+from fermion.cli.app import app, fail, out, renamed_options
 
 
 def _example_call(service: Any, base: str) -> tuple[str, str] | None:
@@ -65,7 +65,7 @@ def print_banner(service: Any, source: str, host: str, port: int, workers: int) 
         out.print(line, markup=True)
 
 
-@app.command()
+@app.command(cls=renamed_options({"--timeout": "--endpoint-timeout"}))
 def serve(
     source: Annotated[str, typer.Argument(help="app.py:MyService, app.py, py:app.py:MyService or package.module:MyService.")],
     host: Annotated[str | None, typer.Option(help="Interface to listen on; 0.0.0.0 for all. [default: 127.0.0.1]")] = None,
@@ -73,7 +73,10 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(help="Worker processes sharing the port; each runs setup(). [default: 1]")
     ] = None,
-    timeout: Annotated[float | None, typer.Option(help="Default endpoint timeout in seconds (504 after it).")] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--endpoint-timeout", help="Seconds an endpoint may run by default before the caller gets 504."),
+    ] = None,
     max_body_size: Annotated[str | None, typer.Option(help="Largest request body, e.g. 16MiB (413 beyond).")] = None,
     max_concurrency: Annotated[int | None, typer.Option(help="Default concurrent requests per endpoint.")] = None,
     max_queue: Annotated[int | None, typer.Option(help="Requests that may wait per endpoint before 429.")] = None,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from fermion.client._errors import APIError, error_from_response
 from fermion.client._request import PreparedCall, ServiceAPI
 from fermion.client._schema import EndpointInfo, SchemaError, docstring_of, signature_of
+from fermion.client._url import http_url
 
 if TYPE_CHECKING:
     import httpx
@@ -32,17 +33,15 @@ class ClientBase:
         headers: dict[str, str] | None = None,
         validate: bool = True,
     ) -> None:
-        """Point the client at `url`; `token` is sent as a bearer token, `headers` with every request.
+        """Point the client at `url` (`localhost:8000` means http://localhost:8000); `token` is sent as a bearer token, `headers` with every request.
 
         `timeout` is in seconds (None waits forever); `validate=False` skips the client-side schema
         check and leaves validation to the server.
         """
         from fermion._version import __version__
 
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ValueError(f"the client needs an http:// or https:// URL, got {url!r}")
         #: The service's base URL, without a trailing slash (it may end with a path prefix).
-        self.url = url.rstrip("/")
+        self.url = http_url(url)
         self.timeout = timeout
         self.validate = validate
         self._headers = {"user-agent": f"fermion-client/{__version__}", **{k.lower(): v for k, v in (headers or {}).items()}}

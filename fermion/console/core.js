@@ -174,15 +174,29 @@ export function messageOf(err) {
   return String(err && err.message ? err.message : err);
 }
 
+// The platform API answers {"error": CODE, "message": TEXT}: CODE is stable (not_found, invalid, ...) and is shown
+// in the page's language, TEXT (English, with the names and values involved) after it. A replica's own errors
+// through the gateway carry text in "error" and no code: shown as they are.
+export function errorMessage(status, body) {
+  const code = body && typeof body.message === "string" && typeof body.error === "string" ? body.error : null;
+  let text = body && (body.message || (typeof body.error === "string" && body.error !== "" ? body.error : null));
+  if (body && Array.isArray(body.detail) && body.detail.length) {
+    text = `${text || ""} ${body.detail.map((d) => (d.field ? `${d.field}: ${d.message}` : d.message || JSON.stringify(d))).join("; ")}`.trim();
+  }
+  const title = code ? tOr(`error.code.${code}`, null) : null;
+  if (title) return text ? t("error.detail", { title, detail: text }) : title;
+  if (status === 429) return t("error.busy");
+  return text || t("error.http", { status });
+}
+
 export async function errorFrom(answer) {
   let body = null;
   try { body = await answer.json(); } catch { /* not JSON */ }
-  if (answer.status === 429) return new ApiError(429, t("error.busy"), body);
-  let message = body && (body.message || (typeof body.error === "string" && body.error !== "" ? body.error : null));
-  if (body && Array.isArray(body.detail) && body.detail.length) {
-    message = `${message || ""} ${body.detail.map((d) => (d.field ? `${d.field}: ${d.message}` : d.message || JSON.stringify(d))).join("; ")}`.trim();
-  }
-  return new ApiError(answer.status, message || t("error.http", { status: answer.status }), body);
+  return new ApiError(answer.status, errorMessage(answer.status, body), body);
+}
+
+export function eventKind(kind) {
+  return tOr(`event.${kind}`, kind);
 }
 
 export function signOutWith(messageKey) {

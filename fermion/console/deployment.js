@@ -1,6 +1,6 @@
 // A deployment's page: replicas, live charts (requests, latency, errors, replicas), logs, events, revisions,
 // and scale / update / roll back / delete.
-import { api, can, clock, confirmDialog, date, duration, enc, errorBox, every, field, fill, h, messageOf, notice, num, s, showError, state, statusBadge, t } from "./core.js";
+import { api, can, clock, confirmDialog, date, duration, enc, errorBox, eventKind, every, field, fill, h, messageOf, notice, num, s, showError, state, statusBadge, t } from "./core.js";
 
 // ---------------------------------------------------------------- charts
 
@@ -173,7 +173,7 @@ export function deploymentPage(main, name, mine) {
       lineChart(t("chart.errors"), pts, [{ key: "errors_per_s", label: t("chart.errors_short") }], t("unit.rps")),
       lineChart(t("chart.replicas"), pts, [{ key: "ready", label: t("chart.ready") }, { key: "desired", label: t("chart.desired") }], ""));
     fill(events, evs.events.length ? evs.events.slice().reverse().map((e) => h("li", {},
-      h("time", { datetime: e.created_at }, date(e.created_at)), " ", h("strong", {}, e.kind), " ", e.message))
+      h("time", { datetime: e.created_at }, date(e.created_at)), " ", h("strong", { title: e.kind }, eventKind(e.kind)), " ", e.message))
       : h("li", { class: "muted" }, t("deployment.no_events")));
     fill(revisionsBody, revs.revisions.slice().reverse().map((r) => h("tr", {},
       h("td", { class: "num" }, num(r.number), r.number === d.revision ? h("span", { class: "badge st-ready" }, t("revision.current")) : null),

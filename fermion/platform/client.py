@@ -124,12 +124,11 @@ class Platform:
 
         from fermion._version import __version__
 
+        from fermion.client._url import http_url
+
         target = discover(url, token, data_dir)
-        base = target.url if "://" in target.url else "http://" + target.url  # `--url localhost:8080` means plain HTTP
-        if not base.startswith(("http://", "https://")):
-            raise ValueError(f"the platform's URL must start with http:// or https://, got {target.url!r}")
-        #: The platform's base URL, without a trailing slash.
-        self.url = base
+        #: The platform's base URL, without a trailing slash (`--url localhost:8080` means plain HTTP).
+        self.url = http_url(target.url, "the platform")
         self.token = target.token
         #: Where the URL came from: "option", "environment" or the local data dir.
         self.found_by = target.found_by
