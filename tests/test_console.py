@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import EXAMPLES, ROOT, RunningPlatform, start_platform, stop_process, stop_replicas
+from support import ROOT, RunningPlatform, start_platform, stop_process, stop_replicas
 
 CONSOLE = ROOT / "fermion" / "console"
 LANGS = ("en", "zh-CN", "es")
@@ -27,7 +27,9 @@ SHOTS = ROOT / "test-artifacts" / "screenshots"
 DOC_IMAGES = ROOT / "docs" / "images"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-ECHO = str(EXAMPLES / "echo.py")
+# Sources relative to the platform's working directory (the repository root: support.start_platform), so the
+# screenshots in docs/images show no machine's folders.
+ECHO = "examples/echo.py"
 WIDE = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
@@ -244,7 +246,7 @@ def test_the_playground_calls_predict(console: Console, platform: RunningPlatfor
 def test_the_playground_streams_uploads_and_gets(console: Console, platform: RunningPlatform, tmp_path: Path) -> None:
     with platform.api() as api:
         for name, source in (("stream", "streaming.py"), ("files", "upload.py")):
-            made = api.post("/api/v1/deployments", json={"name": name, "source": str(EXAMPLES / source)})
+            made = api.post("/api/v1/deployments", json={"name": name, "source": f"examples/{source}"})
             assert made.status_code == 201, made.text
     page = console.page
     for name in ("stream", "files"):
@@ -336,7 +338,7 @@ def test_update_roll_back_and_delete(console: Console, platform: RunningPlatform
         console.go("#/deployments/echo")
         page.wait_for_selector("main[data-page='deployments']")
         # A new source rolls out as revision 2; the gateway then answers with it.
-        page.get_by_label(texts["deployment.source"], exact=True).fill(str(ROOT / "tests" / "apps" / "echo_v2.py"))
+        page.get_by_label(texts["deployment.source"], exact=True).fill("tests/apps/echo_v2.py")
         page.get_by_role("button", name=texts["deployment.update_submit"]).click()
         wait_until(lambda: revision() == 2 and answer() == {"output": "echo v2: hi"}, 120, "revision 2 to serve")
         # Roll back to revision 1 from the revisions table, through the confirmation dialog: revision 3.
