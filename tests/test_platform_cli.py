@@ -249,6 +249,8 @@ def test_scale_update_and_rollback(up, platform, echo):
     scale = fermion(up, "scale", "echo", "--replicas", "1")
     assert scale.returncode == 0, scale.stderr
     assert platform.deployments.get("echo").replicas.desired == 1
+    old_spelling = fermion(up, "scale", "echo", "1", "--timeout", "60")  # deprecated for a release: still works, says so
+    assert old_spelling.returncode == 0 and old_spelling.stderr.count("is deprecated") == 2, old_spelling.stderr
 
     revisions = json.loads(fermion(up, "revisions", "echo", "--json").stdout)
     assert [(r["number"], r["note"], r["current"]) for r in revisions] == [(1, None, False), (2, "v2", False), (3, "rollback to revision 1", True)]
@@ -265,6 +267,8 @@ def test_scale_update_and_rollback(up, platform, echo):
 def test_logs_print_lines_after_their_replica_and_follow_until_ctrl_c(up, platform, echo):
     result = fermion(up, "logs", "echo", "-n", "20")
     assert result.returncode == 0, result.stderr
+    as_json = [json.loads(line) for line in fermion(up, "logs", "echo", "-n", "5", "--json").stdout.splitlines()]
+    assert as_json and all(set(item) == {"replica", "line"} and item["replica"].startswith("echo-") for item in as_json)
     assert re.search(r"^echo-\d+-\w+ .*API\s+http://", result.stdout, re.MULTILINE), result.stdout
     replica, line = next(iter(platform.deployments.follow_logs("echo", lines=5)))
     assert replica.startswith("echo-") and line

@@ -26,6 +26,7 @@ from fermion.cli.app import err, out
 if TYPE_CHECKING:
     from fermion.platform.client import Deployment, Platform, PlatformAPIError
 
+NameArgument = Annotated[str, typer.Argument(help="The deployment's name, e.g. 'echo'.", show_default=False)]
 UrlOption = Annotated[
     str | None,
     typer.Option("--url", help="The platform's URL. [default: $FERMION_URL, else the local `fermion up`]", show_default=False),

@@ -20,6 +20,7 @@ from fermion.cli.platform import (
     EnvOption,
     MaxReplicasOption,
     MinReplicasOption,
+    NameArgument,
     NoWaitOption,
     ReplicasOption,
     TokenOption,
@@ -34,7 +35,6 @@ from fermion.cli.platform import (
 if TYPE_CHECKING:
     from fermion.platform.client import Deployment, Platform
 
-NameArgument = Annotated[str, typer.Argument(help="The deployment's name, e.g. 'echo'.", show_default=False)]
 TaskOption = Annotated[str | None, typer.Option(help="hf: sources: the pipeline task, when the model's config does not say.")]
 CpusOption = Annotated[
     float | None,

@@ -15,6 +15,7 @@ from rich.text import Text
 from fermion.cli.app import app, err, out
 from fermion.cli.platform import (
     JsonOption,
+    NameArgument,
     TokenOption,
     UrlOption,
     connect,
@@ -107,7 +108,7 @@ def _details(d: Deployment) -> list[tuple[str, str]]:
 
 @app.command()
 def status(
-    name: Annotated[str, typer.Argument(help="The deployment's name.", show_default=False)],
+    name: NameArgument,
     json_output: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
@@ -152,24 +153,34 @@ def status(
 
 @app.command()
 def logs(
-    name: Annotated[str, typer.Argument(help="The deployment's name.", show_default=False)],
+    name: NameArgument,
     lines: Annotated[int, typer.Option("--lines", "-n", help="How many of the last lines to show, per replica.")] = 100,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl+C.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help='One JSON object a line, {"replica": ..., "line": ...}, for scripts.')
+    ] = False,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
     """Print the replicas' log lines, each after its replica's id; -f follows them (needs a deploy token)."""
+
+    def show(replica: str, line: str) -> None:
+        if json_output:
+            print(json.dumps({"replica": replica, "line": line}, ensure_ascii=False), flush=True)
+        else:
+            out.print(Text.assemble((replica, "dim"), " ", line))
+
     with connect(url, token) as platform:
         if not follow:
             found = platform.deployments.logs(name, lines)
             if not found:
                 err.print(f"no log lines from {escape(name)} yet", markup=True)
             for replica, line in found:
-                out.print(Text.assemble((replica, "dim"), " ", line))
+                show(replica, line)
             return
         try:
             for replica, line in platform.deployments.follow_logs(name, lines):
-                out.print(Text.assemble((replica, "dim"), " ", line))
+                show(replica, line)
             err.print(f"the log stream of {escape(name)} ended: the platform stopped, or the deployment was deleted", markup=True)
         except KeyboardInterrupt:
             raise typer.Exit(0) from None
@@ -217,7 +228,7 @@ def events(
 
 @app.command()
 def revisions(
-    name: Annotated[str, typer.Argument(help="The deployment's name.", show_default=False)],
+    name: NameArgument,
     json_output: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
