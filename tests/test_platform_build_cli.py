@@ -96,6 +96,23 @@ def test_the_model_deploys_on_that_platform_and_answers(up: RunningPlatform, min
     assert answer.status_code == 200 and answer.json() == "setosa", answer.text
 
 
+def test_train_deploy_on_the_platform_with_progress_for_programs(up: RunningPlatform, mine: Path):
+    """`--progress-json` shows the job's progress as JSON lines; `--deploy` deploys on the platform it trained on."""
+    result = fermion(
+        mine, "train", "sample:wine", "--budget", "5s", "--max-trials", "1", "--progress-json", "--deploy", "wine", "--public",
+        url=up.url, token=up.token,
+    )  # fmt: skip
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{up.log()}"
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert events[0]["phase"] == "queued" and events[0]["dataset"] == "wine@1"
+    assert events[-1] == {**events[-1], "phase": "registered", "model": "wine@1"}
+    assert any(e.get("trials") == 1 for e in events)
+    assert "✓ wine is ready" in result.stdout
+    answer = httpx.post(f"{up.url}/run/wine/predict", json={"alcohol": 13.0}, timeout=60)
+    assert answer.status_code == 422 and "malic_acid" in answer.text  # it serves, with the wine columns as fields
+    assert not (mine / "models").exists()
+
+
 def test_without_a_url_the_commands_say_which_local_data_dir(tmp_path: Path, up: RunningPlatform):
     home = tmp_path / "home"
     listed = fermion(home, "data", "ls")
