@@ -61,7 +61,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         return
     skipped = [report for report in reporter.stats.get("skipped", []) if getattr(report, "longrepr", None)]
     if not skipped:
-        reporter.write_line("skipped: none — the whole suite ran")
+        reporter.write_line("skipped: none — every collected test ran")
         return
     for line in summary_lines([skip_reason(report) for report in skipped]):
         reporter.write_line(line, yellow=True)
