@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fermion.cli.app import app, fail, out
+from fermion.cli.app import app, fail, out, renamed_options
 
 if TYPE_CHECKING:
     from fermion.platform.trainings import TrainingLimits
@@ -35,7 +35,7 @@ def _running_elsewhere(data_dir: Path) -> str | None:
     return f"{up.get('url')} (pid {up['pid']})"
 
 
-@app.command()
+@app.command(cls=renamed_options({"--grace": "--graceful-timeout"}))
 def up(
     data_dir: Annotated[
         Path | None, typer.Option(help="Where state, logs and the admin token live. [default: $FERMION_HOME or ~/.fermion]")
@@ -46,7 +46,10 @@ def up(
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on; 0.0.0.0 for all.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port for the API and the gateway; 0 picks a free one.")] = 8080,
-    grace: Annotated[float, typer.Option(help="Seconds replicas and in-flight requests get to finish on shutdown.")] = 30.0,
+    grace: Annotated[
+        float,
+        typer.Option("--graceful-timeout", help="Seconds replicas and in-flight requests get to finish on shutdown."),
+    ] = 30.0,
     scale_down_delay: Annotated[float, typer.Option(help="Quiet seconds before the autoscaler removes a replica.")] = 30.0,
     gateway: Annotated[
         str,
