@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from fermion.platform.client import Platform
     from fermion.responses import EndpointError, EventStream, InvalidInput, Response
     from fermion.service import Service, endpoint
+    from fermion.serving.deadlines import cancelled
     from fermion.types import File
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "Response",
     "Service",
     "__version__",
+    "cancelled",
     "endpoint",
 ]
 
@@ -43,6 +45,7 @@ _LAZY = {
     "EventStream": "fermion.responses",
     "EndpointError": "fermion.responses",
     "InvalidInput": "fermion.responses",
+    "cancelled": "fermion.serving.deadlines",
 }
 
 

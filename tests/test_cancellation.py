@@ -145,6 +145,14 @@ def test_delete_answers_a_sync_endpoint_at_once_and_discards_its_result(replica)
     eventually(lambda: state(replica, "sync") == "finished")  # a thread cannot be interrupted: it ran on
 
 
+def test_sync_code_that_checks_cancelled_stops_early(replica):
+    caller = in_thread(lambda: httpx.post(replica + "/steps", json={"tag": "steps"}, headers={"x-request-id": "steps-1"}, timeout=30))
+    eventually(lambda: state(replica, "steps") == "running")
+    assert httpx.delete(replica + "/requests/steps-1").status_code == 202
+    assert caller().status_code == 409
+    eventually(lambda: state(replica, "steps") == "stopped")
+
+
 def test_a_valid_caller_id_is_kept_and_others_are_replaced(replica):
     kept = httpx.post(replica + "/wait", json={"tag": "id", "seconds": 0}, headers={"x-request-id": "mine.1:a-b_c"})
     assert kept.headers["x-request-id"] == "mine.1:a-b_c"

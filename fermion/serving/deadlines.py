@@ -11,7 +11,9 @@ Cancelled tasks carry a reason so the handler can answer 504 (timeout), 409 (can
 from __future__ import annotations
 
 import asyncio
+import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 TIMEOUT = "timeout"
@@ -39,7 +41,7 @@ async def _cancel_on_disconnect(task: asyncio.Task[Any], receive: Any) -> None:
     """Cancel `task` (reason `DISCONNECT`) when its client goes away; the body has been read already."""
     try:
         while (await receive())["type"] != "http.disconnect":
-            pass
+            await asyncio.sleep(Deadlines.RESOLUTION)  # a server whose receive() does not wait after the body: poll, never spin
     except Exception:  # a server whose receive() fails after the body: nothing to watch
         return
     cancel(task, DISCONNECT)
@@ -132,3 +134,39 @@ class InFlight:
         task, endpoint = found
         cancel(task, CANCELLED)
         return endpoint
+
+
+class CancelFlag:
+    """Set when the request a worker thread serves is abandoned (see `cancelled`)."""
+
+    __slots__ = ("cancelled",)
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+
+_thread = threading.local()
+
+
+def call_flagged(flag: CancelFlag, func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """Run a sync endpoint in a worker thread, where `cancelled()` reads `flag`."""
+    _thread.flag = flag
+    try:
+        return func(**kwargs)
+    finally:
+        _thread.flag = None
+
+
+def cancelled() -> bool:
+    """Whether the request this code serves was cancelled (its client left, its timeout passed, or
+    `DELETE /requests/{id}` named it). Sync endpoint code cannot be interrupted: it may check this
+    between steps and return early, since its result is discarded anyway. Async code gets
+    `CancelledError` instead; batched calls and sync generators always see False."""
+    flag = getattr(_thread, "flag", None)
+    if flag is not None:
+        return bool(flag.cancelled)
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no event loop in this thread
+        return False
+    return task is not None and task.cancelling() > 0

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from fermion.responses import DEFAULT_STREAM_END, EndpointError, EventStream, Response
 from fermion.schema import accepts_collection, wants_json
 from fermion.serving.batching import Batcher
-from fermion.serving.deadlines import CANCELLED, TIMEOUT, Deadlines, InFlight, take_reason
+from fermion.serving.deadlines import CANCELLED, TIMEOUT, CancelFlag, Deadlines, InFlight, call_flagged, take_reason
 from fermion.serving.http import (
     JSON_TYPE,
     ClientDisconnected,
@@ -212,7 +212,8 @@ class EndpointRuntime:
                 if not keep_slot:
                     limiter.release()
         loop = asyncio.get_running_loop()
-        job = self.executor.submit(self.func, **kwargs)
+        flag = CancelFlag()
+        job = self.executor.submit(call_flagged, flag, self.func, kwargs)
         try:
             result = await asyncio.wrap_future(job, loop=loop)
             keep_slot = isinstance(result, EventStream)
@@ -220,9 +221,10 @@ class EndpointRuntime:
         finally:
             if keep_slot:
                 pass
-            elif job.done():
+            elif job.done() or job.cancel():  # finished, or never started (so it never will)
                 limiter.release()
-            else:  # timed out or abandoned while running: the slot frees when the thread does
+            else:  # abandoned while running: the code may see `cancelled()`; the slot frees when the thread does
+                flag.cancelled = True
                 job.add_done_callback(lambda _: _call_soon(loop, limiter.release))
 
     # -- ASGI entry -------------------------------------------------------------------------

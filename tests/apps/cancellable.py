@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 
-from fermion import Service, endpoint
+from fermion import Service, cancelled, endpoint
 
 
 class Cancellable(Service):
@@ -35,6 +35,18 @@ class Cancellable(Service):
         time.sleep(seconds)
         self.states[tag] = "finished"
         return tag
+
+    @endpoint
+    def steps(self, tag: str, steps: int = 3000) -> int:
+        """Sync code that checks `fermion.cancelled()` between steps, and stops early."""
+        self.states[tag] = "running"
+        for done in range(steps):
+            if cancelled():
+                self.states[tag] = "stopped"
+                return done
+            time.sleep(0.01)
+        self.states[tag] = "finished"
+        return steps
 
     @endpoint(stream=True)
     async def ticks(self, tag: str) -> AsyncIterator[int]:
