@@ -68,6 +68,15 @@ def fresh_schema(url: str) -> Iterator[str]:
             connection.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+def restart() -> None:
+    """Restart the local cluster (for chaos tests: the platform must reconnect). A server given by
+    $FERMION_TEST_PG_URL is not ours to restart: Unavailable says so."""
+    if os.environ.get(ENV):
+        raise Unavailable(f"the tests cannot restart the PostgreSQL server of {ENV}; unset it to use the local cluster")
+    cluster = _cluster()
+    _run(["pg_ctlcluster", str(cluster["version"]), CLUSTER, "restart", "--force"])
+
+
 def _admin(url: str) -> psycopg.Connection:
     plain = sa.make_url(url).set(drivername="postgresql")  # psycopg takes postgresql://, not postgresql+psycopg://
     return psycopg.connect(plain.render_as_string(hide_password=False), autocommit=True, connect_timeout=10)

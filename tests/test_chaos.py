@@ -332,3 +332,36 @@ def test_kill_9_of_the_control_plane_under_load_then_restart_then_sigterm(tmp_pa
     finally:
         stop_process(platform.proc)
         stop_replicas(data)
+
+
+def test_a_postgresql_restart_under_load_fails_no_call_and_the_api_comes_back(tmp_path: Path, pg_url: str):
+    """`fermion up --db postgresql://…` while its database restarts: calls through the gateway do not
+    need the database (routes and verified tokens are in memory), and the API answers again once
+    PostgreSQL is back, without a restart of the platform."""
+    import pg
+
+    data = tmp_path / "data"
+    platform = start_platform(data, "--db", pg_url, "--gateway", "python")
+    try:
+        with platform.api() as api:
+            deploy(api, "public", public=True)
+            deploy(api, "private", public=False)
+            token = api.post("/api/v1/tokens", json={"name": "app", "scopes": ["invoke"]}).json()["token"]
+            wait_for(lambda: ready(api, "public", 1) and ready(api, "private", 1), what="both deployments")
+            with Load(f"{platform.url}/run/public/predict", threads=2) as public, \
+                 Load(f"{platform.url}/run/private/predict", token, threads=2) as private:
+                time.sleep(1)
+                started = time.monotonic()
+                pg.restart()
+                restarted_in = time.monotonic() - started
+                wait_for(lambda: api.get("/api/v1/deployments").status_code == 200, timeout=30, what="the API after the restart")
+                api_back_in = time.monotonic() - started
+                time.sleep(6)  # past the token cache's 5 s: private calls verify against the database again
+            assert api.post("/api/v1/deployments", json={"name": "after", "source": ECHO, "public": True}).status_code == 201
+        for name, load in (("public", public), ("private", private)):
+            assert load.answers[200] > 50 and set(load.answers) == {200}, (name, load.answers)
+            record("python", f"PostgreSQL restart under load ({name} deployment, 2 callers)", load,
+                   restart_s=round(restarted_in, 1), api_back_after_s=round(api_back_in, 1))
+    finally:
+        stop_process(platform.proc)
+        stop_replicas(data)

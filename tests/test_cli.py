@@ -146,7 +146,7 @@ def test_call_uploads_files(behaviour, tmp_path):
 def test_call_errors_exit_non_zero_with_the_servers_message(behaviour):
     result = fermion("call", behaviour.url, "boom", "message=bad")
     assert result.returncode == 1
-    assert "500" in error_lines(result)[0] and "bad" in error_lines(result)[0]
+    assert "500" in error_lines(result)[0] and "ValueError in endpoint 'boom'" in error_lines(result)[0]
     unknown = fermion("call", behaviour.url, "predcit", "text=x")
     assert unknown.returncode == 2
     assert "predict" in error_lines(unknown)[0]

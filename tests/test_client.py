@@ -89,7 +89,8 @@ def test_error_in_the_middle_of_a_stream(client: Client) -> None:
         for item in client.fail_midway(n=2):
             seen.append(item)
     assert seen == [0, 1]
-    assert info.value.status == 500 and "ran out of numbers" in info.value.message and info.value.request_id
+    assert info.value.status == 500 and info.value.request_id
+    assert "in endpoint" in info.value.message and "ran out of numbers" not in info.value.message
 
 
 @pytest.mark.parametrize("kind", ["bytes", "path", "file object", "File"])
@@ -161,7 +162,7 @@ def test_validate_false_leaves_checking_to_the_server(server: RunningServer) -> 
 def test_500_when_the_endpoint_raises(client: Client) -> None:
     with pytest.raises(APIError) as info:
         client.boom(message="kaput")
-    assert info.value.status == 500 and "ValueError" in info.value.message and "kaput" in info.value.message
+    assert info.value.status == 500 and "ValueError" in info.value.message and "kaput" not in info.value.message
     assert info.value.request_id and '"request_id"' in info.value.body
 
 

@@ -27,17 +27,12 @@ class HTTPError(Exception):
         self.headers = headers or []
 
 
-#: Exceptions whose text describes the machine, not the caller's mistake ("Unable to allocate 22.0 GiB
-#: for an array with shape ..."): a client sees only their name; the text stays in the server log.
-_UNSHOWN_ERRORS = (MemoryError, OverflowError, RecursionError)
-
-
 def failure_message(exc: BaseException, endpoint: str | None = None) -> str:
-    """What a client is told when user code raised: the exception's name, and its text unless it is one of `_UNSHOWN_ERRORS`."""
+    """What a client is told when user code raised: the exception's name only. Its text may describe the
+    machine rather than the request (a path, a query, "Unable to allocate 22.0 GiB ..."), so it stays
+    in the server log; an endpoint that means to explain raises `EndpointError` or `InvalidInput`."""
     where = f" in endpoint {endpoint!r}" if endpoint is not None else ""
-    if isinstance(exc, _UNSHOWN_ERRORS):
-        return f"{type(exc).__name__}{where}; the details are in the server log under this request id"
-    return f"{type(exc).__name__}{where}: {exc}"
+    return f"{type(exc).__name__}{where}; the details are in the server log under this request id"
 
 
 class ClientDisconnected(Exception):
