@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 from fermion import Service, cancelled, endpoint
 
@@ -17,16 +18,21 @@ class Cancellable(Service):
         self.produced: dict[str, int] = {}
 
     @endpoint
-    async def wait(self, tag: str, seconds: float = 30.0) -> str:
-        """Sleeps `seconds` unless cancelled first."""
-        self.states[tag] = "running"
+    async def wait(self, tag: str, seconds: float = 30.0, record: str = "") -> str:
+        """Sleeps `seconds` unless cancelled first; `record`: a file that gets the state too (any replica's)."""
+        self._set(tag, "running", record)
         try:
             await asyncio.sleep(seconds)
         except asyncio.CancelledError:
-            self.states[tag] = "cancelled"
+            self._set(tag, "cancelled", record)
             raise
-        self.states[tag] = "finished"
+        self._set(tag, "finished", record)
         return tag
+
+    def _set(self, tag: str, state: str, record: str) -> None:
+        self.states[tag] = state
+        if record:
+            Path(record).write_text(state)
 
     @endpoint
     def hold(self, tag: str, seconds: float = 1.0) -> str:
