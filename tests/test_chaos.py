@@ -365,3 +365,54 @@ def test_a_postgresql_restart_under_load_fails_no_call_and_the_api_comes_back(tm
     finally:
         stop_process(platform.proc)
         stop_replicas(data)
+
+
+STATES = str(ROOT / "tests" / "apps" / "chaos_states.py")
+
+
+def _busy_platform(data: Path, port: int = 0) -> tuple[RunningPlatform, list[threading.Thread]]:
+    """A platform with a replica starting, one crash-looping, one mid-request and a training job
+    running (each kind of process it starts, in each awkward state)."""
+    platform = start_platform(data, "--graceful-timeout", "3", port=port)
+    with platform.api() as api:
+        for name, cls in (("slow", "Slow"), ("starting", "SlowStart"), ("crashing", "CrashLoop")):
+            answer = api.post("/api/v1/deployments", json={"name": name, "source": f"{STATES}:{cls}", "public": True})
+            assert answer.status_code in (201, 409), answer.text  # 409: there already, after a restart
+        if not api.get("/api/v1/datasets").json().get("datasets"):
+            assert api.post("/api/v1/datasets/samples", json={"source": "sample:iris"}).status_code == 201
+        job = api.post("/api/v1/trainings", json={"dataset": "iris@1", "budget_s": 120, "seed": 1})
+        assert job.status_code == 202, job.text
+        wait_for(lambda: ready(api, "slow", 1), what="the slow deployment")
+        wait_for(lambda: api.get(f"/api/v1/trainings/{job.json()['id']}").json()["status"] == "running", what="the training job")
+        wait_for(lambda: any(e["kind"] in ("ReplicaExited", "CrashLoop") for e in api.get("/api/v1/deployments/crashing/events").json()["events"]),
+                 what="a crash")
+    callers = [threading.Thread(target=call, args=(f"{platform.url}/run/slow/wait", None), daemon=True)]
+    for caller in callers:
+        caller.start()
+    time.sleep(0.5)  # the call is on the replica now
+    return platform, callers
+
+
+def test_stopping_the_platform_in_any_state_leaves_no_process(tmp_path: Path):
+    """SIGTERM with a replica starting, one crash-looping, one mid-request and a training job running:
+    zero processes remain. Then the same after a kill -9 and a restart (which stops the training
+    job the killed platform left running)."""
+    data = tmp_path / "data"
+    platform, callers = _busy_platform(data)
+    try:
+        assert stop_process(platform.proc) == 0
+        assert platform_processes(data) == []
+        platform, callers = _busy_platform(data)
+        training = [p for p in platform_processes(data) if b"train" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert training, "a training process runs"
+        platform.proc.kill()
+        platform.proc.wait()
+        platform = start_platform(data, "--graceful-timeout", "3", port=int(platform.url.rsplit(":", 1)[1]))
+        wait_for(lambda: not set(training) & set(platform_processes(data)), timeout=10, what="the leftover training job to stop")
+        assert stop_process(platform.proc) == 0
+        assert platform_processes(data) == []
+    finally:
+        stop_process(platform.proc)
+        stop_replicas(data)
+        for caller in callers:
+            caller.join(40)

@@ -150,3 +150,36 @@ def test_turns_go_round_the_tokens_oldest_job_first():
         order.append(job.id)
     # token 7 came first with three jobs; 8 and 9 each get their turn before 7's second and third
     assert order == ["t-1", "t-4", "t-5", "t-2", "t-3"]
+
+
+def test_a_restart_stops_the_training_process_a_killed_platform_left_running(tmp_path):
+    """The job file records the process (pid and start time); the next control plane stops it and
+    marks the job cancelled. A pid that now belongs to another process is left alone."""
+    import json
+    import os
+    import time
+
+    from fermion.platform.local import process_start_time
+    from fermion.platform.trainings import TrainingJobs
+
+    orphan = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        folder = tmp_path / "trainings"
+        folder.mkdir()
+        for job_id, proc, started in (("t-orphan", orphan, process_start_time(orphan.pid)), ("t-reused", bystander, "1")):
+            job = TrainingJob(id=job_id, dataset="iris@1", target=None, budget_s=60, status="running",
+                              pid=proc.pid, pid_started=started)
+            (folder / f"{job_id}.json").write_text(json.dumps(job.to_dict()))
+        jobs = TrainingJobs(tmp_path)
+        deadline = time.monotonic() + 10
+        while orphan.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert orphan.poll() is not None  # stopped
+        assert bystander.poll() is None  # its start time does not match: not ours
+        assert jobs.get("t-orphan").status == "cancelled" and "pid" not in jobs.get("t-orphan").view()
+    finally:
+        for proc in (orphan, bystander):
+            if proc.poll() is None:
+                os.kill(proc.pid, 9)
+            proc.wait()

@@ -2,7 +2,9 @@
 
 The child prints its progress as JSON lines (`--progress-json`); each line updates the job, and the
 job is saved to `<data dir>/trainings/<id>.json` so that the console can follow it and a restart
-keeps its history. A job still running when the control plane stops is cancelled and says so.
+keeps its history. A job still running when the control plane stops is cancelled and says so;
+one whose control plane was killed is found by the pid and start time its file records, and
+stopped by the next control plane, so no training process runs on unwatched.
 
 The queue is bounded (`TrainingLimits`: jobs queued or running per token and in all, the longest
 budget); beyond it a new job is refused with 429 and when to try again. Jobs take turns by token:
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from fermion.platform.errors import Invalid, NotFound, TooManyRequests
+from fermion.platform.local import process_start_time
 
 log = logging.getLogger("fermion.platform")
 
@@ -77,6 +80,8 @@ class TrainingJob:
     metric_info: dict[str, Any] | None = None  # {"name", "label", "greater_is_better"} of the metric in use
     model: str | None = None
     error: str | None = None
+    pid: int | None = None  # of the `fermion train` process while it runs (its session's leader)
+    pid_started: str | None = None  # that process's start time: tells it apart from a reused pid
 
     @property
     def owner(self) -> str:
@@ -90,6 +95,7 @@ class TrainingJob:
     def view(self, with_trials: bool = True) -> dict[str, Any]:
         """As the API shows it: times in ISO 8601; without the trial list, `trial_count` only."""
         shown = self.to_dict()
+        del shown["pid"], shown["pid_started"]  # the platform's own bookkeeping
         for key in ("created_at", "started_at", "finished_at"):
             shown[key] = _iso(shown[key])
         shown["trial_count"] = len(self.trials)
@@ -148,6 +154,7 @@ class TrainingJobs:
             except (OSError, ValueError, TypeError):
                 continue
             if job.status not in FINISHED:  # the control plane stopped while it ran or waited
+                _stop_leftover(job)
                 job.status, job.error = "cancelled", "the platform stopped before this job finished; start it again"
                 job.finished_at = job.finished_at or time.time()
                 self._save(job)
@@ -285,6 +292,8 @@ class TrainingJobs:
             )
             with self._lock:
                 self._process, self._running = process, job.id
+                job.pid, job.pid_started = process.pid, process_start_time(process.pid)
+                self._save(job)  # a control plane killed from here on leaves the next one a process to stop
             assert process.stdout is not None
             for line in process.stdout:
                 try:
@@ -296,6 +305,7 @@ class TrainingJobs:
             code = process.wait()
         with self._lock:
             self._process, self._running = None, None
+            job.pid = job.pid_started = None
             if job.status == "cancelling" or self._stopping:
                 self._finish(job, "cancelled", job.error or "the platform stopped while it ran")
             elif job.model is not None:
@@ -368,6 +378,17 @@ def _iso(epoch: float | None) -> str | None:
 
 def new_job_id() -> str:
     return "t-" + time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def _stop_leftover(job: TrainingJob) -> None:
+    """Kill the training process a killed control plane left running (if that pid is still that process)."""
+    if job.pid is None or job.pid_started is None or process_start_time(job.pid) != job.pid_started:
+        return
+    log.warning("stopping training job %s (pid %d): its control plane stopped without stopping it", job.id, job.pid)
+    try:
+        os.killpg(job.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _terminate(process: subprocess.Popen[str]) -> None:
