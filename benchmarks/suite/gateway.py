@@ -84,7 +84,7 @@ def run_gateway(benches: list[str], method: Method, quick: bool, log_dir: Path, 
         up, base, data_dir = start_up(bench, cpus, log_dir)
         try:
             replica = deploy(up, base, data_dir, bench)
-            case: dict[str, Any] = {"cpus": cpus, "source": str(Path(source).relative_to(ROOT)), "gateway": gateway_kind(up)}
+            case: dict[str, Any] = {"cpus": cpus, "source": str(Path(source).relative_to(ROOT)), "gateway_kind": gateway_kind(up)}
             say(f"  {bench}: direct to the replica {replica}")
             case["direct"] = measure(replica + path, body, method, say=say)
             say(f"  {bench}: through the gateway {base}/run/{name}{path}")
@@ -104,6 +104,6 @@ def run_gateway(benches: list[str], method: Method, quick: bool, log_dir: Path, 
             record["cases"][bench] = {"skipped": str(exc)[:500]}
         finally:
             up.stop(grace=30)
-    record["gateway"] = one_gateway(case["gateway"] for case in record["cases"].values() if "gateway" in case)
+    record["gateway"] = one_gateway(case["gateway_kind"] for case in record["cases"].values() if "gateway_kind" in case)
     record["load_average_after"] = load_average()
     return record
