@@ -47,12 +47,8 @@ def gateway(replicas: list[str]) -> Iterator[str]:
         yield url
 
 
-def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("the condition did not hold in time")
-        time.sleep(0.02)
+def eventually(condition: Callable[[], bool]) -> None:
+    wait_for(condition, timeout=10, what="the request")
 
 
 def state(url: str, tag: str) -> str:
@@ -233,10 +229,6 @@ GATEWAYS = [
         "haproxy",
         marks=[
             pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (.ci/run installs it)"),
-            # HAProxy needs `option abortonclose` (without it a client that leaves before the answer
-            # begins does not close the replica's connection) and DELETE /run/<d>/requests/<id> sent
-            # to the control plane (it balances leastconn, so it could pick the wrong replica).
-            pytest.mark.skip(reason="waiting for HAProxy's cancellation rules (fermion/platform/haproxy.py)"),
         ],
     ),
 ]

@@ -343,6 +343,9 @@ defaults
     mode http
     log global
     option dontlognull
+    # A client that leaves closes its request's server connection too, so the replica cancels the
+    # work (without this HAProxy waits for the answer nobody will read).
+    option abortonclose
     log-format "{LOG_FORMAT}"
     timeout connect 5s
     timeout client {int(self.timeout)}s
@@ -362,6 +365,11 @@ frontend fermion
     acl routed var(txn.backend) -m found
     acl public var(txn.dep),map({self.public_map}) -m found
     acl token_ok req.hdr(authorization),word(2,' '),sha2(256),hex,lower,map({self.tokens_map}) -m found
+    # Cancelling a request must reach the replica that serves it, which only the control plane's
+    # gateway knows (HAProxy would pick any replica).
+    acl cancel method DELETE
+    acl cancel_path path_reg ^{PREFIX}[^/]+/requests/
+    use_backend control if cancel cancel_path
     use_backend %[var(txn.backend)] if routed public
     use_backend %[var(txn.backend)] if routed token_ok
     default_backend control
