@@ -323,7 +323,8 @@ class Gateway:
         rid = request_id.encode("utf-8", "replace")
         valid = valid_request_id(rid)
         known = self.in_flight.get((route.name, rid)) if valid else None
-        urls = [known] if known else [u.url for u in route.upstreams] if valid else []
+        # one DELETE per distinct URL: on Ray every replica of a deployment is behind one Serve route
+        urls = [known] if known else list(dict.fromkeys(u.url for u in route.upstreams)) if valid else []
         answers = await asyncio.gather(*(self._cancel_upstream(url, rid) for url in urls))
         for answer in answers:
             if answer is not None and 200 <= answer[0] < 300:
