@@ -155,6 +155,12 @@ def test_sync_code_that_checks_cancelled_stops_early(replica):
 def test_a_valid_caller_id_is_kept_and_others_are_replaced(replica):
     kept = httpx.post(replica + "/wait", json={"tag": "id", "seconds": 0}, headers={"x-request-id": "mine.1:a-b_c"})
     assert kept.headers["x-request-id"] == "mine.1:a-b_c"
+    first = in_thread(lambda: httpx.post(replica + "/wait", json={"tag": "twice-1"}, headers={"x-request-id": "twice"}, timeout=30))
+    eventually(lambda: state(replica, "twice-1") == "running")
+    second = httpx.post(replica + "/wait", json={"tag": "twice-2", "seconds": 0}, headers={"x-request-id": "twice"})
+    assert second.status_code == 200 and second.headers["x-request-id"] == "twice"  # echoed, though in use
+    assert httpx.delete(replica + "/requests/twice").status_code == 202  # the first one keeps the id
+    assert first().status_code == 409
     for bad in ("has space", "a/b", "x" * 65):
         replaced = httpx.post(replica + "/wait", json={"tag": "id", "seconds": 0}, headers={"x-request-id": bad})
         assert re.fullmatch(r"[0-9a-f]{16}", replaced.headers["x-request-id"])

@@ -118,7 +118,8 @@ class InFlight:
         return len(self._requests)
 
     def add(self, request_id: bytes, task: asyncio.Task[Any], endpoint: str) -> None:
-        self._requests[request_id] = (task, endpoint)
+        """Track a request; if its id already names one in flight (a caller reused it), that one keeps it."""
+        self._requests.setdefault(request_id, (task, endpoint))
 
     def remove(self, request_id: bytes, task: asyncio.Task[Any]) -> None:
         """Forget the request (if the id still names `task`'s: once a request answers, its id is free again)."""

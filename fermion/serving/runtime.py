@@ -239,12 +239,9 @@ class EndpointRuntime:
                 length = value
             elif key == b"x-request-id":
                 incoming_id = value
-        # the caller's id is kept (a gateway sends its own, to find the request again) unless it
-        # could not appear in a URL or already names a request in flight here
-        if incoming_id is not None and valid_request_id(incoming_id) and incoming_id not in self.in_flight:
-            rid = incoming_id
-        else:
-            rid = new_request_id()
+        # the caller's id is kept and echoed (a gateway sends its own, to find the request again,
+        # and checks the answer carries it) unless it could not appear in a URL
+        rid = incoming_id if incoming_id is not None and valid_request_id(incoming_id) else new_request_id()
         task = asyncio.current_task()
         assert task is not None
         status = 500
