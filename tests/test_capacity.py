@@ -21,8 +21,7 @@ def test_room_is_the_tightest_of_count_memory_and_cpus():
     assert capacity.total == 10 and capacity.memory == int(4 * GIB * 0.8)
     assert capacity.room(Ask(256 * MIB), []) == 10  # the count binds
     assert capacity.room(Ask(1 * GIB), []) == 3  # memory binds: 3 × 1 GiB ≤ 3.2 GiB
-    assert capacity.room(Ask(256 * MIB, cpus=1), []) == 2  # CPUs asked bind
-    assert capacity.room(Ask(256 * MIB, cpus=0.5), [Ask(256 * MIB, cpus=1)]) == 2
+    assert capacity.room(Ask(256 * MIB, cpus=1), [Ask(256 * MIB, cpus=2)]) == 9  # cores are shared, not reserved
     assert capacity.room(Ask(1 * GIB), [Ask(3 * GIB)]) == 0
     assert capacity.room(Ask(256 * MIB), [Ask(256 * MIB)] * 10) == 0
 
@@ -44,6 +43,8 @@ def test_a_min_that_cannot_fit_is_refused_with_the_numbers_and_what_to_do():
     with pytest.raises(Invalid, match="max_replicas is at most 32"):
         capacity.check_ceiling(33)
     capacity.check_ceiling(32)
+    with pytest.raises(Invalid, match="asks for 4 CPUs and this machine has 2"):
+        capacity.check_fits("echo", 1, Ask(256 * MIB, cpus=4), [])
 
 
 def test_memory_estimates_follow_the_source(tmp_path: Path):
@@ -110,4 +111,35 @@ def test_the_reconciler_starts_a_few_at_a_time_never_past_capacity_and_nothing_a
     store.update_deployment("wide", min_replicas=3, max_replicas=3)
     reconciler.tick()
     assert len(backend.started) == 4  # closed: nothing starts after stop_all
+    store.close()
+
+
+class ReadyBackend(CountingBackend):
+    """Replicas are ready as soon as they start; stopping one takes effect at once."""
+
+    def status(self, handle: ReplicaHandle) -> ReplicaStatus:
+        if handle.replica_id in self.stopped:
+            return ReplicaStatus(ReplicaState.EXITED)
+        return ReplicaStatus(ReplicaState.READY, f"http://127.0.0.1:{10000 + handle.data['pid']}")
+
+
+def test_a_rollout_on_a_full_machine_goes_one_replica_at_a_time_and_never_stops_serving(tmp_path: Path):
+    store = Store.open(str(tmp_path))
+    backend = ReadyBackend()
+    routes = RouteTable()
+    reconciler = Reconciler(store, backend, routes, capacity=Capacity(SMALL, max_replicas_total=2), grace=0)
+    store.create_deployment("full", "app.py:Echo", min_replicas=2, max_replicas=2)
+    for _ in range(3):
+        reconciler.tick()
+    assert len(backend.started) == 2 and len(routes.get("full").upstreams) == 2
+    store.update_deployment("full", source="app.py:EchoV2")  # revision 2: no room for a third replica
+    for _ in range(20):
+        reconciler.tick()
+        reconciler.wait_stopped(5)
+        assert routes.get("full").upstreams, "the deployment always has a replica serving"
+        assert len(backend.started) - len(backend.stopped) <= 2  # never more than fit
+    revisions = {m.handle.revision for m in reconciler.replicas["full"]}
+    assert revisions == {2} and len(reconciler.replicas["full"]) == 2
+    assert any(e.kind == "RollingOneByOne" for e in store.list_events("full"))
+    reconciler.stop_all()
     store.close()

@@ -1,8 +1,9 @@
 """How many replicas this machine can hold: the local backend's answer to "one PATCH started 600 processes".
 
-Each replica asks for memory (its `--memory`, else an estimate from its source) and maybe CPUs
-(`--cpus`). The machine offers its CPUs and a share of its memory, and the platform a ceiling on
-replicas in all. A desired count that cannot fit is refused by the API with the numbers that say
+Each replica asks for memory (its `--memory`, else an estimate from its source). The machine
+offers a share of its memory, and the platform a ceiling on replicas in all. CPUs are not
+reserved: on one machine replicas share the cores (a replica's `--cpus` sets its compute threads),
+so a replica is refused only if it asks for more CPUs than the machine has. A desired count that cannot fit is refused by the API with the numbers that say
 why; the reconciler never starts a replica that does not fit (whatever the store says) and starts
 only a few at a time, so a burst of starts can never take the machine or the API down.
 """
@@ -108,8 +109,6 @@ class Capacity:
         taken = list(taken)
         left = [self.total - len(taken)]
         left.append((self.memory - sum(t.memory for t in taken)) // max(ask.memory, 1))
-        if ask.cpus > 0:
-            left.append(int((self.machine.cpus - sum(t.cpus for t in taken) + 1e-9) // ask.cpus))
         return max(0, min(left))
 
     def check_ceiling(self, max_replicas: int) -> None:
@@ -122,6 +121,11 @@ class Capacity:
 
     def check_fits(self, name: str, min_replicas: int, ask: Ask, taken: Iterable[Ask]) -> None:
         """A 422 when `min_replicas` replicas asking `ask` cannot run beside `taken`, with the numbers."""
+        if ask.cpus > self.machine.cpus:
+            raise Invalid(
+                f"each replica of {name!r} asks for {ask.cpus:g} CPUs and this machine has {self.machine.cpus}; "
+                f"ask for at most {self.machine.cpus} (--cpus)"
+            )
         taken = list(taken)
         room = self.room(ask, taken)
         if min_replicas <= room:

@@ -218,6 +218,7 @@ class Reconciler:
         desired, autoscaled = self._desired_count(d, len(current))
         missing = desired - len(current)
         backoff = self._backoff.setdefault(d.name, _Backoff())
+        starting = 0
         if missing > 0 and self.clock() >= backoff.next_start:
             starting = self._startable(d, desired, missing)
             for _ in range(starting):
@@ -235,6 +236,8 @@ class Reconciler:
         if old and ready_current >= desired:  # the new revision is up: drain the old one
             retire += old
             self.store.add_event(d.name, "RolledOut", f"revision {d.revision} serves; {len(old)} old replica(s) drained")
+        elif old:
+            retire += self._make_way(d, old, current, desired, ready_current, started=starting)
         for m in retire:
             managed.remove(m)
         serving = [m for m in managed if m.ready and (m.handle.revision == d.revision or ready_current < desired)]
@@ -242,6 +245,31 @@ class Reconciler:
         urls = list(dict.fromkeys(m.status.url for m in serving if m.status.url))
         self.routes.set(d.name, urls, public=d.public, cold_start=d.min_replicas == 0)
         self._retire(d.name, retire)
+
+    def _make_way(
+        self,
+        d: DeploymentRecord,
+        old: list[ManagedReplica],
+        current: list[ManagedReplica],
+        desired: int,
+        ready: int,
+        started: int,
+    ) -> list[ManagedReplica]:
+        """Old replicas a rollout may drain before it is done: one for each new replica ready beyond
+        the desired count (serving never drops below it), and, when the machine has no room for even
+        one more replica and none of the new revision is starting, one old replica to make room (the
+        rollout then goes one replica at a time)."""
+        by_readiness = sorted(old, key=lambda m: (m.ready, m.handle.data.get("started_at") or 0))
+        excess = len([m for m in old if m.ready]) + ready - desired
+        if excess > 0:
+            return by_readiness[:excess]
+        stuck = not started and not any(not m.ready for m in current)
+        if stuck and d.name in self._limited and self._startable(d, desired, 1) == 0:
+            self.store.add_event(
+                d.name, "RollingOneByOne", "no room on this machine for an extra replica: replacing old replicas one at a time"
+            )
+            return by_readiness[:1]
+        return []
 
     def _startable(self, d: DeploymentRecord, desired: int, missing: int) -> int:
         """How many of the `missing` replicas may start now: within the platform's starting limit and,
