@@ -166,6 +166,13 @@ def test_a_valid_caller_id_is_kept_and_others_are_replaced(replica):
         assert re.fullmatch(r"[0-9a-f]{16}", replaced.headers["x-request-id"])
 
 
+@pytest.mark.parametrize(("method", "path"), [("GET", "/nope"), ("GET", "/wait"), ("GET", "/requests/x"), ("GET", "/docs/static/x.js")])
+def test_every_error_answer_carries_the_callers_id(replica, method, path):
+    # the gateway checks that an answer carries the id it sent (else the connection is out of step)
+    answer = httpx.request(method, replica + path, headers={"x-request-id": "caller-7"})
+    assert answer.status_code in (404, 405) and answer.headers["x-request-id"] == "caller-7" == answer.json()["request_id"]
+
+
 def test_the_cancel_endpoint_is_in_the_openapi_document_and_only_takes_delete(replica):
     doc = httpx.get(replica + "/openapi.json").json()
     operation = doc["paths"]["/requests/{request_id}"]["delete"]

@@ -25,7 +25,7 @@ import orjson
 from fermion.service import Service
 from fermion.serving.config import ServeConfig
 from fermion.serving.deadlines import Deadlines, InFlight
-from fermion.serving.http import JSON_TYPE, HTTPError, new_request_id, send_bytes, send_error
+from fermion.serving.http import JSON_TYPE, HTTPError, new_request_id, send_bytes, send_error, valid_request_id
 from fermion.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fermion.serving.metrics import ReplicaMetrics
 from fermion.serving.openapi import build_openapi, docs_page, swagger_assets_dir
@@ -161,19 +161,19 @@ class ReplicaApp:
                     await send_error(
                         send,
                         HTTPError(405, f"{path} accepts {allowed}, not {scope['method']}", headers=[(b"allow", allowed.encode())]),
-                        new_request_id().decode(),
+                        _request_id(scope),
                     )
                 return
             system = self._system.get(path)
             if system is not None:
                 await system(scope, receive, send)
             elif path.startswith("/docs/static/"):
-                await self._asset(path[len("/docs/static/") :], send)
+                await self._asset(path[len("/docs/static/") :], scope, send)
             elif path.startswith(REQUESTS_PREFIX):
                 await self._cancel_request(scope, send)
             else:
                 known = ", ".join(f"{m} {p}" for p, ms in self.routes.items() for m in ms) or "none"
-                await send_error(send, HTTPError(404, f"no endpoint at {path}; this service has: {known}"), new_request_id().decode())
+                await send_error(send, HTTPError(404, f"no endpoint at {path}; this service has: {known}"), _request_id(scope))
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
@@ -265,7 +265,7 @@ class ReplicaApp:
         if scope["method"] != "DELETE":
             error = HTTPError(405, f"{scope['path']} accepts DELETE (to cancel that request), not {scope['method']}")
             error.headers.append((b"allow", b"DELETE"))
-            await send_error(send, error, new_request_id().decode())
+            await send_error(send, error, _request_id(scope))
             return
         endpoint = self.in_flight.cancel(request_id.encode("utf-8", "replace"))
         if endpoint is None:
@@ -275,24 +275,33 @@ class ReplicaApp:
             await send_error(
                 send,
                 HTTPError(404, f"no request {request_id[:80]!r} in flight in {where}: it has finished, or never came here"),
-                new_request_id().decode(),
+                _request_id(scope),
             )
             return
         log.info("request %s to endpoint %r cancelled by DELETE %s", request_id, endpoint, scope["path"])
         await self._json(send, 202, {"request_id": request_id, "endpoint": endpoint, "cancelled": True})
 
-    async def _asset(self, name: str, send: Any) -> None:
+    async def _asset(self, name: str, scope: dict[str, Any], send: Any) -> None:
         if self._assets is None or "/" in name or name.startswith("."):
-            await send_error(send, HTTPError(404, "no such file"), new_request_id().decode())
+            await send_error(send, HTTPError(404, "no such file"), _request_id(scope))
             return
         path = os.path.join(self._assets, name)
         if not os.path.isfile(path):
-            await send_error(send, HTTPError(404, f"no such file: {name}"), new_request_id().decode())
+            await send_error(send, HTTPError(404, f"no such file: {name}"), _request_id(scope))
             return
         with open(path, "rb") as fh:
             data = fh.read()
         ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
         await send_bytes(send, 200, data, [(b"content-type", ctype.encode()), (b"cache-control", b"public, max-age=86400")])
+
+
+def _request_id(scope: dict[str, Any]) -> str:
+    """For an error outside the endpoints: the caller's X-Request-ID if valid (the gateway checks that an
+    answer carries the id it sent), else a new one."""
+    for key, value in scope["headers"]:
+        if key == b"x-request-id" and valid_request_id(value):
+            return value.decode("ascii")
+    return new_request_id().decode()
 
 
 def _limit_compute_threads(threads: int) -> None:
