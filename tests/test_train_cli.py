@@ -132,6 +132,15 @@ def test_a_target_with_one_class_fails_and_models_ls_shows_no_model(tmp_path: Pa
     assert not [p for p in (home / "models").rglob("*") if p.name != ".staging"], "the failed run left files behind"
 
 
+def test_models_lists_the_registry_and_sources_the_families(tmp_path: Path):
+    home = tmp_path / "home"
+    listed = fermion(home, "models")
+    assert listed.returncode == 0 and "no trained models yet" in listed.stdout, listed.stderr
+    assert f"local data dir: {home}" in listed.stderr and "fermion sources" in listed.stderr
+    families = json.loads(fermion(home, "sources", "--json").stdout)
+    assert {"st:", "hf:", "sklearn:", "onnx:"} <= {f["prefix"] for f in families}
+
+
 # -- the registry from the CLI: train twice, list, show, report ------------------------------------------
 
 
