@@ -15,6 +15,8 @@ import httpx
 import pytest
 from support import FERMION, ROOT, RunningPlatform, running_platform
 
+pytestmark = pytest.mark.slow  # one `fermion up`, two short trainings and two deployments
+
 
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
