@@ -279,8 +279,9 @@ class Gateway:
             except UpstreamBroken as exc:
                 return await _error(send, 502, f"replica of {route.name!r} broke the connection: {exc}")
             except TimeoutError:
+                timed_out = await _error(send, 504, f"replica of {route.name!r} did not answer within {self.timeout:g} s")
                 await self._cancel_upstream(upstream.url, request_id)  # the replica works on: stop it
-                return await _error(send, 504, f"replica of {route.name!r} did not answer within {self.timeout:g} s")
+                return timed_out
             status = response.status
             out_headers = [(k, v) for k, v in response.headers if k.decode("latin-1") not in _DROP_RESPONSE]
             try:
