@@ -202,6 +202,15 @@ def test_a_client_that_leaves_a_sync_stream_at_the_gateway_closes_its_generator(
     eventually(lambda: replica_state(replicas, "gw-stream") == {"closed"})
 
 
+def test_a_request_the_gateway_gives_up_on_is_cancelled_on_the_replica(replicas):
+    table = RouteTable()
+    table.set("slow", replicas[:1], public=True)
+    with serve(Gateway(table, timeout=0.5)) as url:
+        answer = httpx.post(url + "/run/slow/wait", json={"tag": "gw-timeout"})
+        assert answer.status_code == 504
+    eventually(lambda: state(replicas[0], "gw-timeout") == "cancelled")
+
+
 def test_delete_through_the_gateway_reaches_the_replica_serving_the_request(gateway, replicas):
     callers = {
         tag: in_thread(lambda tag=tag: httpx.post(gateway + "/run/both/wait", json={"tag": tag}, headers={"x-request-id": tag}, timeout=30))

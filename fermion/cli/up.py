@@ -76,9 +76,13 @@ def up(
             show_default=False,
         ),
     ] = None,
-    max_replicas: Annotated[
+    max_replicas_per_deployment: Annotated[
         int, typer.Option(min=1, max=1000, help="The most replicas one deployment may ask for (its max_replicas).")
     ] = 32,
+    max_body_size: Annotated[
+        str,
+        typer.Option(help="The largest request body a call to a deployment may send, e.g. 16MiB; 413 beyond, unread."),
+    ] = "16MiB",
     max_replicas_total: Annotated[
         int | None,
         typer.Option(
@@ -119,6 +123,9 @@ def up(
         fail(f"cannot use data dir {folder}: {exc.strerror or exc}; pick another with --data-dir", 2)
     # Replicas and training jobs inherit this, so `model:` sources and datasets resolve in this data dir.
     os.environ["FERMION_HOME"] = str(folder)
+    # Replicas inherit this: the gateways, HAProxy and every replica refuse the same bodies.
+    body_limit = _size(max_body_size, "--max-body-size")
+    os.environ["FERMION_MAX_BODY_SIZE"] = str(body_limit)
     elsewhere = _running_elsewhere(folder)
     if elsewhere:
         fail(f"a `fermion up` already runs from {folder} at {elsewhere}; stop it first, or use another --data-dir", 2)
@@ -166,7 +173,7 @@ def up(
         port = sock.getsockname()[1]
         sock.close()
         sock = bind_socket("127.0.0.1", 0)
-        front = haproxy.HAProxyFrontDoor(folder / "haproxy", host, port, sock.getsockname()[1], grace=grace)
+        front = haproxy.HAProxyFrontDoor(folder / "haproxy", host, port, sock.getsockname()[1], grace=grace, max_body_size=body_limit)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
     base = f"http://{shown_host}:{port if front is not None else sock.getsockname()[1]}"
 
@@ -198,8 +205,9 @@ def up(
         metrics_interval_s=metrics_interval,
         data_dir=folder,
         training_limits=training_limits,
-        max_replicas=max_replicas,
+        max_replicas=max_replicas_per_deployment,
         max_replicas_total=max_replicas_total,
+        max_body_size=body_limit,
     )
     _banner(base, folder, store, new_token, "HAProxy in front" if front is not None else "built-in", backend_line)
     write_up_file(folder, base, os.getpid())
@@ -305,3 +313,15 @@ def _now() -> object:
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
+
+
+def _size(text: str, option: str) -> int:
+    from fermion.serving.config import parse_size
+
+    try:
+        size = parse_size(text)
+    except ValueError as exc:
+        fail(f"{option}: {exc}", 2)
+    if size < 1024:
+        fail(f"{option} {text!r} is under 1 KiB: no request would fit; give e.g. 16MiB", 2)
+    return size

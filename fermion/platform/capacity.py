@@ -27,7 +27,7 @@ DEFAULT_REPLICA_MEMORY = 256 * MIB
 DEFAULT_MODEL_MEMORY = 1 * GIB
 #: The share of the machine's memory replicas may take; the rest is for the platform and the system.
 MEMORY_SHARE = 0.8
-#: Ceiling on one deployment's max_replicas (per platform: `fermion up --max-replicas`).
+#: Ceiling on one deployment's max_replicas (per platform: `fermion up --max-replicas-per-deployment`).
 DEFAULT_MAX_REPLICAS = 32
 
 
@@ -116,7 +116,7 @@ class Capacity:
         if max_replicas > self.max_replicas:
             raise Invalid(
                 f"max_replicas is at most {self.max_replicas} on this platform, got {max_replicas} "
-                f"(the operator sets the ceiling with `fermion up --max-replicas N`)"
+                f"(the operator sets the ceiling with `fermion up --max-replicas-per-deployment N`)"
             )
 
     def check_fits(self, name: str, min_replicas: int, ask: Ask, taken: Iterable[Ask]) -> None:

@@ -24,7 +24,7 @@ from fermion.platform.autoscaler import Autoscaler
 from fermion.platform.backend import Backend
 from fermion.platform.capacity import DEFAULT_MAX_REPLICAS, Ask, Capacity, Machine
 from fermion.platform.gateway import PREFIX as RUN_PREFIX
-from fermion.platform.gateway import Gateway, RouteTable
+from fermion.platform.gateway import DEFAULT_MAX_BODY_SIZE, Gateway, RouteTable
 from fermion.platform.haproxy import HAProxyFrontDoor
 from fermion.platform.history import MetricsHistory
 from fermion.platform.reconciler import Reconciler
@@ -104,6 +104,7 @@ class ControlPlane:
         training_limits: TrainingLimits | None = None,
         max_replicas: int = DEFAULT_MAX_REPLICAS,
         max_replicas_total: int | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     ) -> None:
         from fermion.platform.home import default_data_dir
         from fermion.platform.trainings import TrainingJobs
@@ -125,7 +126,9 @@ class ControlPlane:
             capacity=self.capacity if backend.name == "local" else None,
         )
         self.tokens = TokenCache(store)
-        self.gateway = Gateway(self.routes, authorize=self._authorize, cold_start_timeout=cold_start_timeout)
+        self.gateway = Gateway(
+            self.routes, authorize=self._authorize, cold_start_timeout=cold_start_timeout, max_body_size=max_body_size
+        )
         self.history = MetricsHistory(self.gateway.metrics, interval_s=metrics_interval_s)
         self.swagger_assets = swagger_assets_dir()
         self.tick_s = tick_s
@@ -140,7 +143,11 @@ class ControlPlane:
         self._thread: threading.Thread | None = None
         from fermion.platform.api import build_api
 
-        self.api = build_api(self)
+        from fermion.data.store import DEFAULT_MAX_BYTES
+        from fermion.platform.api_guard import APIGuard
+
+        # Bodies are refused before they are read unless they come with a valid token (api_guard).
+        self.api = APIGuard(build_api(self), self._token_valid, upload_limit=DEFAULT_MAX_BYTES)
 
     # The reconcile loop
 
@@ -257,6 +264,12 @@ class ControlPlane:
             "replicas": {"desired": desired, "ready": ready, "starting": starting},
             "restarts": self.reconciler.restarts(record.name),
         }
+
+    async def _token_valid(self, token: str) -> bool:
+        known, record = self.tokens.cached(token)
+        if not known:
+            record = await asyncio.to_thread(self.tokens.verify, token)
+        return record is not None
 
     async def _authorize(self, name: str, token: str | None) -> tuple[int, str] | None:
         if token is None:

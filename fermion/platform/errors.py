@@ -77,6 +77,13 @@ class Forbidden(PlatformError):
     code = "forbidden"
 
 
+class PayloadTooLarge(PlatformError):
+    """A request body over the route's limit, refused before (or while) it is read (413)."""
+
+    status = 413
+    code = "payload_too_large"
+
+
 class TooManyRequests(PlatformError):
     """A bounded queue is full (429); `retry_after` is when trying again may succeed, in seconds."""
 

@@ -11,6 +11,13 @@ client that leaves cancels its request on the replica; `DELETE /run/<deployment>
 cancels one explicitly, on the replica that serves it, or on whichever replica knows the id (a
 request that reached the replica through HAProxy, which the gateway did not see).
 
+The edge is strict, because one pooled connection carries many callers' requests: the target is
+forwarded as the caller sent it (still percent-encoded), and a target or header with control
+characters (a CR/LF that could start a second request), a body over `max_body_size` (checked on
+Content-Length before reading, and counted while reading) or a response that answers another
+request (its X-Request-ID is not the one sent) never reaches or returns to a caller. The
+gateway sets X-Forwarded-For/-Proto/-Host/-Prefix itself; callers' values are dropped.
+
 A deployment that may scale to zero (`Route.cold_start`) has no replica while idle: a request then
 waits (counted in `Route.waiting`, which the autoscaler adds to the load) until one is ready.
 Every request is counted in `Gateway.metrics` (see `fermion.platform.gateway_metrics`).
@@ -21,10 +28,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 
@@ -49,7 +58,21 @@ _DROP_REQUEST = {
     b"authorization",
     b"content-length",
     b"x-request-id",  # replaced by the id the gateway tracks (the caller's, if valid)
+    # Set by the gateway itself: what a caller claims here is not to be trusted.
+    b"x-forwarded-for",
+    b"x-forwarded-host",
+    b"x-forwarded-proto",
+    b"x-forwarded-prefix",
+    b"forwarded",
 }
+#: A request target as it may travel on the wire: visible ASCII only (anything else percent-encoded).
+_RAW_TARGET = re.compile(rb"[!-~]*")
+#: Control characters, once percent-decoded: a CR/LF in a path is a second request in disguise.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Header bytes that could end a header line early or hide one in another.
+_BAD_HEADER_BYTES = re.compile(rb"[\r\n\x00]")
+#: The largest request body the gateway forwards (`fermion up --max-body-size`; replicas default to the same).
+DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
 _DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection", "content-length"}
 #: How often a request waiting for a cold start looks for a ready replica (routes change in another thread).
 _COLD_START_POLL_S = 0.05
@@ -142,12 +165,18 @@ class Gateway:
     """
 
     def __init__(
-        self, table: RouteTable, authorize: Authorize | None = None, timeout: float = 300.0, cold_start_timeout: float = 120.0
+        self,
+        table: RouteTable,
+        authorize: Authorize | None = None,
+        timeout: float = 300.0,
+        cold_start_timeout: float = 120.0,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     ) -> None:
         self.table = table
         self.authorize = authorize or _allow_all
         self.timeout = timeout
         self.cold_start_timeout = cold_start_timeout
+        self.max_body_size = max_body_size
         self.pool = UpstreamPool()
         self.metrics = GatewayMetrics()
         #: (deployment, request id) → URL of the replica serving it, while it is in flight (so the
@@ -176,7 +205,15 @@ class Gateway:
             await _error(send, 404, f"no such path {path}; deployments are served under {PREFIX}<name>/")
             self.metrics.observe("", 404, time.perf_counter() - started)
             return
-        name, _, rest = path[len(PREFIX) :].partition("/")
+        raw_name, _, raw_rest = (scope.get("raw_path") or path.encode())[len(PREFIX) :].partition(b"/")
+        query: bytes = scope.get("query_string", b"")
+        malformed = _malformed(path, raw_rest, query, scope["headers"])
+        if malformed is not None:
+            await _error(send, 400, malformed)
+            self.metrics.observe("", 400, time.perf_counter() - started)
+            return
+        name = unquote(raw_name.decode("ascii"))
+        rest = unquote(raw_rest.decode("ascii"))
         route = self.table.get(name)
         if route is None:
             known = ", ".join(self.table.names()) or "none yet"
@@ -198,19 +235,28 @@ class Gateway:
                 status = await self._cancel(route, rest[len(REQUESTS) :], send)
                 return
             route.arrivals += 1
-            status = await self._proxy(route, "/" + rest, scope, receive, send)
+            target = "/" + raw_rest.decode("ascii") + ("?" + query.decode("ascii") if query else "")
+            status = await self._proxy(route, target, scope, receive, send)
         finally:
             self.metrics.end(name, status, time.perf_counter() - started)
 
-    async def _proxy(self, route: Route, path: str, scope: dict[str, Any], receive: Any, send: Any) -> int:
-        """Forward one request; returns the status the client got (499 if it left first)."""
-        body = await _read_body(receive)
-        headers = [(k, v) for k, v in scope["headers"] if k not in _DROP_REQUEST]
-        headers.append((b"x-forwarded-prefix", f"{PREFIX}{route.name}".encode()))
+    async def _proxy(self, route: Route, target: str, scope: dict[str, Any], receive: Any, send: Any) -> int:
+        """Forward one request (`target`: path and query as the caller sent them, after the deployment's
+        prefix); returns the status the client got (499 if it left first)."""
+        body = await _read_body(receive, scope["headers"], self.max_body_size)
+        if isinstance(body, int):
+            if body < 0:
+                return CLIENT_CLOSED
+            return await _error(
+                send,
+                413,
+                f"request body is over the limit of {self.max_body_size} bytes"
+                + (f" (Content-Length: {body})" if body else "")
+                + "; send less, or ask the operator to raise `fermion up --max-body-size`",
+            )
+        headers = _forwarded_headers(scope, f"{PREFIX}{route.name}")
         request_id = self._request_id(route.name, scope["headers"])
         headers.append((b"x-request-id", request_id))
-        query = scope.get("query_string", b"")
-        target = path + ("?" + query.decode("latin-1") if query else "")
         key = (route.name, request_id)
         self.in_flight[key] = ""  # not on a replica yet (waiting for a cold start): claims the id
         tried: set[str] = set()
@@ -282,6 +328,12 @@ class Gateway:
                 timed_out = await _error(send, 504, f"replica of {route.name!r} did not answer within {self.timeout:g} s")
                 await self._cancel_upstream(upstream.url, request_id)  # the replica works on: stop it
                 return timed_out
+            answered = next((v for k, v in response.headers if k == b"x-request-id"), request_id)
+            if answered != request_id:  # the connection is out of step: this answer is someone else's
+                await response.body.aclose()  # type: ignore[attr-defined]  # unfinished: the connection is closed
+                log.error("replica %s of %s answered request %r with %r's answer; connection dropped",
+                          upstream.url, route.name, request_id, answered)
+                return await _error(send, 502, f"replica of {route.name!r} answered out of step; its connection was dropped")
             status = response.status
             out_headers = [(k, v) for k, v in response.headers if k.decode("latin-1") not in _DROP_RESPONSE]
             try:
@@ -390,13 +442,61 @@ def _bearer(scope: dict[str, Any]) -> str | None:
     return None
 
 
-async def _read_body(receive: Any) -> bytes:
+def _malformed(path: str, raw_rest: bytes, query: bytes, headers: list[tuple[bytes, bytes]]) -> str | None:
+    """Why this request must not be forwarded (a 400), or None."""
+    if not _RAW_TARGET.fullmatch(raw_rest) or not _RAW_TARGET.fullmatch(query):
+        return "the request target has characters that must be percent-encoded"
+    if _CONTROL.search(path):
+        return "the request path has control characters (a percent-encoded CR, LF or NUL, say); remove them"
+    for key, value in headers:
+        if _BAD_HEADER_BYTES.search(key) or _BAD_HEADER_BYTES.search(value):
+            return f"header {key[:40].decode('latin-1')!r} has a CR, LF or NUL in it"
+    return None
+
+
+def _forwarded_headers(scope: dict[str, Any], prefix: str) -> list[tuple[bytes, bytes]]:
+    """The caller's headers less hop-by-hop ones (also those its Connection header names), with the
+    X-Forwarded-* headers set by the gateway from what it saw itself."""
+    hop = set(_DROP_REQUEST)
+    host = b""
+    for key, value in scope["headers"]:
+        if key == b"connection":
+            hop.update(token.strip().lower() for token in value.split(b","))
+        elif key == b"host":
+            host = value
+    headers = [(k, v) for k, v in scope["headers"] if k not in hop]
+    client = scope.get("client")
+    if client:
+        headers.append((b"x-forwarded-for", str(client[0]).encode()))
+    headers.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
+    if host:
+        headers.append((b"x-forwarded-host", host))
+    headers.append((b"x-forwarded-prefix", prefix.encode()))
+    return headers
+
+
+async def _read_body(receive: Any, headers: list[tuple[bytes, bytes]], limit: int) -> bytes | int:
+    """The whole request body, or, when it is over `limit`, its declared length (0: none was
+    declared; reading stopped as soon as the count passed the limit); -1 if the client left."""
+    for key, value in headers:
+        if key == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                declared = 0
+            if declared > limit:
+                return declared  # refused before a byte of it is read
     chunks = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
+            return -1
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return 0
+        chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return b"".join(chunks)

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fermion.platform.gateway import PREFIX, RouteTable
+from fermion.platform.gateway import DEFAULT_MAX_BODY_SIZE, PREFIX, RouteTable
 
 log = logging.getLogger("fermion.gateway")
 
@@ -98,11 +98,14 @@ class HAProxyFrontDoor:
         timeout: float = 300.0,
         grace: float = 30.0,
         binary: str | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     ) -> None:
+        """`max_body_size`: the largest body a call to a deployment may declare (413 beyond, unread)."""
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.host, self.port, self.control_port = host, port, control_port
         self.timeout, self.grace = timeout, grace
+        self.max_body_size = max_body_size
         self.binary = binary or available() or "haproxy"
         self.config = folder / CONFIG_FILE
         self.tokens_map = folder / "tokens.map"
@@ -360,6 +363,16 @@ defaults
 
 frontend fermion
     bind {listen}
+    http-request del-header x-forwarded-for
+    http-request del-header forwarded
+    http-request del-header x-forwarded-host
+    http-request set-header x-forwarded-host %[req.hdr(host)] if {{ req.hdr(host) -m found }}
+    option forwardfor
+    # The edge's rules, as the built-in gateway keeps them: a percent-encoded CR, LF or NUL in the
+    # path (a second request in disguise) is refused, and so is a body declared over the limit,
+    # before a byte of it is read.
+    http-request return status 400 content-type application/json string '{{"error": "the request path has control characters (a percent-encoded CR, LF or NUL, say); remove them"}}' if {{ path,url_dec -m reg [[:cntrl:]] }}
+    http-request return status 413 content-type application/json string '{{"error": "request body is over the limit of {self.max_body_size} bytes; send less, or ask the operator to raise `fermion up --max-body-size`"}}' if {{ path_beg {PREFIX} }} {{ req.hdr_val(content-length) gt {self.max_body_size} }}
     http-request set-var(txn.dep) path,field(3,/) if {{ path_beg {PREFIX} }}
     http-request set-var(txn.backend) var(txn.dep),map({self.deployments_map}) if {{ var(txn.dep) -m found }}
     acl routed var(txn.backend) -m found
