@@ -329,7 +329,9 @@ class Gateway:
                 await self._cancel_upstream(upstream.url, request_id)  # the replica works on: stop it
                 return timed_out
             answered = next((v for k, v in response.headers if k == b"x-request-id"), request_id)
-            if answered != request_id:  # the connection is out of step: this answer is someone else's
+            # A replica echoes the id it was sent; one behind a shared proxy (Ray Serve's: a URL with a
+            # path) answers through that proxy's own ids, so only direct replicas are held to it.
+            if answered != request_id and "/" not in upstream.url.split("://", 1)[-1]:  # out of step: someone else's answer
                 await response.body.aclose()  # type: ignore[attr-defined]  # unfinished: the connection is closed
                 log.error("replica %s of %s answered request %r with %r's answer; connection dropped",
                           upstream.url, route.name, request_id, answered)

@@ -122,7 +122,14 @@ class UpstreamPool:
                 if reused:  # the replica closed an idle keep-alive connection: retry on a fresh one
                     continue
                 raise UpstreamBroken(f"{base}: {exc}") from None
-            return await self._response(base, conn, status_line)
+            except BaseException:  # cancelled (the caller left, a timeout): the answer is unread, so the
+                conn.close()  # connection is out of step with its requests and must not be reused
+                raise
+            try:
+                return await self._response(base, conn, status_line)
+            except BaseException:
+                conn.close()
+                raise
         raise UpstreamBroken(f"{base}: no usable connection")  # pragma: no cover - loop always returns or raises
 
     async def _response(self, base: str, conn: _Connection, status_line: bytes) -> UpstreamResponse:
