@@ -53,14 +53,17 @@ class RunningServer:
             return self.proc.wait()
 
 
-def wait_ready(url: str, proc: subprocess.Popen[str] | None, timeout: float, log_path: Path | None = None) -> None:
+def wait_ready(
+    url: str, proc: subprocess.Popen[str] | None, timeout: float, log_path: Path | None = None, verify: Any = True
+) -> None:
+    """Poll `url`/readyz until it answers 200 (`verify`: httpx's, e.g. an SSLContext trusting a test CA)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             out = log_path.read_text(errors="replace") if log_path else ""
             raise RuntimeError(f"server exited with {proc.returncode} before it was ready:\n{out}")
         try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+            if httpx.get(url + "/readyz", timeout=2, verify=verify).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -91,6 +94,7 @@ def running_server(
     ready_timeout: float = 90.0,
     wait: bool = True,
     tmp_dir: Path | None = None,
+    verify: Any = True,
 ) -> Iterator[RunningServer]:
     """Start `fermion serve SOURCE --port 0 ARGS...`, wait for /readyz, stop it afterwards.
 
@@ -115,7 +119,7 @@ def running_server(
     server = RunningServer(_announced_url(proc, log_path, ready_timeout), proc, log_path)
     try:
         if wait:
-            wait_ready(server.url, proc, ready_timeout, log_path)
+            wait_ready(server.url, proc, ready_timeout, log_path, verify)
         yield server
     finally:
         if proc.poll() is None:
@@ -161,17 +165,22 @@ class RunningPlatform:
     data_dir: Path
     proc: subprocess.Popen[str]
     log_path: Path
+    #: What httpx's `verify=` gets for this platform (an SSLContext trusting the test's CA when it serves TLS).
+    verify: Any = True
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def api(self, token: str | None = None) -> httpx.Client:
         """An httpx client for the REST API and the gateway, sending `token` (default: admin)."""
-        return httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {token or self.token}"}, timeout=60)
+        headers = {"authorization": f"Bearer {token or self.token}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60, verify=self.verify)
 
 
-def start_platform(data_dir: Path, *args: str, port: int = 0, env: dict[str, str] | None = None, timeout: float = 60.0) -> RunningPlatform:
-    """Start `fermion up --data-dir DATA_DIR --port PORT ARGS...` and wait for /healthz."""
+def start_platform(
+    data_dir: Path, *args: str, port: int = 0, env: dict[str, str] | None = None, timeout: float = 60.0, verify: Any = True
+) -> RunningPlatform:
+    """Start `fermion up --data-dir DATA_DIR --port PORT ARGS...` and wait for /healthz (over https:// when it says so)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"up-{time.monotonic_ns()}.log"
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "500", "FERMION_HOME": str(data_dir), **(env or {})}
@@ -185,7 +194,7 @@ def start_platform(data_dir: Path, *args: str, port: int = 0, env: dict[str, str
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                if httpx.get(url + "/healthz", timeout=2, verify=verify).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -196,7 +205,7 @@ def start_platform(data_dir: Path, *args: str, port: int = 0, env: dict[str, str
         stop_process(proc)
         raise
     token = (data_dir / "admin.token").read_text().strip()
-    return RunningPlatform(url, token, data_dir, proc, log_path)
+    return RunningPlatform(url, token, data_dir, proc, log_path, verify)
 
 
 def stop_process(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
@@ -220,9 +229,11 @@ def stop_replicas(data_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def running_platform(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[RunningPlatform]:
+def running_platform(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None, verify: Any = True
+) -> Iterator[RunningPlatform]:
     """`fermion up` for the length of a `with` block; it and every replica are stopped afterwards."""
-    platform = start_platform(data_dir, *args, env=env)
+    platform = start_platform(data_dir, *args, env=env, verify=verify)
     try:
         yield platform
     finally:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from fermion.cli.app import app, fail, renamed_options
+from fermion.cli.platform import CaCertOption
 
 
 def _is_string_schema(schema: dict[str, Any]) -> bool:
@@ -69,14 +70,18 @@ def call(
     json_body: Annotated[str | None, typer.Option("--body", help="All arguments as one JSON object.")] = None,
     token: Annotated[str | None, typer.Option(help="Bearer token (default: $FERMION_TOKEN).")] = None,
     timeout: Annotated[float, typer.Option("--request-timeout", help="Seconds to wait for the answer.")] = 60.0,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Call ENDPOINT of the service at URL and print the answer (streams print as they arrive)."""
     from fermion.client import APIError, Client
+    from fermion.client._tls import CACertError
 
     try:
-        client = Client(url, token=token or os.environ.get("FERMION_TOKEN"), timeout=timeout)
+        client = Client(url, token=token or os.environ.get("FERMION_TOKEN"), timeout=timeout, ca_cert=ca_cert)
     except APIError as exc:
         fail(str(exc))
+    except CACertError as exc:
+        fail(str(exc), 2)
     except ValueError as exc:
         fail(f"{url} is not a usable URL: {exc}", 2)
     with client:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from fermion.cli.app import app, err, fail, out, renamed_options
 from fermion.cli.place import resolve_place
-from fermion.cli.platform import JsonOption, TokenOption, UrlOption, print_json
+from fermion.cli.platform import CaCertOption, JsonOption, TokenOption, UrlOption, print_json
 
 if TYPE_CHECKING:
     from fermion.data import DatasetStore
@@ -52,6 +52,7 @@ def add(
     url: UrlOption = None,
     token: TokenOption = None,
     data_dir: DataDir = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Validate a file, folder or sample and store it as a new immutable version (NAME@V), here or on the platform."""
     place = resolve_place(url, token, data_dir)
@@ -118,7 +119,7 @@ def _labels_line(labels: dict[str, int], limit: int = 12) -> str:
 
 
 @data_app.command("ls")
-def ls(json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None, data_dir: DataDir = None) -> None:
+def ls(json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None, data_dir: DataDir = None, ca_cert: CaCertOption = None) -> None:
     """List every dataset version: name, version, kind, rows, columns, hash prefix and when it was added."""
     place = resolve_place(url, token, data_dir)
     if place.remote:
@@ -157,6 +158,7 @@ def show(
     url: UrlOption = None,
     token: TokenOption = None,
     data_dir: DataDir = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Describe a dataset version: schema with dtypes and missing values, label balance and the first rows."""
     from fermion.data import DatasetError

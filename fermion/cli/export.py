@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from fermion.cli.app import app, err, fail, out
-from fermion.cli.platform import TokenOption, UrlOption, connect
+from fermion.cli.platform import CaCertOption, TokenOption, UrlOption, connect
 
 export_app = typer.Typer(help="Write a deployment out for another system to run (KubeRay on Kubernetes).", no_args_is_help=True)
 app.add_typer(export_app, name="export")
@@ -40,6 +40,7 @@ def kuberay(
     namespace: Annotated[str | None, typer.Option(help="The Kubernetes namespace.", show_default=False)] = None,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Write deployment NAME as a KubeRay RayService: the same Serve application the Ray backend runs."""
     from fermion.platform.kuberay import ExportRequest, rayservice, to_yaml

@@ -13,7 +13,7 @@ from rich.table import Table
 from fermion.cli.app import app, err, out
 from fermion.cli.data import DataDir
 from fermion.cli.place import resolve_place
-from fermion.cli.platform import JsonOption, TokenOption, UrlOption, connect, print_json
+from fermion.cli.platform import CaCertOption, JsonOption, TokenOption, UrlOption, connect, print_json
 
 models_app = typer.Typer(
     help="The trained models in the registry, on the platform or in the local data dir: `ls` (the default) and `show`.",
@@ -30,6 +30,7 @@ def models(
     url: UrlOption = None,
     token: TokenOption = None,
     data_dir: DataDir = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """List the trained models (as `fermion models ls`); `fermion sources` lists what `fermion serve` accepts."""
     if ctx.invoked_subcommand is None:
@@ -64,7 +65,7 @@ def sources(json_output: JsonOption = False) -> None:
 
 
 @models_app.command("ls")
-def ls(json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None, data_dir: DataDir = None) -> None:
+def ls(json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None, data_dir: DataDir = None, ca_cert: CaCertOption = None) -> None:
     """List the trained models in the registry: every version with its dataset, task, family and test score."""
     from fermion.cli.train import format_score
 
@@ -111,6 +112,7 @@ def show(
     url: UrlOption = None,
     token: TokenOption = None,
     data_dir: DataDir = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Everything about one model version: metrics, parameters, inputs, dataset, libraries, and how to serve it."""
     from fermion.cli.train import local_model, print_result

@@ -1,7 +1,8 @@
 """What the platform commands (`fermion deploy`, `ls`, `status`, `token`, ...) share.
 
 Each command finds the platform with `--url`/`--token`, else `FERMION_URL`/`FERMION_TOKEN`, else the
-local `fermion up` (see fermion/platform/home.py), talks to it through `fermion.platform.client`,
+local `fermion up` (see fermion/platform/home.py), verifies an https:// one with `--ca-cert`, else
+`FERMION_CA_CERT`, else the system's CAs, talks to it through `fermion.platform.client`,
 and turns every failure into one red line: exit code 2 when the input was wrong (the API said 404,
 409 or 422, or an option did not parse), 1 for anything else.
 """
@@ -13,6 +14,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -34,6 +36,26 @@ UrlOption = Annotated[
 TokenOption = Annotated[
     str | None,
     typer.Option("--token", help="An API token. [default: $FERMION_TOKEN, else the local admin token]", show_default=False),
+]
+#: The `--ca-cert` of the command being run. Its option records it here and `connect()` reads it, so that
+#: it need not travel through every helper between a command and `connect()`; every command that
+#: reaches `connect()` declares `CaCertOption` (so a value never outlives its command).
+_ca_cert_given: ContextVar[str | None] = ContextVar("ca_cert_given", default=None)
+
+
+def _remember_ca_cert(value: str | None) -> str | None:
+    _ca_cert_given.set(value)
+    return value
+
+
+CaCertOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ca-cert",
+        help="The PEM file of the CA that signed an https:// server's certificate. [default: $FERMION_CA_CERT, else the system's CAs]",
+        show_default=False,
+        callback=_remember_ca_cert,
+    ),
 ]
 EnvOption = Annotated[
     list[str] | None,
@@ -95,12 +117,12 @@ def exit_code(error: PlatformAPIError) -> int:
 
 @contextlib.contextmanager
 def connect(url: str | None, token: str | None, timeout: float = 30.0, data_dir: Path | None = None) -> Iterator[Platform]:
-    """A `Platform` client for the command; any platform error inside the block becomes one red line."""
+    """A `Platform` client for the command (with its `--ca-cert`); any platform error inside the block becomes one red line."""
     from fermion.platform.client import DeploymentFailed, Platform, PlatformAPIError
     from fermion.platform.home import NoPlatform
 
     try:
-        platform = Platform(url, token, timeout=timeout, data_dir=data_dir)
+        platform = Platform(url, token, timeout=timeout, data_dir=data_dir, ca_cert=_ca_cert_given.get())
     except NoPlatform as exc:
         fail_with(str(exc))
     except ValueError as exc:

@@ -17,6 +17,7 @@ from fermion.cli.platform import (
     BAD_INPUT,
     SCALE_RENAMED,
     WAIT_RENAMED,
+    CaCertOption,
     EnvOption,
     MaxReplicasOption,
     MinReplicasOption,
@@ -198,6 +199,7 @@ def deploy(
     timeout: WaitTimeoutOption = 300.0,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Deploy SOURCE as NAME on the platform, wait until its replicas are ready and show how to call it."""
     from fermion.platform.client import ConflictError
@@ -258,6 +260,7 @@ def update(
     timeout: WaitTimeoutOption = 300.0,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Change a deployment: a new SOURCE, env or options roll out as a new revision without dropping requests."""
     variables = _env_or_fail(env)
@@ -306,6 +309,7 @@ def scale(
     timeout: WaitTimeoutOption = 300.0,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Run --replicas N of NAME, or let the autoscaler keep between --min-replicas and --max-replicas."""
     if count is not None:  # `fermion scale NAME 3`, the old spelling of --replicas 3
@@ -340,6 +344,7 @@ def rollback(
     timeout: WaitTimeoutOption = 300.0,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Roll out an earlier revision's source, options and env again (as a new revision)."""
     with connect(url, token) as platform:
@@ -356,6 +361,7 @@ def remove(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking (needed when not at a terminal).")] = False,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Delete deployment NAME: its replicas drain and stop. Asks first, unless --yes."""
     with connect(url, token) as platform:

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from fermion.cli.app import app, err, out
 from fermion.cli.platform import (
+    CaCertOption,
     JsonOption,
     NameArgument,
     TokenOption,
@@ -57,7 +58,7 @@ def events_table(events: list[Event], *, with_deployment: bool, header: bool = T
 
 
 @app.command("ls")
-def list_deployments(json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None) -> None:
+def list_deployments(json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None, ca_cert: CaCertOption = None) -> None:
     """List the deployments: status, replicas ready/desired, revision, source, access and URL."""
     with connect(url, token) as platform:
         deployments = platform.deployments.list()
@@ -112,6 +113,7 @@ def status(
     json_output: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Show deployment NAME: its settings, replicas and last 10 events."""
     with connect(url, token) as platform:
@@ -161,6 +163,7 @@ def logs(
     ] = False,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Print the replicas' log lines, each after its replica's id; -f follows them (needs a deploy token)."""
 
@@ -194,6 +197,7 @@ def events(
     json_output: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Print the latest events (replicas ready, crashes, roll-outs, scaling) of every deployment or of NAME."""
     with connect(url, token) as platform:
@@ -232,6 +236,7 @@ def revisions(
     json_output: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """List the revisions of deployment NAME: source, options, env names and note; `fermion rollback NAME N` goes back."""
     with connect(url, token) as platform:
@@ -263,6 +268,7 @@ def audit(
     json_output: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Print the audit log, newest first: who (a token's name) did what to which deployment, token or dataset (needs an admin token)."""
     with connect(url, token) as platform:
@@ -284,7 +290,7 @@ def audit(
 
 
 @app.command()
-def whoami(json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None) -> None:
+def whoami(json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None, ca_cert: CaCertOption = None) -> None:
     """Which platform this talks to, and the token's name, scopes and expiry there."""
     with connect(url, token) as platform:
         me = platform.request("GET", "/whoami")

@@ -11,7 +11,17 @@ from rich.table import Table
 from rich.text import Text
 
 from fermion.cli.app import app, err, fail, out
-from fermion.cli.platform import BAD_INPUT, JsonOption, TokenOption, UrlOption, connect, parse_duration, print_json, print_table
+from fermion.cli.platform import (
+    BAD_INPUT,
+    CaCertOption,
+    JsonOption,
+    TokenOption,
+    UrlOption,
+    connect,
+    parse_duration,
+    print_json,
+    print_table,
+)
 from fermion.cli.platform_inspect import when
 
 if TYPE_CHECKING:
@@ -49,6 +59,7 @@ def create_token(
     ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Create a token and print it, once: it is stored only as a hash and never shown again."""
     try:
@@ -68,7 +79,7 @@ def create_token(
 
 
 @token_app.command("ls")
-def list_tokens(json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None) -> None:
+def list_tokens(json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None, ca_cert: CaCertOption = None) -> None:
     """List the tokens: name, id, prefix, scopes and when they were made, last used and expire."""
     with connect(url, token) as platform:
         tokens = platform.tokens.list()
@@ -99,6 +110,7 @@ def revoke_token(
     id_or_name: Annotated[str, typer.Argument(help="The token's id or name (see `fermion token ls`).", show_default=False)],
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Revoke a token: it stops working at once."""
     with connect(url, token) as platform:

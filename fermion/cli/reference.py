@@ -33,8 +33,8 @@ class EnvVar:
 
 
 def _serve_variables() -> list[EnvVar]:
-    """One `FERMION_<FIELD>` per `fermion serve` setting (ServeConfig.from_env reads them all)."""
-    from fermion.serving.config import ServeConfig
+    """One `FERMION_<FIELD>` per `fermion serve` setting that ServeConfig.from_env reads (all but the TLS files)."""
+    from fermion.serving.config import COMMAND_LINE_ONLY, ServeConfig
 
     notes = {"max_body_size": "; bytes or a size with a unit, e.g. `16MiB`, `10MB`",
              "access_log": "; `1`, `true`, `yes` or `on` turn it on, anything else off"}
@@ -42,6 +42,7 @@ def _serve_variables() -> list[EnvVar]:
         EnvVar(f"FERMION_{f.name.upper()}", "`fermion serve`, each replica",
                f"`--{f.name.replace('_', '-')}` when it is not on the command line{notes.get(f.name, '')}")
         for f in fields(ServeConfig)
+        if f.name not in COMMAND_LINE_ONLY
     ]
 
 
@@ -51,6 +52,9 @@ ENVIRONMENT = (
            "the platform's URL when `--url` is not given; without either, commands use the local `fermion up` of the default data dir"),
     EnvVar("FERMION_TOKEN", "platform commands, `fermion call`, `fermion bench`",
            "the API token when `--token` is not given; without either, platform commands read the local admin token"),
+    EnvVar("FERMION_CA_CERT", "platform commands, `fermion call`, `Client`, `Platform`",
+           "the PEM file of the CA that signed an https:// server's certificate when `--ca-cert` (`ca_cert=`) is not given; "
+           "without either, the system's CAs. Verification is never turned off"),
     EnvVar("FERMION_HOME", "`fermion up`, `data`, `train`, `models`, `report`, `model:` sources",
            "the data dir (database, replica logs, admin token, datasets, models) when `--data-dir` is not given; default `~/.fermion`"),
     EnvVar("FERMION_DB", "`fermion up`", "the database URL when `--db` is not given, e.g. `postgresql://user:pw@host/db`; default SQLite in the data dir"),
@@ -75,7 +79,7 @@ OTHER_ENVIRONMENT = (
 
 def environment() -> list[EnvVar]:
     """Every `FERMION_*` variable the code reads, `fermion serve`'s settings included, one entry per name."""
-    listed = [*ENVIRONMENT[:3], *_serve_variables(), *ENVIRONMENT[3:]]
+    listed = [*ENVIRONMENT[:4], *_serve_variables(), *ENVIRONMENT[4:]]
     return [EnvVar(name, v.read_by, v.meaning) for v in listed for name in v.name.split(", ")]
 
 

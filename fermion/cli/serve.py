@@ -43,12 +43,12 @@ def _example_call(service: Any, base: str) -> tuple[str, str] | None:
     return None
 
 
-def print_banner(service: Any, source: str, host: str, port: int, workers: int) -> None:
+def print_banner(service: Any, source: str, host: str, port: int, workers: int, scheme: str = "http") -> None:
     from fermion._version import __version__
     from fermion.serving.announce import announce_line
 
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
-    base = f"http://{shown_host}:{port}"
+    base = f"{scheme}://{shown_host}:{port}"
     name = type(service).service_name()
     lines = [
         f"[bold]Fermion {__version__}[/] · serving [bold cyan]{name}[/] from {source}"
@@ -85,6 +85,10 @@ def serve(
     graceful_timeout: Annotated[float | None, typer.Option(help="Seconds in-flight requests get after SIGTERM.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+    tls_cert: Annotated[
+        str | None, typer.Option(help="Serve HTTPS with this PEM certificate (its chain after it); needs --tls-key.")
+    ] = None,
+    tls_key: Annotated[str | None, typer.Option(help="The PEM private key of --tls-cert (unencrypted).")] = None,
     task: Annotated[
         str | None, typer.Option(help="hf: sources: the pipeline task, when the model's config does not say.")
     ] = None,
@@ -109,6 +113,7 @@ def serve(
         run_replica,
         run_workers,
     )
+    from fermion.serving.tls import check_tls_files
     from fermion.sources import SourceError, load_service
 
     try:
@@ -125,7 +130,10 @@ def serve(
             graceful_timeout=graceful_timeout,
             log_level=log_level,
             access_log=access_log or None,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
+        check_tls_files(config.tls_cert, config.tls_key)
     except ValueError as exc:
         fail(str(exc), 2)
     configure_logging(config.log_level)
@@ -144,7 +152,7 @@ def serve(
     except BindError as exc:
         fail(str(exc), 2)
     config.port = sock.getsockname()[1]
-    print_banner(service, source, config.host, config.port, config.workers)
+    print_banner(service, source, config.host, config.port, config.workers, "https" if config.tls_cert else "http")
     if config.workers > 1:
         code = run_workers(source, config, sock, options)
     else:

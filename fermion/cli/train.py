@@ -18,7 +18,7 @@ from rich.table import Table
 from fermion.cli.app import app, err, fail, out, renamed_options
 from fermion.cli.data import DataDir
 from fermion.cli.place import resolve_place
-from fermion.cli.platform import TokenOption, UrlOption
+from fermion.cli.platform import CaCertOption, TokenOption, UrlOption
 
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
@@ -83,6 +83,7 @@ def train(
     url: UrlOption = None,
     token: TokenOption = None,
     data_dir: DataDir = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Train: search model families within the budget, test the best on held-out rows, register it as NAME@V.
 
@@ -283,6 +284,7 @@ def report(
     url: UrlOption = None,
     token: TokenOption = None,
     data_dir: DataDir = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """The evaluation report of a model version: metrics, confusion matrix, feature importance, the search.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -103,11 +104,38 @@ def up(
         str, typer.Option(help="The longest budget one training job may ask for: 30s, 2m, 1h (at most 24h).")
     ] = "1h",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            help="Serve HTTPS with this PEM certificate (its chain after it); needs --tls-key. "
+            "HAProxy terminates TLS when it is in front, the built-in gateway otherwise.",
+            show_default=False,
+        ),
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The PEM private key of --tls-cert (unencrypted).", show_default=False)] = None,
+    redirect_http_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="With --tls-cert: also listen for plain HTTP on this port and redirect every request to HTTPS.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Start the platform: deployments with replicas, a gateway, autoscaling, tokens and a REST API."""
     from fermion.platform.home import ADMIN_TOKEN_FILE, default_data_dir, write_private, write_up_file
     from fermion.serving.server import BindError, bind_socket, configure_logging
+    from fermion.serving.tls import TLSFileError, check_tls_files, redirecting_to_https
 
+    try:
+        check_tls_files(tls_cert, tls_key)
+    except TLSFileError as exc:
+        fail(str(exc), 2)
+    if redirect_http_port is not None and tls_cert is None:
+        fail("--redirect-http-port redirects to HTTPS: give --tls-cert and --tls-key too", 2)
+    if redirect_http_port is not None and redirect_http_port == port:
+        fail(f"--redirect-http-port {redirect_http_port} is the HTTPS port too; pick another", 2)
     missing = [name for name in ("sqlalchemy", "fastapi", "alembic") if _absent(name)]
     if missing:
         fail(f"`fermion up` needs {', '.join(missing)}: pip install 'fermion[platform]'", 2)
@@ -173,9 +201,18 @@ def up(
         port = sock.getsockname()[1]
         sock.close()
         sock = bind_socket("127.0.0.1", 0)
-        front = haproxy.HAProxyFrontDoor(folder / "haproxy", host, port, sock.getsockname()[1], grace=grace, max_body_size=body_limit)
+        tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
+        front = haproxy.HAProxyFrontDoor(folder / "haproxy", host, port, sock.getsockname()[1], grace=grace, tls=tls, max_body_size=body_limit)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
-    base = f"http://{shown_host}:{port if front is not None else sock.getsockname()[1]}"
+    public_port = port if front is not None else sock.getsockname()[1]
+    base = f"{'https' if tls_cert is not None else 'http'}://{shown_host}:{public_port}"
+    redirect_sock = None
+    if redirect_http_port is not None:
+        try:
+            redirect_sock = bind_socket(host, redirect_http_port)
+        except BindError as exc:
+            sock.close()
+            fail(str(exc).replace("--port", "--redirect-http-port"), 2)
 
     new_token = None
     if not any(t.is_active(_now()) and Scope.ADMIN in t.scopes for t in store.list_tokens()):
@@ -210,9 +247,16 @@ def up(
         max_body_size=body_limit,
     )
     _banner(base, folder, store, new_token, "HAProxy in front" if front is not None else "built-in", backend_line)
+    if redirect_sock is not None:
+        out.print(f"  HTTP    http://{shown_host}:{redirect_http_port}/ redirects to {base}/", markup=False)
     write_up_file(folder, base, os.getpid())
+    # Behind HAProxy the control plane speaks plain HTTP on 127.0.0.1: HAProxy terminates TLS.
+    tls_files = (str(tls_cert), str(tls_key)) if tls_cert is not None and tls_key is not None and front is None else None
     try:
-        code = _serve(plane, sock, "127.0.0.1" if front is not None else host, grace, log_level)
+        with contextlib.ExitStack() as stack:
+            if redirect_sock is not None:
+                stack.enter_context(redirecting_to_https(redirect_sock, public_port, shown_host, log_level))
+            code = _serve(plane, sock, "127.0.0.1" if front is not None else host, grace, log_level, tls_files)
     finally:
         if head is not None:
             head.stop()
@@ -225,11 +269,12 @@ def up(
     raise typer.Exit(code)
 
 
-def _serve(plane: object, sock: object, host: str, grace: float, log_level: str) -> int:
+def _serve(plane: object, sock: object, host: str, grace: float, log_level: str, tls: tuple[str, str] | None = None) -> int:
     from fermion.serving.config import ServeConfig
     from fermion.serving.server import uvicorn_server
 
-    config = ServeConfig(host=host, graceful_timeout=grace, log_level=log_level)
+    tls_cert, tls_key = tls or (None, None)
+    config = ServeConfig(host=host, graceful_timeout=grace, log_level=log_level, tls_cert=tls_cert, tls_key=tls_key)
     server = uvicorn_server(plane, config)
     server.run(sockets=[sock])
     return 0 if server.started else 1

@@ -83,7 +83,7 @@ class AsyncClient(ClientBase):
     """
 
     def _open(self) -> None:
-        self._http = httpx.AsyncClient(headers=self._headers, timeout=self.timeout)
+        self._http = httpx.AsyncClient(headers=self._headers, timeout=self.timeout, verify=self._verify)
         self._connecting: asyncio.Lock | None = None
 
     async def connect(self) -> AsyncClient:

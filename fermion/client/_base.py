@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fermion.client._errors import APIError, error_from_response
 from fermion.client._request import PreparedCall, ServiceAPI
 from fermion.client._schema import EndpointInfo, SchemaError, docstring_of, signature_of
+from fermion.client._tls import tls_verify
 from fermion.client._url import http_url
 
 if TYPE_CHECKING:
@@ -32,11 +34,13 @@ class ClientBase:
         timeout: float | None = 60.0,
         headers: dict[str, str] | None = None,
         validate: bool = True,
+        ca_cert: str | Path | None = None,
     ) -> None:
         """Point the client at `url` (`localhost:8000` means http://localhost:8000); `token` is sent as a bearer token, `headers` with every request.
 
         `timeout` is in seconds (None waits forever); `validate=False` skips the client-side schema
-        check and leaves validation to the server.
+        check and leaves validation to the server. An https:// service is verified against `ca_cert`
+        (a PEM file; default `$FERMION_CA_CERT`, else the system's CAs).
         """
         from fermion._version import __version__
 
@@ -44,6 +48,8 @@ class ClientBase:
         self.url = http_url(url)
         self.timeout = timeout
         self.validate = validate
+        #: What httpx's `verify=` gets (a context trusting `ca_cert`, or True); never False.
+        self._verify = tls_verify(ca_cert)
         self._headers = {"user-agent": f"fermion-client/{__version__}", **{k.lower(): v for k, v in (headers or {}).items()}}
         if token:
             self._headers["authorization"] = f"Bearer {token}"

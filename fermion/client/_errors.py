@@ -101,6 +101,8 @@ def transport_errors(url: str, timeout: float | None) -> Iterator[None]:
     """
     import httpx
 
+    from fermion.client._tls import certificate_advice, certificate_problem, plain_http_hint
+
     try:
         yield
     except httpx.TimeoutException as exc:
@@ -110,6 +112,9 @@ def transport_errors(url: str, timeout: float | None) -> Iterator[None]:
             "or check whether the server is overloaded"
         ) from exc
     except httpx.ConnectError as exc:
+        problem = certificate_problem(exc)
+        if problem is not None:
+            raise APIConnectionError(certificate_advice(url, problem)) from exc
         raise APIConnectionError(
             f"cannot connect to {url}: {exc or type(exc).__name__}; check that the server is running "
             "(`fermion serve ...`) and that the URL and port are right"
@@ -117,4 +122,5 @@ def transport_errors(url: str, timeout: float | None) -> Iterator[None]:
     except httpx.TransportError as exc:
         raise APIConnectionError(
             f"the connection to {url} failed: {exc or type(exc).__name__}; the server may have stopped or restarted"
+            + plain_http_hint(url)
         ) from exc

@@ -24,7 +24,7 @@ class Client(ClientBase):
     """
 
     def _open(self) -> None:
-        self._http = httpx.Client(headers=self._headers, timeout=self.timeout)
+        self._http = httpx.Client(headers=self._headers, timeout=self.timeout, verify=self._verify)
         try:
             with transport_errors(self.url, self.timeout):
                 self._load(self._http.get(self.url + OPENAPI_PATH))

@@ -107,6 +107,8 @@ class Platform:
 
     With no `url`, it finds the platform like the CLI does (`FERMION_URL`/`FERMION_TOKEN`, else the
     local `fermion up` and its admin token); `fermion.platform.home.NoPlatform` if there is none.
+    An https:// platform is verified against `ca_cert` (a PEM file; default `$FERMION_CA_CERT`, else
+    the system's CAs).
     """
 
     def __init__(
@@ -117,13 +119,14 @@ class Platform:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         data_dir: Path | None = None,
+        ca_cert: str | Path | None = None,
     ) -> None:
         """Find the platform (see the class docstring; `data_dir`: the local one of that data dir); `transport` replaces
         httpx's, e.g. `httpx.MockTransport` in tests."""
         import httpx
 
         from fermion._version import __version__
-
+        from fermion.client._tls import tls_verify
         from fermion.client._url import http_url
 
         target = discover(url, token, data_dir)
@@ -133,10 +136,13 @@ class Platform:
         #: Where the URL came from: "option", "environment" or the local data dir.
         self.found_by = target.found_by
         self.timeout = timeout
+        #: The CA file https:// answers are verified with (None: `$FERMION_CA_CERT`, else the system's CAs).
+        self.ca_cert = ca_cert
+        verify = tls_verify(ca_cert)
         headers = {"user-agent": f"fermion-platform-client/{__version__}"}
         if self.token:
             headers["authorization"] = f"Bearer {self.token}"
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport, verify=verify)
         self.deployments = Deployments(self)
         self.tokens = Tokens(self)
         from fermion.platform.client_build import Datasets, Models, Trainings
@@ -208,7 +214,7 @@ class Platform:
         """A `fermion.Client` calling deployment `name` through the gateway, with this client's token."""
         from fermion.client import Client
 
-        return Client(f"{self.url}/run/{_path(name)}", token=self.token, timeout=timeout)
+        return Client(f"{self.url}/run/{_path(name)}", token=self.token, timeout=timeout, ca_cert=self.ca_cert)
 
     # -- lifetime ----------------------------------------------------------------------------------
 

@@ -272,6 +272,8 @@ def transport_errors(url: str, timeout: float) -> Iterator[None]:
     """httpx's transport failures → `PlatformConnectionError` naming the platform's URL and what to do."""
     import httpx
 
+    from fermion.client._tls import certificate_advice, certificate_problem, plain_http_hint
+
     try:
         yield
     except httpx.TimeoutException as exc:
@@ -279,6 +281,9 @@ def transport_errors(url: str, timeout: float) -> Iterator[None]:
             0, f"no answer from the platform at {url} within {timeout:g} s; it may be overloaded", "timeout"
         ) from exc
     except httpx.ConnectError as exc:
+        problem = certificate_problem(exc)
+        if problem is not None:
+            raise PlatformConnectionError(0, certificate_advice(f"the platform at {url}", problem), "certificate") from exc
         raise PlatformConnectionError(
             0,
             f"cannot reach the platform at {url} ({exc or type(exc).__name__}); start one with `fermion up`, or check --url / FERMION_URL",
@@ -286,5 +291,5 @@ def transport_errors(url: str, timeout: float) -> Iterator[None]:
         ) from exc
     except httpx.TransportError as exc:
         raise PlatformConnectionError(
-            0, f"the connection to the platform at {url} failed: {exc or type(exc).__name__}", "unreachable"
+            0, f"the connection to the platform at {url} failed: {exc or type(exc).__name__}" + plain_http_hint(url), "unreachable"
         ) from exc

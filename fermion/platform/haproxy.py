@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fermion.platform.gateway import DEFAULT_MAX_BODY_SIZE, PREFIX, RouteTable
+from fermion.platform.home import write_private
+from fermion.serving.tls import combined_pem
 
 log = logging.getLogger("fermion.gateway")
 
@@ -98,20 +100,25 @@ class HAProxyFrontDoor:
         timeout: float = 300.0,
         grace: float = 30.0,
         binary: str | None = None,
+        tls: tuple[Path, Path] | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     ) -> None:
-        """`max_body_size`: the largest body a call to a deployment may declare (413 beyond, unread)."""
+        """`tls`: (certificate, key) files; HAProxy then terminates TLS on the platform's port.
+        `max_body_size`: the largest body a call to a deployment may declare (413 beyond, unread)."""
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.host, self.port, self.control_port = host, port, control_port
         self.timeout, self.grace = timeout, grace
-        self.max_body_size = max_body_size
         self.binary = binary or available() or "haproxy"
         self.config = folder / CONFIG_FILE
         self.tokens_map = folder / "tokens.map"
         self.master_socket = folder / "master.sock"
         self.log_socket = folder / "log.sock"
         self.pid_file = folder / PID_FILE
+        self.tls = tls
+        self.max_body_size = max_body_size
+        #: The certificate and key in one file, as HAProxy's `crt` takes them (written at start, owner-only).
+        self.tls_pem = folder / "tls.pem"
         self._proc: subprocess.Popen[bytes] | None = None
         self.deployments_map = folder / "deployments.map"  # deployment → backend, while it has a ready replica
         self.public_map = folder / "public.map"  # deployments callable without a token
@@ -127,6 +134,10 @@ class HAProxyFrontDoor:
         """Write the config for the current routes and tokens, start HAProxy, wait until it listens."""
         self._tokens = set(token_hashes)
         self._write_tokens()
+        if self.tls is not None:
+            write_private(self.tls_pem, combined_pem(*self.tls))
+        else:
+            self.tls_pem.unlink(missing_ok=True)
         self._render(MIN_BACKENDS, MIN_SLOTS)
         self._routed, self._public = {}, set()
         self._write_maps()
@@ -336,6 +347,9 @@ class HAProxyFrontDoor:
                 state.deployment = old.deployment
             backends.append("\n".join(lines))
         listen = f"{self.host}:{self.port}" if ":" not in self.host else f"[{self.host}]:{self.port}"
+        if self.tls is not None:
+            listen += f" ssl crt {self.tls_pem}"
+        proto = "https" if self.tls is not None else "http"
         text = f"""# Written by `fermion up`; changes are overwritten.
 global
     stats socket {self.folder / "admin.sock"} mode 600 level admin
@@ -363,6 +377,8 @@ defaults
 
 frontend fermion
     bind {listen}
+    # Set, never passed on from the client: the control plane (and a replica) builds its URLs from it.
+    http-request set-header x-forwarded-proto {proto}
     http-request del-header x-forwarded-for
     http-request del-header forwarded
     http-request del-header x-forwarded-host

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-_ANNOUNCED = re.compile(r"^\s*API\s+(http://\S+)", re.MULTILINE)
+_ANNOUNCED = re.compile(r"^\s*API\s+(https?://\S+)", re.MULTILINE)
 
 
 def announce_line(base_url: str) -> str:

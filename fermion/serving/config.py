@@ -1,4 +1,4 @@
-"""Settings of one replica: limits, timeouts, threads. Every field can come from a `FERMION_*` variable."""
+"""Settings of one replica: limits, timeouts, threads, TLS. Every field but the TLS files can come from a `FERMION_*` variable."""
 
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ def cpu_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+#: Settings never read from the environment: the platform's replicas inherit its environment and must
+#: speak plain HTTP to its gateway, even when `fermion up` itself serves TLS.
+COMMAND_LINE_ONLY = ("tls_cert", "tls_key")
 
 
 @dataclass
@@ -39,12 +44,17 @@ class ServeConfig:
     graceful_timeout: float = 30.0
     log_level: str = "info"
     access_log: bool = False
+    #: PEM certificate (chain) and its private key: set both to serve HTTPS instead of HTTP.
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServeConfig:
         """Defaults, then `FERMION_<FIELD>` variables, then explicit (non-None) overrides."""
         values: dict[str, Any] = {}
         for f in fields(cls):
+            if f.name in COMMAND_LINE_ONLY:
+                continue
             raw = os.environ.get(f"FERMION_{f.name.upper()}")
             if raw is not None and raw != "":
                 values[f.name] = _parse(f.name, str(f.type), raw)

@@ -108,6 +108,8 @@ def uvicorn_server(app: Any, config: ServeConfig) -> Any:
         timeout_keep_alive=KEEP_ALIVE_S,
         server_header=False,
         date_header=False,
+        ssl_certfile=config.tls_cert,
+        ssl_keyfile=config.tls_key,
     )
     if config.access_log:
         logging.getLogger("uvicorn.access").setLevel(logging.INFO)
