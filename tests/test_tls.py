@@ -3,6 +3,7 @@ gateways; the CLI, `Platform` and `Client` verify it with that CA and refuse it 
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import os
@@ -21,7 +22,7 @@ from support import EXAMPLES, ROOT, RunningPlatform, free_port, running_platform
 from typer.testing import CliRunner
 
 from fermion.cli import app
-from fermion.client import APIError, Client
+from fermion.client import APIError, AsyncClient, Client
 from fermion.client._tls import CACertError, tls_verify
 from fermion.platform.client import Platform, PlatformConnectionError
 from fermion.serving.tls import HTTPSRedirect, TLSFileError, check_tls_files
@@ -218,6 +219,12 @@ def test_fermion_serve_speaks_tls_to_the_client(pki: PKI, tmp_path: Path) -> Non
             assert client.predict(text="tls") == {"output": "echo: tls"}
         with pytest.raises(APIError, match="cannot verify the TLS certificate .*--ca-cert"):
             Client(server.url)
+
+        async def call_async() -> object:
+            async with AsyncClient(server.url, ca_cert=pki.ca) as client:
+                return await client.predict(text="async")
+
+        assert asyncio.run(call_async()) == {"output": "echo: async"}
         called = _cli("call", server.url, "predict", "text=hi", "--ca-cert", str(pki.ca), env={})
         assert called.returncode == 0 and "echo: hi" in called.stdout
         with pytest.raises(httpx.TransportError):
