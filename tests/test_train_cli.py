@@ -102,7 +102,7 @@ BAD_INPUT = {
     "a budget that is no duration": (typed, ["--budget", "abc"], "--budget 'abc' is not a duration; use e.g. 30s, 2m or 1h"),
     "regression on text labels": (
         typed,
-        ["--task", "regression"],
+        ["--problem", "regression"],
         "column 'target' holds text labels, so it cannot be a regression target",
     ),
 }

@@ -36,7 +36,7 @@ def format_score(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "—"
 
 
-@app.command(cls=renamed_options({"-n": "--name"}))
+@app.command(cls=renamed_options({"-n": "--name", "--task": "--problem"}))
 def train(
     dataset: Annotated[
         str, typer.Argument(help="A stored dataset (NAME or NAME@V), or a file, image folder, zip or sample:NAME to add first.")
@@ -65,8 +65,13 @@ def train(
             show_default=False,
         ),
     ] = None,
-    task: Annotated[
-        str | None, typer.Option(help="classification or regression. [default: inferred from the target]", show_default=False)
+    problem: Annotated[
+        str | None,
+        typer.Option(
+            help="classification or regression. [default: inferred from the target] "
+            "(--task is the pipeline task of hf: sources on serve and deploy)",
+            show_default=False,
+        ),
     ] = None,
     deploy: Annotated[
         str | None,
@@ -101,7 +106,7 @@ def train(
     except ValueError as exc:
         _fail(str(exc), emit)
     place = resolve_place(url, token, data_dir)
-    options = TrainOptions(target=target, budget_s=seconds, metric=metric, name=name, seed=seed, max_trials=max_trials, task=task)
+    options = TrainOptions(target=target, budget_s=seconds, metric=metric, name=name, seed=seed, max_trials=max_trials, task=problem)
     if place.remote:
         from fermion.cli.train_platform import train_on_platform
 

@@ -116,7 +116,7 @@ class TrainingJob:
             str(self.seed),
         ]
         line += ["--progress-json", "--data-dir", str(data_dir)]
-        for flag, value in (("--target", self.target), ("--metric", self.metric), ("--name", self.name), ("--task", self.task)):
+        for flag, value in (("--target", self.target), ("--metric", self.metric), ("--name", self.name), ("--problem", self.task)):
             if value is not None:
                 line += [flag, str(value)]
         if self.max_trials is not None:

@@ -153,7 +153,7 @@ def infer_task(y: pd.Series, target: str, forced: str | None = None) -> str:
             raise TrainingError(f"unknown task {forced!r}; use classification or regression")
         if forced == REGRESSION and not pd.api.types.is_numeric_dtype(values):
             raise TrainingError(
-                f"column {target!r} holds text labels, so it cannot be a regression target; drop --task regression"
+                f"column {target!r} holds text labels, so it cannot be a regression target; drop --problem regression"
             )
         return forced
     if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
