@@ -159,9 +159,11 @@ def test_the_platform_end_to_end(tmp_path: Path, gateway: str) -> None:
             wait_for(ready(api, "echo", 3), what="the replacement replica")
             time.sleep(0.5)
         # A request already inside the killed process when it died cannot be saved (the gateway
-        # never re-sends a request that may have run): at most one per client thread, each a 502.
-        # Every other call must have succeeded.
-        assert len(load.failures) <= len(load._threads) and all(f.startswith("502") for f in load.failures), load.failures
+        # never re-sends a request that may have run): at most one per client thread, each a 502,
+        # or a closed connection where the answer had begun (HAProxy streams it on: too late for a
+        # 502). Every other call must have succeeded.
+        lost = ("502", "RemoteProtocolError")
+        assert len(load.failures) <= len(load._threads) and all(f.startswith(lost) for f in load.failures), load.failures
         assert sum(load.answers.values()) > 50
         events = [e["kind"] for e in api.get("/api/v1/deployments/echo/events").json()["events"]]
         assert "ReplicaExited" in events

@@ -370,9 +370,7 @@ defaults
     timeout http-request 60s
     timeout http-keep-alive 60s
     retries 2
-    # A replica may close an idle pooled connection just as a request goes out on it: nothing was
-    # processed, so it is retried on another connection (HAProxy buffers the request for this).
-    retry-on conn-failure empty-response
+    retry-on conn-failure
     option redispatch 1
 
 frontend fermion
