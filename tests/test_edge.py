@@ -201,3 +201,65 @@ def test_through_fermion_up_smuggling_is_400_and_unauthenticated_uploads_are_not
         answer = raw_exchange(platform.url, b"POST /run/echo/predict HTTP/1.1\r\nhost: x\r\ncontent-length: 209715200\r\n\r\n")
         assert status_of(answer) == 413
         assert api.get("/api/v1/deployments").status_code == 200  # still answering
+
+
+def test_replica_answers_are_sandboxed_and_open_to_any_origin(gateway):
+    answer = httpx.get(f"{gateway}/run/echo/docs", timeout=10)
+    assert answer.status_code == 200
+    # Added to whatever policy the replica sets itself: a browser enforces every policy it gets.
+    assert any(p.startswith("sandbox allow-scripts") for p in answer.headers.get_list("content-security-policy"))
+    assert answer.headers["access-control-allow-origin"] == "*"
+    missing = httpx.get(f"{gateway}/run/nope/x", timeout=10)  # the gateway's own answers too
+    assert missing.status_code == 404 and missing.headers["access-control-allow-origin"] == "*"
+
+
+def test_a_cors_preflight_is_answered_without_a_token(replica):
+    table = RouteTable()
+    table.set("secret", [replica], public=False)
+
+    async def tokens_only(name: str, token: str | None) -> tuple[int, str] | None:
+        return None if token == "good" else (401, "send a token")
+
+    with serve(Gateway(table, authorize=tokens_only)) as url:
+        asked = {"origin": "https://app.example", "access-control-request-method": "POST",
+                 "access-control-request-headers": "authorization, content-type"}
+        preflight = httpx.options(f"{url}/run/secret/predict", headers=asked, timeout=10)
+        assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == "*"
+        assert preflight.headers["access-control-allow-headers"] == "authorization, content-type"
+        assert "POST" in preflight.headers["access-control-allow-methods"]
+        assert httpx.post(f"{url}/run/secret/predict", json={"text": "x"}, timeout=10).status_code == 401  # the call itself needs one
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.mark.parametrize("gateway_kind", GATEWAYS)
+def test_a_replica_page_runs_in_its_own_origin_and_its_docs_still_work(tmp_path: Path, gateway_kind: str):
+    """In a real browser: the replica's Swagger UI, served under the console's host and port, renders
+    and calls its API, yet it cannot read the console's storage (where the console keeps its token)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (.ci/run installs it)")
+    with running_platform(tmp_path / "data", "--gateway", gateway_kind) as platform, platform.api() as api:
+        assert api.post("/api/v1/deployments", json={"name": "echo", "source": ECHO, "public": True}).status_code == 201
+        wait_for(lambda: api.get("/api/v1/deployments/echo").json()["status"] == "ready", what="echo")
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+            )
+            try:
+                page = browser.new_page()
+                page.goto(f"{platform.url}/")  # the console's origin: it may keep a token here
+                page.evaluate("() => localStorage.setItem('probe', 'console-secret')")
+                page.goto(f"{platform.url}/run/echo/docs")
+                page.wait_for_selector(".opblock", timeout=20000)  # Swagger UI loaded the OpenAPI document
+                assert page.evaluate("() => self.origin") == "null"
+                stolen = page.evaluate("() => { try { return localStorage.getItem('probe') } catch (e) { return 'blocked' } }")
+                assert stolen == "blocked"
+                answer = page.evaluate(
+                    """async () => (await fetch('/run/echo/predict', {method: 'POST', headers: {'content-type': 'application/json'},
+                                                               body: JSON.stringify({text: 'cors'})})).json()"""
+                )
+                assert answer == {"output": "echo: cors"}
+            finally:
+                browser.close()

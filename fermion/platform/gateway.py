@@ -18,6 +18,12 @@ Content-Length before reading, and counted while reading) or a response that ans
 request (its X-Request-ID is not the one sent) never reaches or returns to a caller. The
 gateway sets X-Forwarded-For/-Proto/-Host/-Prefix itself; callers' values are dropped.
 
+Replicas share the console's origin (the same host and port), so their answers carry
+`Content-Security-Policy: sandbox allow-scripts ...`: a page a replica serves runs in a unique
+origin and cannot read the console's storage (where the console keeps its token). Because that
+origin is unique, a replica's own docs page calls its API cross-origin: answers allow any origin
+(CORS), which gives nothing away, since a token, never a cookie, is what authorizes a call.
+
 A deployment that may scale to zero (`Route.cold_start`) has no replica while idle: a request then
 waits (counted in `Route.waiting`, which the autoscaler adds to the load) until one is ready.
 Every request is counted in `Gateway.metrics` (see `fermion.platform.gateway_metrics`).
@@ -73,6 +79,15 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BAD_HEADER_BYTES = re.compile(rb"[\r\n\x00]")
 #: The largest request body the gateway forwards (`fermion up --max-body-size`; replicas default to the same).
 DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
+#: Added to every answer for `/run/...` (see the module docstring); HAProxy adds the same.
+SANDBOX_POLICY = b"sandbox allow-scripts allow-forms allow-popups allow-downloads"
+RUN_HEADERS = [
+    (b"content-security-policy", SANDBOX_POLICY),
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-expose-headers", b"x-request-id, retry-after"),
+]
+#: What a CORS preflight may ask to send: header names only (token characters and commas).
+_HEADER_LIST = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~, -]{0,1000}")
 _DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection", "content-length"}
 #: How often a request waiting for a cold start looks for a ready replica (routes change in another thread).
 _COLD_START_POLL_S = 0.05
@@ -221,6 +236,9 @@ class Gateway:
             # Counted under deployment="": a label per unknown name would let anyone grow the metrics.
             self.metrics.observe("", 404, time.perf_counter() - started)
             return
+        if scope["method"] == "OPTIONS" and _header(scope["headers"], b"access-control-request-method") is not None:
+            await _preflight(send, scope["headers"])  # a browser asking before a cross-origin call: no token yet
+            return
         self.metrics.begin(name)
         status = 500  # what uvicorn answers if the gateway itself fails
         try:
@@ -338,6 +356,7 @@ class Gateway:
                 return await _error(send, 502, f"replica of {route.name!r} answered out of step; its connection was dropped")
             status = response.status
             out_headers = [(k, v) for k, v in response.headers if k.decode("latin-1") not in _DROP_RESPONSE]
+            out_headers += RUN_HEADERS
             try:
                 await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
                 async for chunk in response.body:
@@ -444,6 +463,29 @@ def _bearer(scope: dict[str, Any]) -> str | None:
     return None
 
 
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    return next((value for key, value in headers if key == name), None)
+
+
+async def _preflight(send: Any, headers: list[tuple[bytes, bytes]]) -> None:
+    """204 to a CORS preflight: any origin may call with these methods and the headers it asks for."""
+    asked = _header(headers, b"access-control-request-headers") or b""
+    allowed = asked if _HEADER_LIST.fullmatch(asked) and asked.strip() else b"authorization, content-type, x-request-id"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 204,
+            "headers": [
+                *RUN_HEADERS,
+                (b"access-control-allow-methods", b"GET, POST, PUT, PATCH, DELETE"),
+                (b"access-control-allow-headers", allowed),
+                (b"access-control-max-age", b"600"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
+
+
 def _malformed(path: str, raw_rest: bytes, query: bytes, headers: list[tuple[bytes, bytes]]) -> str | None:
     """Why this request must not be forwarded (a 400), or None."""
     if not _RAW_TARGET.fullmatch(raw_rest) or not _RAW_TARGET.fullmatch(query):
@@ -514,7 +556,12 @@ async def _send_json(send: Any, status: int, body: bytes, headers: list[tuple[by
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or [])],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *RUN_HEADERS,
+                *(headers or []),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

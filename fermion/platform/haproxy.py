@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fermion.platform.gateway import DEFAULT_MAX_BODY_SIZE, PREFIX, RouteTable
+from fermion.platform.gateway import DEFAULT_MAX_BODY_SIZE, PREFIX, SANDBOX_POLICY, RouteTable
 from fermion.platform.home import write_private
 from fermion.serving.tls import combined_pem
 
@@ -330,6 +330,10 @@ class HAProxyFrontDoor:
                 f"backend {name}",
                 "    balance leastconn",
                 "    http-reuse always",
+                # As the built-in gateway does (gateway.RUN_HEADERS): replica pages in a unique origin, CORS open.
+                f"    http-response add-header content-security-policy \"{SANDBOX_POLICY.decode()}\"",
+                "    http-response set-header access-control-allow-origin *",
+                '    http-response set-header access-control-expose-headers "x-request-id, retry-after"',
                 f"    http-request set-header x-forwarded-prefix {PREFIX}%[var(txn.dep)]",
                 "    http-request del-header authorization",
                 f"    http-request set-path /%[path,regsub(^{PREFIX}[^/]+/?,)]",
@@ -397,6 +401,10 @@ frontend fermion
     acl cancel method DELETE
     acl cancel_path path_reg ^{PREFIX}[^/]+/requests/
     use_backend control if cancel cancel_path
+    # A browser's CORS preflight carries no token: the control plane's gateway answers it.
+    acl preflight method OPTIONS
+    acl cors_asks req.hdr(access-control-request-method) -m found
+    use_backend control if preflight cors_asks
     use_backend %[var(txn.backend)] if routed public
     use_backend %[var(txn.backend)] if routed token_ok
     default_backend control
