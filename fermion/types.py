@@ -11,6 +11,11 @@ from typing import Any
 FILE_SCHEMA_MARK = "x-fermion-file"
 
 
+_B64 = r"(?:[A-Za-z0-9+/]\s*)"
+#: What `File` decodes from JSON, for the schema (so generated clients and fuzzers send real base64): an optional
+#: `data:<type>;base64,` prefix, then whole groups of four characters, padded, whitespace anywhere.
+BASE64_PATTERN = rf"^(data:[^,]*;base64,)?\s*({_B64}{{4}})*({_B64}{{2}}=\s*=|{_B64}{{3}}=)?\s*$"
+
 class File:
     """An uploaded file: its bytes, and the name and content type the client sent.
 
@@ -103,6 +108,7 @@ class File:
         return {
             "type": "string",
             "contentEncoding": "base64",
+            "pattern": BASE64_PATTERN,
             "description": "A file: upload it as multipart/form-data, or send its bytes base64-encoded in JSON.",
             FILE_SCHEMA_MARK: True,
         }

@@ -111,6 +111,8 @@ class Console:
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        # Anything the Content-Security-Policy refused (an inline script or style, a foreign host) fails the test.
+        self.page.on("console", lambda msg: self.errors.append(msg.text) if "Content Security Policy" in msg.text else None)
 
     def open(self, route: str = "#/overview") -> None:
         self.page.goto(f"{self.platform.url}/{route}")
@@ -285,6 +287,94 @@ def test_the_playground_streams_uploads_and_gets(console: Console, platform: Run
     with platform.api() as api:
         for name in ("stream", "files"):
             assert api.delete(f"/api/v1/deployments/{name}").status_code == 202
+
+
+@pytest.mark.slow
+def test_the_console_and_the_api_answer_with_browser_hardening_headers(platform: RunningPlatform) -> None:
+    with platform.api() as api:
+        for path in ("/", "/console/app.js", "/console/i18n/en.json", "/api/v1/info", "/api/v1/nowhere"):
+            headers = api.get(path).headers
+            assert headers["x-content-type-options"] == "nosniff", path
+            assert headers["x-frame-options"] == "DENY", path
+            assert headers["referrer-policy"] == "no-referrer", path
+            policy = headers["content-security-policy"]
+            assert "script-src 'self';" in policy and "frame-ancestors 'none'" in policy, (path, policy)
+            assert "unsafe-inline" not in policy and "unsafe-eval" not in policy, (path, policy)
+        docs = api.get("/api/v1/docs")
+        assert "frame-ancestors 'none'" in docs.headers["content-security-policy"]
+        assert docs.headers["x-content-type-options"] == "nosniff"
+    # No inline script or event handler anywhere in the console's page.
+    page = (CONSOLE / "index.html").read_text(encoding="utf-8")
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page) and not re.search(r"\son\w+=", page)
+
+
+HOSTILE_PATHS = (
+    "/../../api/v1/tokens",
+    "/predict/../../../api/v1/tokens",
+    "//evil.example/predict",
+    "/%2e%2e/%2e%2e/api/v1/info",
+    "/%2E%2E%2fapi",
+    "https://evil.example/predict",
+    "/predict\\..\\..\\api",
+    "/predict?x=1",
+    "/./predict",
+)
+
+
+@pytest.mark.slow
+@browser_tests
+def test_the_playground_refuses_paths_that_leave_the_deployment(console: Console, platform: RunningPlatform) -> None:
+    """A replica writes its own OpenAPI document: a path in it that would reach /api/v1 (or another host) with the
+    signed-in user's token is not offered, and nothing is ever sent there."""
+    page = console.page
+    sent: list[str] = []
+    page.on("request", lambda req: sent.append(req.url))
+    keep_only_hostile = False
+
+    def hostile_openapi(route: Any) -> None:
+        doc = route.fetch().json()
+        predict = doc["paths"]["/predict"]["post"]
+        hostile = {path: {"post": {**predict, "x-fermion": {**predict["x-fermion"], "endpoint": f"evil{i}"}}}
+                   for i, path in enumerate(HOSTILE_PATHS)}
+        doc["paths"] = hostile if keep_only_hostile else {**doc["paths"], **hostile}
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(doc))
+
+    page.route("**/run/echo/openapi.json", hostile_openapi)
+    try:
+        console.go("#/overview")
+        page.wait_for_selector("main[data-page='overview']")
+        console.go("#/playground/echo")
+        page.wait_for_selector("main[data-page='playground'] select[name='endpoint']")
+        options = page.locator("select[name='endpoint'] option").all_inner_texts()
+        assert options and not any("evil" in text for text in options), options
+        alert = page.locator("main .error:not([hidden])").first
+        for path in HOSTILE_PATHS:
+            sync_api.expect(alert).to_contain_text(json.dumps(path))
+        page.get_by_label("Endpoint").select_option("predict")  # the document's good endpoints still work
+        page.get_by_label("text", exact=True).fill("safe")
+        page.get_by_role("button", name="Send").click()
+        sync_api.expect(page.locator("pre.output")).to_contain_text('"output": "echo: safe"')
+
+        keep_only_hostile = True
+        console.go("#/overview")
+        page.wait_for_selector("main[data-page='overview']")
+        console.go("#/playground/echo")
+        sync_api.expect(page.locator("main .error:not([hidden])").first).to_contain_text(catalog("en")["playground.no_endpoints"])
+        assert page.locator("select[name='endpoint']").count() == 0
+    finally:
+        page.unroute("**/run/echo/openapi.json")
+    leaked = [url for url in sent if "/run/echo/" not in url and ("evil" in url or "/api/v1/tokens" in url or "%2e" in url.lower())]
+    assert not leaked, leaked
+
+
+@pytest.mark.slow
+@browser_tests
+def test_the_api_docs_page_runs_under_its_content_security_policy(console: Console, platform: RunningPlatform) -> None:
+    page = console.page
+    page.goto(f"{platform.url}/api/v1/docs")
+    sync_api.expect(page.locator("#swagger-ui .info .title")).to_contain_text("Fermion platform")
+    sync_api.expect(page.locator("#swagger-ui .opblock").first).to_be_visible()
+    console.open()  # back to the console for the tests after this one
 
 
 @pytest.mark.slow

@@ -271,7 +271,7 @@ function datasetPage(main, ref, mine) {
         dataTable(t("data.balance"), [t("data.label"), t("data.rows"), t("data.share")], entries.map(([label, v]) => h("tr", { dataset: { label } },
           h("th", { scope: "row" }, label),
           h("td", { class: "num" }, num(v.count, 0)),
-          h("td", { class: "share" }, h("span", { class: "bar", "aria-hidden": "true" }, h("span", { style: `width:${(100 * v.share) / top}%` })),
+          h("td", { class: "share" }, h("span", { class: "bar", "aria-hidden": "true" }, h("span", { style: { width: `${(100 * v.share) / top}%` } })),
             h("span", { class: "num" }, pct(v.share))))), { class: "balance" })));
     }
     const keys = d.preview.length ? Object.keys(d.preview[0]) : [];

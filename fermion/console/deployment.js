@@ -41,7 +41,7 @@ function lineChart(title, points, series, unit) {
   });
   const last = points.length ? points[points.length - 1] : {};
   const legend = h("ul", { class: "legend" }, series.map((ser, i) => h("li", {},
-    h("span", { class: "swatch", style: `background:${COLORS[i % COLORS.length]}` }),
+    h("span", { class: "swatch", style: { background: COLORS[i % COLORS.length] } }),
     `${ser.label}: ${last[ser.key] == null ? t("common.none") : num(last[ser.key])}`)));
   return h("figure", { class: "chart-box", dataset: { chart: series.map((x) => x.key).join(",") } },
     h("figcaption", {}, h("strong", {}, title), " ",

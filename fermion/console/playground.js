@@ -28,12 +28,28 @@ function kindOf(doc, schema) {
   return "json";
 }
 
-function endpointsOf(doc) {
+// The paths come from the deployment's own OpenAPI document, which its replica writes: a path is called (with the
+// signed-in user's token) only when it stays under /run/<deployment>/. Plain segments only — no "..", "//", "%"
+// escapes, "\\", scheme, query or fragment — and the browser's own resolution of it must agree.
+const PLAIN_PATH = /^(\/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+$/;
+
+function insideDeployment(name, path) {
+  if (typeof path !== "string" || !PLAIN_PATH.test(path)) return false;
+  const base = `/run/${enc(name)}/`;
+  const url = new URL(`/run/${enc(name)}${path}`, location.origin);
+  return url.origin === location.origin && url.pathname.startsWith(base) && url.search === "" && url.hash === "";
+}
+
+function endpointsOf(doc, name, refused) {
   const out = [];
   for (const [path, methods] of Object.entries(doc.paths || {})) {
-    for (const [method, op] of Object.entries(methods)) {
-      const meta = op["x-fermion"];
+    for (const [method, op] of Object.entries(methods || {})) {
+      const meta = op && op["x-fermion"];
       if (!meta) continue;
+      if (!insideDeployment(name, path)) {
+        refused.push(path);
+        continue;
+      }
       const info = { name: meta.endpoint, path, method: method.toUpperCase(), stream: Boolean(meta.stream),
         files: meta.files || [], summary: op.summary || "", params: [] };
       if (info.method === "GET") {
@@ -263,8 +279,12 @@ export function playgroundPage(main, name, mine) {
       if (!mine.alive) return;
       deployment = d;
       doc = openapi;
-      endpoints = endpointsOf(doc);
-      if (!endpoints.length) { showError(box, new Error(t("playground.no_endpoints"))); return; }
+      const refused = [];
+      endpoints = endpointsOf(doc, name, refused);
+      const warnings = [...new Set(refused)].map((path) => t("playground.unsafe_path", { path: JSON.stringify(path), name }));
+      if (!endpoints.length) warnings.unshift(t("playground.no_endpoints"));
+      if (warnings.length) showError(box, new Error(warnings.join(" ")));
+      if (!endpoints.length) return;
       fill(select, endpoints.map((e) => h("option", { value: e.name }, `${e.name} (${e.method} ${e.path})`)));
       select.addEventListener("change", buildForm);
       main.append(

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Match, Route
 
 from fermion._version import __version__
 from fermion.platform.api_models import (
@@ -49,12 +50,17 @@ from fermion.platform.records import (
     check_scaling,
     check_source,
 )
+from fermion.platform.security_headers import SecurityHeaders
 from fermion.platform.tokens import Scope, allows
 
 if TYPE_CHECKING:
     from fermion.platform.controlplane import ControlPlane
 
 PREFIX = "/api/v1"
+#: An event id to read after: the store's ids are 64-bit integers, so larger numbers are refused (422), not a 500.
+EventId = Annotated[int | None, Query(ge=0, le=2**63 - 1)]
+#: What the front door (HAProxy, the gateway) answers a malformed request with, before the API sees it.
+MALFORMED = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 #: How long `fermion serve --check` may take to load a source before the API gives up on it.
 SOURCE_CHECK_TIMEOUT_S = 120.0
 
@@ -132,9 +138,20 @@ def build_api(plane: ControlPlane) -> FastAPI:
         openapi_url=f"{PREFIX}/openapi.json",
         docs_url=None,
         redoc_url=None,
-        responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+        responses={
+            401: {"model": ErrorBody},
+            403: {"model": ErrorBody},
+            400: {
+                "description": "A malformed request (control characters in the path, say)",
+                "content": {"application/json": {"schema": MALFORMED}},
+            },
+            404: {"model": ErrorBody, "description": "No such deployment, token, dataset, training job or model"},
+            409: {"model": ErrorBody, "description": "A name that is taken, or a state that does not allow this"},
+            422: {"model": ErrorBody},
+        },
     )
     api.state.plane = plane
+    api.add_middleware(SecurityHeaders)
 
     @api.exception_handler(PlatformError)
     async def _platform_error(_request: Request, exc: PlatformError) -> JSONResponse:
@@ -151,7 +168,21 @@ def build_api(plane: ControlPlane) -> FastAPI:
     @api.exception_handler(405)
     async def _bad_method(request: Request, _exc: Exception) -> JSONResponse:
         error = PlatformError(f"{request.url.path} does not take {request.method}; see {PREFIX}/docs")
-        return JSONResponse({**error.to_dict(), "status": 405, "error": "method_not_allowed"}, status_code=405)
+        body = {**error.to_dict(), "status": 405, "error": "method_not_allowed"}
+        # Allow: the methods of the routes at this path (Starlette lists only the first route's); where a literal path
+        # and a template both match (/datasets/samples, /datasets/{ref}), the literal one's, as OpenAPI documents it.
+        matching = [
+            r for r in request.app.router.routes if isinstance(r, Route) and r.matches(request.scope)[0] == Match.PARTIAL
+        ]
+        fewest = min((len(r.param_convertors) for r in matching), default=0)
+        allowed = {m for r in matching if len(r.param_convertors) == fewest for m in r.methods or ()}
+        return JSONResponse(body, status_code=405, headers={"allow": ", ".join(sorted(allowed))} if allowed else None)
+
+    @api.exception_handler(400)
+    async def _unreadable(_request: Request, exc: Exception) -> JSONResponse:
+        detail = getattr(exc, "detail", None) or "bad request"
+        body = {"error": "bad_request", "status": 400, "message": f"{detail}: send the body its Content-Type says"}
+        return JSONResponse(body, status_code=400)
 
     def view(request: Request, record: DeploymentRecord) -> dict[str, Any]:
         public = record.to_public_dict()
@@ -288,7 +319,7 @@ def build_api(plane: ControlPlane) -> FastAPI:
 
     @api.get(f"{PREFIX}/deployments/{{name}}/events", tags=["events"])
     def deployment_events(
-        name: str, _who: Invoker, after: int | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+        name: str, _who: Invoker, after: EventId = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> dict[str, list[EventView]]:
         """A deployment's events, oldest first; poll with `after` = the last id seen."""
         names = {d.name for d in plane.store.list_deployments()}
@@ -310,7 +341,7 @@ def build_api(plane: ControlPlane) -> FastAPI:
 
     @api.get(f"{PREFIX}/events", tags=["events"])
     def all_events(
-        _who: Invoker, deployment: str | None = None, after: int | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+        _who: Invoker, deployment: str | None = None, after: EventId = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> dict[str, list[EventView]]:
         """Events of every deployment (or one), oldest first."""
         return {
@@ -361,10 +392,17 @@ def build_api(plane: ControlPlane) -> FastAPI:
 
     @api.get(f"{PREFIX}/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
-        from fermion.serving.openapi import docs_page
+        from fermion.serving.openapi import docs_csp, docs_page
 
         assets = f"{PREFIX}/docs/static" if plane.swagger_assets else None
-        return HTMLResponse(docs_page(f"{PREFIX}/openapi.json", "Fermion platform", assets))
+        page = docs_page(f"{PREFIX}/openapi.json", "Fermion platform", assets, f"{PREFIX}/docs/init.js")
+        return HTMLResponse(page, headers={"content-security-policy": docs_csp(bool(assets))})
+
+    @api.get(f"{PREFIX}/docs/init.js", include_in_schema=False)
+    def docs_init() -> Response:
+        from fermion.serving.openapi import DOCS_INIT_JS
+
+        return Response(DOCS_INIT_JS, media_type="text/javascript; charset=utf-8")
 
     if plane.swagger_assets:
         from starlette.staticfiles import StaticFiles

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, File, Form, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from fermion.platform.api import PREFIX, Deployer, Invoker
@@ -107,7 +107,9 @@ def register_build(api: FastAPI, plane: ControlPlane) -> None:
         """Every dataset version, oldest first per name."""
         return {"datasets": [v.summary() for v in datasets.list()]}
 
-    @api.post(f"{PREFIX}/datasets", status_code=201, tags=["datasets"])
+    existing = {200: {"description": "The same content was added before: that version"}}
+
+    @api.post(f"{PREFIX}/datasets", status_code=201, tags=["datasets"], responses=existing)
     def add_dataset_upload(
         who: Deployer,
         file: Annotated[
@@ -123,7 +125,7 @@ def register_build(api: FastAPI, plane: ControlPlane) -> None:
                 shutil.copyfileobj(file.file, target, 1 << 20)
             return add(path, name, who.name, filename)
 
-    @api.post(f"{PREFIX}/datasets/samples", status_code=201, tags=["datasets"])
+    @api.post(f"{PREFIX}/datasets/samples", status_code=201, tags=["datasets"], responses=existing)
     def add_dataset_sample(body: DatasetSample, who: Deployer) -> JSONResponse:
         """Add one of the bundled offline samples as a dataset version."""
         if not body.source.startswith("sample:"):
@@ -216,7 +218,10 @@ def register_build(api: FastAPI, plane: ControlPlane) -> None:
             "report_url": f"{PREFIX}/models/{version.ref}/report",
         }
 
-    @api.get(f"{PREFIX}/models/{{ref}}/report", tags=["models"], response_class=HTMLResponse)
+    # Only the 200 is HTML: the errors are JSON like everywhere else (response_class=HTMLResponse would document them as HTML).
+    report_ok = {200: {"description": "The report page", "content": {"text/html": {"schema": {"type": "string"}}}}}
+
+    @api.get(f"{PREFIX}/models/{{ref}}/report", tags=["models"], response_class=Response, responses=report_ok)
     def model_report(ref: str, _who: Invoker) -> FileResponse:
         """The evaluation report, one self-contained HTML page."""
         return FileResponse(model_or_404(ref).report_file, media_type="text/html; charset=utf-8")

@@ -42,14 +42,22 @@ class DeploymentPatch(BaseModel):
 
 class Rollback(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    revision: int | None = Field(None, ge=1, description="The revision to go back to; default: the one before the current.")
+    revision: int | None = Field(
+        None, ge=1, le=2**63 - 1, description="The revision to go back to; default: the one before the current."
+    )
+
+
+#: 100 years: a longer lifetime is "never" (and past what a datetime holds).
+MAX_TOKEN_LIFETIME_S = 100 * 365 * 86400
 
 
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(description="A name to tell it apart, e.g. 'ci' or 'alice-laptop'.")
     scopes: list[str] | str = Field(default_factory=lambda: ["invoke"], description="admin, deploy and/or invoke.")
-    expires_in_s: float | None = Field(None, gt=0, description="Seconds until it stops working; default: never.")
+    expires_in_s: float | None = Field(
+        None, gt=0, le=MAX_TOKEN_LIFETIME_S, description="Seconds until it stops working (at most 100 years); default: never."
+    )
 
 
 # Answers (documented in OpenAPI)

@@ -25,10 +25,18 @@ import orjson
 from fermion.service import Service
 from fermion.serving.config import ServeConfig
 from fermion.serving.deadlines import Deadlines, InFlight
-from fermion.serving.http import JSON_TYPE, HTTPError, new_request_id, send_bytes, send_error, valid_request_id
+from fermion.serving.http import (
+    JSON_TYPE,
+    HTTPError,
+    new_request_id,
+    oversized_headers,
+    send_bytes,
+    send_error,
+    valid_request_id,
+)
 from fermion.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fermion.serving.metrics import ReplicaMetrics
-from fermion.serving.openapi import build_openapi, docs_page, swagger_assets_dir
+from fermion.serving.openapi import DOCS_INIT_JS, build_openapi, docs_csp, docs_page, swagger_assets_dir
 from fermion.serving.runtime import EndpointRuntime
 
 log = logging.getLogger("fermion.serving")
@@ -84,6 +92,7 @@ class ReplicaApp:
             "/metrics": self._metrics,
             "/openapi.json": self._openapi_json,
             "/docs": self._docs,
+            "/docs/init.js": self._docs_init,
             "/": self._index,
         }
 
@@ -151,6 +160,10 @@ class ReplicaApp:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             path = scope["path"]
+            too_large = oversized_headers(scope)
+            if too_large is not None:
+                await send_error(send, too_large, _request_id(scope))
+                return
             methods = self.routes.get(path)
             if methods is not None:
                 runtime = methods.get(scope["method"])
@@ -165,7 +178,10 @@ class ReplicaApp:
                     )
                 return
             system = self._system.get(path)
-            if system is not None:
+            if system is not None and scope["method"] not in ("GET", "HEAD"):
+                error = HTTPError(405, f"{path} accepts GET and HEAD, not {scope['method']}", headers=[(b"allow", b"GET, HEAD")])
+                await send_error(send, error, _request_id(scope))
+            elif system is not None:
                 await system(scope, receive, send)
             elif path.startswith("/docs/static/"):
                 await self._asset(path[len("/docs/static/") :], scope, send)
@@ -243,8 +259,13 @@ class ReplicaApp:
             if key == b"x-forwarded-prefix" and value.startswith(b"/"):
                 prefix = value.decode("latin-1").rstrip("/")
         assets = f"{prefix}/docs/static" if self._assets else None
-        page = docs_page(f"{prefix}/openapi.json", self.service_cls.service_name(), assets)
-        await send_bytes(send, 200, page.encode(), [(b"content-type", b"text/html; charset=utf-8")])
+        page = docs_page(f"{prefix}/openapi.json", self.service_cls.service_name(), assets, f"{prefix}/docs/init.js")
+        headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-security-policy", docs_csp(bool(assets)).encode())]
+        await send_bytes(send, 200, page.encode(), [*headers, (b"x-content-type-options", b"nosniff")])
+
+    async def _docs_init(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        headers = [(b"content-type", b"text/javascript; charset=utf-8"), (b"x-content-type-options", b"nosniff")]
+        await send_bytes(send, 200, DOCS_INIT_JS, headers)
 
     async def _index(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         await self._json(

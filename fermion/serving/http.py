@@ -40,6 +40,17 @@ class ClientDisconnected(Exception):
 
 
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+#: The most bytes of request headers a replica or the platform's API takes (HAProxy's default buffer holds 16 KiB for
+#: the whole request head); uvicorn's httptools parser sets no limit of its own.
+MAX_HEADER_BYTES = 32 * 1024
+
+
+def oversized_headers(scope: dict[str, Any]) -> HTTPError | None:
+    """A 431 if the request's headers are over `MAX_HEADER_BYTES`, else None."""
+    size = sum(len(name) + len(value) + 4 for name, value in scope.get("headers", ()))
+    if size <= MAX_HEADER_BYTES:
+        return None
+    return HTTPError(431, f"the request's headers are {size} bytes, over the limit of {MAX_HEADER_BYTES}; send fewer or smaller ones")
 
 
 def new_request_id() -> bytes:

@@ -40,8 +40,11 @@ _ERROR_SCHEMA = {
     "required": ["error"],
 }
 _ERROR_RESPONSES = {
+    "400": "The body could not be read: malformed JSON or multipart, or a bad request line.",
     "409": "The request was cancelled by `DELETE /requests/{request_id}` before it finished.",
     "422": "The request does not match the schema; `detail` names each field and the reason.",
+    "413": "The body is larger than the replica's limit (`--max-body-size`).",
+    "415": "The body's Content-Type is not JSON, multipart/form-data or a URL-encoded form.",
     "429": "The endpoint is at its concurrency limit and its queue is full; retry after `Retry-After` seconds.",
     "500": "The endpoint raised; the traceback is in the server log under `request_id`.",
     "503": "The replica is still starting (setup() has not finished) or is shutting down.",
@@ -104,12 +107,33 @@ def _operation(ep: Endpoint, components: dict[str, Any], request_ref: dict[str, 
     if ep.stream:
         ok = {
             "description": "Server-sent events: one `data:` event per item (JSON), then `event: end`.",
-            "content": {"text/event-stream": {"schema": response_ref}},
+            "content": {"text/event-stream": {"schema": _event_schema(response_ref)}},
         }
     else:
         ok = {"description": "Success", "content": {"application/json": {"schema": response_ref}}}
     op["responses"] = {"200": ok, **{code: {"description": text, "content": _error_ref()} for code, text in _ERROR_RESPONSES.items()}}
     return op
+
+
+def _event_schema(item_ref: dict[str, Any]) -> dict[str, Any]:
+    """One server-sent event, as OpenAPI tools read a `text/event-stream` schema (each event's fields, its `data` a
+    JSON document): an item, the closing `end`, or an `error` with the error body."""
+
+    def event(name: str, data: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {
+                "event": {"const": name},
+                "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data},
+            },
+            "required": ["event", "data"],
+        }
+
+    return {
+        "oneOf": [event("message", item_ref), event("end", {"type": "object"}), event("error", {"$ref": REF.format(model="Error")})],
+        "description": "An item of the stream (`data:` without an event name), then `event: end`; a failure after the "
+        "stream started is `event: error` with the error body.",
+    }
 
 
 def _system_paths() -> dict[str, Any]:
@@ -194,17 +218,51 @@ def build_openapi(service: type[Service] | Service) -> dict[str, Any]:
     }
 
 
-def docs_page(openapi_url: str, title: str, assets_url: str | None) -> str:
-    """Swagger UI for the service; assets come from the `swagger-ui-bundle` package when installed."""
-    base = assets_url or "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
+#: Without the docs extra, Swagger UI comes from this CDN at this exact version, checked by Subresource Integrity.
+#: The hashes are of the files in the npm package swagger-ui-dist@5.31.0 (what jsDelivr's /npm/ serves unchanged),
+#: byte-identical to those in swagger-ui-bundle-v2 5.31.0; tests/test_browser_headers.py checks them against the
+#: installed package when its version is this one. Change the version and the hashes together.
+SWAGGER_UI_VERSION = "5.31.0"
+SWAGGER_CDN = f"https://cdn.jsdelivr.net/npm/swagger-ui-dist@{SWAGGER_UI_VERSION}"
+SWAGGER_SRI = {
+    "swagger-ui-bundle.js": "sha384-cxafBeQ+zYROeFafGFxtFbnp1ICqeS9mG7+f0WWSHzhnrUvwg9Za5CCw6wgrHA7K",
+    "swagger-ui.css": "sha384-KX9Rx9vM1AmUNAn07bPAiZhFD4C8jdNgG6f5MRNvR+EfAxs2PmMFtUUazui7ryZQ",
+}
+#: The docs page's one script of its own, served as a file (`<docs>/init.js`) so that the page needs no inline script.
+DOCS_INIT_JS = b"""window.ui = SwaggerUIBundle({
+  url: document.getElementById("swagger-ui").dataset.openapiUrl,
+  dom_id: "#swagger-ui",
+  deepLinking: true,
+});
+"""
+
+
+def docs_page(openapi_url: str, title: str, assets_url: str | None, init_url: str) -> str:
+    """Swagger UI for the service: its assets from `assets_url` (the `swagger-ui-bundle-v2` package's files) or,
+    when None, from the CDN with integrity hashes; `init_url` serves `DOCS_INIT_JS`."""
+    if assets_url:
+        base, checks = assets_url, {name: "" for name in SWAGGER_SRI}
+    else:
+        base = SWAGGER_CDN
+        checks = {name: f' integrity="{sri}" crossorigin="anonymous"' for name, sri in SWAGGER_SRI.items()}
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)} · API docs</title>
-<link rel="stylesheet" href="{base}/swagger-ui.css"></head>
-<body><div id="swagger-ui"></div>
-<script src="{base}/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({{url: "{openapi_url}", dom_id: "#swagger-ui", deepLinking: true}});</script>
+<link rel="stylesheet" href="{base}/swagger-ui.css"{checks["swagger-ui.css"]}></head>
+<body><div id="swagger-ui" data-openapi-url="{html.escape(openapi_url)}"></div>
+<script src="{base}/swagger-ui-bundle.js"{checks["swagger-ui-bundle.js"]}></script>
+<script src="{html.escape(init_url)}"></script>
 </body></html>"""
+
+
+def docs_csp(local_assets: bool) -> str:
+    """The Content-Security-Policy of the docs page: scripts only from here (and the pinned CDN without the docs
+    extra). Swagger UI sets style attributes, so styles may be inline; nothing may frame the page."""
+    cdn = "" if local_assets else " https://cdn.jsdelivr.net"
+    return (
+        f"default-src 'self'; script-src 'self'{cdn}; style-src 'self' 'unsafe-inline'{cdn}; img-src 'self' data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
 
 
 def swagger_assets_dir() -> str | None:
