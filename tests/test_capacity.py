@@ -7,7 +7,16 @@ from pathlib import Path
 import pytest
 
 from fermion.platform.backend import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
-from fermion.platform.capacity import DEFAULT_MODEL_MEMORY, DEFAULT_REPLICA_MEMORY, GIB, MIB, Ask, Capacity, Machine, estimate_memory
+from fermion.platform.capacity import (
+    DEFAULT_MODEL_MEMORY,
+    DEFAULT_REPLICA_MEMORY,
+    GIB,
+    MIB,
+    Ask,
+    Capacity,
+    Machine,
+    estimate_memory,
+)
 from fermion.platform.errors import Invalid
 from fermion.platform.gateway import RouteTable
 from fermion.platform.reconciler import Reconciler

@@ -158,7 +158,7 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Chaos]
         with ThreadPoolExecutor(64) as pool:
             for c in started.values():
                 for name, token in (("quiet-public", None), ("quiet-private", c.invoke)):
-                    statuses = list(pool.map(lambda _: call(f"{c.platform.url}/run/{name}/predict", token), range(16)))
+                    statuses = list(pool.map(call, [f"{c.platform.url}/run/{name}/predict"] * 16, [token] * 16))
                     assert statuses == [200] * 16, (c.gateway, name, statuses)
                 c.burst_at = time.monotonic()
         yield started

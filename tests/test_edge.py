@@ -18,7 +18,8 @@ import pytest
 from support import EXAMPLES, running_platform, running_server, wait_for
 from support import serve_asgi as serve
 
-from fermion.platform.gateway import Gateway, RouteTable, _forwarded_headers
+from fermion.platform.edge import forwarded_headers
+from fermion.platform.gateway import Gateway, RouteTable
 
 ECHO = str(EXAMPLES / "echo.py")
 SMUGGLE = "/run/echo/healthz%20HTTP/1.1%0D%0Ahost:%20x%0D%0A%0D%0AGET%20/readyz"
@@ -119,7 +120,7 @@ def test_forwarded_headers_are_the_gateways_own():
         "client": ("10.1.2.3", 5555),
         "scheme": "https",
     }
-    headers = dict(_forwarded_headers(scope, "/run/echo"))
+    headers = dict(forwarded_headers(scope, "/run/echo"))
     assert headers[b"x-forwarded-for"] == b"10.1.2.3" and headers[b"x-forwarded-prefix"] == b"/run/echo"
     assert headers[b"x-forwarded-proto"] == b"https" and headers[b"x-forwarded-host"] == b"api.example"
     assert b"forwarded" not in headers and b"x-secret-hop" not in headers and headers[b"x-kept"] == b"yes"

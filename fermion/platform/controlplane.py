@@ -23,8 +23,9 @@ import orjson
 from fermion.platform.autoscaler import Autoscaler
 from fermion.platform.backend import Backend
 from fermion.platform.capacity import DEFAULT_MAX_REPLICAS, Ask, Capacity, Machine
+from fermion.platform.edge import DEFAULT_MAX_BODY_SIZE
 from fermion.platform.gateway import PREFIX as RUN_PREFIX
-from fermion.platform.gateway import DEFAULT_MAX_BODY_SIZE, Gateway, RouteTable
+from fermion.platform.gateway import Gateway, RouteTable
 from fermion.platform.haproxy import HAProxyFrontDoor
 from fermion.platform.history import MetricsHistory
 from fermion.platform.reconciler import Reconciler
@@ -141,9 +142,8 @@ class ControlPlane:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        from fermion.platform.api import build_api
-
         from fermion.data.store import DEFAULT_MAX_BYTES
+        from fermion.platform.api import build_api
         from fermion.platform.api_guard import APIGuard
 
         # Bodies are refused before they are read unless they come with a valid token (api_guard).

@@ -11,18 +11,7 @@ client that leaves cancels its request on the replica; `DELETE /run/<deployment>
 cancels one explicitly, on the replica that serves it, or on whichever replica knows the id (a
 request that reached the replica through HAProxy, which the gateway did not see).
 
-The edge is strict, because one pooled connection carries many callers' requests: the target is
-forwarded as the caller sent it (still percent-encoded), and a target or header with control
-characters (a CR/LF that could start a second request), a body over `max_body_size` (checked on
-Content-Length before reading, and counted while reading) or a response that answers another
-request (its X-Request-ID is not the one sent) never reaches or returns to a caller. The
-gateway sets X-Forwarded-For/-Proto/-Host/-Prefix itself; callers' values are dropped.
-
-Replicas share the console's origin (the same host and port), so their answers carry
-`Content-Security-Policy: sandbox allow-scripts ...`: a page a replica serves runs in a unique
-origin and cannot read the console's storage (where the console keeps its token). Because that
-origin is unique, a replica's own docs page calls its API cross-origin: answers allow any origin
-(CORS), which gives nothing away, since a token, never a cookie, is what authorizes a call.
+What the gateway lets through, and adds to answers, is `fermion.platform.edge`'s to decide.
 
 A deployment that may scale to zero (`Route.cold_start`) has no replica while idle: a request then
 waits (counted in `Route.waiting`, which the autoscaler adds to the load) until one is ready.
@@ -34,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,6 +31,15 @@ from urllib.parse import unquote
 
 import orjson
 
+from fermion.platform.edge import (
+    DEFAULT_MAX_BODY_SIZE,
+    RUN_HEADERS,
+    forwarded_headers,
+    header,
+    malformed,
+    preflight,
+    read_body,
+)
 from fermion.platform.gateway_metrics import GatewayMetrics
 from fermion.platform.upstream import UpstreamBroken, UpstreamPool, UpstreamUnreachable
 from fermion.serving.http import new_request_id, valid_request_id
@@ -52,42 +49,6 @@ log = logging.getLogger("fermion.gateway")
 PREFIX = "/run/"
 #: `DELETE /run/<deployment>/requests/<request_id>` cancels a request; replicas serve `DELETE /requests/<request_id>`.
 REQUESTS = "requests/"
-# Hop-by-hop headers (RFC 9110 §7.6.1) and ones the gateway sets itself.
-_DROP_REQUEST = {
-    b"host",
-    b"connection",
-    b"keep-alive",
-    b"transfer-encoding",
-    b"te",
-    b"upgrade",
-    b"proxy-connection",
-    b"authorization",
-    b"content-length",
-    b"x-request-id",  # replaced by the id the gateway tracks (the caller's, if valid)
-    # Set by the gateway itself: what a caller claims here is not to be trusted.
-    b"x-forwarded-for",
-    b"x-forwarded-host",
-    b"x-forwarded-proto",
-    b"x-forwarded-prefix",
-    b"forwarded",
-}
-#: A request target as it may travel on the wire: visible ASCII only (anything else percent-encoded).
-_RAW_TARGET = re.compile(rb"[!-~]*")
-#: Control characters, once percent-decoded: a CR/LF in a path is a second request in disguise.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-#: Header bytes that could end a header line early or hide one in another.
-_BAD_HEADER_BYTES = re.compile(rb"[\r\n\x00]")
-#: The largest request body the gateway forwards (`fermion up --max-body-size`; replicas default to the same).
-DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
-#: Added to every answer for `/run/...` (see the module docstring); HAProxy adds the same.
-SANDBOX_POLICY = b"sandbox allow-scripts allow-forms allow-popups allow-downloads"
-RUN_HEADERS = [
-    (b"content-security-policy", SANDBOX_POLICY),
-    (b"access-control-allow-origin", b"*"),
-    (b"access-control-expose-headers", b"x-request-id, retry-after"),
-]
-#: What a CORS preflight may ask to send: header names only (token characters and commas).
-_HEADER_LIST = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~, -]{0,1000}")
 _DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection", "content-length"}
 #: How often a request waiting for a cold start looks for a ready replica (routes change in another thread).
 _COLD_START_POLL_S = 0.05
@@ -222,9 +183,9 @@ class Gateway:
             return
         raw_name, _, raw_rest = (scope.get("raw_path") or path.encode())[len(PREFIX) :].partition(b"/")
         query: bytes = scope.get("query_string", b"")
-        malformed = _malformed(path, raw_rest, query, scope["headers"])
-        if malformed is not None:
-            await _error(send, 400, malformed)
+        refused = malformed(path, raw_rest, query, scope["headers"])
+        if refused is not None:
+            await _error(send, 400, refused)
             self.metrics.observe("", 400, time.perf_counter() - started)
             return
         name = unquote(raw_name.decode("ascii"))
@@ -236,8 +197,8 @@ class Gateway:
             # Counted under deployment="": a label per unknown name would let anyone grow the metrics.
             self.metrics.observe("", 404, time.perf_counter() - started)
             return
-        if scope["method"] == "OPTIONS" and _header(scope["headers"], b"access-control-request-method") is not None:
-            await _preflight(send, scope["headers"])  # a browser asking before a cross-origin call: no token yet
+        if scope["method"] == "OPTIONS" and header(scope["headers"], b"access-control-request-method") is not None:
+            await preflight(send, scope["headers"])  # a browser asking before a cross-origin call: no token yet
             return
         self.metrics.begin(name)
         status = 500  # what uvicorn answers if the gateway itself fails
@@ -261,7 +222,7 @@ class Gateway:
     async def _proxy(self, route: Route, target: str, scope: dict[str, Any], receive: Any, send: Any) -> int:
         """Forward one request (`target`: path and query as the caller sent them, after the deployment's
         prefix); returns the status the client got (499 if it left first)."""
-        body = await _read_body(receive, scope["headers"], self.max_body_size)
+        body = await read_body(receive, scope["headers"], self.max_body_size)
         if isinstance(body, int):
             if body < 0:
                 return CLIENT_CLOSED
@@ -272,7 +233,7 @@ class Gateway:
                 + (f" (Content-Length: {body})" if body else "")
                 + "; send less, or ask the operator to raise `fermion up --max-body-size`",
             )
-        headers = _forwarded_headers(scope, f"{PREFIX}{route.name}")
+        headers = forwarded_headers(scope, f"{PREFIX}{route.name}")
         request_id = self._request_id(route.name, scope["headers"])
         headers.append((b"x-request-id", request_id))
         key = (route.name, request_id)
@@ -461,89 +422,6 @@ def _bearer(scope: dict[str, Any]) -> str | None:
             scheme, _, token = value.decode("latin-1").partition(" ")
             return token.strip() if scheme.lower() == "bearer" and token.strip() else None
     return None
-
-
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    return next((value for key, value in headers if key == name), None)
-
-
-async def _preflight(send: Any, headers: list[tuple[bytes, bytes]]) -> None:
-    """204 to a CORS preflight: any origin may call with these methods and the headers it asks for."""
-    asked = _header(headers, b"access-control-request-headers") or b""
-    allowed = asked if _HEADER_LIST.fullmatch(asked) and asked.strip() else b"authorization, content-type, x-request-id"
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 204,
-            "headers": [
-                *RUN_HEADERS,
-                (b"access-control-allow-methods", b"GET, POST, PUT, PATCH, DELETE"),
-                (b"access-control-allow-headers", allowed),
-                (b"access-control-max-age", b"600"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": b""})
-
-
-def _malformed(path: str, raw_rest: bytes, query: bytes, headers: list[tuple[bytes, bytes]]) -> str | None:
-    """Why this request must not be forwarded (a 400), or None."""
-    if not _RAW_TARGET.fullmatch(raw_rest) or not _RAW_TARGET.fullmatch(query):
-        return "the request target has characters that must be percent-encoded"
-    if _CONTROL.search(path):
-        return "the request path has control characters (a percent-encoded CR, LF or NUL, say); remove them"
-    for key, value in headers:
-        if _BAD_HEADER_BYTES.search(key) or _BAD_HEADER_BYTES.search(value):
-            return f"header {key[:40].decode('latin-1')!r} has a CR, LF or NUL in it"
-    return None
-
-
-def _forwarded_headers(scope: dict[str, Any], prefix: str) -> list[tuple[bytes, bytes]]:
-    """The caller's headers less hop-by-hop ones (also those its Connection header names), with the
-    X-Forwarded-* headers set by the gateway from what it saw itself."""
-    hop = set(_DROP_REQUEST)
-    host = b""
-    for key, value in scope["headers"]:
-        if key == b"connection":
-            hop.update(token.strip().lower() for token in value.split(b","))
-        elif key == b"host":
-            host = value
-    headers = [(k, v) for k, v in scope["headers"] if k not in hop]
-    client = scope.get("client")
-    if client:
-        headers.append((b"x-forwarded-for", str(client[0]).encode()))
-    headers.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
-    if host:
-        headers.append((b"x-forwarded-host", host))
-    headers.append((b"x-forwarded-prefix", prefix.encode()))
-    return headers
-
-
-async def _read_body(receive: Any, headers: list[tuple[bytes, bytes]], limit: int) -> bytes | int:
-    """The whole request body, or, when it is over `limit`, its declared length (0: none was
-    declared; reading stopped as soon as the count passed the limit); -1 if the client left."""
-    for key, value in headers:
-        if key == b"content-length":
-            try:
-                declared = int(value)
-            except ValueError:
-                declared = 0
-            if declared > limit:
-                return declared  # refused before a byte of it is read
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return -1
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return 0
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 async def _error(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> int:

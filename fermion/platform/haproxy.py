@@ -31,7 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fermion.platform.gateway import DEFAULT_MAX_BODY_SIZE, PREFIX, SANDBOX_POLICY, RouteTable
+from fermion.platform.edge import DEFAULT_MAX_BODY_SIZE, SANDBOX_POLICY
+from fermion.platform.gateway import PREFIX, RouteTable
 from fermion.platform.home import write_private
 from fermion.serving.tls import combined_pem
 
