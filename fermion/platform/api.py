@@ -57,8 +57,9 @@ if TYPE_CHECKING:
     from fermion.platform.controlplane import ControlPlane
 
 PREFIX = "/api/v1"
-#: An event id to read after: the store's ids are 64-bit integers, so larger numbers are refused (422), not a 500.
-EventId = Annotated[int | None, Query(ge=0, le=2**63 - 1)]
+#: An event id to read after: the store's ids are 64-bit integers, so larger numbers are refused (422), not a 500;
+#: the bound is the largest integer every JSON client reads exactly (2**53 - 1).
+EventId = Annotated[int | None, Query(ge=0, le=2**53 - 1)]
 #: What the front door (HAProxy, the gateway) answers a malformed request with, before the API sees it.
 MALFORMED = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 #: How long `fermion serve --check` may take to load a source before the API gives up on it.

@@ -30,7 +30,9 @@ class DatasetSample(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     source: str = Field(
-        description="sample:iris, sample:wine, sample:breast_cancer, sample:digits or sample:diabetes.", examples=["sample:iris"]
+        description="sample:iris, sample:wine, sample:breast_cancer, sample:digits or sample:diabetes.",
+        examples=["sample:iris"],
+        json_schema_extra={"pattern": "^sample:"},  # documented; the API names the samples when one is unknown
     )
     name: str | None = Field(default=None, description="Dataset name (default: the sample's name).")
 

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fermion.platform.records import NAME_RULE
+
 # Bodies
 
 
@@ -13,7 +15,10 @@ class DeploymentCreate(BaseModel):
     """A new deployment: what to run and how many replicas."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(description="Lowercase letters, digits and '-', starting with a letter; at most 63 characters.")
+    name: str = Field(
+        description="Lowercase letters, digits and '-', starting with a letter; at most 63 characters.",
+        json_schema_extra={"pattern": NAME_RULE.pattern},  # documented; check_name explains a mismatch
+    )
     source: str = Field(description="What `fermion serve` takes: app.py:MyService, st:..., hf:..., sklearn:..., onnx:...")
     options: dict[str, Any] = Field(default_factory=dict, description='Source options, e.g. {"task": "fill-mask"}.')
     env: dict[str, str] = Field(
@@ -43,7 +48,7 @@ class DeploymentPatch(BaseModel):
 class Rollback(BaseModel):
     model_config = ConfigDict(extra="forbid")
     revision: int | None = Field(
-        None, ge=1, le=2**63 - 1, description="The revision to go back to; default: the one before the current."
+        None, ge=1, le=2**31 - 1, description="The revision to go back to; default: the one before the current."
     )
 
 
@@ -53,7 +58,10 @@ MAX_TOKEN_LIFETIME_S = 100 * 365 * 86400
 
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(description="A name to tell it apart, e.g. 'ci' or 'alice-laptop'.")
+    name: str = Field(
+        description="A name to tell it apart, e.g. 'ci' or 'alice-laptop'.",
+        json_schema_extra={"pattern": NAME_RULE.pattern},  # documented; check_name explains a mismatch
+    )
     scopes: list[str] | str = Field(default_factory=lambda: ["invoke"], description="admin, deploy and/or invoke.")
     expires_in_s: float | None = Field(
         None, gt=0, le=MAX_TOKEN_LIFETIME_S, description="Seconds until it stops working (at most 100 years); default: never."
