@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fermion.cli.extras import extras_by_module, missing_extra_message
+from fermion.cli.extras import missing_extra_message
+from fermion.extras import extras_by_module
 
 
 def run_without(modules: list[str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -58,3 +59,17 @@ def test_a_command_without_its_extra_says_what_to_install(blocked: list[str], co
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and f"pip install 'fermion[{extra}]'" in last, done.stderr
+
+
+def test_the_platform_api_names_the_extra_a_route_needs():
+    """A dataset route on a platform installed with `fermion[platform]` alone: 501, naming the extra."""
+    import json
+
+    from fermion.platform.api import not_installed
+
+    answer = not_installed("/api/v1/datasets", ModuleNotFoundError("No module named 'pandas'", name="pandas"))
+    body = json.loads(answer.body)
+    assert answer.status_code == 501 and body["error"] == "not_installed"
+    assert "pip install 'fermion[data]'" in body["message"] and "pandas" in body["message"]
+    odd = json.loads(not_installed("/api/v1/models", ModuleNotFoundError("x", name="nothing_we_know")).body)
+    assert "nothing_we_know" in odd["message"]

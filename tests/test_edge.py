@@ -84,8 +84,10 @@ def test_the_target_is_forwarded_as_sent_and_raw_bytes_are_refused(gateway):
     assert status_of(answer) == 400
 
 
-def test_a_nul_in_the_path_is_400(gateway):
+def test_a_nul_in_the_path_is_400_and_oversized_headers_431(gateway):
     assert httpx.get(f"{gateway}/run/echo/openapi.json%00", timeout=10).status_code == 400
+    answer = httpx.get(f"{gateway}/run/echo/openapi.json", headers={"x-big": "a" * 40_000}, timeout=10)
+    assert answer.status_code == 431 and "over the limit of 32768" in answer.json()["error"]
 
 
 def test_an_oversized_body_is_413_before_it_is_read(gateway):

@@ -128,7 +128,7 @@ def test_the_python_client_and_docs_work_through_the_gateway(gateway):
         assert client.predict(text="hi") == {"output": "hi"}
         assert list(client.count(n=2)) == [0, 1]
     docs = httpx.get(url + "/run/echo/docs").text
-    assert 'url: "/run/echo/openapi.json"' in docs
+    assert 'data-openapi-url="/run/echo/openapi.json"' in docs and 'src="/run/echo/docs/init.js"' in docs
 
 
 def test_a_client_leaving_a_stream_stops_it_on_the_replica(gateway):

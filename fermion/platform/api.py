@@ -130,6 +130,19 @@ Deployer = Annotated[TokenRecord, Depends(_needs(Scope.DEPLOY))]
 Admin = Annotated[TokenRecord, Depends(_needs(Scope.ADMIN))]
 
 
+def not_installed(path: str, error: ModuleNotFoundError) -> JSONResponse:
+    """501 for a route whose package is missing where the platform runs (datasets need pandas and
+    scikit-learn, say, which `fermion[platform]` alone does not bring), naming the extra to install."""
+    from fermion.extras import install_hint
+
+    preferred = "data" if path.startswith(f"{PREFIX}/datasets") else "train"
+    hint = install_hint(error, preferred)
+    missing = hint[0] if hint else (error.name or "a package")
+    what = f"{hint[1]} where `fermion up` runs, then restart it" if hint else "install it where `fermion up` runs"
+    body = {"error": "not_installed", "status": 501, "message": f"this needs {missing}, which is not installed: {what}"}
+    return JSONResponse(body, status_code=501)
+
+
 def build_api(plane: ControlPlane) -> FastAPI:
     """The REST API over one control plane."""
     api = FastAPI(
@@ -178,6 +191,10 @@ def build_api(plane: ControlPlane) -> FastAPI:
         fewest = min((len(r.param_convertors) for r in matching), default=0)
         allowed = {m for r in matching if len(r.param_convertors) == fewest for m in r.methods or ()}
         return JSONResponse(body, status_code=405, headers={"allow": ", ".join(sorted(allowed))} if allowed else None)
+
+    @api.exception_handler(ModuleNotFoundError)
+    async def _not_installed(request: Request, exc: ModuleNotFoundError) -> JSONResponse:
+        return not_installed(request.url.path, exc)
 
     @api.exception_handler(400)
     async def _unreadable(_request: Request, exc: Exception) -> JSONResponse:

@@ -384,7 +384,12 @@ async def _send(send: Any, status: int, body: bytes, ctype: bytes, headers: list
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *(headers or [])],
+            "headers": [
+                (b"content-type", ctype),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-content-type-options", b"nosniff"),
+                *(headers or []),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -21,6 +21,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from fermion.serving.http import oversized_headers
+
 # Hop-by-hop headers (RFC 9110 §7.6.1) and ones the gateway sets itself.
 DROP_REQUEST = {
     b"host",
@@ -82,16 +84,18 @@ async def preflight(send: Any, headers: list[tuple[bytes, bytes]]) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-def malformed(path: str, raw_rest: bytes, query: bytes, headers: list[tuple[bytes, bytes]]) -> str | None:
-    """Why this request must not be forwarded (a 400), or None."""
+def malformed(path: str, raw_rest: bytes, query: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+    """Why this request must not be forwarded, as (status, message): 400, or 431 for headers over the
+    replicas' limit (`MAX_HEADER_BYTES`); None if it may go."""
     if not _RAW_TARGET.fullmatch(raw_rest) or not _RAW_TARGET.fullmatch(query):
-        return "the request target has characters that must be percent-encoded"
+        return 400, "the request target has characters that must be percent-encoded"
     if _CONTROL.search(path):
-        return "the request path has control characters (a percent-encoded CR, LF or NUL, say); remove them"
+        return 400, "the request path has control characters (a percent-encoded CR, LF or NUL, say); remove them"
     for key, value in headers:
         if _BAD_HEADER_BYTES.search(key) or _BAD_HEADER_BYTES.search(value):
-            return f"header {key[:40].decode('latin-1')!r} has a CR, LF or NUL in it"
-    return None
+            return 400, f"header {key[:40].decode('latin-1')!r} has a CR, LF or NUL in it"
+    too_big = oversized_headers({"headers": headers})
+    return (too_big.status, too_big.message) if too_big is not None else None
 
 
 def forwarded_headers(scope: dict[str, Any], prefix: str) -> list[tuple[bytes, bytes]]:

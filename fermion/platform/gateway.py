@@ -185,8 +185,8 @@ class Gateway:
         query: bytes = scope.get("query_string", b"")
         refused = malformed(path, raw_rest, query, scope["headers"])
         if refused is not None:
-            await _error(send, 400, refused)
-            self.metrics.observe("", 400, time.perf_counter() - started)
+            await _error(send, *refused)
+            self.metrics.observe("", refused[0], time.perf_counter() - started)
             return
         name = unquote(raw_name.decode("ascii"))
         rest = unquote(raw_rest.decode("ascii"))
