@@ -333,3 +333,54 @@ def test_unknown_format_and_missing_file(store: DatasetStore, tmp_path: Path):
     with pytest.raises(DatasetError, match="no file or folder named"):
         store.add(tmp_path / "nope.csv")
     assert_nothing_registered(store)
+
+
+# -- shape limits: refused from what can be read first ---------------------------------------------
+
+
+def test_tables_over_the_column_or_row_limit_are_refused(store: DatasetStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from fermion.data import ingest
+
+    monkeypatch.setattr(ingest, "MAX_COLUMNS", 5)
+    monkeypatch.setattr(ingest, "MAX_ROWS", 3)
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(f"c{i}" for i in range(6)) + "\n" + ",".join("1" * 6) + "\n")
+    with pytest.raises(DatasetError, match="6 columns, over the limit of 5"):
+        store.add(wide)
+    long = tmp_path / "long.csv"
+    long.write_text("a,target\n" + "1,0\n" * 4)
+    with pytest.raises(DatasetError, match="4 rows, over the limit of 3"):
+        store.add(long)
+    lines = tmp_path / "long.jsonl"
+    lines.write_text('{"a": 1, "target": 0}\n' * 5)
+    with pytest.raises(DatasetError, match="over the limit of 3"):
+        store.add(lines)
+    parquet = tmp_path / "long.parquet"
+    pd.DataFrame({"a": range(4), "target": [0, 1, 0, 1]}).to_parquet(parquet)
+    with pytest.raises(DatasetError, match="4 rows, over the limit of 3"):
+        store.add(parquet)
+    assert_nothing_registered(store)
+
+
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header(store: DatasetStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from fermion.data import ingest
+
+    monkeypatch.setattr(ingest, "MAX_IMAGE_PIXELS", 100)
+    folder = image_folder(tmp_path / "pets", {"cat": 1, "dog": 1})
+    Image.new("L", (20, 20)).save(folder / "cat" / "big.png")
+    with pytest.raises(DatasetError, match="20×20 pixels, over the limit of 100"):
+        store.add(folder)
+    assert_nothing_registered(store)
+
+
+def test_a_zip_with_too_many_entries_is_refused_before_extracting(store: DatasetStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from fermion.data import ingest
+
+    monkeypatch.setattr(ingest, "MAX_ZIP_ENTRIES", 3)
+    archive = tmp_path / "many.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(4):
+            zf.writestr(f"pets/cat/{i}.png", png_bytes(i))
+    with pytest.raises(DatasetError, match="4 entries, over the limit of 3"):
+        store.add(archive)
+    assert_nothing_registered(store)

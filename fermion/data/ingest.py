@@ -38,6 +38,13 @@ SUPPORTED = (
 LABEL_COLUMNS = ("target", "label")
 #: A label column with more distinct values than this is a regression target, not classes.
 MAX_LABELS = 100
+#: Limits on what a dataset may hold, checked as early as the format allows (a CSV's columns from its
+#: header line, a Parquet file's from its footer, a zip's entries from its directory, an image's
+#: pixels from its header), before the work of reading all of it.
+MAX_ROWS = 10_000_000
+MAX_COLUMNS = 10_000
+MAX_ZIP_ENTRIES = 100_000
+MAX_IMAGE_PIXELS = 50_000_000
 CHUNK = 1 << 20
 
 
@@ -83,27 +90,48 @@ def read_table(path: Path, fmt: str, label: str | None = None) -> pd.DataFrame:
     name = label or path.name
     if fmt == "csv":
         try:
-            return pd.read_csv(path)
+            _check_shape(name, len(pd.read_csv(path, nrows=0).columns), None)
+            return _checked(name, pd.read_csv(path))
         except pd.errors.EmptyDataError:
             raise DatasetError(f"{name} has no columns: a CSV file needs a header line (e.g. 'a,b,target')") from None
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
             detail = str(exc).replace("Error tokenizing data. C error: ", "").strip()
             raise DatasetError(f"{name} is not valid CSV: {detail}; fix that line and add it again") from None
     if fmt == "jsonl":
-        return pd.DataFrame.from_records(_read_jsonl(path, name))
+        return _checked(name, pd.DataFrame.from_records(_read_jsonl(path, name)))
     if fmt == "parquet":
         _need_parquet_engine()
+        import pyarrow.parquet as pq
+
         try:
+            footer = pq.read_metadata(path)
+            _check_shape(name, footer.num_columns, footer.num_rows)
             return pd.read_parquet(path)
+        except DatasetError:
+            raise
         except Exception as exc:  # pyarrow raises many types for corrupt files
             raise DatasetError(f"{name} is not a readable Parquet file: {exc}") from None
     raise DatasetError(f"unknown table format {fmt!r}; supported: {SUPPORTED}")
+
+
+def _check_shape(name: str, columns: int, rows: int | None) -> None:
+    if columns > MAX_COLUMNS:
+        raise DatasetError(f"{name} has {columns:,} columns, over the limit of {MAX_COLUMNS:,}; keep the columns you train on")
+    if rows is not None and rows > MAX_ROWS:
+        raise DatasetError(f"{name} has {rows:,} rows, over the limit of {MAX_ROWS:,}; sample it, or split it into datasets")
+
+
+def _checked(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    _check_shape(name, len(frame.columns), len(frame))
+    return frame
 
 
 def _read_jsonl(path: Path, name: str) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     with path.open("rb") as fh:
         for number, line in enumerate(fh, start=1):
+            if number > MAX_ROWS:
+                _check_shape(name, 0, number)
             if not line.strip():
                 continue
             try:
@@ -169,7 +197,14 @@ def image_tree(root: Path, name: str) -> list[tuple[str, str, Path]]:
             try:
                 # A full decode, not just verify(): a truncated file passes verify() but fails to train on.
                 with Image.open(file) as image:
+                    width, height = image.size  # from the header: refuse a pixel bomb before decoding it
+                    if width * height > MAX_IMAGE_PIXELS:
+                        raise DatasetError(
+                            f"{name}/{rel} is {width}×{height} pixels, over the limit of {MAX_IMAGE_PIXELS:,}; scale it down"
+                        )
                     image.load()
+            except DatasetError:
+                raise
             except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
                 raise DatasetError(
                     f"{name}/{rel} is not an image that can be decoded ({type(exc).__name__}); remove or replace it"
@@ -217,8 +252,11 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 
 def check_zip(archive: zipfile.ZipFile, name: str, max_bytes: int) -> None:
     """Refuse, before extracting anything, entries that escape the folder, links, and archives that unpack too big."""
+    entries = archive.infolist()
+    if len(entries) > MAX_ZIP_ENTRIES:
+        raise DatasetError(f"{name} has {len(entries):,} entries, over the limit of {MAX_ZIP_ENTRIES:,}; refusing to extract anything")
     total = 0
-    for info in archive.infolist():
+    for info in entries:
         entry = info.filename.replace("\\", "/")
         parts = PurePosixPath(entry).parts
         if entry.startswith("/") or _DRIVE.match(entry) or ".." in parts:

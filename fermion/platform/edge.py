@@ -52,11 +52,7 @@ _BAD_HEADER_BYTES = re.compile(rb"[\r\n\x00]")
 DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
 #: Added to every answer for `/run/...` (see the module docstring); HAProxy adds the same.
 SANDBOX_POLICY = b"sandbox allow-scripts allow-forms allow-popups allow-downloads"
-RUN_HEADERS = [
-    (b"content-security-policy", SANDBOX_POLICY),
-    (b"access-control-allow-origin", b"*"),
-    (b"access-control-expose-headers", b"x-request-id, retry-after"),
-]
+RUN_HEADERS = [(b"content-security-policy", SANDBOX_POLICY), (b"access-control-allow-origin", b"*")]
 #: What a CORS preflight may ask to send: header names only (token characters and commas).
 _HEADER_LIST = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~, -]{0,1000}")
 
