@@ -58,9 +58,22 @@ def _request_fields(op: dict[str, Any], components: dict[str, Any]) -> tuple[dic
 
 def _response_schema(op: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
     content = op.get("responses", {}).get("200", {}).get("content", {})
-    for media in content.values():
-        return _resolve(media.get("schema", {}), components)
+    for kind, media in content.items():
+        schema = media.get("schema", {})
+        if kind == "text/event-stream":  # one event's schema: the item is the `data` of the message event
+            schema = _stream_item(schema)
+        return _resolve(schema, components)
     return {}
+
+
+def _stream_item(schema: dict[str, Any]) -> dict[str, Any]:
+    """The item schema inside a stream's event schema (`oneOf` message / end / error events); a document
+    that gives the item directly (an older server) is returned as it is."""
+    for event in schema.get("oneOf") or ():
+        properties = event.get("properties", {}) if isinstance(event, dict) else {}
+        if properties.get("event", {}).get("const") == "message":
+            return properties.get("data", {}).get("contentSchema", {})
+    return schema
 
 
 def parse_endpoints(document: dict[str, Any]) -> dict[str, EndpointInfo]:
