@@ -146,11 +146,11 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Chaos]
         for gateway in GATEWAYS:
             data = tmp_path_factory.mktemp(f"chaos-{gateway}")
             platform = start_platform(data, "--gateway", gateway, "--max-replicas-total", "6")
+            started[gateway] = Chaos(gateway, platform, "")  # stopped in `finally` even if what follows fails
             with platform.api() as api:
                 deploy(api, "quiet-public", public=True)
                 deploy(api, "quiet-private", public=False)
-                token = api.post("/api/v1/tokens", json={"name": "app", "scopes": ["invoke"]}).json()["token"]
-            started[gateway] = Chaos(gateway, platform, token)
+                started[gateway].invoke = api.post("/api/v1/tokens", json={"name": "app", "scopes": ["invoke"]}).json()["token"]
         for c in started.values():
             with c.platform.api() as api:
                 wait_for(lambda: ready(api, "quiet-public", 1) and ready(api, "quiet-private", 1), what="the quiet deployments")
@@ -374,6 +374,15 @@ def _busy_platform(data: Path, port: int = 0) -> tuple[RunningPlatform, list[thr
     """A platform with a replica starting, one crash-looping, one mid-request and a training job
     running (each kind of process it starts, in each awkward state)."""
     platform = start_platform(data, "--graceful-timeout", "3", port=port)
+    try:
+        return platform, _make_busy(platform)
+    except BaseException:  # the caller never gets this platform to stop: stop it here
+        stop_process(platform.proc)
+        stop_replicas(data)
+        raise
+
+
+def _make_busy(platform: RunningPlatform) -> list[threading.Thread]:
     with platform.api() as api:
         for name, cls in (("slow", "Slow"), ("starting", "SlowStart"), ("crashing", "CrashLoop")):
             answer = api.post("/api/v1/deployments", json={"name": name, "source": f"{STATES}:{cls}", "public": True})
@@ -390,7 +399,7 @@ def _busy_platform(data: Path, port: int = 0) -> tuple[RunningPlatform, list[thr
     for caller in callers:
         caller.start()
     time.sleep(0.5)  # the call is on the replica now
-    return platform, callers
+    return callers
 
 
 def test_stopping_the_platform_in_any_state_leaves_no_process(tmp_path: Path):
