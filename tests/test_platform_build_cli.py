@@ -100,10 +100,8 @@ def test_the_model_deploys_on_that_platform_and_answers(up: RunningPlatform, min
 
 def test_train_deploy_on_the_platform_with_progress_for_programs(up: RunningPlatform, mine: Path):
     """`--progress-json` shows the job's progress as JSON lines; `--deploy` deploys on the platform it trained on."""
-    result = fermion(
-        mine, "train", "sample:wine", "--budget", "5s", "--max-trials", "1", "--progress-json", "--deploy", "wine", "--public",
-        url=up.url, token=up.token,
-    )  # fmt: skip
+    arguments = ["train", "sample:wine", "--budget", "5s", "--max-trials", "1", "--progress-json", "--deploy", "wine", "--public"]
+    result = fermion(mine, *arguments, url=up.url, token=up.token)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{up.log()}"
     events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert events[0]["phase"] == "queued" and events[0]["dataset"] == "wine@1"
