@@ -85,7 +85,7 @@ class CountingBackend:
     def status(self, handle: ReplicaHandle) -> ReplicaStatus:
         return ReplicaStatus(ReplicaState.STARTING)
 
-    def stop(self, handle: ReplicaHandle, grace: float = 30.0) -> None:
+    def stop(self, handle: ReplicaHandle, grace: float = 30.0, at_once: bool = False) -> None:
         self.stopped.append(handle.replica_id)
 
     def list(self) -> list[ReplicaHandle]:

@@ -158,7 +158,7 @@ class FakeBackend:
     def status(self, handle: ReplicaHandle) -> ReplicaStatus:
         return ReplicaStatus(ReplicaState.READY, f"http://fake/{handle.replica_id}")
 
-    def stop(self, handle: ReplicaHandle, grace: float = 30.0) -> None:
+    def stop(self, handle: ReplicaHandle, grace: float = 30.0, at_once: bool = False) -> None:
         self.stopped.append(handle)
 
     def list(self) -> list[ReplicaHandle]:

@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 import os
 import re
+import signal
 import socket
 import time
 import uuid
@@ -392,6 +393,27 @@ def test_sigterm_finishes_in_flight_requests_then_exits_0(tmp_path):
         assert code == 0
         with pytest.raises(httpx.TransportError):
             httpx.get(srv.url + "/healthz", timeout=2)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_with_a_drain_delay_keeps_serving_and_says_draining_then_exits_0(tmp_path, workers):
+    """What a load balancer in front needs: after SIGTERM the replica answers requests on its open
+    connections (one kept alive, as a balancer's pool would) and says it is leaving on /readyz; only
+    after the delay does it close them. SIGINT skips the delay."""
+    with running_server(APP, "--drain-delay", "3", "--workers", workers, tmp_dir=tmp_path) as srv:
+        with httpx.Client(timeout=5) as pooled:
+            assert pooled.post(srv.url + "/predict", json={"text": "a"}).status_code == 200
+            signalled = time.monotonic()
+            srv.proc.send_signal(signal.SIGTERM)
+            wait_until(lambda: _get(srv.url + "/readyz") == 503, timeout=2)
+            assert httpx.get(srv.url + "/readyz").json() == {"status": "draining"}
+            assert pooled.post(srv.url + "/predict", json={"text": "b"}).status_code == 200
+            assert srv.proc.wait(30) == 0
+            assert time.monotonic() - signalled >= 2.5
+    with running_server(APP, "--drain-delay", "30", tmp_dir=tmp_path) as srv:
+        signalled = time.monotonic()
+        srv.proc.send_signal(signal.SIGINT)
+        assert srv.proc.wait(20) == 0 and time.monotonic() - signalled < 15
 
 
 def test_setup_failure_exits_3_with_its_message(tmp_path):

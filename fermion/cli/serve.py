@@ -83,6 +83,10 @@ def serve(
     threads: Annotated[int | None, typer.Option(help="Threads running blocking endpoint code, per worker.")] = None,
     compute_threads: Annotated[int | None, typer.Option(help="torch/BLAS threads per worker (default: cores ÷ workers).")] = None,
     graceful_timeout: Annotated[float | None, typer.Option(help="Seconds in-flight requests get after SIGTERM.")] = None,
+    drain_delay: Annotated[
+        float | None,
+        typer.Option(help="Seconds to keep serving after SIGTERM (/readyz says 503) so a load balancer can take the replica out first; SIGINT skips it."),
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
     tls_cert: Annotated[
@@ -128,6 +132,7 @@ def serve(
             threads=threads,
             compute_threads=compute_threads,
             graceful_timeout=graceful_timeout,
+            drain_delay=drain_delay,
             log_level=log_level,
             access_log=access_log or None,
             tls_cert=tls_cert,

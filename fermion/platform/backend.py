@@ -63,8 +63,9 @@ class Backend(Protocol):
         """Probe a replica (cheap: a process check and one short HTTP request)."""
         ...
 
-    def stop(self, handle: ReplicaHandle, grace: float = 30.0) -> None:
-        """Ask the replica to drain and stop; force it after `grace` seconds."""
+    def stop(self, handle: ReplicaHandle, grace: float = 30.0, at_once: bool = False) -> None:
+        """Ask the replica to drain and stop; force it after `grace` seconds. `at_once`: nothing routes
+        to it any more (the platform is shutting down), so it may skip waiting for load balancers."""
         ...
 
     def list(self) -> list[ReplicaHandle]:

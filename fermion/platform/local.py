@@ -31,6 +31,11 @@ log = logging.getLogger("fermion.platform")
 _PROBE_TIMEOUT = 2.0
 #: Environment variables every replica process carries: which platform folder and which replica.
 OWNER_ENV, REPLICA_ENV = "FERMION_REPLICAS_DIR", "FERMION_REPLICA_ID"
+#: Seconds a replica keeps serving after SIGTERM before it closes its connections (`fermion serve
+#: --drain-delay`): enough for the control plane's next pass (every 0.5 s) to see its /readyz turn
+#: 503 and take it out of both gateways. A replica killed by someone else, or retired while a
+#: gateway still routes to it, then loses no request on a keep-alive connection it closes.
+DRAIN_DELAY_S = 2.0
 #: Logs of stopped replicas kept for `fermion logs` and post-mortems; older ones are deleted.
 KEEP_LOGS = 100
 
@@ -69,6 +74,7 @@ class LocalBackend:
         log_path = self.folder / f"{spec.replica_id}.log"
         self._prune_logs()
         command = [self.python, "-m", "fermion", "serve", spec.source, "--host", "127.0.0.1", "--port", "0"]
+        command += ["--drain-delay", str(DRAIN_DELAY_S)]
         if spec.options.get("task"):
             command += ["--task", str(spec.options["task"])]
         if spec.options.get("trust_pickle"):
@@ -146,15 +152,16 @@ class LocalBackend:
             return ReplicaStatus(ReplicaState.READY, url)
         return ReplicaStatus(ReplicaState.STARTING, url, detail=answer.json().get("status", "") if answer.content else "")
 
-    def stop(self, handle: ReplicaHandle, grace: float = 30.0) -> None:
-        """SIGTERM (the replica drains and exits 0), SIGKILL after `grace` seconds; forget it."""
+    def stop(self, handle: ReplicaHandle, grace: float = 30.0, at_once: bool = False) -> None:
+        """SIGTERM (the replica drains and exits 0; SIGINT `at_once`, skipping its drain delay), SIGKILL
+        after `grace` seconds (plus the drain delay); forget it."""
         pid = handle.data["pid"]
         if self._alive(handle):
             try:
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGINT if at_once else signal.SIGTERM)
             except ProcessLookupError:
                 pass
-            deadline = time.monotonic() + grace
+            deadline = time.monotonic() + grace + (0 if at_once else DRAIN_DELAY_S)
             while self._alive(handle) and time.monotonic() < deadline:
                 time.sleep(0.05)
             if self._alive(handle):

@@ -141,7 +141,7 @@ class RayBackend:
                 raise
         return handle
 
-    def stop(self, handle: ReplicaHandle, grace: float = 30.0) -> None:
+    def stop(self, handle: ReplicaHandle, grace: float = 30.0, at_once: bool = False) -> None:
         """Give up the slot; Serve drains one replica of the application (all of it with the last slot)."""
         name = handle.data["app"]
         with self._lock:

@@ -201,7 +201,7 @@ class Reconciler:
             self._closed = True
             for name, managed in list(self.replicas.items()):
                 self.routes.remove(name)
-                self._retire(name, managed)
+                self._retire(name, managed, at_once=True)
                 self._publish(name, replicas=[])
             self.replicas.clear()
         self.wait_stopped()
@@ -407,8 +407,9 @@ class Reconciler:
         with self._lock:
             self._snapshots[name] = snapshot
 
-    def _retire(self, name: str, replicas: list[ManagedReplica], grace: float | None = None) -> None:
-        """Stop replicas in the background (each drains for up to `grace` seconds, default the reconciler's)."""
+    def _retire(self, name: str, replicas: list[ManagedReplica], grace: float | None = None, at_once: bool = False) -> None:
+        """Stop replicas in the background (each drains for up to `grace` seconds, default the reconciler's;
+        `at_once`: without waiting for the gateways to take them out, when nothing routes to them any more)."""
         if not replicas:
             return
         wait = self.grace if grace is None else grace
@@ -416,7 +417,7 @@ class Reconciler:
 
         def stop(handle: ReplicaHandle) -> None:
             try:
-                self.backend.stop(handle, wait)
+                self.backend.stop(handle, wait, at_once=at_once)
             finally:
                 with self._lock:
                     self._draining.pop(handle.replica_id, None)

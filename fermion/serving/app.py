@@ -41,7 +41,7 @@ from fermion.serving.runtime import EndpointRuntime
 
 log = logging.getLogger("fermion.serving")
 
-STARTING, READY, FAILED, STOPPING = "starting", "ready", "failed", "stopping"
+STARTING, READY, FAILED, STOPPING, DRAINING = "starting", "ready", "failed", "stopping", "draining"
 REQUESTS_PREFIX = "/requests/"
 
 
@@ -62,6 +62,8 @@ class ReplicaApp:
         #: Listen (and answer /readyz with 503) while setup() runs. Worker processes that share a
         #: port turn this off, so that only workers that finished setup() take connections.
         self.accept_before_ready = True
+        #: Set on SIGTERM with a drain delay: requests are still served, /readyz says 503 "draining".
+        self.draining = False
         self.metrics = ReplicaMetrics()
         self.metrics.gauges = lambda: {r.name: (r.active, r.waiting) for r in self.runtimes}
         self.deadlines = Deadlines()
@@ -134,6 +136,11 @@ class ReplicaApp:
         log.info("%s ready in %.2f s (pid %d)", self.service_cls.service_name(), time.monotonic() - self._created, os.getpid())
         if self.on_ready is not None:
             self.on_ready()
+
+    def drain(self) -> None:
+        """Tell load balancers to stop sending requests (/readyz: 503 "draining"); keep serving them."""
+        self.draining = True
+        self.metrics.ready = False
 
     async def shutdown(self) -> None:
         """Stop taking traffic, stop batchers, run teardown()."""
@@ -233,10 +240,10 @@ class ReplicaApp:
         await self._json(send, 200, {"status": "ok"})
 
     async def _readyz(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if self.state == READY:
+        if self.state == READY and not self.draining:
             await self._json(send, 200, {"status": READY})
             return
-        body: dict[str, Any] = {"status": self.state}
+        body: dict[str, Any] = {"status": DRAINING if self.draining and self.state == READY else self.state}
         if self.setup_error is not None:
             body["error"] = f"setup() raised {type(self.setup_error).__name__}: {self.setup_error}"
         await self._json(send, 503, body)

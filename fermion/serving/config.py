@@ -42,6 +42,10 @@ class ServeConfig:
     compute_threads: int | None = None
     #: Seconds in-flight requests get to finish after SIGTERM.
     graceful_timeout: float = 30.0
+    #: Seconds a replica keeps serving after SIGTERM, its /readyz answering 503 "draining", before it
+    #: stops taking requests: time for a load balancer in front to take it out of rotation (SIGINT
+    #: skips it). `fermion up` sets it for its replicas; alone, `fermion serve` stops at once.
+    drain_delay: float = 0.0
     log_level: str = "info"
     access_log: bool = False
     #: PEM certificate (chain) and its private key: set both to serve HTTPS instead of HTTP.
@@ -72,6 +76,7 @@ class ServeConfig:
             ("max_queue", self.max_queue >= 0),
             ("threads", self.threads >= 1),
             ("graceful_timeout", self.graceful_timeout >= 0),
+            ("drain_delay", 0 <= self.drain_delay <= 600),
             ("port", 0 <= self.port <= 65535),
             ("max_concurrency", self.max_concurrency is None or self.max_concurrency >= 1),
             ("compute_threads", self.compute_threads is None or self.compute_threads >= 1),

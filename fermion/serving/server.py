@@ -71,11 +71,33 @@ def configure_logging(level: str) -> None:
     )
 
 
-def uvicorn_server(app: Any, config: ServeConfig) -> Any:
-    """A uvicorn server for any ASGI app: uvloop + httptools, our logging, SIGTERM → drain → exit 0."""
+def uvicorn_server(app: Any, config: ServeConfig, on_drain: Callable[[], None] | None = None) -> Any:
+    """A uvicorn server for any ASGI app: uvloop + httptools, our logging, SIGTERM → drain → exit 0.
+
+    With `config.drain_delay`, SIGTERM first calls `on_drain` (the replica's /readyz turns 503) and
+    keeps serving for that many seconds, so that a load balancer takes the replica out before it
+    closes its connections: closing an idle keep-alive connection races with a request the balancer
+    is sending on it, and that request fails. A second SIGTERM, or SIGINT, stops at once.
+    """
     import uvicorn
 
     class _Server(uvicorn.Server):
+        drain_timer: threading.Timer | None = None
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if sig == signal.SIGTERM and config.drain_delay > 0 and self.drain_timer is None and not self.should_exit:
+                if on_drain is not None:
+                    on_drain()
+                log.info("SIGTERM: serving %.1f s more while load balancers take this replica out", config.drain_delay)
+                self.drain_timer = threading.Timer(config.drain_delay, self.stop_draining)
+                self.drain_timer.daemon = True
+                self.drain_timer.start()
+                return
+            super().handle_exit(sig, frame)
+
+        def stop_draining(self) -> None:
+            self.should_exit = True
+
         @contextlib.contextmanager
         def capture_signals(self) -> Generator[None, None, None]:
             # uvicorn re-raises the signal after a graceful shutdown, so the process would die
@@ -126,7 +148,7 @@ def run_replica(
     """Serve `service` on `sock` in this process until SIGTERM/SIGINT; returns the exit code."""
     app = ReplicaApp(service, config)
     app.accept_before_ready = accept_before_ready
-    server = uvicorn_server(app, config)
+    server = uvicorn_server(app, config, on_drain=app.drain)
     exit_code = EXIT_OK
 
     def setup_failed(exc: BaseException) -> None:
@@ -158,8 +180,10 @@ def run_workers(source: str, config: ServeConfig, sock: socket.socket, options: 
         return subprocess.Popen(cmd, env=env, pass_fds=(fd,))
 
     stopping = threading.Event()
+    received = [signal.SIGTERM]  # what the workers get: SIGTERM drains (after the drain delay), SIGINT at once
 
     def on_signal(sig: int, frame: Any) -> None:
+        received[0] = sig
         stopping.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -186,8 +210,8 @@ def run_workers(source: str, config: ServeConfig, sock: socket.socket, options: 
     finally:
         for proc in workers:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + config.graceful_timeout + 5
+                proc.send_signal(received[0])
+        deadline = time.monotonic() + config.drain_delay + config.graceful_timeout + 5
         for proc in workers:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
