@@ -11,7 +11,7 @@ from fermion._version import __version__
 
 if TYPE_CHECKING:
     from fermion.client import APIError, AsyncClient, Client
-    from fermion.platform.client import Platform
+    from fermion.client.platform import Platform
     from fermion.responses import EndpointError, EventStream, InvalidInput, Response
     from fermion.service import Service, endpoint
     from fermion.serving.deadlines import cancelled
@@ -40,7 +40,7 @@ _LAZY = {
     "Client": "fermion.client",
     "AsyncClient": "fermion.client",
     "APIError": "fermion.client",
-    "Platform": "fermion.platform.client",
+    "Platform": "fermion.client.platform",
     "Response": "fermion.responses",
     "EventStream": "fermion.responses",
     "EndpointError": "fermion.responses",

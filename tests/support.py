@@ -221,7 +221,7 @@ def stop_process(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout
 
 def stop_replicas(data_dir: Path) -> None:
     """Stop replica processes a platform in `data_dir` left behind (e.g. after a kill -9 in a test)."""
-    from fermion.platform.local import LocalBackend
+    from fermion.platform.backends.local import LocalBackend
 
     backend = LocalBackend(data_dir)
     for handle in backend.list():

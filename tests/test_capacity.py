@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fermion.platform.backend import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
+from fermion.platform.backends.base import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
 from fermion.platform.capacity import (
     DEFAULT_MODEL_MEMORY,
     DEFAULT_REPLICA_MEMORY,
@@ -18,9 +18,9 @@ from fermion.platform.capacity import (
     estimate_memory,
 )
 from fermion.platform.errors import Invalid
-from fermion.platform.gateway import RouteTable
+from fermion.platform.gateway.proxy import RouteTable
 from fermion.platform.reconciler import Reconciler
-from fermion.platform.store import Store
+from fermion.platform.store.database import Store
 
 SMALL = Machine(cpus=2, memory=4 * GIB)  # 3.2 GiB for replicas
 

@@ -57,7 +57,7 @@ def platform_processes(data_dir: Path) -> list[int]:
 
 def replica_processes(data_dir: Path) -> list[int]:
     """PIDs of the replica processes (session leaders) of that platform."""
-    from fermion.platform.local import LocalBackend
+    from fermion.platform.backends.local import LocalBackend
 
     return list(LocalBackend(data_dir)._own_processes().values())
 

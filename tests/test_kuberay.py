@@ -19,8 +19,8 @@ import pytest
 import yaml
 from support import ROOT
 
-from fermion.platform.kuberay import ExportRequest, rayservice, to_yaml
-from fermion.platform.ray_config import IMPORT_PATH
+from fermion.platform.backends.kuberay import ExportRequest, rayservice, to_yaml
+from fermion.platform.backends.ray_config import IMPORT_PATH
 
 ECHO = f"py:{ROOT / 'examples' / 'echo.py'}:Echo"
 

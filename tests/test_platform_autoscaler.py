@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from fermion.platform.autoscaler import Autoscaler
-from fermion.platform.gateway import RouteTable
-from fermion.platform.records import DeploymentRecord
+from fermion.platform.gateway.proxy import RouteTable
+from fermion.platform.store.records import DeploymentRecord
 
 TICK = 0.5
 

@@ -28,7 +28,7 @@ from fermion.cli import app
 from fermion.cli.platform import parse_duration, parse_env
 from fermion.cli.platform_deploy import example_call, resolve_source
 from fermion.client import APIError
-from fermion.platform.client import AuthError, ForbiddenError, Platform
+from fermion.client.platform import AuthError, ForbiddenError, Platform
 
 APPS = ROOT / "tests" / "apps"
 

@@ -16,7 +16,7 @@ import pytest
 from support import free_port
 
 import fermion
-from fermion.platform.client import (
+from fermion.client.platform import (
     AuthError,
     ConflictError,
     Deployment,

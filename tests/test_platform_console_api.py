@@ -16,8 +16,8 @@ import pytest
 from starlette.testclient import TestClient
 from support import EXAMPLES, ROOT, running_platform, wait_for
 
-from fermion.platform import api_console
-from fermion.platform.api_console import console_file
+from fermion.platform.api import console as api_console
+from fermion.platform.api.console import console_file
 
 ECHO = str(EXAMPLES / "echo.py")
 
@@ -27,9 +27,9 @@ ECHO = str(EXAMPLES / "echo.py")
 
 @pytest.fixture
 def plane(tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
+    from fermion.platform.backends.local import LocalBackend
     from fermion.platform.controlplane import ControlPlane
-    from fermion.platform.local import LocalBackend
-    from fermion.platform.store import Store
+    from fermion.platform.store.database import Store
 
     store = Store.open(tmp_path)
     _, token = store.create_token("admin", ["admin"])

@@ -17,8 +17,8 @@ from support import ROOT, free_port, running_servers
 from support import serve_asgi as serve
 
 from fermion import Client
-from fermion.platform.gateway import Gateway, RouteTable
-from fermion.platform.gateway_metrics import METRICS, GatewayMetrics
+from fermion.platform.gateway.metrics import METRICS, GatewayMetrics
+from fermion.platform.gateway.proxy import Gateway, RouteTable
 
 APP = ROOT / "tests" / "apps" / "behaviour.py"
 DASHBOARD = ROOT / "deploy" / "grafana" / "fermion-dashboard.json"
@@ -322,7 +322,7 @@ def test_the_grafana_dashboard_is_valid_and_queries_only_metrics_the_gateway_ren
 def test_the_pool_closes_idle_connections_to_retired_replicas(replicas):
     import asyncio
 
-    from fermion.platform.upstream import UpstreamPool
+    from fermion.platform.gateway.upstream import UpstreamPool
 
     async def scenario() -> tuple[int, int, list[str]]:
         pool = UpstreamPool()

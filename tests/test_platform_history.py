@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from fermion.platform.gateway_metrics import BUCKETS, GatewayMetrics
-from fermion.platform.history import MetricsHistory, quantile
+from fermion.platform.gateway.history import MetricsHistory, quantile
+from fermion.platform.gateway.metrics import BUCKETS, GatewayMetrics
 
 T0 = 1_800_000_000.0
 

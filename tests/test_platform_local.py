@@ -13,8 +13,8 @@ import httpx
 import pytest
 from support import EXAMPLES, ROOT
 
-from fermion.platform.backend import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
-from fermion.platform.local import LocalBackend
+from fermion.platform.backends.base import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
+from fermion.platform.backends.local import LocalBackend
 
 APPS = ROOT / "tests" / "apps"
 

@@ -22,7 +22,7 @@ from support import FERMION, ROOT, RunningPlatform, free_port, start_platform, s
 
 pytest.importorskip("ray", reason="the Ray backend's tests need ray[serve]: pip install 'fermion[ray]'")
 
-from fermion.platform.ray_head import RayHead  # noqa: E402
+from fermion.platform.backends.ray_head import RayHead  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -289,6 +289,6 @@ def test_up_without_an_address_starts_its_own_head_adopts_it_after_a_kill_and_st
 
 
 def _session(session: int) -> list[int]:
-    from fermion.platform.ray_head import _session_processes
+    from fermion.platform.backends.ray_head import _session_processes
 
     return _session_processes(session)

@@ -19,11 +19,11 @@ from support import EXAMPLES, ROOT
 from support import serve_asgi as serve
 
 from fermion.platform.autoscaler import Autoscaler
-from fermion.platform.backend import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
-from fermion.platform.gateway import Gateway, RouteTable
-from fermion.platform.local import LocalBackend
+from fermion.platform.backends.base import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
+from fermion.platform.backends.local import LocalBackend
+from fermion.platform.gateway.proxy import Gateway, RouteTable
 from fermion.platform.reconciler import Reconciler
-from fermion.platform.store import Store
+from fermion.platform.store.database import Store
 
 APP = ROOT / "tests" / "apps" / "behaviour.py"
 

@@ -21,13 +21,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 
-from fermion.platform import migrations
-from fermion.platform import store as store_module
+from fermion.platform.auth import Scope, allows, hash_token, new_token, parse_scopes, token_matches
 from fermion.platform.errors import Conflict, Invalid, NotFound, PlatformError
-from fermion.platform.records import scrub
-from fermion.platform.store import Store, default_url
-from fermion.platform.tables import Base, TokenRow, normalize_url
-from fermion.platform.tokens import Scope, allows, hash_token, new_token, parse_scopes, token_matches
+from fermion.platform.store import database as store_module
+from fermion.platform.store import migrations
+from fermion.platform.store.database import Store, default_url
+from fermion.platform.store.records import scrub
+from fermion.platform.store.tables import Base, TokenRow, normalize_url
 
 
 @pytest.fixture
@@ -390,7 +390,7 @@ def test_opening_a_current_database_writes_nothing(data_dir: Path) -> None:
 def test_processes_opening_a_fresh_database_at_once_all_succeed(store_url: str) -> None:
     start_at = time.time() + 2  # after every process has imported the store: they migrate together
     code = (
-        "import sys, time; from fermion.platform.store import Store; "
+        "import sys, time; from fermion.platform.store.database import Store; "
         "time.sleep(max(0, float(sys.argv[2]) - time.time())); Store.open(sys.argv[1]).close()"
     )
     processes = [
@@ -481,7 +481,7 @@ def test_database_urls() -> None:
 
 def test_importing_fermion_and_records_does_not_import_sqlalchemy() -> None:
     code = (
-        "import sys, fermion, fermion.platform.records, fermion.platform.tokens, fermion.platform.errors; "
+        "import sys, fermion, fermion.platform.store.records, fermion.platform.auth, fermion.platform.errors; "
         "assert 'sqlalchemy' not in sys.modules, 'sqlalchemy was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from support import FERMION, ROOT, RunningPlatform, running_platform, wait_for
 
-from fermion.platform.client import Platform, TooManyRequestsError
+from fermion.client.platform import Platform, TooManyRequestsError
 from fermion.platform.trainings import TrainingJob, next_in_turn
 
 LIMITS = ["--max-training-jobs", "4", "--max-training-jobs-per-token", "2", "--max-training-budget", "2m"]
@@ -159,7 +159,7 @@ def test_a_restart_stops_the_training_process_a_killed_platform_left_running(tmp
     import os
     import time
 
-    from fermion.platform.local import process_start_time
+    from fermion.platform.backends.local import process_start_time
     from fermion.platform.trainings import TrainingJobs
 
     orphan = subprocess.Popen(["sleep", "60"], start_new_session=True)

@@ -11,10 +11,10 @@ import pytest
 from support import serve_asgi
 
 from fermion import Service, endpoint
+from fermion.platform.backends.ray import RayUnavailable, _failure_reason, dashboard_url
+from fermion.platform.backends.ray_config import IMPORT_PATH, Resources, application, autoscaling_config, check_resources
 from fermion.platform.errors import Invalid
-from fermion.platform.ray_backend import RayUnavailable, _failure_reason, dashboard_url
-from fermion.platform.ray_config import IMPORT_PATH, Resources, application, autoscaling_config, check_resources
-from fermion.platform.records import check_options
+from fermion.platform.store.records import check_options
 from fermion.serving.config import ServeConfig
 from fermion.serving.on_ray import UnderPrefix, ongoing_limit
 
@@ -49,7 +49,7 @@ def test_an_application_config_carries_the_source_scaling_resources_and_env(monk
     monkeypatch.setenv("FERMION_HOME", "/data/fermion")
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME"):  # passed on when set: not here
         monkeypatch.delenv(name, raising=False)
-    from fermion.platform.ray_config import replica_env
+    from fermion.platform.backends.ray_config import replica_env
 
     app = application(
         "fermion-echo-3",
@@ -124,7 +124,7 @@ def test_the_route_prefix_is_taken_off_the_path():
 
 
 def test_the_gateway_forwards_under_a_replica_url_with_a_path():
-    from fermion.platform.upstream import UpstreamPool
+    from fermion.platform.gateway.upstream import UpstreamPool
 
     async def app(scope, receive, send):
         if scope["type"] != "http":
@@ -145,7 +145,7 @@ def test_the_gateway_forwards_under_a_replica_url_with_a_path():
 
 
 def test_a_replica_must_fit_on_one_node_with_everything_it_asks_for(monkeypatch):
-    from fermion.platform.ray_backend import RayBackend
+    from fermion.platform.backends.ray import RayBackend
 
     backend = RayBackend("127.0.0.1:1")  # never contacted: the nodes are given below
     nodes = [{"CPU": 8.0, "memory": 16 * 2**30}, {"CPU": 2.0, "GPU": 1.0, "memory": 8 * 2**30}]

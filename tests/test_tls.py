@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from fermion.cli import app
 from fermion.client import APIError, AsyncClient, Client
 from fermion.client._tls import CACertError, tls_verify
-from fermion.platform.client import Platform, PlatformConnectionError
+from fermion.client.platform import Platform, PlatformConnectionError
 from fermion.serving.tls import HTTPSRedirect, TLSFileError, check_tls_files
 
 x509 = pytest.importorskip("cryptography.x509")

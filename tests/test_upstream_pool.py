@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fermion.platform.upstream import UpstreamPool, _keep_alive_timeout
+from fermion.platform.gateway.upstream import UpstreamPool, _keep_alive_timeout
 
 ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from fermion.platform.ray_head import RayHead, RayHeadError
+from fermion.platform.backends.ray_head import RayHead, RayHeadError
 from suite.envs import ROOT
 from suite.gateway import CASES, Say, deploy, gateway_kind, one_gateway, start_up
 from suite.machine import load_average, machine_info

@@ -15,8 +15,8 @@ from fermion.cli.place import resolve_place
 from fermion.cli.platform import CaCertOption, JsonOption, TokenOption, UrlOption, print_json
 
 if TYPE_CHECKING:
+    from fermion.client.platform import Platform
     from fermion.data import DatasetStore
-    from fermion.platform.client import Platform
 
 data_app = typer.Typer(
     help="Datasets: add CSV, JSONL, Parquet, image folders or samples; list and inspect versions.", no_args_is_help=True

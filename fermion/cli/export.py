@@ -43,7 +43,7 @@ def kuberay(
     ca_cert: CaCertOption = None,
 ) -> None:
     """Write deployment NAME as a KubeRay RayService: the same Serve application the Ray backend runs."""
-    from fermion.platform.kuberay import ExportRequest, rayservice, to_yaml
+    from fermion.platform.backends.kuberay import ExportRequest, rayservice, to_yaml
 
     with connect(url, token) as platform:
         deployment = platform.deployments.get(name)
@@ -79,7 +79,7 @@ def kuberay(
 
 def _ongoing_limit(source: str, options: dict, notes: list[str]) -> int | None:
     """Serve's max_ongoing_requests from the service's own limits, if the source loads here."""
-    from fermion.platform.ray_config import source_options
+    from fermion.platform.backends.ray_config import source_options
     from fermion.serving.config import ServeConfig
     from fermion.serving.on_ray import ongoing_limit
     from fermion.sources import SourceError, load_service

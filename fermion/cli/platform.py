@@ -2,7 +2,7 @@
 
 Each command finds the platform with `--url`/`--token`, else `FERMION_URL`/`FERMION_TOKEN`, else the
 local `fermion up` (see fermion/platform/home.py), verifies an https:// one with `--ca-cert`, else
-`FERMION_CA_CERT`, else the system's CAs, talks to it through `fermion.platform.client`,
+`FERMION_CA_CERT`, else the system's CAs, talks to it through `fermion.client.platform`,
 and turns every failure into one red line: exit code 2 when the input was wrong (the API said 404,
 409 or 422, or an option did not parse), 1 for anything else.
 """
@@ -26,7 +26,7 @@ from rich.table import Table
 from fermion.cli.app import err, out
 
 if TYPE_CHECKING:
-    from fermion.platform.client import Deployment, Platform, PlatformAPIError
+    from fermion.client.platform import Deployment, Platform, PlatformAPIError
 
 NameArgument = Annotated[str, typer.Argument(help="The deployment's name, e.g. 'echo'.", show_default=False)]
 UrlOption = Annotated[
@@ -118,7 +118,7 @@ def exit_code(error: PlatformAPIError) -> int:
 @contextlib.contextmanager
 def connect(url: str | None, token: str | None, timeout: float = 30.0, data_dir: Path | None = None) -> Iterator[Platform]:
     """A `Platform` client for the command (with its `--ca-cert`); any platform error inside the block becomes one red line."""
-    from fermion.platform.client import DeploymentFailed, Platform, PlatformAPIError
+    from fermion.client.platform import DeploymentFailed, Platform, PlatformAPIError
     from fermion.platform.home import NoPlatform
 
     try:

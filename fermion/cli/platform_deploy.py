@@ -34,7 +34,7 @@ from fermion.cli.platform import (
 )
 
 if TYPE_CHECKING:
-    from fermion.platform.client import Deployment, Platform
+    from fermion.client.platform import Deployment, Platform
 
 TaskOption = Annotated[str | None, typer.Option(help="hf: sources: the pipeline task, when the model's config does not say.")]
 CpusOption = Annotated[
@@ -113,7 +113,7 @@ def example_call(doc: dict[str, Any], base: str, name: str, public: bool) -> tup
 
 def _openapi(platform: Platform, deployment: Deployment) -> dict[str, Any] | None:
     """The deployment's OpenAPI document through the gateway, or None (an example is a nicety, not a must)."""
-    from fermion.platform.client import PlatformAPIError
+    from fermion.client.platform import PlatformAPIError
 
     try:
         return platform.openapi(deployment.name)
@@ -202,7 +202,7 @@ def deploy(
     ca_cert: CaCertOption = None,
 ) -> None:
     """Deploy SOURCE as NAME on the platform, wait until its replicas are ready and show how to call it."""
-    from fermion.platform.client import ConflictError
+    from fermion.client.platform import ConflictError
 
     if replicas is not None and (min_replicas is not None or max_replicas is not None):
         fail("give --replicas N, or --min-replicas/--max-replicas for autoscaling, not both", BAD_INPUT)

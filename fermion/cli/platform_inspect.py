@@ -28,7 +28,7 @@ from fermion.cli.platform import (
 )
 
 if TYPE_CHECKING:
-    from fermion.platform.client import Deployment, Event
+    from fermion.client.platform import Deployment, Event
 
 #: Event kinds worth a colour: trouble in red or yellow, progress in green.
 EVENT_STYLES = {"CrashLoop": "bold red", "ReplicaExited": "yellow", "ReplicaReady": "green", "RolledOut": "green"}

@@ -25,7 +25,7 @@ from fermion.cli.platform import (
 from fermion.cli.platform_inspect import when
 
 if TYPE_CHECKING:
-    from fermion.platform.client import TokenInfo
+    from fermion.client.platform import TokenInfo
 
 token_app = typer.Typer(help="Create, list and revoke API tokens (needs an admin token).", no_args_is_help=True)
 app.add_typer(token_app, name="token")

@@ -161,11 +161,11 @@ def up(
     for chatty in ("alembic", "httpx"):  # their INFO lines (migrations run, every probe) are noise here
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
+    from fermion.platform.auth import Scope
+    from fermion.platform.backends.local import LocalBackend
     from fermion.platform.controlplane import ControlPlane
     from fermion.platform.errors import PlatformError
-    from fermion.platform.local import LocalBackend
-    from fermion.platform.store import Store
-    from fermion.platform.tokens import Scope
+    from fermion.platform.store.database import Store
 
     url_or_dir = db or os.environ.get("FERMION_DB") or str(folder)
     try:
@@ -175,7 +175,7 @@ def up(
     except Exception as exc:  # the driver's own error: unreachable server, bad password, ...
         shown = _hide_password(url_or_dir)
         fail(f"cannot open the database {shown}: {str(exc).splitlines()[0]}", 2)
-    from fermion.platform import haproxy
+    from fermion.platform.gateway import haproxy
 
     if gateway not in ("auto", "haproxy", "python"):
         fail(f"unknown --gateway {gateway!r}; use auto, haproxy or python", 2)

@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING
 from fermion.cli.app import err, fail
 
 if TYPE_CHECKING:
-    from fermion.platform.ray_backend import RayBackend
-    from fermion.platform.ray_head import RayHead
+    from fermion.platform.backends.ray import RayBackend
+    from fermion.platform.backends.ray_head import RayHead
 
 
 def ray_backend(folder: Path, address: str | None, serve_port: int | None, grace: float) -> tuple[RayBackend, RayHead | None]:
     """The Ray backend for `fermion up`, and the head it started (None when given a cluster's address)."""
-    from fermion.platform.ray_backend import RayBackend, RayUnavailable
-    from fermion.platform.ray_head import RayHead, RayHeadError, free_port
+    from fermion.platform.backends.ray import RayBackend, RayUnavailable
+    from fermion.platform.backends.ray_head import RayHead, RayHeadError, free_port
 
     head = None
     if not address:

@@ -17,8 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fermion.platform.gateway import RouteTable
-from fermion.platform.records import DeploymentRecord
+from fermion.platform.gateway.proxy import RouteTable
+from fermion.platform.store.records import DeploymentRecord
 
 # Float noise must not add a replica: 6 in flight at 0.1 per replica is 60 replicas, not 61.
 _EPSILON = 1e-9

@@ -20,18 +20,18 @@ from typing import Any
 
 import orjson
 
+from fermion.platform.auth import Scope, allows, hash_token
 from fermion.platform.autoscaler import Autoscaler
-from fermion.platform.backend import Backend
+from fermion.platform.backends.base import Backend
 from fermion.platform.capacity import DEFAULT_MAX_REPLICAS, Ask, Capacity, Machine
-from fermion.platform.edge import DEFAULT_MAX_BODY_SIZE
-from fermion.platform.gateway import PREFIX as RUN_PREFIX
-from fermion.platform.gateway import Gateway, RouteTable
-from fermion.platform.haproxy import HAProxyFrontDoor
-from fermion.platform.history import MetricsHistory
+from fermion.platform.gateway.edge import DEFAULT_MAX_BODY_SIZE
+from fermion.platform.gateway.haproxy import HAProxyFrontDoor
+from fermion.platform.gateway.history import MetricsHistory
+from fermion.platform.gateway.proxy import PREFIX as RUN_PREFIX
+from fermion.platform.gateway.proxy import Gateway, RouteTable
 from fermion.platform.reconciler import Reconciler
-from fermion.platform.records import DeploymentRecord, TokenRecord
-from fermion.platform.store import Store
-from fermion.platform.tokens import Scope, allows, hash_token
+from fermion.platform.store.database import Store
+from fermion.platform.store.records import DeploymentRecord, TokenRecord
 from fermion.platform.trainings import TrainingLimits
 
 log = logging.getLogger("fermion.platform")
@@ -143,8 +143,8 @@ class ControlPlane:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         from fermion.data.store import DEFAULT_MAX_BYTES
-        from fermion.platform.api import build_api
-        from fermion.platform.api_guard import APIGuard
+        from fermion.platform.api.app import build_api
+        from fermion.platform.api.guard import APIGuard
 
         # Bodies are refused before they are read unless they come with a valid token (api_guard).
         self.api = APIGuard(build_api(self), self._token_valid, upload_limit=DEFAULT_MAX_BYTES)
@@ -305,7 +305,7 @@ class ControlPlane:
 
     async def _listen_for_front_logs(self) -> None:
         """HAProxy logs each request it proxied to a Unix datagram socket; count them in /metrics."""
-        from fermion.platform.haproxy import parse_log
+        from fermion.platform.gateway.haproxy import parse_log
 
         assert self.front is not None
         path = self.front.log_socket

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fermion.platform.autoscaler import Autoscaler
-from fermion.platform.backend import Backend, ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
+from fermion.platform.backends.base import Backend, ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
 from fermion.platform.capacity import Ask, Capacity
-from fermion.platform.gateway import RouteTable
-from fermion.platform.records import DeploymentRecord
-from fermion.platform.store import Store
+from fermion.platform.gateway.proxy import RouteTable
+from fermion.platform.store.database import Store
+from fermion.platform.store.records import DeploymentRecord
 
 log = logging.getLogger("fermion.platform")
 

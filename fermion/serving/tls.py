@@ -2,7 +2,7 @@
 optional plain-HTTP port answers every request with a redirect to the HTTPS one.
 
 `fermion serve` and `fermion up --gateway python` hand the files to uvicorn; `fermion up` with
-HAProxy in front hands HAProxy one PEM file with both (see fermion/platform/haproxy.py).
+HAProxy in front hands HAProxy one PEM file with both (see fermion/platform/gateway/haproxy.py).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 SQLAlchemy 2. The default is an SQLite file under the data dir (WAL journal, so readers never
 wait for the writer); PostgreSQL by URL. Every `Store` method is one transaction and returns
-frozen records from `fermion.platform.records`, never ORM objects. Only this module and
-`fermion.platform.tables` import SQLAlchemy, and nothing imports them until the platform is used.
+frozen records from `fermion.platform.store.records`, never ORM objects. Only this module and
+`fermion.platform.store.tables` import SQLAlchemy, and nothing imports them until the platform is used.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from fermion.platform import migrations
-from fermion.platform import records as r
-from fermion.platform import tokens as t
+from fermion.platform import auth as t
 from fermion.platform.errors import Conflict, Invalid, NotFound
-from fermion.platform.tables import (
+from fermion.platform.store import migrations
+from fermion.platform.store import records as r
+from fermion.platform.store.tables import (
     AuditRow,
     Base,
     DeploymentRow,
@@ -56,7 +56,7 @@ class Store:
     """The platform's state in one database; safe to use from several threads and processes.
 
     Schema: `open()` migrates the database to the latest revision (`migrate()`, Alembic migrations
-    in `fermion.platform.migrations`); a database that is already current costs one read.
+    in `fermion.platform.store.migrations`); a database that is already current costs one read.
     """
 
     def __init__(self, url: str, *, busy_timeout_s: float = 10.0) -> None:

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from fermion.platform.client_types import (
+from fermion.client.platform.types import (
     AuditEntry,
     AuthError,
     ConflictError,
@@ -145,7 +145,7 @@ class Platform:
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport, verify=verify)
         self.deployments = Deployments(self)
         self.tokens = Tokens(self)
-        from fermion.platform.client_build import Datasets, Models, Trainings
+        from fermion.client.platform.build import Datasets, Models, Trainings
 
         self.datasets = Datasets(self)
         self.trainings = Trainings(self)

@@ -3,7 +3,7 @@
 No alembic.ini: `config()` builds the configuration around this package, and env.py migrates the
 connection handed to it in `config.attributes["connection"]`. `Store.open()` calls `upgrade`.
 
-A schema change: edit `fermion.platform.tables`, then add a revision next to versions/0001_initial.py:
+A schema change: edit `fermion.platform.store.tables`, then add a revision next to versions/0001_initial.py:
 `command.revision(config(connection), "add x", rev_id="0002", autogenerate=True)`, with `connection`
 open on a database at the previous head; review what it wrote (the tests compare the result with
 the tables, on SQLite and PostgreSQL).
@@ -30,7 +30,7 @@ from fermion.platform.errors import PlatformError
 BASELINE = "0001"
 BASELINE_TABLES = frozenset({"deployments", "revisions", "replicas", "events", "tokens", "audit_log"})
 # PostgreSQL: one migrator per database at a time (a transaction-scoped advisory lock).
-_PG_LOCK_KEY = zlib.crc32(b"fermion.platform.migrations")
+_PG_LOCK_KEY = zlib.crc32(b"fermion.platform.migrations")  # the name it had when the lock was first taken: keep it
 # Alembic's `context` proxy in env.py is module-global: two threads must not migrate at once.
 _lock = threading.Lock()
 

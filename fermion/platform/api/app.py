@@ -23,7 +23,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.routing import Match, Route
 
 from fermion._version import __version__
-from fermion.platform.api_models import (
+from fermion.platform.api.headers import SecurityHeaders
+from fermion.platform.api.schemas import (
     AuditView,
     DeploymentCreate,
     DeploymentList,
@@ -40,8 +41,9 @@ from fermion.platform.api_models import (
     TokenCreate,
     TokenView,
 )
+from fermion.platform.auth import Scope, allows
 from fermion.platform.errors import Conflict, Forbidden, Invalid, NotFound, PlatformError, Unauthorized
-from fermion.platform.records import (
+from fermion.platform.store.records import (
     DeploymentRecord,
     TokenRecord,
     check_env,
@@ -50,8 +52,6 @@ from fermion.platform.records import (
     check_scaling,
     check_source,
 )
-from fermion.platform.security_headers import SecurityHeaders
-from fermion.platform.tokens import Scope, allows
 
 if TYPE_CHECKING:
     from fermion.platform.controlplane import ControlPlane
@@ -427,10 +427,10 @@ def build_api(plane: ControlPlane) -> FastAPI:
 
         api.mount(f"{PREFIX}/docs/static", StaticFiles(directory=plane.swagger_assets), name="swagger")
 
-    from fermion.platform.api_console import register_console
+    from fermion.platform.api.console import register_console
 
     register_console(api, plane)
-    from fermion.platform.api_build import register_build
+    from fermion.platform.api.build import register_build
 
     register_build(api, plane)
     return api

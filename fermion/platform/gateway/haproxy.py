@@ -31,8 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fermion.platform.edge import DEFAULT_MAX_BODY_SIZE, SANDBOX_POLICY
-from fermion.platform.gateway import PREFIX, RouteTable
+from fermion.platform.gateway.edge import DEFAULT_MAX_BODY_SIZE, SANDBOX_POLICY
+from fermion.platform.gateway.proxy import PREFIX, RouteTable
 from fermion.platform.home import write_private
 from fermion.serving.tls import combined_pem
 

@@ -6,7 +6,7 @@ control characters in the decoded path (a `%0D%0A` that would end the request li
 second request), raw bytes that must be percent-encoded, and CR/LF/NUL in headers are refused
 (400). Hop-by-hop headers and any `X-Forwarded-*` a caller sends are dropped; the gateway sets its
 own. A body over the limit is refused before it is read when Content-Length says so, and cut off
-at the limit otherwise (413). HAProxy's configuration (`fermion.platform.haproxy`) keeps the same
+at the limit otherwise (413). HAProxy's configuration (`fermion.platform.gateway.haproxy`) keeps the same
 rules.
 
 Replicas share the console's origin (the same host and port), so their answers carry

@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, Response
 
-from fermion.platform.api import PREFIX, Invoker
-from fermion.platform.api_models import DeploymentMetrics, MetricsOverview, WhoAmI
+from fermion.platform.api.app import PREFIX, Invoker
+from fermion.platform.api.schemas import DeploymentMetrics, MetricsOverview, WhoAmI
 from fermion.platform.errors import NotFound
 
 if TYPE_CHECKING:
     from fermion.platform.controlplane import ControlPlane
 
 #: The console's files, shipped inside the package (the wheel takes every file under fermion/).
-CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
+CONSOLE_DIR = Path(__file__).resolve().parents[2] / "console"
 #: Set explicitly: `mimetypes` depends on the machine's /etc/mime.types (some say application/javascript, or nothing).
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",

@@ -1,6 +1,6 @@
 """What the platform client returns and raises: frozen records built from the API's JSON, and its errors.
 
-Split from `fermion.platform.client` (which re-exports all of it); only the client imports httpx.
+Split from `fermion.client.platform` (which re-exports all of it); only the client imports httpx.
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fermion.platform.client_types import PlatformAPIError
+from fermion.client.platform.types import PlatformAPIError
 
 if TYPE_CHECKING:
-    from fermion.platform.client import Platform
+    from fermion.client.platform import Platform
 
 
 def _path(text: str) -> str:
@@ -36,7 +36,7 @@ class Datasets:
 
     def add(self, source: str | Path, name: str | None = None) -> dict[str, Any]:
         """Upload a CSV/JSONL/Parquet file or a zip of image folders, or add `sample:NAME`; `created` says if it is new."""
-        from fermion.platform.client import API, transport_errors
+        from fermion.client.platform import API, transport_errors
 
         text = str(source)
         if text.startswith("sample:"):
@@ -111,7 +111,7 @@ class Models:
 
     def report(self, ref: str) -> str:
         """The evaluation report as one self-contained HTML page."""
-        from fermion.platform.client import API, transport_errors
+        from fermion.client.platform import API, transport_errors
 
         with transport_errors(self._platform.url, self._platform.timeout):
             response = self._platform._http.get(f"{API}/models/{_path(ref)}/report")

@@ -14,7 +14,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-# Migrations spell out their types instead of importing fermion.platform.tables, which changes over
+# Migrations spell out their types instead of importing fermion.platform.store.tables, which changes over
 # time. UTCDateTime is a Python-side wrapper around this one.
 UTC_DATETIME = sa.DateTime(timezone=True)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fermion.platform.gateway_metrics import BUCKETS, GatewayMetrics
+from fermion.platform.gateway.metrics import BUCKETS, GatewayMetrics
 
 #: The quantiles every point carries, as (key, q).
 QUANTILES = (("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99))

@@ -11,11 +11,11 @@ client that leaves cancels its request on the replica; `DELETE /run/<deployment>
 cancels one explicitly, on the replica that serves it, or on whichever replica knows the id (a
 request that reached the replica through HAProxy, which the gateway did not see).
 
-What the gateway lets through, and adds to answers, is `fermion.platform.edge`'s to decide.
+What the gateway lets through, and adds to answers, is `fermion.platform.gateway.edge`'s to decide.
 
 A deployment that may scale to zero (`Route.cold_start`) has no replica while idle: a request then
 waits (counted in `Route.waiting`, which the autoscaler adds to the load) until one is ready.
-Every request is counted in `Gateway.metrics` (see `fermion.platform.gateway_metrics`).
+Every request is counted in `Gateway.metrics` (see `fermion.platform.gateway.metrics`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from urllib.parse import unquote
 
 import orjson
 
-from fermion.platform.edge import (
+from fermion.platform.gateway.edge import (
     DEFAULT_MAX_BODY_SIZE,
     RUN_HEADERS,
     forwarded_headers,
@@ -40,8 +40,8 @@ from fermion.platform.edge import (
     preflight,
     read_body,
 )
-from fermion.platform.gateway_metrics import GatewayMetrics
-from fermion.platform.upstream import UpstreamBroken, UpstreamPool, UpstreamUnreachable
+from fermion.platform.gateway.metrics import GatewayMetrics
+from fermion.platform.gateway.upstream import UpstreamBroken, UpstreamPool, UpstreamUnreachable
 from fermion.serving.http import new_request_id, valid_request_id
 
 log = logging.getLogger("fermion.gateway")

@@ -16,8 +16,8 @@ from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from fermion.platform.api import PREFIX, Deployer, Invoker
-from fermion.platform.api_models import ErrorBody
+from fermion.platform.api.app import PREFIX, Deployer, Invoker
+from fermion.platform.api.schemas import ErrorBody
 from fermion.platform.errors import Invalid, NotFound
 from fermion.platform.trainings import TrainingJob, TrainingJobs, new_job_id
 

@@ -1,7 +1,7 @@
 """The platform's tables (SQLAlchemy 2, typed declarative) and how to connect to the database.
 
 Portable SQL only: the same schema runs on the embedded SQLite file and on PostgreSQL. The
-schema is created and upgraded by the Alembic migrations in `fermion.platform.migrations`: a
+schema is created and upgraded by the Alembic migrations in `fermion.platform.store.migrations`: a
 change here needs a new revision there (tests check that the two agree).
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from fermion.platform import tokens as t
+from fermion.platform import auth as t
 from fermion.platform.errors import Invalid
 
 DB_FILENAME = "fermion.db"

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fermion.platform.records import NAME_RULE
+from fermion.platform.store.records import NAME_RULE
 
 # Bodies
 

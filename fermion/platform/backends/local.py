@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from fermion.platform.backend import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
+from fermion.platform.backends.base import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
 from fermion.serving.announce import announced_url
 
 log = logging.getLogger("fermion.platform")

@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from fermion.platform.backend import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
+from fermion.platform.backends.base import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
+from fermion.platform.backends.ray_config import Resources, application, replica_env
 from fermion.platform.errors import Invalid
-from fermion.platform.ray_config import Resources, application, replica_env
 from fermion.serving.on_ray import DEPLOYMENT_NAME
 
 log = logging.getLogger("fermion.platform")

@@ -1,6 +1,6 @@
-"""Alembic's environment: migrate the connection that `fermion.platform.migrations.config()` carries.
+"""Alembic's environment: migrate the connection that `fermion.platform.store.migrations.config()` carries.
 
-Run through `fermion.platform.migrations.upgrade(engine)` (what `Store.open()` does), which also
+Run through `fermion.platform.store.migrations.upgrade(engine)` (what `Store.open()` does), which also
 serializes concurrent migrators; with the `alembic` CLI, set sqlalchemy.url instead.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from fermion.platform.tables import Base, UTCDateTime, make_engine, normalize_url
+from fermion.platform.store.tables import Base, UTCDateTime, make_engine, normalize_url
 
 
 def _render_item(kind: str, item: object, _autogen_context: object) -> str | bool:
@@ -41,7 +41,7 @@ def _run() -> None:
     url = context.config.get_main_option("sqlalchemy.url")
     if not url:
         raise RuntimeError(
-            "no database to migrate: call fermion.platform.migrations.upgrade(engine), "
+            "no database to migrate: call fermion.platform.store.migrations.upgrade(engine), "
             "or set sqlalchemy.url in the Alembic config"
         )
     if context.is_offline_mode():
