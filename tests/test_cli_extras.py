@@ -65,7 +65,7 @@ def test_the_platform_api_names_the_extra_a_route_needs():
     """A dataset route on a platform installed with `fermion[platform]` alone: 501, naming the extra."""
     import json
 
-    from fermion.platform.api.app import not_installed
+    from fermion.platform.api.common import not_installed
 
     answer = not_installed("/api/v1/datasets", ModuleNotFoundError("No module named 'pandas'", name="pandas"))
     body = json.loads(answer.body)

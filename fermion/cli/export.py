@@ -79,7 +79,7 @@ def kuberay(
 
 def _ongoing_limit(source: str, options: dict, notes: list[str]) -> int | None:
     """Serve's max_ongoing_requests from the service's own limits, if the source loads here."""
-    from fermion.platform.backends.ray_config import source_options
+    from fermion.platform.resources import source_options
     from fermion.serving.config import ServeConfig
     from fermion.serving.on_ray import ongoing_limit
     from fermion.sources import SourceError, load_service

@@ -1,14 +1,27 @@
-"""API tokens: random, shown once, stored only as a hash, scoped admin ⊇ deploy ⊇ invoke."""
+"""Who may do what: API tokens and the one place that decides whether a request may go on.
+
+Tokens are random, shown once, stored only as a hash, and scoped admin ⊇ deploy ⊇ invoke. The REST
+API (`require`), its body guard (`valid`) and the gateway (`check`) all ask a `TokenCache`, which
+verifies a token against the store and remembers the answer for a few seconds.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from fermion.platform.errors import Invalid
+from fermion.platform.errors import Forbidden, Invalid, PlatformError, Unauthorized
+
+if TYPE_CHECKING:
+    from fermion.platform.store.database import Store
+    from fermion.platform.store.records import TokenRecord
 
 TOKEN_PREFIX = "fmn_"
 #: How many leading characters of a token listings show, so people can tell tokens apart.
@@ -66,3 +79,92 @@ def hash_token(plaintext: str) -> str:
 def token_matches(plaintext: str, stored_hash: str) -> bool:
     """Whether `plaintext` hashes to `stored_hash`, compared in constant time."""
     return hmac.compare_digest(hash_token(plaintext), stored_hash)
+
+
+#: How long a verified token is trusted without asking the database again (revocation through
+#: this control plane's API takes effect at once; through another one, within this time).
+TOKEN_CACHE_S = 5.0
+#: Answers remembered at most: random tokens sent by a caller cannot grow the cache without bound.
+MAX_CACHED = 10_000
+NO_TOKEN = "send a token: Authorization: Bearer fmn_..."
+BAD_TOKEN = "unknown, revoked or expired token; ask an admin for a new one (fermion token create)"
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None when there is none."""
+    kind, _, token = (header or "").partition(" ")
+    return token.strip() if kind.lower() == "bearer" and token.strip() else None
+
+
+def permit(record: TokenRecord | None, needed: Scope, what: str) -> None:
+    """Raise 401 for no valid token, 403 for a token without the `needed` scope; `what` says what was asked."""
+    if record is None:
+        raise Unauthorized(BAD_TOKEN)
+    if not allows(record.scopes, needed):
+        have = ", ".join(sorted(s.value for s in record.scopes))
+        raise Forbidden(f"token {record.name!r} has scope {have}; {what} needs {needed.value!r}")
+
+
+class TokenCache:
+    """Verifies tokens against the store, remembering answers for a few seconds (the gateway asks on every call)."""
+
+    def __init__(self, store: Store, ttl: float = TOKEN_CACHE_S) -> None:
+        self.store = store
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, TokenRecord | None]] = {}
+
+    def cached(self, plaintext: str) -> tuple[bool, TokenRecord | None]:
+        """(known, record) without touching the database."""
+        hit = self._cache.get(hash_token(plaintext))
+        if hit is None or time.monotonic() - hit[0] > self.ttl:
+            return False, None
+        record = hit[1]
+        if record is not None and not record.is_active(datetime.now(UTC)):
+            return True, None
+        return True, record
+
+    def verify(self, plaintext: str) -> TokenRecord | None:
+        """The token's record if it is valid now (may read the database; call off the event loop)."""
+        known, record = self.cached(plaintext)
+        if known:
+            return record
+        record = self.store.verify_token(plaintext)
+        if len(self._cache) > MAX_CACHED:
+            self._cache.clear()
+        self._cache[hash_token(plaintext)] = (time.monotonic(), record)
+        return record
+
+    async def verify_async(self, plaintext: str) -> TokenRecord | None:
+        """`verify` for the event loop: the database is read in a thread, a cached answer is not."""
+        known, record = self.cached(plaintext)
+        return record if known else await asyncio.to_thread(self.verify, plaintext)
+
+    def forget(self) -> None:
+        """Drop every cached answer (after a revocation)."""
+        self._cache.clear()
+
+    # The decisions
+
+    def require(self, header: str | None, needed: Scope) -> TokenRecord:
+        """The REST API's check: the record of a valid token holding `needed`, else 401/403 (may read the database)."""
+        token = bearer(header)
+        if token is None:
+            raise Unauthorized(f"{NO_TOKEN} (a token with the {needed.value!r} scope)")
+        record = self.verify(token)
+        permit(record, needed, "this")
+        assert record is not None
+        return record
+
+    async def valid(self, token: str) -> bool:
+        """Whether `token` is a valid token of any scope (the API's guard, before it reads a body)."""
+        return await self.verify_async(token) is not None
+
+    async def check(self, token: str | None, deployment: str) -> PlatformError | None:
+        """The gateway's check for calling a private deployment: None when allowed, else the 401/403 to answer."""
+        if token is None:
+            return Unauthorized(f"deployment {deployment!r} is private: send Authorization: Bearer <a token with the 'invoke' scope>")
+        try:
+            permit(await self.verify_async(token), Scope.INVOKE, f"calling deployment {deployment!r}")
+        except PlatformError as error:
+            return error
+        return None

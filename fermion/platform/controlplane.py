@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from fermion.platform.auth import Scope, allows, hash_token
+from fermion.platform.auth import TOKEN_CACHE_S, TokenCache
 from fermion.platform.autoscaler import Autoscaler
 from fermion.platform.backends.base import Backend
 from fermion.platform.capacity import DEFAULT_MAX_REPLICAS, Ask, Capacity, Machine
@@ -31,7 +31,7 @@ from fermion.platform.gateway.proxy import PREFIX as RUN_PREFIX
 from fermion.platform.gateway.proxy import Gateway, RouteTable
 from fermion.platform.reconciler import Reconciler
 from fermion.platform.store.database import Store
-from fermion.platform.store.records import DeploymentRecord, TokenRecord
+from fermion.platform.store.records import DeploymentRecord
 from fermion.platform.trainings import TrainingLimits
 
 log = logging.getLogger("fermion.platform")
@@ -40,51 +40,8 @@ TICK_S = 0.5
 PRUNE_S = 5.0
 #: How often the console's metrics history samples the gateway's counters.
 METRICS_INTERVAL_S = 5.0
-#: How long a verified token is trusted without asking the database again (revocation through
-#: this control plane's API takes effect at once; through another one, within this time).
-TOKEN_CACHE_S = 5.0
 #: A deployment whose replicas crashed this many times in a row, with none ready, is 'failing'.
 FAILING_AFTER_CRASHES = 2
-
-
-class TokenCache:
-    """Verifies tokens against the store, remembering answers for a few seconds (the gateway asks on every call)."""
-
-    def __init__(self, store: Store, ttl: float = TOKEN_CACHE_S) -> None:
-        self.store = store
-        self.ttl = ttl
-        self._cache: dict[str, tuple[float, TokenRecord | None]] = {}
-
-    def cached(self, plaintext: str) -> tuple[bool, TokenRecord | None]:
-        """(known, record) without touching the database."""
-        hit = self._cache.get(hash_token(plaintext))
-        if hit is None or time.monotonic() - hit[0] > self.ttl:
-            return False, None
-        record = hit[1]
-        if record is not None and not record.is_active(_utcnow()):
-            return True, None
-        return True, record
-
-    def verify(self, plaintext: str) -> TokenRecord | None:
-        """The token's record if it is valid now (may read the database; call off the event loop)."""
-        known, record = self.cached(plaintext)
-        if known:
-            return record
-        record = self.store.verify_token(plaintext)
-        if len(self._cache) > 10_000:  # bound the memory random tokens could take
-            self._cache.clear()
-        self._cache[hash_token(plaintext)] = (time.monotonic(), record)
-        return record
-
-    def forget(self) -> None:
-        """Drop every cached answer (after a revocation)."""
-        self._cache.clear()
-
-
-def _utcnow() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
 
 
 class ControlPlane:
@@ -147,7 +104,7 @@ class ControlPlane:
         from fermion.platform.api.guard import APIGuard
 
         # Bodies are refused before they are read unless they come with a valid token (api_guard).
-        self.api = APIGuard(build_api(self), self._token_valid, upload_limit=DEFAULT_MAX_BYTES)
+        self.api = APIGuard(build_api(self), self.tokens.valid, upload_limit=DEFAULT_MAX_BYTES)
 
     # The reconcile loop
 
@@ -265,23 +222,10 @@ class ControlPlane:
             "restarts": self.reconciler.restarts(record.name),
         }
 
-    async def _token_valid(self, token: str) -> bool:
-        known, record = self.tokens.cached(token)
-        if not known:
-            record = await asyncio.to_thread(self.tokens.verify, token)
-        return record is not None
-
     async def _authorize(self, name: str, token: str | None) -> tuple[int, str] | None:
-        if token is None:
-            return 401, f"deployment {name!r} is private: send Authorization: Bearer <a token with the 'invoke' scope>"
-        known, record = self.tokens.cached(token)
-        if not known:
-            record = await asyncio.to_thread(self.tokens.verify, token)
-        if record is None:
-            return 401, "unknown, revoked or expired token"
-        if not allows(record.scopes, Scope.INVOKE):
-            return 403, f"token {record.name!r} may not call deployments (needs the 'invoke' scope)"
-        return None
+        """The gateway's question about a private deployment, answered by `auth` (None: allowed)."""
+        error = await self.tokens.check(token, name)
+        return None if error is None else (error.status, error.message)
 
     # The ASGI app
 

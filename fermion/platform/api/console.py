@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, Response
 
-from fermion.platform.api.app import PREFIX, Invoker
+from fermion.platform.api.common import PREFIX, Invoker
 from fermion.platform.api.schemas import DeploymentMetrics, MetricsOverview, WhoAmI
 from fermion.platform.errors import NotFound
 
@@ -58,7 +58,7 @@ def console_file(path: str, root: Path | None = None) -> Path | None:
     return target
 
 
-def register_console(api: FastAPI, plane: ControlPlane) -> None:
+def register(api: FastAPI, plane: ControlPlane) -> None:
     """Add whoami, the metrics history and the console's files to the API app."""
 
     @api.get(f"{PREFIX}/whoami", response_model=WhoAmI, tags=["platform"])

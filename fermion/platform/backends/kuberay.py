@@ -14,7 +14,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from fermion.platform.backends.ray_config import Resources, application, autoscaling_config, source_options
+from fermion.platform.backends.ray_config import application, autoscaling_config
+from fermion.platform.resources import Resources, source_options
 
 #: The Ray version the manifest asks for when Ray is not installed here to say.
 DEFAULT_RAY_VERSION = "2.60.0"

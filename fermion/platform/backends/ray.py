@@ -24,8 +24,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from fermion.platform.backends.base import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
-from fermion.platform.backends.ray_config import Resources, application, replica_env
+from fermion.platform.backends.ray_config import application, replica_env
 from fermion.platform.errors import Invalid
+from fermion.platform.resources import Resources
 from fermion.serving.on_ray import DEPLOYMENT_NAME
 
 log = logging.getLogger("fermion.platform")

@@ -201,7 +201,7 @@ def check_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
         raise Invalid(f"options must be a mapping with string keys, got {options!r}")
     result = dict(options)
     if "resources" in result:  # per-replica CPUs, GPUs and memory (the Ray backend reserves them)
-        from fermion.platform.backends.ray_config import check_resources
+        from fermion.platform.resources import check_resources
 
         result["resources"] = check_resources(result["resources"])
         if not result["resources"]:

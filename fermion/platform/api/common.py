@@ -1,0 +1,73 @@
+"""What every router of the REST API shares: the prefix, the error answers and who may call.
+
+Every error the API answers has one shape, `{"error": <code>, "status": <int>, "message": <for
+people>}` (`PlatformError.to_dict`); the dependencies `Invoker`, `Deployer` and `Admin` let a
+request through only with a token holding that scope, as `fermion.platform.auth` decides.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from fermion.platform.auth import Scope
+from fermion.platform.errors import PlatformError
+from fermion.platform.store.records import TokenRecord
+
+PREFIX = "/api/v1"
+#: An event id to read after: the store's ids are 64-bit integers, so larger numbers are refused (422), not a 500;
+#: the bound is the largest integer every JSON client reads exactly (2**53 - 1).
+EventId = Annotated[int | None, Query(ge=0, le=2**53 - 1)]
+#: What the front door (HAProxy, the gateway) answers a malformed request with, before the API sees it.
+MALFORMED = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+
+
+def error_response(error: PlatformError) -> JSONResponse:
+    headers = error.headers()
+    if error.status == 401:
+        headers["www-authenticate"] = 'Bearer realm="fermion"'
+    return JSONResponse(error.to_dict(), status_code=error.status, headers=headers or None)
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for problem in exc.errors()[:5]:
+        where = ".".join(str(p) for p in problem.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {problem.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def _needs(scope: Scope) -> Any:
+    """A dependency that lets the request through only with a valid token holding `scope`."""
+
+    def check(request: Request) -> TokenRecord:
+        return request.app.state.plane.tokens.require(request.headers.get("authorization"), scope)
+
+    return Depends(check)
+
+
+Invoker = Annotated[TokenRecord, _needs(Scope.INVOKE)]
+Deployer = Annotated[TokenRecord, _needs(Scope.DEPLOY)]
+Admin = Annotated[TokenRecord, _needs(Scope.ADMIN)]
+
+
+def not_installed(path: str, error: ModuleNotFoundError) -> JSONResponse:
+    """501 for a route whose package is missing where the platform runs (datasets need pandas and
+    scikit-learn, say, which `fermion[platform]` alone does not bring), naming the extra to install."""
+    from fermion.extras import install_hint
+
+    preferred = "data" if path.startswith(f"{PREFIX}/datasets") else "train"
+    hint = install_hint(error, preferred)
+    missing = hint[0] if hint else (error.name or "a package")
+    what = f"{hint[1]} where `fermion up` runs, then restart it" if hint else "install it where `fermion up` runs"
+    body = {"error": "not_installed", "status": 501, "message": f"this needs {missing}, which is not installed: {what}"}
+    return JSONResponse(body, status_code=501)
+
+
+def iso(epoch: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 in UTC (None stays None)."""
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
