@@ -300,3 +300,28 @@ def test_wait_ready_times_out_with_the_latest_events():
     message = str(caught.value)
     assert message.startswith("deployment 'echo' is not ready after 0.2 s (status starting, 0/1 replicas ready, 1 starting)")
     assert "ReplicaExited: replica echo-1-a (revision 1) exited with code 3" in message
+
+
+def test_one_error_model_for_both_clients_and_every_error_body():
+    """A platform's errors are `fermion.APIError`s too, and the one reader takes the API's, a gateway's and a
+    replica's error bodies alike."""
+    from fermion import APIError
+    from fermion.client._errors import error_from_payload, read_error
+
+    assert issubclass(PlatformAPIError, APIError) and issubclass(PlatformConnectionError, APIError)
+    api = {"error": "not_found", "status": 404, "message": "no deployment 'x'; deployments: echo"}
+    assert read_error(api, "") == ("no deployment 'x'; deployments: echo", "not_found", None, None)
+    assert read_error({"error": "deployment 'x' is private"}, "") == ("deployment 'x' is private", "", None, None)
+    replica = {"error": "invalid input", "request_id": "r1", "detail": [{"field": "text", "message": "required"}]}
+    assert read_error(replica, "") == ("invalid input", "", "r1", replica["detail"])
+    assert read_error("not a dict", "x") is None
+    error = error_from_payload(404, api, "")
+    assert (error.status, error.code, error.message) == (404, "not_found", api["message"])
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json=api)
+
+    with Platform(URL, "t", transport=httpx.MockTransport(answer)) as platform:
+        with pytest.raises(NotFoundError) as caught:
+            platform.deployments.get("x")
+    assert isinstance(caught.value, APIError) and caught.value.code == "not_found" and str(caught.value) == api["message"]

@@ -256,7 +256,7 @@ def _deploy(name: str, source: str, public: bool, url: str | None, token: str | 
     """Deploy `source` as `name` on that platform (a new deployment, or a new revision of the one there), and wait."""
     from fermion.cli.platform import connect
     from fermion.cli.platform_deploy import _finish
-    from fermion.client.platform.types import NotFoundError
+    from fermion.client.platform import NotFoundError
 
     with connect(url, token, data_dir=data_dir) as platform:
         try:

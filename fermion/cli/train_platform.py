@@ -34,7 +34,7 @@ class TrainingFailed(Exception):
 def train_on_platform(place: Place, dataset: str, options: TrainOptions, emit: Any, *, deploy: str | None, public: bool) -> None:
     """Add `dataset` on the platform if it is a file or sample, train there, print the result; then --deploy."""
     from fermion.cli.train import _deploy, _fail, _with_progress_bar, print_result
-    from fermion.client.platform.types import PlatformAPIError
+    from fermion.client.platform import PlatformAPIError
 
     with connect(place.url, place.token) as platform:
         try:

@@ -14,55 +14,49 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fermion.client.platform.types import PlatformAPIError
-
-if TYPE_CHECKING:
-    from fermion.client.platform import Platform
+from fermion.client._errors import PlatformAPIError
+from fermion.client.platform.transport import API, Transport, quote_name
 
 
 def _path(text: str) -> str:
-    from urllib.parse import quote
-
-    return quote(text, safe="@")
+    return quote_name(text, safe="@")
 
 
 class Datasets:
     """Upload files or add samples as dataset versions; list and describe them."""
 
-    def __init__(self, platform: Platform) -> None:
-        self._platform = platform
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
 
     def add(self, source: str | Path, name: str | None = None) -> dict[str, Any]:
         """Upload a CSV/JSONL/Parquet file or a zip of image folders, or add `sample:NAME`; `created` says if it is new."""
-        from fermion.client.platform import API, transport_errors
-
         text = str(source)
         if text.startswith("sample:"):
-            return self._platform.request("POST", "/datasets/samples", body={"source": text, "name": name})
+            return self._transport.request("POST", "/datasets/samples", body={"source": text, "name": name})
         path = Path(source).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"no file {text!r} to upload; give a .csv, .jsonl, .parquet or .zip file, or sample:NAME")
-        with open(path, "rb") as handle, transport_errors(self._platform.url, self._platform.timeout):
-            response = self._platform._http.post(
-                API + "/datasets", files={"file": (path.name, handle)}, data={"name": name} if name else None, timeout=None
+        with open(path, "rb") as handle:
+            response = self._transport.send(
+                "POST", API + "/datasets", files={"file": (path.name, handle)}, data={"name": name} if name else None, timeout=None
             )
-        return self._platform._decode(response)
+        return self._transport.decode(response)
 
     def list(self) -> list[dict[str, Any]]:
-        return self._platform.request("GET", "/datasets")["datasets"]
+        return self._transport.request("GET", "/datasets")["datasets"]
 
     def get(self, ref: str) -> dict[str, Any]:
         """Schema, rows, missing values, label balance and a preview of NAME or NAME@V."""
-        return self._platform.request("GET", f"/datasets/{_path(ref)}")
+        return self._transport.request("GET", f"/datasets/{_path(ref)}")
 
 
 class Trainings:
     """Start training jobs on the platform and follow them."""
 
-    def __init__(self, platform: Platform) -> None:
-        self._platform = platform
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
 
     def start(self, dataset: str, target: str | None = None, *, budget_s: float = 60.0, **options: Any) -> dict[str, Any]:
         """Queue a job (options: metric, name, seed, max_trials, task); returns it with its `id`.
@@ -71,16 +65,16 @@ class Trainings:
         the platform's cap, `InvalidError`.
         """
         body = {"dataset": dataset, "target": target, "budget_s": budget_s, **options}
-        return self._platform.request("POST", "/trainings", body=body)
+        return self._transport.request("POST", "/trainings", body=body)
 
     def get(self, job_id: str) -> dict[str, Any]:
-        return self._platform.request("GET", f"/trainings/{_path(job_id)}")
+        return self._transport.request("GET", f"/trainings/{_path(job_id)}")
 
     def list(self) -> list[dict[str, Any]]:
-        return self._platform.request("GET", "/trainings")["trainings"]
+        return self._transport.request("GET", "/trainings")["trainings"]
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._platform.request("DELETE", f"/trainings/{_path(job_id)}")
+        return self._transport.request("DELETE", f"/trainings/{_path(job_id)}")
 
     def wait(self, job_id: str, timeout: float | None = None, poll_s: float = 1.0) -> dict[str, Any]:
         """Poll until the job has finished; a failed or cancelled job raises `PlatformAPIError` with its error."""
@@ -99,22 +93,16 @@ class Trainings:
 class Models:
     """The registry: trained model versions, their metrics and reports."""
 
-    def __init__(self, platform: Platform) -> None:
-        self._platform = platform
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
 
     def list(self) -> list[dict[str, Any]]:
-        return self._platform.request("GET", "/models")["models"]
+        return self._transport.request("GET", "/models")["models"]
 
     def get(self, ref: str) -> dict[str, Any]:
         """Everything about NAME or NAME@V (the registry's manifest)."""
-        return self._platform.request("GET", f"/models/{_path(ref)}")
+        return self._transport.request("GET", f"/models/{_path(ref)}")
 
     def report(self, ref: str) -> str:
         """The evaluation report as one self-contained HTML page."""
-        from fermion.client.platform import API, transport_errors
-
-        with transport_errors(self._platform.url, self._platform.timeout):
-            response = self._platform._http.get(f"{API}/models/{_path(ref)}/report")
-        if not response.is_success:
-            self._platform._decode(response)
-        return response.text
+        return self._transport.send("GET", f"{API}/models/{_path(ref)}/report").text

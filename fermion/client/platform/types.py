@@ -1,113 +1,12 @@
-"""What the platform client returns and raises: frozen records built from the API's JSON, and its errors.
-
-Split from `fermion.client.platform` (which re-exports all of it); only the client imports httpx.
-"""
+"""What the platform client returns: frozen records built from the API's JSON (its errors are
+`fermion.client._errors`'s; `fermion.client.platform` exports both)."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
-
-if TYPE_CHECKING:
-    import httpx
-
-_SHOWN_BODY = 300  # characters of a non-JSON answer kept in an error message
-
-# -- errors ------------------------------------------------------------------------------------
-
-
-class PlatformAPIError(Exception):
-    """The platform answered with an error (or, with `status` 0, could not be reached).
-
-    `code` is the API's error code (`not_found`, `conflict`, `invalid`, ...), `message` says what
-    went wrong and what to do; `str(error)` is the message.
-    """
-
-    def __init__(self, status: int, message: str, code: str = "", body: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.body = body
-
-
-class PlatformConnectionError(PlatformAPIError):
-    """No answer: nothing listens at the URL, the connection broke, or it timed out."""
-
-
-class AuthError(PlatformAPIError):
-    """401: no token, or an unknown, revoked or expired one."""
-
-
-class ForbiddenError(PlatformAPIError):
-    """403: the token is valid but lacks the scope (invoke < deploy < admin)."""
-
-
-class NotFoundError(PlatformAPIError):
-    """404: no such deployment, revision or token; the message lists the known ones."""
-
-
-class ConflictError(PlatformAPIError):
-    """409: e.g. a deployment with that name already exists."""
-
-
-class InvalidError(PlatformAPIError):
-    """422: a value breaks a rule, or the source does not load (the message is `fermion serve`'s error)."""
-
-
-class TooManyRequestsError(PlatformAPIError):
-    """429: a bounded queue is full (e.g. training jobs); `retry_after` is the server's Retry-After in seconds."""
-
-    retry_after: float | None = None
-
-
-class DeploymentFailed(Exception):
-    """`wait_ready()` gave up early: the deployment's replicas keep crashing (the message quotes why)."""
-
-
-_ERRORS: dict[int, type[PlatformAPIError]] = {
-    401: AuthError,
-    403: ForbiddenError,
-    404: NotFoundError,
-    409: ConflictError,
-    422: InvalidError,
-    429: TooManyRequestsError,
-}
-
-
-def error_from_response(response: httpx.Response) -> PlatformAPIError:
-    """The `PlatformAPIError` subclass for an error answer (body already read)."""
-    status, body = response.status_code, response.text
-    try:
-        payload = json.loads(body) if body else None
-    except ValueError:
-        payload = None
-    code, message = "", ""
-    if isinstance(payload, dict):
-        if isinstance(payload.get("message"), str):  # the API's {"error", "status", "message"}
-            code, message = str(payload.get("error", "")), payload["message"]
-        elif isinstance(payload.get("error"), str):  # the gateway's {"error": "..."}
-            message = payload["error"]
-        elif isinstance(payload.get("detail"), str):
-            message = payload["detail"]
-    if not message:
-        text = body.strip()
-        shown = text[:_SHOWN_BODY] + ("…" if len(text) > _SHOWN_BODY else "")
-        message = f"{response.request.url} answered {status} {shown or '(no body)'}; is that the URL of a Fermion platform (`fermion up`)?"
-    error = _ERRORS.get(status, PlatformAPIError)(status, message, code, body)
-    if isinstance(error, TooManyRequestsError):
-        try:
-            error.retry_after = float(response.headers.get("retry-after", ""))
-        except ValueError:
-            pass
-    return error
-
-
-# -- records -----------------------------------------------------------------------------------
+from typing import Any, ClassVar, TypeVar
 
 _M = TypeVar("_M", bound="_Model")
 
@@ -265,31 +164,3 @@ class PlatformInfo(_Model):
     database: str = ""
     url: str = ""
     deployments: int = 0
-
-
-@contextlib.contextmanager
-def transport_errors(url: str, timeout: float) -> Iterator[None]:
-    """httpx's transport failures → `PlatformConnectionError` naming the platform's URL and what to do."""
-    import httpx
-
-    from fermion.client._tls import certificate_advice, certificate_problem, plain_http_hint
-
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise PlatformConnectionError(
-            0, f"no answer from the platform at {url} within {timeout:g} s; it may be overloaded", "timeout"
-        ) from exc
-    except httpx.ConnectError as exc:
-        problem = certificate_problem(exc)
-        if problem is not None:
-            raise PlatformConnectionError(0, certificate_advice(f"the platform at {url}", problem), "certificate") from exc
-        raise PlatformConnectionError(
-            0,
-            f"cannot reach the platform at {url} ({exc or type(exc).__name__}); start one with `fermion up`, or check --url / FERMION_URL",
-            "unreachable",
-        ) from exc
-    except httpx.TransportError as exc:
-        raise PlatformConnectionError(
-            0, f"the connection to the platform at {url} failed: {exc or type(exc).__name__}" + plain_http_hint(url), "unreachable"
-        ) from exc
