@@ -17,7 +17,8 @@ import pytest
 from support import ROOT, running_platform, running_servers, wait_for
 from support import serve_asgi as serve
 
-from fermion.platform.gateway.proxy import Gateway, RouteTable
+from fermion.platform.gateway.proxy import Gateway
+from fermion.platform.gateway.routes import RouteTable
 
 APP = ROOT / "tests" / "apps" / "cancellable.py"
 TOKEN = "fmn_good"

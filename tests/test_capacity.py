@@ -18,7 +18,7 @@ from fermion.platform.capacity import (
     estimate_memory,
 )
 from fermion.platform.errors import Invalid
-from fermion.platform.gateway.proxy import RouteTable
+from fermion.platform.gateway.routes import RouteTable
 from fermion.platform.reconciler import Reconciler
 from fermion.platform.store.database import Store
 

@@ -19,7 +19,8 @@ from support import EXAMPLES, running_platform, running_server, wait_for
 from support import serve_asgi as serve
 
 from fermion.platform.gateway.edge import forwarded_headers
-from fermion.platform.gateway.proxy import Gateway, RouteTable
+from fermion.platform.gateway.proxy import Gateway
+from fermion.platform.gateway.routes import RouteTable
 
 ECHO = str(EXAMPLES / "echo.py")
 SMUGGLE = "/run/echo/healthz%20HTTP/1.1%0D%0Ahost:%20x%0D%0A%0D%0AGET%20/readyz"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from fermion.platform.autoscaler import Autoscaler
-from fermion.platform.gateway.proxy import RouteTable
+from fermion.platform.gateway.routes import RouteTable
 from fermion.platform.store.records import DeploymentRecord
 
 TICK = 0.5

@@ -18,7 +18,8 @@ from support import serve_asgi as serve
 
 from fermion import Client
 from fermion.platform.gateway.metrics import METRICS, GatewayMetrics
-from fermion.platform.gateway.proxy import Gateway, RouteTable
+from fermion.platform.gateway.proxy import Gateway
+from fermion.platform.gateway.routes import RouteTable
 
 APP = ROOT / "tests" / "apps" / "behaviour.py"
 DASHBOARD = ROOT / "deploy" / "grafana" / "fermion-dashboard.json"

@@ -21,7 +21,8 @@ from support import serve_asgi as serve
 from fermion.platform.autoscaler import Autoscaler
 from fermion.platform.backends.base import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
 from fermion.platform.backends.local import LocalBackend
-from fermion.platform.gateway.proxy import Gateway, RouteTable
+from fermion.platform.gateway.proxy import Gateway
+from fermion.platform.gateway.routes import RouteTable
 from fermion.platform.reconciler import Reconciler
 from fermion.platform.store.database import Store
 

@@ -13,8 +13,8 @@ from support import serve_asgi
 from fermion import Service, endpoint
 from fermion.platform.backends.ray import RayUnavailable, _failure_reason, dashboard_url
 from fermion.platform.backends.ray_config import IMPORT_PATH, application, autoscaling_config
-from fermion.platform.resources import Resources, check_resources
 from fermion.platform.errors import Invalid
+from fermion.platform.resources import Resources, check_resources
 from fermion.platform.store.records import check_options
 from fermion.serving.config import ServeConfig
 from fermion.serving.on_ray import UnderPrefix, ongoing_limit

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fermion.platform.gateway.proxy import RouteTable
+from fermion.platform.gateway.routes import RouteTable
 from fermion.platform.store.records import DeploymentRecord
 
 # Float noise must not add a replica: 6 in flight at 0.1 per replica is 60 replicas, not 61.

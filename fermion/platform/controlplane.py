@@ -27,8 +27,9 @@ from fermion.platform.capacity import DEFAULT_MAX_REPLICAS, Ask, Capacity, Machi
 from fermion.platform.gateway.edge import DEFAULT_MAX_BODY_SIZE
 from fermion.platform.gateway.haproxy import HAProxyFrontDoor
 from fermion.platform.gateway.history import MetricsHistory
-from fermion.platform.gateway.proxy import PREFIX as RUN_PREFIX
-from fermion.platform.gateway.proxy import Gateway, RouteTable
+from fermion.platform.gateway.proxy import Gateway
+from fermion.platform.gateway.routes import PREFIX as RUN_PREFIX
+from fermion.platform.gateway.routes import RouteTable
 from fermion.platform.reconciler import Reconciler
 from fermion.platform.store.database import Store
 from fermion.platform.store.records import DeploymentRecord

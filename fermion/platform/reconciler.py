@@ -33,7 +33,7 @@ from typing import Any
 from fermion.platform.autoscaler import Autoscaler
 from fermion.platform.backends.base import Backend, ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
 from fermion.platform.capacity import Ask, Capacity
-from fermion.platform.gateway.proxy import RouteTable
+from fermion.platform.gateway.routes import RouteTable
 from fermion.platform.store.database import Store
 from fermion.platform.store.records import DeploymentRecord
 

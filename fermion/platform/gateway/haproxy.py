@@ -31,15 +31,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fermion.platform.gateway.edge import DEFAULT_MAX_BODY_SIZE, SANDBOX_POLICY
-from fermion.platform.gateway.proxy import PREFIX, RouteTable
+from fermion.platform.gateway.edge import DEFAULT_MAX_BODY_SIZE
+from fermion.platform.gateway.haproxy_config import Settings, backend_section, config_text
+from fermion.platform.gateway.routes import RouteTable
 from fermion.platform.home import write_private
 from fermion.serving.tls import combined_pem
 
 log = logging.getLogger("fermion.gateway")
 
-#: How a proxied request is logged to the control plane: deployment, status, total time in ms.
-LOG_FORMAT = "%[var(txn.dep)] %ST %Ta"
 #: Generic backends (one per deployment) and server slots (one per replica, old and new revision
 #: during a rollout) HAProxy starts with; outgrowing either costs one reload.
 MIN_BACKENDS = 16
@@ -317,9 +316,8 @@ class HAProxyFrontDoor:
     # Files and commands
 
     def _render(self, backend_count: int, slot_count: int) -> None:
-        """Write haproxy.cfg: generic backends b1..bN of disabled server slots, which the runtime API
-        assigns to deployments and points at replicas (HAProxy 2.6 serves such static slots about twice
-        as fast as servers added with `add server`: measured)."""
+        """Write haproxy.cfg (`haproxy_config`) with generic backends b1..bN of server slots, keeping the
+        deployment and the replicas each backend had."""
         previous = self._backends
         self._backends = {}
         backends = []
@@ -327,94 +325,19 @@ class HAProxyFrontDoor:
             name = f"b{index}"
             state = self._backends[name] = _Backend()
             old = previous.get(name)
-            lines = [
-                f"backend {name}",
-                "    balance leastconn",
-                "    http-reuse always",
-                # As the built-in gateway does (gateway.RUN_HEADERS): replica pages in a unique origin, CORS open.
-                f"    http-response add-header content-security-policy \"{SANDBOX_POLICY.decode()}\"",
-                "    http-response set-header access-control-allow-origin *",
-                f"    http-request set-header x-forwarded-prefix {PREFIX}%[var(txn.dep)]",
-                "    http-request del-header authorization",
-                f"    http-request set-path /%[path,regsub(^{PREFIX}[^/]+/?,)]",
-            ]
             for slot_index in range(1, slot_count + 1):
                 slot = f"s{slot_index}"
-                url = old.slots.get(slot) if old is not None and slot not in old.draining else None
-                if url is not None:
-                    host, port = url.removeprefix("http://").rsplit(":", 1)
-                    lines.append(f"    server {slot} {host}:{port}")
-                else:
-                    lines.append(f"    server {slot} 127.0.0.1:1 disabled")
-                state.slots[slot] = url
+                state.slots[slot] = old.slots.get(slot) if old is not None and slot not in old.draining else None
             if old is not None:
                 state.deployment = old.deployment
-            backends.append("\n".join(lines))
-        listen = f"{self.host}:{self.port}" if ":" not in self.host else f"[{self.host}]:{self.port}"
-        if self.tls is not None:
-            listen += f" ssl crt {self.tls_pem}"
-        proto = "https" if self.tls is not None else "http"
-        text = f"""# Written by `fermion up`; changes are overwritten.
-global
-    stats socket {self.folder / "admin.sock"} mode 600 level admin
-    log {self.log_socket} len 512 format raw local0
-    hard-stop-after {int(self.grace) + 1}s
-
-defaults
-    mode http
-    log global
-    option dontlognull
-    # A client that leaves closes its request's server connection too, so the replica cancels the
-    # work (without this HAProxy waits for the answer nobody will read).
-    option abortonclose
-    log-format "{LOG_FORMAT}"
-    timeout connect 5s
-    timeout client {int(self.timeout)}s
-    timeout server {int(self.timeout)}s
-    timeout http-request 60s
-    timeout http-keep-alive 60s
-    retries 2
-    retry-on conn-failure
-    option redispatch 1
-
-frontend fermion
-    bind {listen}
-    # Set, never passed on from the client: the control plane (and a replica) builds its URLs from it.
-    http-request set-header x-forwarded-proto {proto}
-    # Replaces whatever a caller sent: a replica's server takes the client's address from it. (Only the
-    # forwarding headers something reads are rewritten here; each edit costs throughput.)
-    http-request set-header x-forwarded-for %[src]
-    # The edge's rules, as the built-in gateway keeps them: a percent-encoded CR, LF or NUL in the
-    # path (a second request in disguise) is refused, and so is a body declared over the limit,
-    # before a byte of it is read.
-    http-request return status 400 content-type application/json string '{{"error": "the request path has control characters (a percent-encoded CR, LF or NUL, say); remove them"}}' if {{ path -m sub % }} {{ path_reg -i %(0[0-9a-f]|1[0-9a-f]|7f) }}
-    http-request return status 413 content-type application/json string '{{"error": "request body is over the limit of {self.max_body_size} bytes; send less, or ask the operator to raise `fermion up --max-body-size`"}}' if {{ path_beg {PREFIX} }} {{ req.hdr_val(content-length) gt {self.max_body_size} }}
-    http-request set-var(txn.dep) path,field(3,/) if {{ path_beg {PREFIX} }}
-    http-request set-var(txn.backend) var(txn.dep),map({self.deployments_map}) if {{ var(txn.dep) -m found }}
-    acl routed var(txn.backend) -m found
-    acl public var(txn.dep),map({self.public_map}) -m found
-    acl token_ok req.hdr(authorization),word(2,' '),sha2(256),hex,lower,map({self.tokens_map}) -m found
-    # Cancelling a request must reach the replica that serves it, which only the control plane's
-    # gateway knows (HAProxy would pick any replica).
-    acl cancel method DELETE
-    acl cancel_path path_reg ^{PREFIX}[^/]+/requests/
-    use_backend control if cancel cancel_path
-    # A browser's CORS preflight carries no token: the control plane's gateway answers it.
-    acl preflight method OPTIONS
-    acl cors_asks req.hdr(access-control-request-method) -m found
-    use_backend control if preflight cors_asks
-    use_backend %[var(txn.backend)] if routed public
-    use_backend %[var(txn.backend)] if routed token_ok
-    default_backend control
-
-backend control
-    http-request set-log-level silent  # the control plane counts what it answers itself
-    server control 127.0.0.1:{self.control_port}
-
-{(chr(10) * 2).join(backends)}
-"""
+            backends.append(backend_section(name, state.slots))
+        settings = Settings(
+            self.host, self.port, self.control_port, self.folder / "admin.sock", self.log_socket, self.grace, self.timeout,
+            self.max_body_size, self.tls_pem if self.tls is not None else None, self.deployments_map, self.public_map,
+            self.tokens_map,
+        )
         tmp = self.config.with_suffix(".tmp")
-        tmp.write_text(text)
+        tmp.write_text(config_text(settings, backends))
         tmp.replace(self.config)
 
     def _write_maps(self) -> None:
