@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -17,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from fermion.serving.announce import announced_url
+from fermion.serving.announce import read_port_file
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -72,18 +73,18 @@ def wait_ready(
     raise TimeoutError(f"server at {url} not ready after {timeout} s:\n{out}")
 
 
-def _announced_url(proc: subprocess.Popen[str], log_path: Path, timeout: float) -> str:
-    """The URL a starting `fermion serve` printed in its banner (it is printed before setup runs)."""
+def _listening_url(proc: subprocess.Popen[str], find_url: Callable[[], str | None], log_path: Path, timeout: float) -> str:
+    """The URL a starting server wrote down for programs (`find_url` reads it) once it listens."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = announced_url(log_path.read_text(errors="replace"))
+        found = find_url()
         if found:
             return found
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before it listened:\n{log_path.read_text(errors='replace')}")
         time.sleep(0.02)
     proc.kill()
-    raise TimeoutError(f"server printed no URL after {timeout} s:\n{log_path.read_text(errors='replace')}")
+    raise TimeoutError(f"server wrote no URL after {timeout} s:\n{log_path.read_text(errors='replace')}")
 
 
 @contextlib.contextmanager
@@ -98,26 +99,32 @@ def running_server(
 ) -> Iterator[RunningServer]:
     """Start `fermion serve SOURCE --port 0 ARGS...`, wait for /readyz, stop it afterwards.
 
-    The server picks a free port itself and the URL is read from its banner, so servers started
-    at the same time can never race for one port.
+    The server picks a free port itself and the URL is read from its `--port-file`, so servers
+    started at the same time can never race for one port.
     """
     log_dir = tmp_dir or Path(os.environ.get("FERMION_TEST_LOGS", "/tmp"))
     log_dir.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix="fermion-serve-", suffix=".log", dir=log_dir)
     os.close(fd)
     log_path = Path(name)
+    port_file = log_path.with_suffix(".port")
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "500", **(env or {})}
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(
-            [*FERMION, "serve", str(source), "--port", "0", *args],
+            [*FERMION, "serve", str(source), "--port", "0", "--port-file", str(port_file), *args],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=full_env,
             text=True,
             cwd=ROOT,
         )
-    server = RunningServer(_announced_url(proc, log_path, ready_timeout), proc, log_path)
+
+    def port_file_url() -> str | None:
+        found = read_port_file(port_file)
+        return found.url if found else None
+
     try:
+        server = RunningServer(_listening_url(proc, port_file_url, log_path, ready_timeout), proc, log_path)
         if wait:
             wait_ready(server.url, proc, ready_timeout, log_path, verify)
         yield server
@@ -129,6 +136,7 @@ def running_server(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        port_file.unlink(missing_ok=True)  # a server that exits removes it; a killed one cannot
 
 
 @contextlib.contextmanager
@@ -189,8 +197,18 @@ def start_platform(
             [*FERMION, "up", "--data-dir", str(data_dir), "--port", str(port), *args],
             stdout=log_file, stderr=subprocess.STDOUT, env=full_env, text=True, cwd=ROOT,
         )
+
+    def up_file_url() -> str | None:
+        """Where `fermion up` serves, from the up.json it writes in its data dir once it listens."""
+        try:
+            found = json.loads((data_dir / "up.json").read_text())
+        except (OSError, ValueError):  # none yet (it is written atomically: never half of one)
+            return None
+        return str(found["url"]) if found.get("pid") == proc.pid else None  # not a killed platform's
+
+
     try:
-        url = _announced_url(proc, log_path, timeout)
+        url = _listening_url(proc, up_file_url, log_path, timeout)
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -64,6 +64,12 @@ def test_serve_port_in_use_is_one_clear_line():
     assert f"port {port} on 127.0.0.1 is already in use" in error_lines(result)[0]
 
 
+def test_serve_port_file_in_a_missing_folder_is_one_clear_line(tmp_path):
+    result = fermion("serve", "examples/echo.py", "--port", "0", "--port-file", str(tmp_path / "no-such-folder" / "echo.port"))
+    assert result.returncode == 2
+    assert f"cannot write --port-file {tmp_path / 'no-such-folder' / 'echo.port'}" in error_lines(result)[0]
+
+
 def test_serve_bad_option_value():
     result = fermion("serve", "examples/echo.py", "--max-body-size", "lots")
     assert result.returncode == 2

@@ -15,6 +15,7 @@ from support import EXAMPLES, ROOT
 
 from fermion.platform.backends.base import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
 from fermion.platform.backends.local import LocalBackend
+from fermion.serving.announce import read_port_file
 
 APPS = ROOT / "tests" / "apps"
 
@@ -52,6 +53,8 @@ def test_a_replica_starts_serves_and_drains_on_stop(backend: LocalBackend):
     handle = backend.start(spec(EXAMPLES / "echo.py", env={"FERMION_MAX_QUEUE": "7"}))
     status = wait_for(backend, handle, ReplicaState.READY)
     assert status.url and status.url.startswith("http://127.0.0.1:")
+    port_file = read_port_file(backend.folder / f"{handle.replica_id}.port")  # how the backend learnt the URL
+    assert port_file is not None and (port_file.url, port_file.pid) == (status.url, handle.data["pid"])
     assert httpx.post(status.url + "/predict", json={"text": "hi"}).json() == {"output": "echo: hi"}
     assert [h.replica_id for h in backend.list()] == [handle.replica_id]
     backend.stop(handle, grace=10)
@@ -115,3 +118,4 @@ def test_a_killed_replica_is_seen_as_exited(backend: LocalBackend):
     status = wait_for(backend, handle, ReplicaState.EXITED, timeout=10)
     assert status.exit_code == -signal.SIGKILL
     assert backend.list() == []
+    assert sorted(path.name for path in backend.folder.iterdir()) == [f"{handle.replica_id}.log"]  # state and port file gone

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
 import signal
 import socket
+import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
-from support import ROOT, running_server
+from support import FERMION, ROOT, running_server, stop_process, wait_ready
 
 APP = ROOT / "tests" / "apps" / "behaviour.py"
 
@@ -414,6 +417,47 @@ def test_sigterm_with_a_drain_delay_keeps_serving_and_says_draining_then_exits_0
         signalled = time.monotonic()
         srv.proc.send_signal(signal.SIGINT)
         assert srv.proc.wait(20) == 0 and time.monotonic() - signalled < 15
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_port_file_says_where_a_port_0_server_listens_and_goes_when_it_stops(tmp_path, workers):
+    """What a program that starts `fermion serve --port 0` reads instead of the banner: one whole JSON
+    document, never half of one, written once by the process that owns the socket."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    port_file = folder / "replica.port"
+    seen: set[str] = set()
+    stop_watching = threading.Event()
+
+    def watch() -> None:  # an impatient reader: reads as often as it can, from before the server starts
+        while not stop_watching.is_set():
+            with contextlib.suppress(FileNotFoundError):
+                seen.add(port_file.read_text())
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    log_path = tmp_path / "serve.log"
+    command = [*FERMION, "serve", str(APP), "--port", "0", "--port-file", str(port_file), "--workers", workers]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        wait_until(lambda: bool(seen) or proc.poll() is not None, timeout=90)
+        assert seen, log_path.read_text()
+        record = json.loads(port_file.read_text())
+        port = record["port"]
+        assert record == {"url": f"http://127.0.0.1:{port}", "scheme": "http", "port": port, "pid": proc.pid, "version": 1}
+        assert f"API     {record['url']}" in log_path.read_text()  # the banner, for people, says the same
+        wait_ready(record["url"], proc, 90, log_path)
+        assert httpx.get(record["url"] + "/healthz").status_code == 200
+        assert [path.name for path in folder.iterdir()] == ["replica.port"]  # renamed into place: no temporary file left
+    finally:
+        code = stop_process(proc)
+        stop_watching.set()
+        watcher.join()
+    assert code == 0
+    assert not port_file.exists()  # removed on a clean exit
+    assert [json.loads(text) for text in seen] == [record]  # the reader only ever saw the whole document
 
 
 def test_setup_failure_exits_3_with_its_message(tmp_path):

@@ -43,12 +43,11 @@ def _example_call(service: Any, base: str) -> tuple[str, str] | None:
     return None
 
 
-def print_banner(service: Any, source: str, host: str, port: int, workers: int, scheme: str = "http") -> None:
+def print_banner(service: Any, source: str, base: str, workers: int) -> None:
+    """The lines that tell a person where the replica serves and how to call it."""
     from fermion._version import __version__
     from fermion.serving.announce import announce_line
 
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
-    base = f"{scheme}://{shown_host}:{port}"
     name = type(service).service_name()
     lines = [
         f"[bold]Fermion {__version__}[/] · serving [bold cyan]{name}[/] from {source}"
@@ -70,6 +69,13 @@ def serve(
     source: Annotated[str, typer.Argument(help="app.py:MyService, app.py, py:app.py:MyService or package.module:MyService.")],
     host: Annotated[str | None, typer.Option(help="Interface to listen on; 0.0.0.0 for all. [default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on; 0 picks a free one. [default: 8000]")] = None,
+    port_file: Annotated[
+        str | None,
+        typer.Option(
+            help="Once listening, write the server's URL, port and pid to this file as JSON (atomically; removed "
+            "on exit), for a program that started it with --port 0."
+        ),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(help="Worker processes sharing the port; each runs setup(). [default: 1]")
     ] = None,
@@ -108,6 +114,7 @@ def serve(
     ] = False,
 ) -> None:
     """Serve SOURCE over HTTP with docs, health, metrics, batching and limits."""
+    from fermion.serving.announce import PortFile, connect_host, remove_port_file, write_port_file
     from fermion.serving.config import ServeConfig, parse_size
     from fermion.serving.server import (
         BindError,
@@ -157,11 +164,21 @@ def serve(
     except BindError as exc:
         fail(str(exc), 2)
     config.port = sock.getsockname()[1]
-    print_banner(service, source, config.host, config.port, config.workers, "https" if config.tls_cert else "http")
+    scheme = "https" if config.tls_cert else "http"
+    base = f"{scheme}://{connect_host(config.host)}:{config.port}"
+    print_banner(service, source, base, config.workers)
+    if port_file is not None:
+        # Listening, not ready: setup() runs next, and /readyz says when it is done.
+        try:
+            write_port_file(port_file, PortFile(url=base, scheme=scheme, port=config.port, pid=os.getpid()))
+        except OSError as exc:
+            fail(f"cannot write --port-file {port_file}: {exc.strerror or exc}; give a path in a folder you can write to", 2)
     if config.workers > 1:
         code = run_workers(source, config, sock, options)
     else:
         code = run_replica(service, config, sock)
+    if port_file is not None:
+        remove_port_file(port_file, os.getpid())
     # Drained and torn down: skip the interpreter's teardown, which takes seconds once torch or
     # transformers are loaded and only delays a restart.
     logging.shutdown()

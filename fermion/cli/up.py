@@ -203,7 +203,9 @@ def up(
         sock = bind_socket("127.0.0.1", 0)
         tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
         front = haproxy.HAProxyFrontDoor(folder / "haproxy", host, port, sock.getsockname()[1], grace=grace, tls=tls, max_body_size=body_limit)
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    from fermion.serving.announce import connect_host
+
+    shown_host = connect_host(host)
     public_port = port if front is not None else sock.getsockname()[1]
     base = f"{'https' if tls_cert is not None else 'http'}://{shown_host}:{public_port}"
     redirect_sock = None

@@ -6,8 +6,8 @@ The state file is written before the process starts, and every replica carries i
 platform's folder in its environment, so a replica whose control plane died between the two
 steps is still found: `list()` adopts the replicas it knows and reaps the ones it does not, and
 `close()` leaves no replica process of this platform behind.
-The port is chosen by the replica itself (`--port 0`) and read from its banner, so replicas
-started together never race for a port.
+The port is chosen by the replica itself (`--port 0`) and read from the port file it writes once
+it listens (`--port-file`, next to its state file), so replicas started together never race for a port.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from fermion.platform.backends.base import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
-from fermion.serving.announce import announced_url
+from fermion.serving.announce import read_port_file
 
 log = logging.getLogger("fermion.platform")
 
@@ -69,12 +69,19 @@ class LocalBackend:
     def _state_file(self, replica_id: str) -> Path:
         return self.folder / f"{replica_id}.json"
 
+    def _port_file(self, replica_id: str) -> Path:
+        return self.folder / f"{replica_id}.port"  # not .json: list() reads every .json as a state file
+
+    def _forget(self, replica_id: str) -> None:
+        self._state_file(replica_id).unlink(missing_ok=True)
+        self._port_file(replica_id).unlink(missing_ok=True)
+
     def start(self, spec: ReplicaSpec) -> ReplicaHandle:
         """Start `fermion serve SOURCE --port 0` in its own session; returns before it is ready."""
         log_path = self.folder / f"{spec.replica_id}.log"
         self._prune_logs()
         command = [self.python, "-m", "fermion", "serve", spec.source, "--host", "127.0.0.1", "--port", "0"]
-        command += ["--drain-delay", str(DRAIN_DELAY_S)]
+        command += ["--drain-delay", str(DRAIN_DELAY_S), "--port-file", str(self._port_file(spec.replica_id))]
         if spec.options.get("task"):
             command += ["--task", str(spec.options["task"])]
         if spec.options.get("trust_pickle"):
@@ -88,6 +95,7 @@ class LocalBackend:
         data: dict[str, object] = {"pid": None, "started": None, "started_at": time.time(), "log": str(log_path), "url": None}
         handle = ReplicaHandle(spec.replica_id, self.name, spec.deployment, spec.revision, data)
         self._write(handle)
+        self._port_file(spec.replica_id).unlink(missing_ok=True)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, stdin=subprocess.DEVNULL
@@ -126,14 +134,14 @@ class LocalBackend:
         if handle.data.get("url"):
             return handle.data["url"]
         try:
-            found = announced_url(Path(handle.data["log"]).read_text(errors="replace"))
-        except OSError:
+            found = read_port_file(self._port_file(handle.replica_id))
+        except (OSError, ValueError):
             return None
-        if found:
-            handle.data["url"] = found  # learnt once; the handle's data is ours to fill
-            self._write(handle)
-            return handle.data["url"]
-        return None
+        if found is None:
+            return None
+        handle.data["url"] = found.url  # learnt once; the handle's data is ours to fill
+        self._write(handle)
+        return found.url
 
     def status(self, handle: ReplicaHandle) -> ReplicaStatus:
         """EXITED if the process is gone, READY if /readyz says 200, else STARTING."""
@@ -171,7 +179,7 @@ class LocalBackend:
         child = self._children.pop(pid, None)
         if child is not None:
             self._exit_codes[pid] = child.wait()
-        self._state_file(handle.replica_id).unlink(missing_ok=True)
+        self._forget(handle.replica_id)
 
     def list(self) -> list[ReplicaHandle]:
         """Running replicas found in the state files (the ones whose process has gone are dropped).
@@ -196,10 +204,11 @@ class LocalBackend:
                 found.append(handle)
                 running.pop(handle.replica_id, None)
             else:
-                path.unlink(missing_ok=True)
+                self._forget(handle.replica_id)
         for replica_id, pid in running.items():
             log.warning("stopping replica process %d (%s): no state file of this platform accounts for it", pid, replica_id)
             _kill_group(pid)
+            self._port_file(replica_id).unlink(missing_ok=True)
         return found
 
     def close(self) -> None:
