@@ -159,7 +159,7 @@ def test_a_restart_stops_the_training_process_a_killed_platform_left_running(tmp
     import os
     import time
 
-    from fermion.platform.backends.local import process_start_time
+    from fermion.platform.processes import process_start_time
     from fermion.platform.trainings import TrainingJobs
 
     orphan = subprocess.Popen(["sleep", "60"], start_new_session=True)

@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fermion.platform.backends.local import process_start_time
 from fermion.platform.errors import Invalid, NotFound, TooManyRequests
+from fermion.platform.processes import process_start_time
 
 log = logging.getLogger("fermion.platform")
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from fermion.platform.backends.base import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
+from fermion.platform.processes import kill_group, process_start_time
 from fermion.serving.announce import read_port_file
 
 log = logging.getLogger("fermion.platform")
@@ -38,18 +39,6 @@ OWNER_ENV, REPLICA_ENV = "FERMION_REPLICAS_DIR", "FERMION_REPLICA_ID"
 DRAIN_DELAY_S = 2.0
 #: Logs of stopped replicas kept for `fermion logs` and post-mortems; older ones are deleted.
 KEEP_LOGS = 100
-
-
-def process_start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (tells a pid apart from a reused one)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":  # a zombie has exited
-        return None
-    return fields[19]
 
 
 class LocalBackend:
@@ -173,7 +162,7 @@ class LocalBackend:
             while self._alive(handle) and time.monotonic() < deadline:
                 time.sleep(0.05)
             if self._alive(handle):
-                _kill_group(pid)  # the replica and any worker processes it started
+                kill_group(pid)  # the replica and any worker processes it started
                 while self._alive(handle):
                     time.sleep(0.02)
         child = self._children.pop(pid, None)
@@ -207,7 +196,7 @@ class LocalBackend:
                 self._forget(handle.replica_id)
         for replica_id, pid in running.items():
             log.warning("stopping replica process %d (%s): no state file of this platform accounts for it", pid, replica_id)
-            _kill_group(pid)
+            kill_group(pid)
             self._port_file(replica_id).unlink(missing_ok=True)
         return found
 
@@ -216,10 +205,10 @@ class LocalBackend:
         (one started as the platform was stopping, or a worker its replica left behind)."""
         for pid, child in list(self._children.items()):
             if child.poll() is None:
-                _kill_group(pid)
+                kill_group(pid)
                 child.wait()
         for pid in self._own_processes().values():
-            _kill_group(pid)
+            kill_group(pid)
         self._probe.close()
 
     def _own_processes(self) -> dict[str, int]:
@@ -259,14 +248,3 @@ class LocalBackend:
             if line.strip():
                 return line.strip()
         return ""
-
-
-def _kill_group(pid: int) -> None:
-    """SIGKILL a replica's whole session (it is the leader: its pid is the group's id)."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from fermion.platform.backends.local import process_start_time
+from fermion.platform.processes import process_start_time
 
 #: Ray 2.60 turns token auth on by default; a local head for one user needs none, and the
 #: dashboard's REST API (which the backend drives) would then need the token too.
