@@ -125,9 +125,15 @@ def fit_fermion(split: Split, budget_s: float, seed: int) -> tuple[Any, dict[str
     from fermion.train.search import Problem, fit_within_budget
 
     problem = Problem(
-        split.X_train, split.y_train, split.task, split.metric, split.classes,
-        numeric=list(split.X_train.columns), categorical=[], seed=seed,
-    )  # fmt: skip
+        split.X_train,
+        split.y_train,
+        split.task,
+        split.metric,
+        split.classes,
+        numeric=list(split.X_train.columns),
+        categorical=[],
+        seed=seed,
+    )
     model, search = fit_within_budget(problem, "table", budget_s)
     return model, {"trials": len(search.trials), "chosen": search.chosen.get("family_label") if search.chosen else None}
 
@@ -140,9 +146,14 @@ def fit_flaml(split: Split, budget_s: float, seed: int) -> tuple[Any, dict[str, 
 
     automl = AutoML()
     automl.fit(
-        split.X_train, split.y_train, task="classification" if split.task == CLASSIFICATION else "regression",
-        time_budget=budget_s, metric=split.metric.name, seed=seed, verbose=0,
-    )  # fmt: skip
+        split.X_train,
+        split.y_train,
+        task="classification" if split.task == CLASSIFICATION else "regression",
+        time_budget=budget_s,
+        metric=split.metric.name,
+        seed=seed,
+        verbose=0,
+    )
     # FLAML counts its trials per learner; `config_history` holds only the improvements of its best.
     tried = getattr(automl, "_iter_per_learner", None)
     return automl, {"trials": sum(tried.values()) if tried else None, "chosen": automl.best_estimator}
@@ -241,15 +252,25 @@ def summarize(splits: dict[str, Split], results: list[Result], budgets: list[flo
             ranks[key][name] = rank([r for r in row if r is not None], split.metric.greater_is_better)
             fermion, forest = _result_for(results, name, "fermion", budget), _result_for(results, name, "random_forest", budget)
             worse = (
-                fermion is None or fermion.score is None
-                or (forest is not None and forest.score is not None
-                    and _shown(fermion.score, split.metric.greater_is_better) < _shown(forest.score, split.metric.greater_is_better))
-            )  # fmt: skip
-            versus_forest.append({
-                "dataset": name, "budget_s": budget, "metric": split.metric.name,
-                "fermion": fermion.score if fermion else None, "random_forest": forest.score if forest else None,
-                "worse": worse,
-            })  # fmt: skip
+                fermion is None
+                or fermion.score is None
+                or (
+                    forest is not None
+                    and forest.score is not None
+                    and _shown(fermion.score, split.metric.greater_is_better)
+                    < _shown(forest.score, split.metric.greater_is_better)
+                )
+            )
+            versus_forest.append(
+                {
+                    "dataset": name,
+                    "budget_s": budget,
+                    "metric": split.metric.name,
+                    "fermion": fermion.score if fermion else None,
+                    "random_forest": forest.score if forest else None,
+                    "worse": worse,
+                }
+            )
         mean_rank[key] = {
             tool: round(sum(ranks[key][name][tool] for name in splits) / len(splits), 3)
             for tool in TOOLS
@@ -305,8 +326,11 @@ def render(record: dict[str, Any]) -> str:
     ]
     loads = [load[0] for load in (machine.get("load_average"), record.get("load_average_after")) if load]
     if loads and max(loads) >= machine["cores"]:
-        out += [f"**Busy machine**: a load average of {max(loads):g} on {machine['cores']} cores while it ran. Fit times, "
-                "trial counts and the budget checks suffer most (LightGBM's threads slow down badly on a shared machine).", ""]  # fmt: skip
+        out += [
+            f"**Busy machine**: a load average of {max(loads):g} on {machine['cores']} cores while it ran. Fit times, "
+            "trial counts and the budget checks suffer most (LightGBM's threads slow down badly on a shared machine).",
+            "",
+        ]
     if record["options"]["quick"]:
         out += ["**Quick run** (the 10 s budget only): indicative only.", ""]
     out += ["## Goals", "", "| goal | measured | met |", "|---|---|---|"]
@@ -338,11 +362,16 @@ def render(record: dict[str, Any]) -> str:
         )
     for budget in budgets:
         key = f"{budget:g}"
-        out += ["", f"## {budget:g} s budget", "",
-                "Held-out score (rank, 1 = best; ties share the average rank). "
-                "The defaults take no budget: they are fit once per dataset and appear under every budget.", "",
-                "| dataset | metric | " + " | ".join(LABELS[t] for t in TOOLS) + " |",
-                "|---|---|" + "---:|" * len(TOOLS)]  # fmt: skip
+        out += [
+            "",
+            f"## {budget:g} s budget",
+            "",
+            "Held-out score (rank, 1 = best; ties share the average rank). "
+            "The defaults take no budget: they are fit once per dataset and appear under every budget.",
+            "",
+            "| dataset | metric | " + " | ".join(LABELS[t] for t in TOOLS) + " |",
+            "|---|---|" + "---:|" * len(TOOLS),
+        ]
         for name, info in datasets.items():
             cells = []
             for tool in TOOLS:
@@ -353,11 +382,16 @@ def render(record: dict[str, Any]) -> str:
             out.append(f"| {name} | {info['metric']} {arrow} | " + " | ".join(cells) + " |")
         means = summary["mean_rank"].get(key, {})
         out.append("| **mean rank** | | " + " | ".join(f"**{_rank(means[t])}**" if t in means else "–" for t in TOOLS) + " |")
-    out += ["", "## Every fit", "",
-            "Wall seconds of the whole fit (for the searchers: the search and the final refit on the training split). "
-            "Trials: Fermion's cross-validated trials; FLAML's trials summed over its learners.", "",
-            "| dataset | budget | tool | score | accuracy | fit s | trials | chosen | note |",
-            "|---|---:|---|---:|---:|---:|---:|---|---|"]  # fmt: skip
+    out += [
+        "",
+        "## Every fit",
+        "",
+        "Wall seconds of the whole fit (for the searchers: the search and the final refit on the training split). "
+        "Trials: Fermion's cross-validated trials; FLAML's trials summed over its learners.",
+        "",
+        "| dataset | budget | tool | score | accuracy | fit s | trials | chosen | note |",
+        "|---|---:|---|---:|---:|---:|---:|---|---|",
+    ]
     for name, info in datasets.items():
         for r in sorted((r for r in results if r.dataset == name), key=lambda r: (r.budget_s or 0, TOOLS.index(r.tool))):
             note = r.error or ("**over budget**" if r.over_budget else "")
@@ -444,16 +478,20 @@ def main(argv: list[str] | None = None) -> int:
         "gateway": "none",  # the trainers run in this process: no server, no gateway
     }
     began = time.monotonic()
-    _say(f"Training benchmark{' (quick)' if args.quick else ''}: {', '.join(names)} · budgets "
-         f"{', '.join(f'{b:g} s' for b in budgets)} · seed {args.seed}")  # fmt: skip
+    _say(
+        f"Training benchmark{' (quick)' if args.quick else ''}: {', '.join(names)} · budgets "
+        f"{', '.join(f'{b:g} s' for b in budgets)} · seed {args.seed}"
+    )
     splits: dict[str, Split] = {}
     results: list[Result] = []
     try:
         for name in names:
             split = splits[name] = load_split(name, args.seed)
             info = split.describe()
-            _say(f"\n{name}: {info['task']}, {info['train_rows']} + {info['test_rows']} rows, {info['features']} features, "
-                 f"{split.metric.name}")  # fmt: skip
+            _say(
+                f"\n{name}: {info['task']}, {info['train_rows']} + {info['test_rows']} rows, {info['features']} features, "
+                f"{split.metric.name}"
+            )
             for result in run_dataset(split, budgets, args.seed):
                 results.append(result)
                 _say(_line(result, split.metric.name))

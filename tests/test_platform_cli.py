@@ -57,7 +57,10 @@ def test_env_options_parse_and_never_echo_values():
     assert "hunter2" not in str(caught.value)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("30d", 30 * 86400), ("12h", 43200), ("15m", 900), ("90s", 90), ("3600", 3600), ("1.5h", 5400), ("2W", 1209600)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30d", 30 * 86400), ("12h", 43200), ("15m", 900), ("90s", 90), ("3600", 3600), ("1.5h", 5400), ("2W", 1209600)],
+)
 def test_expires_in_takes_durations(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -75,7 +78,7 @@ def test_example_call_comes_from_the_deployments_openapi():
     document = build_openapi(load_service(str(ROOT / "examples" / "echo.py")))
     curl, python = example_call(document, "http://h:1/run/echo", "echo", public=False)
     assert curl == (
-        "curl -X POST http://h:1/run/echo/predict -H \"Authorization: Bearer $FERMION_TOKEN\" "
+        'curl -X POST http://h:1/run/echo/predict -H "Authorization: Bearer $FERMION_TOKEN" '
         "-H 'content-type: application/json' -d '{\"text\": \"hello\"}'"
     )
     assert python == "from fermion import Platform; print(Platform().client('echo').predict(text='hello'))"
@@ -106,7 +109,9 @@ def no_platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path / "empty"
 
 
-@pytest.mark.parametrize("args", [["ls"], ["status", "echo"], ["token", "ls"], ["logs", "echo"], ["deploy", "echo", "examples/echo.py"]])
+@pytest.mark.parametrize(
+    "args", [["ls"], ["status", "echo"], ["token", "ls"], ["logs", "echo"], ["deploy", "echo", "examples/echo.py"]]
+)
 def test_without_a_platform_every_command_says_how_to_start_one(no_platform, args):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1
@@ -128,7 +133,10 @@ def test_a_platform_that_does_not_answer_is_one_clear_line(no_platform):
     ("args", "expected"),
     [
         (["deploy", "echo", "examples/echo.py", "--env", "1X=secret"], "--env '1X' is not NAME=VALUE"),
-        (["deploy", "echo", "examples/echo.py", "--replicas", "2", "--max-replicas", "3"], "give --replicas N, or --min-replicas/--max-replicas"),
+        (
+            ["deploy", "echo", "examples/echo.py", "--replicas", "2", "--max-replicas", "3"],
+            "give --replicas N, or --min-replicas/--max-replicas",
+        ),
         (["scale", "echo"], "give --replicas N, or --min-replicas/--max-replicas"),
         (["update", "echo"], "nothing to change"),
         (["token", "create", "ci", "--expires-in", "soon"], "--expires-in 'soon' is not a duration"),
@@ -182,9 +190,11 @@ def test_deploy_waits_until_ready_and_prints_lines_that_work(up, echo, monkeypat
     assert "✓ echo is ready: 1/1 replicas at revision 1" in echo.stdout
     assert f"URL     {up.url}/run/echo" in echo.stdout
     curl = re.search(r"Try it  (curl .*)", echo.stdout).group(1)
-    assert curl.startswith(f"curl -X POST {up.url}/run/echo/predict -H \"Authorization: Bearer $FERMION_TOKEN\"")
+    assert curl.startswith(f'curl -X POST {up.url}/run/echo/predict -H "Authorization: Bearer $FERMION_TOKEN"')
     if shutil.which("curl"):
-        ran = subprocess.run(curl, shell=True, capture_output=True, text=True, timeout=30, env={**os.environ, "FERMION_TOKEN": up.token})
+        ran = subprocess.run(
+            curl, shell=True, capture_output=True, text=True, timeout=30, env={**os.environ, "FERMION_TOKEN": up.token}
+        )
         assert json.loads(ran.stdout) == {"output": "echo: hello"}, ran.stderr
     python = re.search(r"Python  (.*)", echo.stdout).group(1)
     monkeypatch.setenv("FERMION_HOME", str(up.data_dir))
@@ -210,7 +220,9 @@ def test_ls_and_status_show_the_deployment(up, echo):
     listing = fermion(up, "ls")
     assert listing.returncode == 0, listing.stderr
     row = next(line for line in listing.stdout.splitlines() if line.startswith("echo"))
-    assert re.search(rf"echo\s+ready\s+1/1\s+1\s+{re.escape(str(ROOT))}/examples/echo\.py\s+private\s+{re.escape(up.url)}/run/echo", row), row
+    assert re.search(
+        rf"echo\s+ready\s+1/1\s+1\s+{re.escape(str(ROOT))}/examples/echo\.py\s+private\s+{re.escape(up.url)}/run/echo", row
+    ), row
     as_json = json.loads(fermion(up, "ls", "--json").stdout)
     assert [(d["name"], d["status"], d["replicas"]["ready"]) for d in as_json] == [("echo", "ready", 1)]
     status = fermion(up, "status", "echo")
@@ -253,12 +265,19 @@ def test_scale_update_and_rollback(up, platform, echo):
     assert old_spelling.returncode == 0 and old_spelling.stderr.count("is deprecated") == 2, old_spelling.stderr
 
     revisions = json.loads(fermion(up, "revisions", "echo", "--json").stdout)
-    assert [(r["number"], r["note"], r["current"]) for r in revisions] == [(1, None, False), (2, "v2", False), (3, "rollback to revision 1", True)]
+    assert [(r["number"], r["note"], r["current"]) for r in revisions] == [
+        (1, None, False),
+        (2, "v2", False),
+        (3, "rollback to revision 1", True),
+    ]
     assert revisions[1]["env"] == {"API_KEY": "***"}
     table = fermion(up, "revisions", "echo")
     assert re.search(r"^3 \*\s", table.stdout, re.MULTILINE) and "fermion rollback echo N" in table.stderr
     audit = json.loads(fermion(up, "audit", "-n", "3", "--json").stdout)
-    assert len(audit) == 3 and (audit[0]["action"], audit[0]["detail"]) == ("deployment.update", {"min_replicas": 1, "max_replicas": 1})
+    assert len(audit) == 3 and (audit[0]["action"], audit[0]["detail"]) == (
+        "deployment.update",
+        {"min_replicas": 1, "max_replicas": 1},
+    )
     me = fermion(up, "whoami")
     assert me.returncode == 0 and me.stdout.startswith(f"admin on {up.url}: scopes admin"), me.stderr
 
@@ -278,8 +297,15 @@ def test_logs_print_lines_after_their_replica_and_follow_until_ctrl_c(up, platfo
     env.pop("FERMION_TOKEN", None)
     # A test run started in the background (`make test &`) inherits SIGINT ignored, and Python then never turns
     # Ctrl+C into KeyboardInterrupt: give the CLI the default disposition a terminal would.
-    follow = subprocess.Popen([*FERMION, "logs", "echo", "-f"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
-                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    follow = subprocess.Popen(
+        [*FERMION, "logs", "echo", "-f"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         ready, _, _ = select.select([follow.stdout], [], [], 60)
         assert ready, "fermion logs -f printed nothing in 60 s"
@@ -347,7 +373,7 @@ def test_mistakes_get_one_line_and_exit_code_2(up, echo):
     assert bad_name.returncode == 2 and "invalid deployment name" in error_lines(bad_name.stderr)[0]
 
 
-CRASHING_APP = '''
+CRASHING_APP = """
 from fermion import Service, endpoint
 
 
@@ -358,7 +384,7 @@ class Crashy(Service):
     @endpoint
     def predict(self, text: str) -> str:
         return text
-'''
+"""
 
 
 @pytest.mark.slow

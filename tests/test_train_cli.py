@@ -361,9 +361,21 @@ def test_train_deploy_finds_the_platform_of_its_data_dir(up: RunningPlatform, el
     """`--data-dir D --deploy NAME` deploys on the `fermion up` that runs in D, whatever FERMION_HOME says."""
     csv = write_typed_table(tmp_path / "shop.csv")
     result = fermion(
-        elsewhere, "train", str(csv), "--target", "target", "--budget", "20s", "--max-trials", "1",
-        "--data-dir", str(up.data_dir), "--deploy", "shop", "--public",
-    )  # fmt: skip
+        elsewhere,
+        "train",
+        str(csv),
+        "--target",
+        "target",
+        "--budget",
+        "20s",
+        "--max-trials",
+        "1",
+        "--data-dir",
+        str(up.data_dir),
+        "--deploy",
+        "shop",
+        "--public",
+    )
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     assert "✓ shop is ready" in result.stdout
     answer = httpx.post(f"{up.url}/run/shop/predict", json={"color": "red", "size": 9.5, "fresh": True}, timeout=60)
@@ -375,9 +387,20 @@ def test_train_deploy_with_progress_json_deploys_too(up: RunningPlatform, tmp_pa
     """Programs that read --progress-json get the same deployment as people who watch the bar."""
     csv = write_typed_table(tmp_path / "shop.csv")
     result = fermion(
-        up.data_dir, "train", str(csv), "--target", "target", "--budget", "20s", "--max-trials", "1",
-        "--deploy", "shop-json", "--public", "--progress-json",
-    )  # fmt: skip
+        up.data_dir,
+        "train",
+        str(csv),
+        "--target",
+        "target",
+        "--budget",
+        "20s",
+        "--max-trials",
+        "1",
+        "--deploy",
+        "shop-json",
+        "--public",
+        "--progress-json",
+    )
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     assert any(json.loads(line)["phase"] == "registered" for line in result.stdout.splitlines())
     with up.api() as api:

@@ -1,3 +1,4 @@
+# Long on purpose: one reconcile pass (probe, replace, scale, roll out, publish) reads best top to bottom in one place.
 """The reconciler: drives what runs (the backend) toward what the store says should run.
 
 Each `tick()` probes every replica, replaces the ones that exited (with exponential backoff

@@ -1,3 +1,4 @@
+# Long on purpose: one backend class speaking to one Ray dashboard; its helpers are the translations of its answers.
 """The Ray backend: each deployment revision is a Ray Serve application on a Ray cluster.
 
 The reconciler still thinks in replicas: `start` and `stop` change the replica count of the

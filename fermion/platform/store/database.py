@@ -1,3 +1,4 @@
+# Long on purpose: one Store class, one transaction per method, every table behind the same session handling.
 """The control plane's store: deployments, revisions, replicas, events, tokens and the audit log.
 
 SQLAlchemy 2. The default is an SQLite file under the data dir (WAL journal, so readers never
