@@ -235,7 +235,7 @@ def test_the_gateway_asks_every_replica_for_an_id_it_did_not_route(gateway, repl
     assert httpx.delete(gateway + "/run/both/requests/direct-1").status_code == 202
     assert caller().status_code == 409
     unknown = httpx.delete(gateway + "/run/both/requests/nobody")
-    assert unknown.status_code == 404 and "'nobody'" in unknown.json()["error"]
+    assert unknown.status_code == 404 and "'nobody'" in unknown.json()["message"]
 
 
 def test_cancelling_through_the_gateway_follows_the_deployments_access_rules(gateway):

@@ -70,7 +70,7 @@ def test_a_smuggled_request_is_refused_and_every_caller_keeps_its_own_answer(gat
     with httpx.Client(base_url=gateway, timeout=10) as client:
         for _ in range(30):
             smuggled = client.get(SMUGGLE)
-            assert smuggled.status_code == 400 and "control characters" in smuggled.json()["error"]
+            assert smuggled.status_code == 400 and "control characters" in smuggled.json()["message"]
             document = client.get("/run/echo/openapi.json")
             assert document.status_code == 200 and "openapi" in document.json(), document.text
             assert client.post("/run/echo/predict", json={"text": "mine"}).json() == {"output": "echo: mine"}
@@ -88,7 +88,7 @@ def test_the_target_is_forwarded_as_sent_and_raw_bytes_are_refused(gateway):
 def test_a_nul_in_the_path_is_400_and_oversized_headers_431(gateway):
     assert httpx.get(f"{gateway}/run/echo/openapi.json%00", timeout=10).status_code == 400
     answer = httpx.get(f"{gateway}/run/echo/openapi.json", headers={"x-big": "a" * 40_000}, timeout=10)
-    assert answer.status_code == 431 and "over the limit of 32768" in answer.json()["error"]
+    assert answer.status_code == 431 and "over the limit of 32768" in answer.json()["message"]
 
 
 def test_an_oversized_body_is_413_before_it_is_read(gateway):

@@ -87,7 +87,7 @@ def test_unknown_deployment_lists_the_known_ones(gateway):
     url, _ = gateway
     answer = httpx.get(url + "/run/nope/whoami")
     assert answer.status_code == 404
-    assert "deployments: echo, empty, secret" in answer.json()["error"]
+    assert "deployments: echo, empty, secret" in answer.json()["message"]
 
 
 def test_private_deployments_need_a_token(gateway):
@@ -193,7 +193,7 @@ def test_a_cold_start_that_takes_too_long_is_503_with_retry_after(gateway):
     finally:
         gateway.app.cold_start_timeout = 120.0
     assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
-    assert "scaled to zero and no replica started within 0.3 s" in answer.json()["error"]
+    assert "scaled to zero and no replica started within 0.3 s" in answer.json()["message"]
     assert table.get("never").waiting == 0
 
 
@@ -213,7 +213,7 @@ def test_a_deployment_deleted_during_a_cold_start_is_404(gateway):
     eventually(lambda: table.get("doomed") is not None and table.get("doomed").waiting == 1)
     table.remove("doomed")
     thread.join(30)
-    assert result[0].status_code == 404 and "deleted" in result[0].json()["error"]
+    assert result[0].status_code == 404 and "deleted" in result[0].json()["message"]
 
 
 # Metrics and the dashboard.

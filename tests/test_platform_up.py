@@ -137,7 +137,7 @@ def test_the_platform_end_to_end(tmp_path: Path, gateway: str) -> None:
         # Bad input: an unknown deployment lists the known ones; a source that does not load → 422 with the reason.
         missing = api.get("/api/v1/deployments/ecko")
         assert missing.status_code == 404 and "'echo'" in missing.json()["message"]
-        assert "echo" in api.post("/run/ecko/predict", json={}).json()["error"]
+        assert "echo" in api.post("/run/ecko/predict", json={}).json()["message"]
         bad = api.post("/api/v1/deployments", json={"name": "broken", "source": "examples/nope.py"})
         assert bad.status_code == 422 and "no file" in bad.json()["message"], bad.text
         assert api.post("/api/v1/deployments", json={"name": "Bad Name", "source": ECHO}).status_code == 422

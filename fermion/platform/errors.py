@@ -1,6 +1,10 @@
-"""Errors the control plane raises, each with an HTTP-like status and a message for people.
+"""Errors the control plane raises, each with an HTTP-like status and a message for people, and the
+one error body every HTTP surface of the platform answers with (docs/platform-api.md, "Errors").
 
-The REST API maps `status` straight onto the response; the CLI prints `message` as one line.
+`{"error": <code>, "status": <int>, "message": <what went wrong and what to do>}` comes from the REST
+API, the gateways (Python and HAProxy) and the console's routes alike; only a replica's own answers
+pass through as the replica wrote them. The REST API maps `status` straight onto the response; the
+CLI prints `message` as one line.
 """
 
 from __future__ import annotations
@@ -99,3 +103,28 @@ class TooManyRequests(PlatformError):
 
     def headers(self) -> dict[str, str]:
         return {"retry-after": str(self.retry_after)}
+
+
+#: The code of each status the platform answers with, whoever answers (the API, a gateway, HAProxy).
+CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    422: "invalid",
+    429: "too_many_requests",
+    431: "headers_too_large",
+    500: "platform_error",
+    501: "not_installed",
+    502: "bad_gateway",
+    503: "unavailable",
+    504: "timeout",
+}
+
+
+def error_body(status: int, message: str, code: str | None = None) -> dict[str, Any]:
+    """The platform's one error body: `{"error": code, "status": status, "message": message}`."""
+    return {"error": code or CODES.get(status, "error"), "status": status, "message": message}

@@ -20,10 +20,10 @@ from starlette.routing import Match, Route
 
 from fermion._version import __version__
 from fermion.platform.api import console, datasets, deployments, models, tokens, trainings
-from fermion.platform.api.common import MALFORMED, PREFIX, Invoker, error_response, not_installed, validation_message
+from fermion.platform.api.common import PREFIX, Invoker, error_response, not_installed, validation_message
 from fermion.platform.api.headers import SecurityHeaders
 from fermion.platform.api.schemas import ErrorBody, Info
-from fermion.platform.errors import Invalid, NotFound, PlatformError
+from fermion.platform.errors import Invalid, NotFound, PlatformError, error_body
 
 if TYPE_CHECKING:
     from fermion.platform.controlplane import ControlPlane
@@ -41,10 +41,7 @@ def build_api(plane: ControlPlane) -> FastAPI:
         responses={
             401: {"model": ErrorBody},
             403: {"model": ErrorBody},
-            400: {
-                "description": "A malformed request (control characters in the path, say)",
-                "content": {"application/json": {"schema": MALFORMED}},
-            },
+            400: {"model": ErrorBody, "description": "A malformed request (control characters in the path, say)"},
             404: {"model": ErrorBody, "description": "No such deployment, token, dataset, training job or model"},
             409: {"model": ErrorBody, "description": "A name that is taken, or a state that does not allow this"},
             422: {"model": ErrorBody},
@@ -68,7 +65,7 @@ def build_api(plane: ControlPlane) -> FastAPI:
     @api.exception_handler(405)
     async def _bad_method(request: Request, _exc: Exception) -> JSONResponse:
         error = PlatformError(f"{request.url.path} does not take {request.method}; see {PREFIX}/docs")
-        body = {**error.to_dict(), "status": 405, "error": "method_not_allowed"}
+        body = error_body(405, error.message)
         # Allow: the methods of the routes at this path (Starlette lists only the first route's); where a literal path
         # and a template both match (/datasets/samples, /datasets/{ref}), the literal one's, as OpenAPI documents it.
         matching = [
@@ -85,7 +82,7 @@ def build_api(plane: ControlPlane) -> FastAPI:
     @api.exception_handler(400)
     async def _unreadable(_request: Request, exc: Exception) -> JSONResponse:
         detail = getattr(exc, "detail", None) or "bad request"
-        body = {"error": "bad_request", "status": 400, "message": f"{detail}: send the body its Content-Type says"}
+        body = error_body(400, f"{detail}: send the body its Content-Type says")
         return JSONResponse(body, status_code=400)
 
     # The routers, in the order the API's documentation lists them

@@ -15,16 +15,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from fermion.platform.auth import Scope
-from fermion.platform.errors import PlatformError
+from fermion.platform.errors import PlatformError, error_body
 from fermion.platform.store.records import TokenRecord
 
 PREFIX = "/api/v1"
 #: An event id to read after: the store's ids are 64-bit integers, so larger numbers are refused (422), not a 500;
 #: the bound is the largest integer every JSON client reads exactly (2**53 - 1).
 EventId = Annotated[int | None, Query(ge=0, le=2**53 - 1)]
-#: What the front door (HAProxy, the gateway) answers a malformed request with, before the API sees it.
-MALFORMED = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
-
 
 def error_response(error: PlatformError) -> JSONResponse:
     headers = error.headers()
@@ -64,7 +61,7 @@ def not_installed(path: str, error: ModuleNotFoundError) -> JSONResponse:
     hint = install_hint(error, preferred)
     missing = hint[0] if hint else (error.name or "a package")
     what = f"{hint[1]} where `fermion up` runs, then restart it" if hint else "install it where `fermion up` runs"
-    body = {"error": "not_installed", "status": 501, "message": f"this needs {missing}, which is not installed: {what}"}
+    body = error_body(501, f"this needs {missing}, which is not installed: {what}")
     return JSONResponse(body, status_code=501)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from fermion.platform.errors import error_body
 from fermion.serving.http import JSON_TYPE, oversized_headers, send_bytes
 
 #: The console: its scripts, styles and translations come from /console/; the playground shows images as blob: URLs.
@@ -40,7 +41,7 @@ class SecurityHeaders:
             return
         too_large = oversized_headers(scope)
         if too_large is not None:
-            body = orjson.dumps({"error": "headers_too_large", "status": 431, "message": too_large.message})
+            body = orjson.dumps(error_body(431, too_large.message))
             await send_bytes(send, 431, body, [JSON_TYPE, *HEADERS])
             return
 

@@ -96,8 +96,8 @@ frontend fermion
     # The edge's rules, as the built-in gateway keeps them: a percent-encoded CR, LF or NUL in the
     # path (a second request in disguise) is refused, and so is a body declared over the limit,
     # before a byte of it is read.
-    http-request return status 400 content-type application/json string '{{"error": "the request path has control characters (a percent-encoded CR, LF or NUL, say); remove them"}}' if {{ path -m sub % }} {{ path_reg -i %(0[0-9a-f]|1[0-9a-f]|7f) }}
-    http-request return status 413 content-type application/json string '{{"error": "request body is over the limit of {s.max_body_size} bytes; send less, or ask the operator to raise `fermion up --max-body-size`"}}' if {{ path_beg {PREFIX} }} {{ req.hdr_val(content-length) gt {s.max_body_size} }}
+    http-request return status 400 content-type application/json string '{{"error": "bad_request", "status": 400, "message": "the request path has control characters (a percent-encoded CR, LF or NUL, say); remove them"}}' if {{ path -m sub % }} {{ path_reg -i %(0[0-9a-f]|1[0-9a-f]|7f) }}
+    http-request return status 413 content-type application/json string '{{"error": "payload_too_large", "status": 413, "message": "request body is over the limit of {s.max_body_size} bytes; send less, or ask the operator to raise `fermion up --max-body-size`"}}' if {{ path_beg {PREFIX} }} {{ req.hdr_val(content-length) gt {s.max_body_size} }}
     http-request set-var(txn.dep) path,field(3,/) if {{ path_beg {PREFIX} }}
     http-request set-var(txn.backend) var(txn.dep),map({s.deployments_map}) if {{ var(txn.dep) -m found }}
     acl routed var(txn.backend) -m found

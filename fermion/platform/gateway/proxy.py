@@ -29,6 +29,7 @@ from urllib.parse import unquote
 
 import orjson
 
+from fermion.platform.errors import error_body
 from fermion.platform.gateway.edge import (
     DEFAULT_MAX_BODY_SIZE,
     RUN_HEADERS,
@@ -355,8 +356,8 @@ def _bearer(scope: dict[str, Any]) -> str | None:
 
 
 async def _error(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> int:
-    """Answer with `{"error": message}`; returns the status (for the metrics)."""
-    return await _send_json(send, status, orjson.dumps({"error": message}), headers)
+    """Answer with the platform's error body (`errors.error_body`); returns the status (for the metrics)."""
+    return await _send_json(send, status, orjson.dumps(error_body(status, message)), headers)
 
 
 async def _send_json(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> int:
