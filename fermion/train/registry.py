@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fermion.data.store import NAME_RULE, check_name
-from fermion.data.versioned import pick_version, publish, read_manifests, version_numbers
+from fermion.data.store import check_name
+from fermion.home import default_data_dir
 from fermion.train.problem import TrainingError
+from fermion.versioned import NAME_RULE, pick_version, publish, read_manifests, version_numbers
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,6 @@ class ModelRegistry:
 
     def __init__(self, root: Path | None = None) -> None:
         if root is None:
-            from fermion.platform.home import default_data_dir
-
             root = default_data_dir() / "models"
         self.root = Path(root)
 
