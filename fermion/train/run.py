@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from fermion.data.store import DatasetStore, DatasetVersion, sanitize_name
-from fermion.models._sklearn_files import read_model
+from fermion.models.kinds import SourceError
+from fermion.models.sklearn_files import read_model
+from fermion.models.trained.registry import REGISTRY_TYPES
 from fermion.train.problem import (
     CLASSIFICATION,
     Progress,
@@ -204,9 +206,6 @@ def train(
 
 def _check_servable(path: Path, name: str) -> None:
     """Load the saved file the way `model:` sources do, so a model that could not be served is never registered."""
-    from fermion.models.trained import REGISTRY_TYPES
-    from fermion.sources import SourceError
-
     try:
         read_model(str(path), name, False, REGISTRY_TYPES, kind="model")
     except SourceError as exc:
@@ -247,7 +246,7 @@ def _split(prepared: _Prepared, task: str, seed: int) -> tuple[Any, Any, Any, An
 
 
 def _prepare_table(version: DatasetVersion, datasets: DatasetStore, options: TrainOptions, notify: Progress) -> _Prepared:
-    from fermion.train.features import TextEmbedder, embedding_columns, encode_frame
+    from fermion.models.trained.features import TextEmbedder, embedding_columns, encode_frame
 
     frame = datasets.load_table(version)
     target = find_target([str(c) for c in frame.columns], options.target, version.extra.get("label_column"))
@@ -264,7 +263,7 @@ def _prepare_table(version: DatasetVersion, datasets: DatasetStore, options: Tra
     if texts:
         notify({"phase": "embed", "columns": texts, "rows": len(frame)})
         embedder = TextEmbedder()
-        from fermion.train.features import EMBEDDING_MODEL
+        from fermion.models.trained.features import EMBEDDING_MODEL
 
         embedding = {"model": EMBEDDING_MODEL, "columns": texts, "dimensions": embedder.dimensions}
     X = encode_frame(frame, inputs, embedder)
@@ -285,7 +284,7 @@ def _prepare_table(version: DatasetVersion, datasets: DatasetStore, options: Tra
 
 
 def _prepare_images(version: DatasetVersion, datasets: DatasetStore, options: TrainOptions) -> _Prepared:
-    from fermion.train.features import load_images
+    from fermion.models.trained.features import load_images
 
     if options.target not in (None, "label"):
         raise TrainingError(
