@@ -17,6 +17,7 @@ from fermion.data.store import DatasetStore, DatasetVersion, sanitize_name
 from fermion.models.kinds import SourceError
 from fermion.models.sklearn_files import read_model
 from fermion.models.trained.registry import REGISTRY_TYPES
+from fermion.train.fit import fit_within_budget
 from fermion.train.problem import (
     CLASSIFICATION,
     Progress,
@@ -28,7 +29,7 @@ from fermion.train.problem import (
     plan_columns,
 )
 from fermion.train.registry import ModelRegistry, ModelVersion
-from fermion.train.search import EVALUATION_SHARE, SAVE_RESERVE_S, Problem, fit_within_budget
+from fermion.train.search import EVALUATION_SHARE, SAVE_RESERVE_S, Problem
 
 #: Share of the rows held out for the final test.
 TEST_SHARE = 0.2
@@ -123,9 +124,16 @@ def train(
 
     X_train, X_test, y_train, y_test = _split(prepared, task, options.seed)
     problem = Problem(
-        X_train, y_train, task, metric, classes, prepared.numeric, prepared.categorical,
-        tuple(prepared.image["shape"]) if prepared.image else None, options.seed,
-    )  # fmt: skip
+        X=X_train,
+        y=y_train,
+        task=task,
+        metric=metric,
+        classes=classes,
+        numeric=prepared.numeric,
+        categorical=prepared.categorical,
+        image_shape=tuple(prepared.image["shape"]) if prepared.image else None,
+        seed=options.seed,
+    )
     kind = "images" if prepared.kind == "images" else "table"
     try:
         finishing = EVALUATION_SHARE * options.budget_s + SAVE_RESERVE_S
@@ -278,9 +286,21 @@ def _prepare_table(version: DatasetVersion, datasets: DatasetStore, options: Tra
             (categorical if spec["kind"] == "category" else numeric).append(spec["name"])
             groups[spec["name"]] = [spec["name"]]
     return _Prepared(
-        X, y, "table", inputs, plan.ignored, numeric, categorical, groups, target, dropped, embedding=embedding,
-        task=task, classes=classes, metric=metric,
-    )  # fmt: skip
+        X=X,
+        y=y,
+        kind="table",
+        inputs=inputs,
+        ignored=plan.ignored,
+        numeric=numeric,
+        categorical=categorical,
+        groups=groups,
+        target=target,
+        dropped=dropped,
+        embedding=embedding,
+        task=task,
+        classes=classes,
+        metric=metric,
+    )
 
 
 def _prepare_images(version: DatasetVersion, datasets: DatasetStore, options: TrainOptions) -> _Prepared:
