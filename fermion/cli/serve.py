@@ -108,6 +108,7 @@ def serve(
     ] = False,
 ) -> None:
     """Serve SOURCE over HTTP with docs, health, metrics, batching and limits."""
+    from fermion.replica import worker
     from fermion.serving.config import ServeConfig, parse_size
     from fermion.serving.server import (
         BindError,
@@ -159,7 +160,7 @@ def serve(
     config.port = sock.getsockname()[1]
     print_banner(service, source, config.host, config.port, config.workers, "https" if config.tls_cert else "http")
     if config.workers > 1:
-        code = run_workers(source, config, sock, options)
+        code = run_workers(worker.__name__, worker.worker_args(source, options), config, sock)
     else:
         code = run_replica(service, config, sock)
     # Drained and torn down: skip the interpreter's teardown, which takes seconds once torch or

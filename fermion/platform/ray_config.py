@@ -17,8 +17,8 @@ from typing import Any
 from fermion.platform.errors import Invalid
 from fermion.serving.on_ray import DEPLOYMENT_NAME
 
-#: What Ray imports to build an application: `fermion.serving.on_ray:build`.
-IMPORT_PATH = "fermion.serving.on_ray:build"
+#: What Ray imports to build an application: `fermion.replica.on_ray:build`.
+IMPORT_PATH = "fermion.replica.on_ray:build"
 #: Options that are settings of the platform, not of the source (`fermion serve` never sees them).
 PLATFORM_OPTIONS = ("resources",)
 #: Variables a replica needs to find what the control plane sees, passed on when they are set.
