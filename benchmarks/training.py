@@ -122,7 +122,8 @@ class Result:
 
 def fit_fermion(split: Split, budget_s: float, seed: int) -> tuple[Any, dict[str, Any]]:
     """Fermion's budgeted search (`fit_within_budget`), exactly as `fermion train` runs it on a table."""
-    from fermion.train.search import Problem, fit_within_budget
+    from fermion.train.fit import fit_within_budget
+    from fermion.train.search import Problem
 
     problem = Problem(
         split.X_train,
@@ -463,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     import lightgbm  # noqa: F401
     import sklearn.ensemble  # noqa: F401
 
-    import fermion.train.search  # noqa: F401
+    import fermion.train.fit  # noqa: F401
 
     stamp = dt.datetime.now().strftime("%Y-%m-%dT%H%M%S")
     args.results.mkdir(parents=True, exist_ok=True)

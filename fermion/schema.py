@@ -12,14 +12,12 @@ import re
 import types
 import typing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
+from fermion.definition import BatchOptions, DefinitionError
 from fermion.types import File
-
-if TYPE_CHECKING:
-    from fermion.service import Endpoint
 
 _SEQUENCE_ORIGINS = {list, cabc.Sequence, cabc.MutableSequence, tuple}
 _STREAM_ORIGINS = {
@@ -81,8 +79,6 @@ def _type_hints(func: Any, where: str) -> dict[str, Any]:
     try:
         return typing.get_type_hints(func, include_extras=True)
     except NameError as exc:
-        from fermion.service import DefinitionError
-
         raise DefinitionError(f"{where}: cannot resolve a type annotation ({exc}); import the type in the module") from None
 
 
@@ -167,10 +163,18 @@ def _is_file(tp: Any) -> bool:
     return any(_strip_annotated(arg) is File for arg in typing.get_args(base))
 
 
-def build_endpoint_schema(ep: Endpoint) -> EndpointSchema:
-    """Derive the per-item request and response models from an endpoint's signature."""
-    from fermion.service import DefinitionError
+class EndpointSignature(Protocol):
+    """What the schema is built from: the parts of a `fermion.service.Endpoint` this module reads."""
 
+    name: str
+    func: cabc.Callable[..., Any]
+    stream: bool
+    batch: BatchOptions | None
+    extra: str
+
+
+def build_endpoint_schema(ep: EndpointSignature) -> EndpointSchema:
+    """Derive the per-item request and response models from an endpoint's signature."""
     where = f"endpoint {ep.name!r}"
     hints = _type_hints(ep.func, where)
     signature = inspect.signature(ep.func)

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
+from fermion.definition import BatchOptions, DefinitionError
+
 if TYPE_CHECKING:
     from fermion.schema import EndpointSchema
 
@@ -15,20 +17,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 _MARK = "__fermion_endpoint__"
 _HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 _RESERVED_PATHS = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
-
-
-class DefinitionError(TypeError):
-    """A Service or endpoint is defined in a way Fermion cannot serve; the message says how to fix it."""
-
-
-@dataclass(frozen=True)
-class BatchOptions:
-    """How a batched endpoint groups requests: up to `max_batch_size` items, waiting at most `max_wait_ms`."""
-
-    max_batch_size: int
-    max_wait_ms: float
-    #: Run at once when no batch is running (batches still form while one runs); else always wait.
-    adaptive: bool = False
 
 
 @dataclass(frozen=True)

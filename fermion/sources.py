@@ -1,6 +1,8 @@
 """Source strings → a Service instance: `app.py:Echo`, `py:app.py`, `pkg.module:Echo`, `st:...`, `hf:...`.
 
-Every failure is a `SourceError` whose message says what is wrong and what to do next.
+Model sources go to their adapter in `fermion.models` (see `fermion.models.kinds`); Python files
+and modules are imported here. Every failure is a `SourceError` whose message says what is wrong
+and what to do next.
 """
 
 from __future__ import annotations
@@ -12,28 +14,10 @@ import os
 import sys
 from typing import Any
 
+from fermion.models.kinds import ADAPTERS, EXTRAS, REQUIRED_MODULES, SourceError, missing_extra_message, split_source
 from fermion.service import DefinitionError, Service
 
-#: Source kinds served by adapters in `fermion.models`, loaded only when used ("module:function").
-ADAPTERS: dict[str, str] = {
-    "st": "fermion.models.sentence_transformers:load",
-    "hf": "fermion.models.hf:load",
-    "sklearn": "fermion.models.sklearn:load",
-    "onnx": "fermion.models.onnx:load",
-    "model": "fermion.models.trained:load",
-}
-
-
-class SourceError(Exception):
-    """A source string could not be turned into a Service; the message is meant for people."""
-
-
-def split_source(source: str) -> tuple[str, str]:
-    """`"st:all-MiniLM-L6-v2"` → `("st", "all-MiniLM-L6-v2")`; plain paths and modules are `"py"`."""
-    scheme, sep, rest = source.partition(":")
-    if sep and (scheme == "py" or scheme in ADAPTERS):
-        return scheme, rest
-    return "py", source
+__all__ = ["ADAPTERS", "EXTRAS", "REQUIRED_MODULES", "SourceError", "load_service", "missing_extra_message", "split_source"]
 
 
 def load_service(source: str, options: dict[str, Any] | None = None) -> Service:
@@ -62,17 +46,6 @@ def load_service(source: str, options: dict[str, Any] | None = None) -> Service:
     return _load_python(rest)
 
 
-#: The extra that brings each source kind's libraries, and the modules it must provide.
-EXTRAS = {"st": "st", "hf": "hf", "sklearn": "sklearn", "onnx": "onnx", "model": "train"}
-REQUIRED_MODULES = {
-    "st": ("sentence_transformers", "torch"),
-    "hf": ("transformers", "torch"),
-    "sklearn": ("sklearn", "skops"),
-    "onnx": ("onnxruntime", "numpy"),
-    "model": ("sklearn", "skops", "pandas"),
-}
-
-
 def _missing_module(names: tuple[str, ...]) -> str | None:
     """The first of `names` that cannot be imported here (checked without importing it)."""
     for name in names:
@@ -82,13 +55,6 @@ def _missing_module(names: tuple[str, ...]) -> str | None:
         except (ImportError, ValueError):  # ValueError: blocked in sys.modules
             return name
     return None
-
-
-def missing_extra_message(scheme: str, exc: ImportError) -> str:
-    """One line naming the missing library and the `pip install` that brings it."""
-    missing = getattr(exc, "name", None) or str(exc)
-    extra = EXTRAS.get(scheme, scheme)
-    return f"the '{scheme}:' source needs {missing}, which is not installed; run: pip install 'fermion[{extra}]'"
 
 
 def _split_target(target: str) -> tuple[str, str | None]:

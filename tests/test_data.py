@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from fermion.data import SAMPLES, DatasetError, DatasetStore, sanitize_name
-from fermion.data.versioned import MANIFEST
+from fermion.versioned import MANIFEST
 
 
 @pytest.fixture

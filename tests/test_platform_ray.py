@@ -100,7 +100,7 @@ def test_echo_runs_as_a_serve_application_and_answers_through_the_gateway(up, he
     app = serve_apps(head)["fermion-echo-1"]
     assert app["status"] == "RUNNING"
     config = app["deployed_app_config"]
-    assert config["import_path"] == "fermion.serving.on_ray:build"
+    assert config["import_path"] == "fermion.replica.on_ray:build"
     replica = config["deployments"][0]
     assert replica["num_replicas"] == 1 and replica["ray_actor_options"]["num_cpus"] == 0.5
     # The concurrency limit follows the replica's own limits, not Serve's default of 5.

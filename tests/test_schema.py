@@ -1,4 +1,4 @@
-"""Service definition → request/response schemas and the OpenAPI document, without a server."""
+"""Service definition → request/response schemas, without a server (the OpenAPI document: test_openapi.py)."""
 
 # No `from __future__ import annotations` here on purpose: the Services below are defined with
 # real (evaluated) annotations, while tests/apps/unit_future_app.py covers string annotations.
@@ -6,85 +6,21 @@
 import asyncio
 import base64
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pydantic
 import pytest
+from text_tools import Point, TextTools
 
 from fermion import File, Service, endpoint
-from fermion.schema import example_value, param_descriptions
+from fermion.schema import param_descriptions
 from fermion.service import BatchOptions, DefinitionError, Endpoint
 from fermion.serving.openapi import build_openapi
 from fermion.sources import load_service
 
 APPS = Path(__file__).resolve().parent / "apps"
-
-
-class Point(pydantic.BaseModel):
-    """A point in the plane."""
-
-    x: float
-    y: float
-
-
-class TextTools(Service):
-    """Small text utilities."""
-
-    @endpoint
-    def predict(self, text: str, times: int = 1) -> str:
-        """Repeat a text.
-
-        The text is repeated verbatim, without separators.
-
-        Args:
-            text: What to repeat.
-            times (int): How many times.
-
-        Returns:
-            The repeated text.
-        """
-        return text * times
-
-    @endpoint(method="get")
-    def search(self, q: str, limit: int = 10) -> dict:
-        """Find documents."""
-        return {"q": q, "limit": limit}
-
-    @endpoint
-    async def shout(self, text: str) -> str:
-        """Upper-case a text."""
-        return text.upper()
-
-    @endpoint(max_batch_size=8)
-    def embed(self, text: list[str]) -> list[list[float]]:
-        """Embed texts, many at a time."""
-        return [[float(len(t))] for t in text]
-
-    @endpoint
-    def count(self, n: int) -> Iterator[int]:
-        """Count from 0 to n - 1."""
-        yield from range(n)
-
-    @endpoint
-    async def ticks(self, n: int) -> AsyncIterator[str]:
-        """Stream ticks."""
-        for i in range(n):
-            yield f"tick {i}"
-
-    @endpoint
-    def size(self, upload: File, label: str = "file") -> int:
-        """Size of an upload in bytes."""
-        return upload.size
-
-    @endpoint(path="v2/classify", method="PUT", name="classify_v2", tags=["labels"])
-    def classify(self, text: str) -> Point:
-        return Point(x=len(text), y=0)
-
-    @endpoint
-    def forget(self, key: str) -> None:
-        """Drop a key."""
 
 
 def ep(service: type[Service], name: str) -> Endpoint:
@@ -333,6 +269,20 @@ def test_batched_endpoint_accepts_sequences_and_homogeneous_tuples():
     schema = ep(Batched, "score").schema
     assert [(p.name, p.annotation) for p in schema.params] == [("a", int), ("b", str)]
     assert schema.response_type is bool
+
+
+def test_adaptive_wait_is_an_opt_in_batching_option():
+    class Svc(Service):
+        @endpoint(max_batch_size=8, max_wait_ms=3, adaptive_wait=True)
+        def fast(self, x: list[int]) -> list[int]:
+            return x
+
+        @endpoint(max_batch_size=8)
+        def steady(self, x: list[int]) -> list[int]:
+            return x
+
+    assert ep(Svc, "fast").batch == BatchOptions(max_batch_size=8, max_wait_ms=3.0, adaptive=True)
+    assert ep(Svc, "steady").batch.adaptive is False
 
 
 # --- Files ------------------------------------------------------------------------------------
@@ -591,159 +541,3 @@ def test_openapi_of_a_future_annotations_service(shapes):
     assert measure["x-fermion"]["files"] == ["drawing"]
     multipart = measure["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert multipart["properties"]["drawing"]["format"] == "binary"
-
-
-# --- OpenAPI ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def openapi() -> dict[str, Any]:
-    return build_openapi(TextTools)
-
-
-def operation(doc: dict[str, Any], path: str, method: str = "post") -> dict[str, Any]:
-    return doc["paths"][path][method]
-
-
-def test_openapi_has_an_operation_per_endpoint(openapi):
-    assert openapi["openapi"].startswith("3.1")
-    assert openapi["info"]["title"] == "TextTools"
-    assert openapi["info"]["description"] == "Small text utilities."
-    ids = [op["operationId"] for path, methods in openapi["paths"].items() for op in methods.values() if "operationId" in op]
-    assert ids == [e.name for e in TextTools.endpoints()]
-    assert operation(openapi, "/v2/classify", "put")["tags"] == ["labels"]
-    assert operation(openapi, "/predict")["tags"] == ["endpoints"]
-
-
-def test_openapi_lists_the_server_paths(openapi):
-    for path in ("/healthz", "/readyz", "/metrics"):
-        assert openapi["paths"][path]["get"]["tags"] == ["system"]
-
-
-def test_openapi_x_fermion_metadata(openapi):
-    assert operation(openapi, "/predict")["x-fermion"] == {
-        "endpoint": "predict",
-        "stream": False,
-        "batch": None,
-        "files": [],
-        "params": ["text", "times"],
-    }
-    assert operation(openapi, "/embed")["x-fermion"]["batch"] == {"max_batch_size": 8, "max_wait_ms": 5.0}
-    assert operation(openapi, "/count")["x-fermion"]["stream"] is True
-    assert operation(openapi, "/size")["x-fermion"]["files"] == ["upload"]
-    assert operation(openapi, "/size")["x-fermion"]["params"] == ["upload", "label"]
-
-
-def test_openapi_summary_and_description(openapi):
-    predict = operation(openapi, "/predict")
-    assert predict["summary"] == "Repeat a text."
-    assert predict["description"].startswith("The text is repeated verbatim")
-    assert "description" not in operation(openapi, "/shout")
-
-
-def test_openapi_multipart_only_for_file_endpoints(openapi):
-    size = operation(openapi, "/size")["requestBody"]["content"]
-    assert set(size) == {"application/json", "multipart/form-data"}
-    multipart = size["multipart/form-data"]["schema"]
-    assert multipart["properties"]["upload"] == {
-        "type": "string",
-        "format": "binary",
-        "description": multipart["properties"]["upload"]["description"],
-    }
-    assert multipart["properties"]["label"]["type"] == "string"
-    for path in ("/predict", "/embed", "/shout", "/count"):
-        assert set(operation(openapi, path)["requestBody"]["content"]) == {"application/json"}
-
-
-def test_openapi_get_endpoints_take_query_parameters(openapi):
-    search = operation(openapi, "/search", "get")
-    assert "requestBody" not in search
-    params = {p["name"]: p for p in search["parameters"]}
-    assert [p["in"] for p in search["parameters"]] == ["query", "query"]
-    assert params["q"]["required"] is True
-    assert params["limit"]["required"] is False
-    assert params["limit"]["schema"]["default"] == 10
-
-
-def test_openapi_request_body_required_only_with_required_fields(openapi):
-    assert operation(openapi, "/predict")["requestBody"]["required"] is True
-
-    class Greeter(Service):
-        @endpoint
-        def ping(self, greeting: str = "hi") -> str:
-            return greeting
-
-    assert operation(build_openapi(Greeter), "/ping")["requestBody"]["required"] is False
-
-
-def test_openapi_components_hold_request_response_and_error(openapi):
-    schemas = openapi["components"]["schemas"]
-    for stem in ("Predict", "Search", "Embed", "Count", "Size", "ClassifyV2"):
-        assert f"{stem}Request" in schemas
-        assert f"{stem}Response" in schemas
-    assert "Point" in schemas
-    assert schemas["Error"]["required"] == ["error"]
-    predict = operation(openapi, "/predict")
-    assert predict["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/PredictRequest"}
-    ok = predict["responses"]["200"]["content"]["application/json"]["schema"]
-    assert ok == {"$ref": "#/components/schemas/PredictResponse"}
-    for code in ("422", "429", "500", "503", "504"):
-        error = predict["responses"][code]["content"]["application/json"]["schema"]
-        assert error == {"$ref": "#/components/schemas/Error"}
-
-
-def test_openapi_streams_are_server_sent_events(openapi):
-    ok = operation(openapi, "/count")["responses"]["200"]
-    assert set(ok["content"]) == {"text/event-stream"}
-    assert openapi["components"]["schemas"]["CountResponse"]["type"] == "integer"
-
-
-def test_openapi_from_an_instance_matches_the_class(openapi):
-    assert build_openapi(TextTools()) == openapi
-
-
-# --- Example values ---------------------------------------------------------------------------
-
-
-def test_example_request_fills_required_fields_only(openapi):
-    schemas = openapi["components"]["schemas"]
-    assert example_value({"$ref": "#/components/schemas/PredictRequest"}, schemas) == {"text": "hello"}
-    assert example_value(schemas["EmbedRequest"], schemas) == {"text": "hello"}
-    assert example_value(schemas["SizeRequest"], schemas) == {"upload": "aGVsbG8="}
-
-
-def test_example_uses_defaults_and_skips_null():
-    assert example_value({"type": "integer", "default": 10}) == 10
-    assert example_value({"anyOf": [{"type": "null"}, {"type": "number"}]}) == 1.0
-    assert example_value({"type": "integer", "minimum": 5}) == 5
-    assert example_value({"enum": ["small", "large"]}) == "small"
-    assert example_value({"type": "array", "items": {"type": "boolean"}}) == [True]
-    optional_only = {"type": "object", "properties": {"limit": {"type": "integer", "default": 10}}}
-    assert example_value(optional_only) == {"limit": 10}
-
-
-def test_example_nested_model(openapi):
-    schemas = openapi["components"]["schemas"]
-    assert example_value({"$ref": "#/components/schemas/Point"}, schemas) == {"x": 1.0, "y": 1.0}
-
-
-def test_example_request_validates_against_its_endpoint(openapi):
-    schemas = openapi["components"]["schemas"]
-    for e in TextTools.endpoints():
-        name = e.schema.request_model.__name__
-        example = example_value(schemas[name], schemas)
-        e.schema.validate_mapping(example)  # does not raise
-
-
-def test_adaptive_wait_is_an_opt_in_batching_option():
-    class Svc(Service):
-        @endpoint(max_batch_size=8, max_wait_ms=3, adaptive_wait=True)
-        def fast(self, x: list[int]) -> list[int]:
-            return x
-
-        @endpoint(max_batch_size=8)
-        def steady(self, x: list[int]) -> list[int]:
-            return x
-
-    assert ep(Svc, "fast").batch == BatchOptions(max_batch_size=8, max_wait_ms=3.0, adaptive=True)
-    assert ep(Svc, "steady").batch.adaptive is False

@@ -31,7 +31,7 @@ class Target:
 
 def example_arguments(document: dict[str, Any], endpoint: str) -> dict[str, Any]:
     """Example values for the endpoint's required parameters, built from its schema."""
-    from fermion.client._schema import parse_endpoints
+    from fermion.client import parse_endpoints
     from fermion.schema import example_value
 
     info = parse_endpoints(document)[endpoint]
@@ -44,8 +44,7 @@ def resolve_target(url: str, endpoint: str, arguments: dict[str, Any] | None = N
     """Read `url`/openapi.json and build the request for `endpoint` (example arguments when none are given)."""
     import httpx
 
-    from fermion.client._request import form_value
-    from fermion.client._schema import SchemaError, parse_endpoints
+    from fermion.client import SchemaError, form_value, parse_endpoints
 
     base = url.rstrip("/")
     headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -114,6 +114,7 @@ def serve(
     ] = False,
 ) -> None:
     """Serve SOURCE over HTTP with docs, health, metrics, batching and limits."""
+    from fermion.replica import worker
     from fermion.serving.announce import PortFile, connect_host, remove_port_file, write_port_file
     from fermion.serving.config import ServeConfig, parse_size
     from fermion.serving.server import (
@@ -174,7 +175,7 @@ def serve(
         except OSError as exc:
             fail(f"cannot write --port-file {port_file}: {exc.strerror or exc}; give a path in a folder you can write to", 2)
     if config.workers > 1:
-        code = run_workers(source, config, sock, options)
+        code = run_workers(worker.__name__, worker.worker_args(source, options), config, sock)
     else:
         code = run_replica(service, config, sock)
     if port_file is not None:

@@ -1,14 +1,16 @@
 """Python clients for Fermion services: endpoint methods built from the service's OpenAPI document.
 
 `Client(url).predict(text="hi")` calls the `predict` endpoint; `for item in client.count(n=3)` reads
-a stream as it arrives; `AsyncClient` does the same with `await` and `async for`.
+a stream as it arrives; `AsyncClient` does the same with `await` and `async for`. `parse_endpoints` and `form_value` are how
+the clients read /openapi.json and write query fields, for other tools that build requests (`fermion bench`).
 """
 
 from __future__ import annotations
 
 from fermion.client._async import AsyncCall, AsyncClient
 from fermion.client._errors import APIConnectionError, APIError, APITimeoutError, RequestValidationError
-from fermion.client._schema import EndpointInfo
+from fermion.client._request import form_value
+from fermion.client._schema import EndpointInfo, SchemaError, parse_endpoints
 from fermion.client._sync import Client
 
 __all__ = [
@@ -20,4 +22,7 @@ __all__ = [
     "Client",
     "EndpointInfo",
     "RequestValidationError",
+    "SchemaError",
+    "form_value",
+    "parse_endpoints",
 ]

@@ -33,12 +33,12 @@ from fermion.data.ingest import (
     remove_tree,
     table_stats,
 )
-from fermion.data.versioned import pick_version, publish, read_manifests, version_numbers
+from fermion.home import default_data_dir
+from fermion.versioned import NAME_RULE, pick_version, publish, read_manifests, version_numbers
 
 if TYPE_CHECKING:
     import pandas as pd
 
-NAME_RULE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 DEFAULT_MAX_BYTES = 1 << 30
 PREVIEW_ROWS = 5
 
@@ -130,8 +130,6 @@ class DatasetStore:
 
     def __init__(self, root: Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if root is None:
-            from fermion.platform.home import default_data_dir
-
             root = default_data_dir() / "datasets"
         self.root = Path(root)
         self.max_bytes = max_bytes

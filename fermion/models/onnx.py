@@ -20,7 +20,6 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from fermion.models._resolve import resolve_model_dir
 from fermion.models._tabular import (
     MAX_EXAMPLE_VALUES,
     RequestField,
@@ -31,9 +30,10 @@ from fermion.models._tabular import (
     record_type,
     service_class,
 )
+from fermion.models.kinds import SourceError
+from fermion.models.resolve import resolve_model_dir
 from fermion.responses import InvalidInput
 from fermion.service import Service
-from fermion.sources import SourceError
 
 #: ONNX element type → (numpy dtype, Python type).
 ELEMENT_TYPES: dict[str, tuple[str, type]] = {

@@ -19,10 +19,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from fermion.models._resolve import offline_hub, resolve_model_dir
+from fermion.models.kinds import SourceError, missing_extra_message
+from fermion.models.resolve import offline_hub, resolve_model_dir
 from fermion.responses import InvalidInput
 from fermion.service import Service, endpoint
-from fermion.sources import SourceError, missing_extra_message
 
 #: The OpenAI API takes at most this many inputs per request; so do we.
 MAX_INPUTS = 2048

@@ -6,7 +6,7 @@
 Files: `.skops` (safe format, recommended) or `.joblib`/`.pkl`/`.pickle` (only with
 `--trust-pickle`: unpickling runs whatever code the file contains). In a `.skops` file, classes
 defined by scikit-learn itself and numpy ufuncs are trusted; any other type or function is
-refused unless `--trust-pickle` says the file's author is trusted (see `_sklearn_files`).
+refused unless `--trust-pickle` says the file's author is trusted (see `sklearn_files`).
 
 Request: one typed field per column when the model was fitted on a DataFrame
 (`feature_names_in_`), else `features: list[float]` of exactly `n_features_in_` values.
@@ -23,8 +23,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from fermion.models._resolve import resolve_model_dir
-from fermion.models._sklearn_files import model_file, read_model
 from fermion.models._tabular import (
     RequestField,
     described,
@@ -34,9 +32,11 @@ from fermion.models._tabular import (
     probabilities_type,
     service_class,
 )
+from fermion.models.kinds import SourceError
+from fermion.models.resolve import resolve_model_dir
+from fermion.models.sklearn_files import model_file, read_model
 from fermion.responses import InvalidInput
 from fermion.service import Service
-from fermion.sources import SourceError
 
 #: Labels and categories are spelled out in the schema (enums) up to this many.
 MAX_ENUM = 100

@@ -13,13 +13,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from fermion.home import default_data_dir
+
 UP_FILE = "up.json"
 ADMIN_TOKEN_FILE = "admin.token"
-
-
-def default_data_dir() -> Path:
-    """`$FERMION_HOME`, else `~/.fermion`."""
-    return Path(os.environ.get("FERMION_HOME") or Path.home() / ".fermion").expanduser()
 
 
 def write_private(path: Path, text: str) -> None:

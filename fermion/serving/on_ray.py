@@ -1,14 +1,16 @@
 """One Service as a Ray Serve application: the replica's own ASGI app, as a Serve ingress.
 
-Ray imports `fermion.serving.on_ray:build` (an application builder) with the arguments of a
-Serve config: `{"source": ..., "options": {...}, "config": {...}}`. Each Serve replica loads the
-source and serves it with the same `ReplicaApp` that `fermion serve` runs, so routes, batching,
-limits, schemas and errors are the same on both backends. Ray is imported only inside `build`:
-the rest of this module (the concurrency rule) is used by the Ray-free control plane and export.
+`serve_application` wraps a Service factory in a Serve deployment whose replicas each make the
+Service and serve it with the same `ReplicaApp` that `fermion serve` runs, so routes, batching,
+limits, schemas and errors are the same on both backends. Ray imports the application builder
+that calls it, `fermion.replica.on_ray:build`, which turns a source string into the factory. Ray
+is imported only inside `serve_application`: the rest of this module (the concurrency rule) is
+used by the Ray-free control plane and export.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fermion.service import Service
@@ -64,16 +66,14 @@ def _log_to_serve() -> None:
     ours.propagate = False
 
 
-def build(args: dict[str, Any]) -> Any:
-    """Ray Serve application builder: `fermion.serving.on_ray:build` in a Serve config."""
+def serve_application(make_service: Callable[[], Service], config_values: dict[str, Any], max_ongoing_requests: int | None = None) -> Any:
+    """A bound Serve deployment whose replicas serve `make_service()` with `ServeConfig.from_env(**config_values)`.
+
+    `max_ongoing_requests` defaults to `ongoing_limit` of a Service made here.
+    """
     from ray import serve
 
     from fermion.serving.app import FAILED, ReplicaApp
-    from fermion.sources import load_service
-
-    source = str(args["source"])
-    options = dict(args.get("options") or {})
-    config_values = dict(args.get("config") or {})
 
     @serve.ingress()
     class FermionReplica:
@@ -82,7 +82,7 @@ def build(args: dict[str, Any]) -> Any:
         def __init__(self) -> None:
             _log_to_serve()
             config = ServeConfig.from_env(**config_values)
-            self.replica = ReplicaApp(load_service(source, options), config)
+            self.replica = ReplicaApp(make_service(), config)
             # Serve runs the lifespan before the replica takes traffic: setup() must finish first.
             self.replica.accept_before_ready = False
 
@@ -93,8 +93,8 @@ def build(args: dict[str, Any]) -> Any:
             if self.replica.state == FAILED:
                 raise RuntimeError(f"setup() failed: {self.replica.setup_error}")
 
-    limit = args.get("max_ongoing_requests")
+    limit = max_ongoing_requests
     if not limit:
-        limit = ongoing_limit(load_service(source, options), ServeConfig.from_env(**config_values))
+        limit = ongoing_limit(make_service(), ServeConfig.from_env(**config_values))
     deployment = serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=int(limit))(FermionReplica)
     return deployment.bind()

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -164,8 +164,12 @@ def run_replica(
     return exit_code
 
 
-def run_workers(source: str, config: ServeConfig, sock: socket.socket, options: dict[str, Any] | None = None) -> int:
-    """Run `config.workers` replica processes sharing `sock`; restart crashed ones; drain on SIGTERM."""
+def run_workers(worker_module: str, worker_args: Sequence[str], config: ServeConfig, sock: socket.socket) -> int:
+    """Run `config.workers` replica processes sharing `sock`; restart crashed ones; drain on SIGTERM.
+
+    Each is `python -m WORKER_MODULE --fd FD --config JSON WORKER_ARGS...`: the caller names the
+    module that loads the Service (`fermion.replica.worker`), so serving never sees a source string.
+    """
     metrics_dir = tempfile.mkdtemp(prefix="fermion-metrics-")
     env = dict(os.environ, **{SNAPSHOT_DIR_ENV: metrics_dir})
     threads = str(config.effective_compute_threads())
@@ -175,8 +179,7 @@ def run_workers(source: str, config: ServeConfig, sock: socket.socket, options: 
     fd = sock.fileno()
 
     def spawn() -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "fermion.serving.worker", "--fd", str(fd), "--config", worker_config]
-        cmd += ["--options", json.dumps(options or {}), "--", source]
+        cmd = [sys.executable, "-m", worker_module, "--fd", str(fd), "--config", worker_config, *worker_args]
         return subprocess.Popen(cmd, env=env, pass_fds=(fd,))
 
     stopping = threading.Event()

@@ -57,7 +57,7 @@ def select_ensemble(search: Search) -> list[tuple[Trial, int]] | None:
     Returns (trial, weight) pairs when an average of two or more trials scores better than the best
     single trial, else None.
     """
-    ranked = [t for t in search._ranked() if t.number in search.oof][:ENSEMBLE_CANDIDATES]
+    ranked = [t for t in search.ranked() if t.number in search.oof][:ENSEMBLE_CANDIDATES]
     if len(ranked) < 2:
         return None
     metric = search.problem.metric
@@ -92,10 +92,10 @@ def _ensemble_estimator(problem: Problem, search: Search, members: list[tuple[Tr
 
 def _affordable(search: Search, members: list[tuple[Trial, int]]) -> list[tuple[Trial, int]] | None:
     """The ensemble's members whose fits still fit in the time left, the heaviest weights first; None below two."""
-    left = search._left() - search.finishing_s
+    left = search.seconds_left() - search.finishing_s
     kept, cost = [], 0.0
     for trial, weight in sorted(members, key=lambda m: -m[1]):
-        needed = search._refit_estimate(trial)
+        needed = search.refit_seconds(trial)
         if cost + needed <= left:
             kept.append((trial, weight))
             cost += needed

@@ -11,16 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fermion.models.trained.errors import TrainingError
+
 if TYPE_CHECKING:
     import pandas as pd
-
-
-class TrainingError(ValueError):
-    """Training cannot start or finish; `message` says what is wrong and what to do."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 CLASSIFICATION, REGRESSION = "classification", "regression"

@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from fermion.data.store import DatasetStore, DatasetVersion, sanitize_name
-from fermion.models._sklearn_files import read_model
+from fermion.models.kinds import SourceError
+from fermion.models.sklearn_files import read_model
+from fermion.models.trained.registry import REGISTRY_TYPES
+from fermion.train.fit import fit_within_budget
 from fermion.train.problem import (
     CLASSIFICATION,
     Progress,
@@ -26,7 +29,7 @@ from fermion.train.problem import (
     plan_columns,
 )
 from fermion.train.registry import ModelRegistry, ModelVersion
-from fermion.train.search import EVALUATION_SHARE, SAVE_RESERVE_S, Problem, fit_within_budget
+from fermion.train.search import EVALUATION_SHARE, SAVE_RESERVE_S, Problem
 
 #: Share of the rows held out for the final test.
 TEST_SHARE = 0.2
@@ -121,9 +124,16 @@ def train(
 
     X_train, X_test, y_train, y_test = _split(prepared, task, options.seed)
     problem = Problem(
-        X_train, y_train, task, metric, classes, prepared.numeric, prepared.categorical,
-        tuple(prepared.image["shape"]) if prepared.image else None, options.seed,
-    )  # fmt: skip
+        X=X_train,
+        y=y_train,
+        task=task,
+        metric=metric,
+        classes=classes,
+        numeric=prepared.numeric,
+        categorical=prepared.categorical,
+        image_shape=tuple(prepared.image["shape"]) if prepared.image else None,
+        seed=options.seed,
+    )
     kind = "images" if prepared.kind == "images" else "table"
     try:
         finishing = EVALUATION_SHARE * options.budget_s + SAVE_RESERVE_S
@@ -204,9 +214,6 @@ def train(
 
 def _check_servable(path: Path, name: str) -> None:
     """Load the saved file the way `model:` sources do, so a model that could not be served is never registered."""
-    from fermion.models.trained import REGISTRY_TYPES
-    from fermion.sources import SourceError
-
     try:
         read_model(str(path), name, False, REGISTRY_TYPES, kind="model")
     except SourceError as exc:
@@ -247,7 +254,7 @@ def _split(prepared: _Prepared, task: str, seed: int) -> tuple[Any, Any, Any, An
 
 
 def _prepare_table(version: DatasetVersion, datasets: DatasetStore, options: TrainOptions, notify: Progress) -> _Prepared:
-    from fermion.train.features import TextEmbedder, embedding_columns, encode_frame
+    from fermion.models.trained.features import TextEmbedder, embedding_columns, encode_frame
 
     frame = datasets.load_table(version)
     target = find_target([str(c) for c in frame.columns], options.target, version.extra.get("label_column"))
@@ -264,7 +271,7 @@ def _prepare_table(version: DatasetVersion, datasets: DatasetStore, options: Tra
     if texts:
         notify({"phase": "embed", "columns": texts, "rows": len(frame)})
         embedder = TextEmbedder()
-        from fermion.train.features import EMBEDDING_MODEL
+        from fermion.models.trained.features import EMBEDDING_MODEL
 
         embedding = {"model": EMBEDDING_MODEL, "columns": texts, "dimensions": embedder.dimensions}
     X = encode_frame(frame, inputs, embedder)
@@ -279,13 +286,25 @@ def _prepare_table(version: DatasetVersion, datasets: DatasetStore, options: Tra
             (categorical if spec["kind"] == "category" else numeric).append(spec["name"])
             groups[spec["name"]] = [spec["name"]]
     return _Prepared(
-        X, y, "table", inputs, plan.ignored, numeric, categorical, groups, target, dropped, embedding=embedding,
-        task=task, classes=classes, metric=metric,
-    )  # fmt: skip
+        X=X,
+        y=y,
+        kind="table",
+        inputs=inputs,
+        ignored=plan.ignored,
+        numeric=numeric,
+        categorical=categorical,
+        groups=groups,
+        target=target,
+        dropped=dropped,
+        embedding=embedding,
+        task=task,
+        classes=classes,
+        metric=metric,
+    )
 
 
 def _prepare_images(version: DatasetVersion, datasets: DatasetStore, options: TrainOptions) -> _Prepared:
-    from fermion.train.features import load_images
+    from fermion.models.trained.features import load_images
 
     if options.target not in (None, "label"):
         raise TrainingError(

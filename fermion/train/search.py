@@ -207,7 +207,7 @@ class Search:
         #: Out-of-fold predictions (class probabilities, or numbers) of the best trials, for ensembles.
         self.oof: dict[int, Any] = {}
         self.ensembles = problem.image_shape is None  # the image CNN is saved as ONNX, outside any ensemble
-        #: What fit_within_budget fitted: family, label, params and cross-validated score.
+        #: What fermion.train.fit.fit_within_budget fitted: family, label, params and cross-validated score.
         self.chosen: dict[str, Any] = {}
         self.ensemble_score: float | None = None
         #: The best trial's model from its last fold: the final model when the budget leaves no time to refit.
@@ -215,16 +215,18 @@ class Search:
 
     # -- time --------------------------------------------------------------------------------------
 
-    def _left(self) -> float:
+    def seconds_left(self) -> float:
+        """Seconds until the budget's deadline."""
         return self.deadline - time.perf_counter()
 
-    def _refit_estimate(self, trial: Trial) -> float:
+    def refit_seconds(self, trial: Trial) -> float:
+        """The expected time to fit `trial` on every training row (its folds' mean fit time, scaled up, with a margin)."""
         return trial.fit_seconds * self.refit_factor * 1.2
 
     def _reserve(self) -> float:
         """Time to keep for the final fit (of the best trials, should they make an ensemble) and what comes after."""
-        top = self._ranked()[:ENSEMBLE_RESERVE_TOP] if self.ensembles else self._ranked()[:1]
-        return sum(self._refit_estimate(t) for t in top) + self.finishing_s
+        top = self.ranked()[:ENSEMBLE_RESERVE_TOP] if self.ensembles else self.ranked()[:1]
+        return sum(self.refit_seconds(t) for t in top) + self.finishing_s
 
     def _fold_estimate(self, family: str) -> float | None:
         done = [t.fit_seconds for t in self.trials if t.family == family and t.status == "ok"]
@@ -240,7 +242,7 @@ class Search:
             fold = (self._fold_estimate(cheapest.name) or 0.0) * self.families[family].relative_cost / cheapest.relative_cost
         trial = fold * len(self.splits)
         own_refit = fold * self.refit_factor * 1.2
-        return trial + max(self._reserve(), own_refit + self.finishing_s) <= self._left()
+        return trial + max(self._reserve(), own_refit + self.finishing_s) <= self.seconds_left()
 
     # -- the candidates ----------------------------------------------------------------------------
 
@@ -286,7 +288,7 @@ class Search:
         skipped_in_a_row = 0
         for name, params in self._candidates():
             # The first trial always runs (the cheapest family's defaults): a model past the budget beats no model.
-            if self.trials and self._left() <= (self._reserve() if self.best is not None else 0.0):
+            if self.trials and self.seconds_left() <= (self._reserve() if self.best is not None else 0.0):
                 break
             if self.max_trials is not None and len(self.trials) >= self.max_trials:
                 self.stopped = "max_trials"
@@ -300,7 +302,7 @@ class Search:
                 continue
             if self.best is not None and not self._fits(name):
                 skipped_in_a_row += 1
-                if skipped_in_a_row > 3 * len(self.order) or self._left() <= self._reserve():
+                if skipped_in_a_row > 3 * len(self.order) or self.seconds_left() <= self._reserve():
                     break
                 continue
             skipped_in_a_row = 0
@@ -308,7 +310,7 @@ class Search:
             self._trial(name, params)
         return self
 
-    def _ranked(self) -> list[Trial]:
+    def ranked(self) -> list[Trial]:
         """Finished trials, best first."""
         done = [t for t in self.trials if t.status == "ok" and t.score is not None]
         return sorted(done, key=lambda t: -t.score if self.problem.metric.greater_is_better else t.score)  # type: ignore[operator]
@@ -343,7 +345,7 @@ class Search:
                         oof[valid] += predicted
                         seen[valid] += 1
                 remaining = len(self.splits) - fold - 1
-                if self.best is not None and remaining and np.mean(fits) * remaining + self._reserve() > self._left():
+                if self.best is not None and remaining and np.mean(fits) * remaining + self._reserve() > self.seconds_left():
                     trial.status = "cut"
                     break
         except Exception as exc:  # a family that cannot fit this data is skipped, not fatal
@@ -365,7 +367,7 @@ class Search:
                         self.oof[trial.number] = (oof.T / np.where(seen > 0, seen, np.nan)).T
         self.trials.append(trial)
         if self.oof:  # only the best trials' predictions are kept
-            keep = {t.number for t in self._ranked()[:ENSEMBLE_CANDIDATES]}
+            keep = {t.number for t in self.ranked()[:ENSEMBLE_CANDIDATES]}
             self.oof = {k: v for k, v in self.oof.items() if k in keep}
         if self.progress is not None:
             self.progress(
@@ -379,56 +381,3 @@ class Search:
                     "budget": self.budget_s,
                 }
             )
-
-
-def fit_within_budget(
-    problem: Problem,
-    kind: str,
-    budget_s: float,
-    started: float | None = None,
-    progress: Progress | None = None,
-    max_trials: int | None = None,
-    finishing_s: float = 0.0,
-) -> tuple[Any, Search]:
-    """Search the families for `kind` ("table" or "images") and fit the best on all of `problem`'s rows.
-
-    The best is the best trial, or a weighted average of the best trials when their out-of-fold
-    predictions say it scores better and its fit still fits in the budget (less `finishing_s`).
-    Returns the fitted model and the search (its trials, why it stopped, and `chosen`: what was fitted).
-    """
-    from fermion.train.ensemble import choose_ensemble
-    from fermion.train.families import families_for
-    from fermion.train.problem import TrainingError
-
-    started = time.perf_counter() if started is None else started
-    search = Search(problem, families_for(kind, problem.task), budget_s, started, progress, max_trials, finishing_s).run()
-    if search.best is None:
-        errors = "; ".join(f"{t.family}: {t.error}" for t in search.trials if t.error) or "no trial finished in the budget"
-        raise TrainingError(f"no model could be trained ({errors})")
-    best = search.best
-    chosen: dict[str, Any] = {
-        "family": best.family,
-        "family_label": search.families[best.family].label,
-        "params": best.params,
-        "cv_score": best.score,
-    }
-    fitted = False
-    ensemble = choose_ensemble(search) if search.ensembles else None
-    if ensemble is not None:
-        model, chosen = ensemble
-    elif search._left() - search.finishing_s < search._refit_estimate(best) and search.best_fold_model is not None:
-        # No time left to fit on every training row: keep the best trial's model from its last fold.
-        model, fitted = search.best_fold_model, True
-        share = len(search.splits[-1][0]) / problem.rows
-        chosen["note"] = f"the budget left no time for a final fit: the model was fitted on {share:.0%} of the training rows"
-    else:
-        model = build_estimator(problem, search.families[best.family], best.params)
-    search.chosen = chosen
-    if progress is not None:
-        elapsed = round(time.perf_counter() - started, 2)
-        progress({"phase": "refit", "family": chosen["family"], "elapsed": elapsed, "budget": budget_s})
-    if not fitted:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model.fit(problem.X, problem.y)
-    return model, search

@@ -10,9 +10,9 @@ import json
 import os
 from typing import Any
 
-from fermion.models._resolve import offline_hub, resolve_model_dir
+from fermion.models.kinds import SourceError
+from fermion.models.resolve import offline_hub, resolve_model_dir
 from fermion.service import Service
-from fermion.sources import SourceError
 
 #: task → "module:function" building its Service; modules are imported only when used.
 TASKS: dict[str, str] = {

@@ -12,8 +12,8 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, Field
 
+from fermion.models.kinds import SourceError
 from fermion.service import Service
-from fermion.sources import SourceError
 
 S = TypeVar("S", bound="ModelService")
 

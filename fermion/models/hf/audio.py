@@ -13,9 +13,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from fermion.models.hf._pipeline import ModelService, check_model_dir, for_model, load_pipeline, model_name
+from fermion.models.kinds import SourceError
 from fermion.responses import InvalidInput
 from fermion.service import Service, endpoint
-from fermion.sources import SourceError
 from fermion.types import File
 
 #: Shorter clips are refused: speech models cannot hear anything in them (and some fail outright).

@@ -42,9 +42,9 @@ from fermion.models.hf.llm_schema import (
     Usage,
     usage_of,
 )
+from fermion.models.kinds import SourceError
 from fermion.responses import EventStream, InvalidInput
 from fermion.service import Service, endpoint
-from fermion.sources import SourceError
 
 #: Generations running at once per endpoint; they take turns on the model token by token.
 MAX_CONCURRENCY = 2

@@ -20,9 +20,9 @@ from fermion.models.hf._pipeline import (
     read_json,
     token_limit,
 )
+from fermion.models.kinds import SourceError
 from fermion.responses import InvalidInput
 from fermion.service import Service, endpoint
-from fermion.sources import SourceError
 
 LongText = Annotated[
     str,

@@ -24,9 +24,9 @@ from fermion.models.hf._pipeline import (
     read_json,
     token_limit,
 )
+from fermion.models.kinds import SourceError
 from fermion.responses import InvalidInput
 from fermion.service import Service, endpoint
-from fermion.sources import SourceError
 
 #: Longest text read in windows (entities, question answering): bounds the work one request can ask for.
 MAX_CHARACTERS = 100_000

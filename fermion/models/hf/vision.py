@@ -24,9 +24,9 @@ from fermion.models.hf._pipeline import (
     model_name,
     ranked,
 )
+from fermion.models.kinds import SourceError
 from fermion.responses import InvalidInput
 from fermion.service import Service, endpoint
-from fermion.sources import SourceError
 from fermion.types import File
 
 #: A 2×2 PNG, so that "try it" in /docs sends a real image.

@@ -15,8 +15,8 @@ from typing import Any
 from fermion.platform.resources import Resources, source_options
 from fermion.serving.on_ray import DEPLOYMENT_NAME
 
-#: What Ray imports to build an application: `fermion.serving.on_ray:build`.
-IMPORT_PATH = "fermion.serving.on_ray:build"
+#: What Ray imports to build an application: `fermion.replica.on_ray:build`.
+IMPORT_PATH = "fermion.replica.on_ray:build"
 #: Variables a replica needs to find what the control plane sees, passed on when they are set.
 PASSED_ENV = ("FERMION_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME")
 

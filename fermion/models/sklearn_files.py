@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fermion.models._tabular import listing
-from fermion.sources import SourceError
+from fermion.models.kinds import SourceError
 
 SKOPS_SUFFIXES = (".skops",)
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")

@@ -22,20 +22,12 @@ from fermion.models._tabular import (
     probabilities_type,
     service_class,
 )
+from fermion.models.kinds import SourceError
+from fermion.models.trained.errors import TrainingError
+from fermion.models.trained.registry import REGISTRY_TYPES, ModelRegistry
 from fermion.responses import InvalidInput
 from fermion.service import Service
-from fermion.sources import SourceError
 
-#: Types a registry skops file may hold besides scikit-learn's own: what `fermion train` itself saves.
-REGISTRY_TYPES = frozenset(
-    {
-        "collections.OrderedDict",
-        "numpy.dtype",
-        "lightgbm.basic.Booster",
-        "lightgbm.sklearn.LGBMClassifier",
-        "lightgbm.sklearn.LGBMRegressor",
-    }
-)
 MAX_ENUM = 100
 
 
@@ -59,11 +51,11 @@ class TrainedModel(Service):
             options.log_severity_level = 3
             self.session = onnxruntime.InferenceSession(str(self.version.model_file), options, providers=["CPUExecutionProvider"])
         else:
-            from fermion.models._sklearn_files import read_model
+            from fermion.models.sklearn_files import read_model
 
             self.model = read_model(str(self.version.model_file), self.version.ref, False, REGISTRY_TYPES, kind="model")
         if m.get("embedding"):
-            from fermion.train.features import TextEmbedder
+            from fermion.models.trained.features import TextEmbedder
 
             self.embedder = TextEmbedder()
 
@@ -75,13 +67,13 @@ class TrainedModel(Service):
 
         if self.manifest["kind"] == "images":
             from fermion.models.hf.vision import open_image
-            from fermion.train.features import image_pixels
+            from fermion.models.trained.features import image_pixels
 
             image = self.manifest["image"]
             return np.stack([image_pixels(open_image(f), image["side"], image["mode"]) for f in values["image"]])
         import pandas as pd
 
-        from fermion.train.features import encode_frame
+        from fermion.models.trained.features import encode_frame
 
         frame = pd.DataFrame({f.source: values[f.name] for f in self.fields})
         return encode_frame(frame, self.manifest["inputs"], self.embedder)
@@ -122,9 +114,6 @@ def load(name: str, **options: Any) -> Service:
     """Build the Service for `model:NAME[@VERSION]` from the registry in the data dir."""
     if options:
         raise SourceError(f"model: sources do not take {', '.join('--' + k.replace('_', '-') for k in options)}")
-    from fermion.train.problem import TrainingError
-    from fermion.train.registry import ModelRegistry
-
     registry = ModelRegistry()
     try:
         version = registry.get(name.strip())

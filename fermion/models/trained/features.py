@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from fermion.train.problem import TrainingError
+from fermion.models.trained.errors import TrainingError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,8 +27,8 @@ class TextEmbedder:
     _lock = threading.Lock()
 
     def __init__(self) -> None:
-        from fermion.models._resolve import offline_hub, resolve_model_dir
-        from fermion.sources import SourceError
+        from fermion.models.kinds import SourceError
+        from fermion.models.resolve import offline_hub, resolve_model_dir
 
         offline_hub()
         try:

@@ -1,7 +1,8 @@
 """Immutable numbered versions on disk, shared by datasets and trained models: root/NAME/V/.
 
 A version is built in a staging folder, its manifest written last, and the whole folder renamed
-into place in one step, so a failed or interrupted write leaves no version behind.
+into place in one step, so a failed or interrupted write leaves no version behind. This module sits
+below the data, model and training layers so that each of them can read versions.
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 MANIFEST = "manifest.json"
+#: What a dataset or model NAME may be: the folder under root.
+NAME_RULE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
 
 def version_numbers(folder: Path) -> list[int]:
@@ -74,8 +78,6 @@ def pick_version(
 
     `what` names the kind ("dataset", "model"); `when_empty` says what to do when there is none at all.
     """
-    from fermion.data.store import NAME_RULE
-
     name, _, number = ref.partition("@")
     found = versions(name) if NAME_RULE.match(name) else []
     if not found:
