@@ -67,7 +67,7 @@ def sources(json_output: JsonOption = False) -> None:
 @models_app.command("ls")
 def ls(json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None, data_dir: DataDir = None, ca_cert: CaCertOption = None) -> None:
     """List the trained models in the registry: every version with its dataset, task, family and test score."""
-    from fermion.cli.train import format_score
+    from fermion.cli.train_output import format_score
 
     versions = _summaries(url, token, data_dir)
     if json_output:
@@ -115,7 +115,7 @@ def show(
     ca_cert: CaCertOption = None,
 ) -> None:
     """Everything about one model version: metrics, parameters, inputs, dataset, libraries, and how to serve it."""
-    from fermion.cli.train import local_model, print_result
+    from fermion.cli.train_output import local_model, print_result
 
     place = resolve_place(url, token, data_dir)
     if place.remote:

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from fermion.cli.app import err, out
-from fermion.cli.platform import connect, exit_code, fail_with
+from fermion.cli.platform import connect, exit_code
 
 if TYPE_CHECKING:
     from fermion.cli.place import Place
@@ -33,7 +33,7 @@ class TrainingFailed(Exception):
 
 def train_on_platform(place: Place, dataset: str, options: TrainOptions, emit: Any, *, deploy: str | None, public: bool) -> None:
     """Add `dataset` on the platform if it is a file or sample, train there, print the result; then --deploy."""
-    from fermion.cli.train import _deploy, _fail, _with_progress_bar, print_result
+    from fermion.cli.train_output import deploy_model, fail_with, print_result, with_progress_bar
     from fermion.client.platform import PlatformAPIError
 
     with connect(place.url, place.token) as platform:
@@ -56,12 +56,12 @@ def train_on_platform(place: Place, dataset: str, options: TrainOptions, emit: A
         try:
             if emit is None:
                 err.print(f"training {escape(job['dataset'])} on {escape(platform.url)} as job {escape(job['id'])}", markup=True)
-                job = _with_progress_bar(lambda progress: follow(platform, job["id"], progress), options.budget_s)
+                job = with_progress_bar(lambda progress: follow(platform, job["id"], progress), options.budget_s)
             else:
                 emit({"phase": "queued", "job": job["id"], "dataset": ref, "platform": platform.url})
                 job = follow(platform, job["id"], emit)
         except TrainingFailed as exc:
-            _fail(str(exc), emit)
+            fail_with(str(exc), emit)
         except KeyboardInterrupt:
             platform.trainings.cancel(job["id"])
             err.print(f"stopped: training job {escape(job['id'])} on {escape(platform.url)} is cancelled", markup=True)
@@ -74,7 +74,7 @@ def train_on_platform(place: Place, dataset: str, options: TrainOptions, emit: A
         report = f"fermion report {model['ref']} --output {model['ref'].replace('@', '-')}.html"
         print_result(model["ref"], model["source"], model, report, serve=False)
     if deploy:
-        _deploy(deploy, model["source"], public, place.url, place.token, None)
+        deploy_model(deploy, model["source"], public, place.url, place.token, None)
 
 
 def _dataset_ref(platform: Platform, dataset: str, emit: Any) -> str:
