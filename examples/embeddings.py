@@ -36,7 +36,9 @@ class Embeddings(Service):
         Args:
             text: The sentence.
         """
-        return self.model.encode(text, batch_size=len(text), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        return self.model.encode(
+            text, batch_size=len(text), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
 
     @endpoint
     def similarity(self, a: Annotated[str, Field(max_length=10_000)], b: Annotated[str, Field(max_length=10_000)]) -> float:

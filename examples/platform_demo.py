@@ -62,7 +62,12 @@ def main() -> int:
                 return _stop(up, 1)
         for demo in [*DEMOS, {"name": "iris"}]:
             print(f"waiting for {demo['name']} to be ready ...", flush=True)
-            _wait(lambda name=demo["name"]: api.get(f"/api/v1/deployments/{name}").json()["status"] == "ready", up, 300, demo["name"])
+            _wait(
+                lambda name=demo["name"]: api.get(f"/api/v1/deployments/{name}").json()["status"] == "ready",
+                up,
+                300,
+                demo["name"],
+            )
     except (TimeoutError, RuntimeError, httpx.HTTPError, OSError) as exc:
         print(f"make run failed: {exc}", file=sys.stderr)
         return _stop(up, 1)
@@ -93,7 +98,12 @@ def _trained_iris(api: httpx.Client, up: subprocess.Popen[bytes]) -> str:
     print("training iris from sample:iris (a 15 s training job) ...", flush=True)
     api.post("/api/v1/datasets/samples", json={"source": "sample:iris"}).raise_for_status()
     job = api.post("/api/v1/trainings", json={"dataset": "iris", "target": "target", "budget_s": 15, "name": "iris"}).json()
-    _wait(lambda: api.get(f"/api/v1/trainings/{job['id']}").json()["status"] not in ("queued", "running"), up, 120, "the iris training")
+    _wait(
+        lambda: api.get(f"/api/v1/trainings/{job['id']}").json()["status"] not in ("queued", "running"),
+        up,
+        120,
+        "the iris training",
+    )
     job = api.get(f"/api/v1/trainings/{job['id']}").json()
     if job["status"] != "succeeded":
         raise RuntimeError(f"the iris training {job['status']}: {job['error']}")

@@ -1,7 +1,7 @@
 """A streaming endpoint: each yielded item reaches the client as a server-sent event.
 
-    fermion serve examples/streaming.py
-    curl -N http://127.0.0.1:8000/count -H 'content-type: application/json' -d '{"n": 3}'
+fermion serve examples/streaming.py
+curl -N http://127.0.0.1:8000/count -H 'content-type: application/json' -d '{"n": 3}'
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ class Streams(Service):
     """Counts and spells, one item at a time."""
 
     @endpoint(stream=True)
-    def count(
-        self, n: Annotated[int, Field(ge=0, le=10_000)], delay: Annotated[float, Field(ge=0, le=1)] = 0.0
-    ) -> Iterator[int]:
+    def count(self, n: Annotated[int, Field(ge=0, le=10_000)], delay: Annotated[float, Field(ge=0, le=1)] = 0.0) -> Iterator[int]:
         """Count from 1 to n, optionally pausing between numbers.
 
         Args:

@@ -1,7 +1,7 @@
 """File uploads: a `File` parameter takes a multipart upload, or base64 in JSON.
 
-    fermion serve examples/upload.py
-    curl http://127.0.0.1:8000/describe -F upload=@README.md
+fermion serve examples/upload.py
+curl http://127.0.0.1:8000/describe -F upload=@README.md
 """
 
 from __future__ import annotations

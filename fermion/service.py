@@ -174,7 +174,9 @@ def _make_endpoint(attr: str, func: Callable[..., Any], options: EndpointOptions
     is_gen = inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
     stream = is_gen if options.stream is None else options.stream
     if options.batch is not None and stream:
-        raise DefinitionError(f"{owner}.{attr}: an endpoint cannot both stream and batch; drop one of stream=True / max_batch_size")
+        raise DefinitionError(
+            f"{owner}.{attr}: an endpoint cannot both stream and batch; drop one of stream=True / max_batch_size"
+        )
     if options.batch is not None and options.method == "GET":
         raise DefinitionError(f"{owner}.{attr}: a batched endpoint takes a request body, so it cannot be GET")
     summary, description = _split_doc(func)

@@ -42,7 +42,9 @@ def load_service(source: str, options: dict[str, Any] | None = None) -> Service:
                 raise SourceError(f"the '{scheme}:' source kind is not available in Fermion {_version()} yet") from None
             raise SourceError(missing_extra_message(scheme, exc)) from None
     if options:
-        raise SourceError(f"option(s) {', '.join('--' + k.replace('_', '-') for k in options)} apply to model sources, not to Python files")
+        raise SourceError(
+            f"option(s) {', '.join('--' + k.replace('_', '-') for k in options)} apply to model sources, not to Python files"
+        )
     return _load_python(rest)
 
 
@@ -104,7 +106,9 @@ def _import_module(name: str) -> Any:
     except (ImportError, ValueError):
         spec = None
     if spec is None:
-        raise SourceError(f"no Python file or module named '{name}'; give a path like app.py:MyService or a module like package.module:MyService")
+        raise SourceError(
+            f"no Python file or module named '{name}'; give a path like app.py:MyService or a module like package.module:MyService"
+        )
     return _exec(lambda: importlib.import_module(name), name)
 
 

@@ -16,6 +16,7 @@ _B64 = r"(?:[A-Za-z0-9+/]\s*)"
 #: `data:<type>;base64,` prefix, then whole groups of four characters, padded, whitespace anywhere.
 BASE64_PATTERN = rf"^(data:[^,]*;base64,)?\s*({_B64}{{4}})*({_B64}{{2}}=\s*=|{_B64}{{3}}=)?\s*$"
 
+
 class File:
     """An uploaded file: its bytes, and the name and content type the client sent.
 

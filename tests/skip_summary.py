@@ -24,7 +24,9 @@ class SkipGroup:
 
 #: First match wins. A reason that matches none is shown as it is.
 GROUPS = (
-    SkipGroup(r"\bchromium\b|\bplaywright\b", "chromium missing", "apt-get install -y chromium (playwright: pip install -e '.[dev]')"),
+    SkipGroup(
+        r"\bchromium\b|\bplaywright\b", "chromium missing", "apt-get install -y chromium (playwright: pip install -e '.[dev]')"
+    ),
     SkipGroup(r"\bhaproxy\b", "haproxy missing", "apt-get install -y haproxy"),
     SkipGroup(r"\bwrk\b", "wrk missing", "apt-get install -y wrk"),
     SkipGroup(r"\bcurl\b", "curl missing", "apt-get install -y curl"),

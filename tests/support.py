@@ -81,7 +81,9 @@ def _listening_url(proc: subprocess.Popen[str], find_url: Callable[[], str | Non
         if found:
             return found
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before it listened:\n{log_path.read_text(errors='replace')}")
+            raise RuntimeError(
+                f"server exited with {proc.returncode} before it listened:\n{log_path.read_text(errors='replace')}"
+            )
         time.sleep(0.02)
     proc.kill()
     raise TimeoutError(f"server wrote no URL after {timeout} s:\n{log_path.read_text(errors='replace')}")
@@ -191,11 +193,22 @@ def start_platform(
     """Start `fermion up --data-dir DATA_DIR --port PORT ARGS...` and wait for /healthz (over https:// when it says so)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"up-{time.monotonic_ns()}.log"
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "500", "FERMION_HOME": str(data_dir), **(env or {})}
+    full_env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "COLUMNS": "500",
+        "FERMION_HOME": str(data_dir),
+        **(env or {}),
+    }
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(
             [*FERMION, "up", "--data-dir", str(data_dir), "--port", str(port), *args],
-            stdout=log_file, stderr=subprocess.STDOUT, env=full_env, text=True, cwd=ROOT,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            text=True,
+            cwd=ROOT,
         )
 
     def up_file_url() -> str | None:
@@ -205,7 +218,6 @@ def start_platform(
         except (OSError, ValueError):  # none yet (it is written atomically: never half of one)
             return None
         return str(found["url"]) if found.get("pid") == proc.pid else None  # not a killed platform's
-
 
     try:
         url = _listening_url(proc, up_file_url, log_path, timeout)

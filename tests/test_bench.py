@@ -62,8 +62,9 @@ def assert_ordered(result: LoadResult) -> None:
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_run_load_counts_every_answer(echo, engine):
-    result = run_load(echo + "/predict", body=ECHO_BODY, concurrency=4, duration=0.5, warmup=0.2 if engine == "python" else 0,
-                      engine=engine)
+    result = run_load(
+        echo + "/predict", body=ECHO_BODY, concurrency=4, duration=0.5, warmup=0.2 if engine == "python" else 0, engine=engine
+    )
     assert result.engine == engine
     assert result.requests > 0 and result.rps > 0
     assert result.statuses == {"200": result.requests}
@@ -91,8 +92,9 @@ def test_python_engine_reads_chunked_streams():
 
 
 def test_refused_connections_are_errors_not_silence():
-    result = run_load(f"http://127.0.0.1:{free_port()}/predict", body=ECHO_BODY, concurrency=2, duration=0.3, warmup=0,
-                      engine="python")
+    result = run_load(
+        f"http://127.0.0.1:{free_port()}/predict", body=ECHO_BODY, concurrency=2, duration=0.3, warmup=0, engine="python"
+    )
     assert result.requests == 0 and result.rps == 0
     assert result.socket_errors["connect"] > 0 and result.errors == result.socket_errors["connect"]
 
@@ -131,9 +133,11 @@ def test_wrk_script_and_output_parsing():
     script = lua_script("POST", b'{"a": "]]\\n"}', {"X-Token": "t"}, status_detail=True)
     assert 'wrk.method = "\\80\\79\\83\\84"' in script and "function response" in script
     assert "function response" not in lua_script("GET", None, {}, status_detail=False)
-    line = ('FERMION_BENCH_JSON {"requests": 10, "duration_us": 2000000, "bytes": 1, "connect": 0, "read": 1, "write": 0, '
-            '"status": 3, "timeout": 2, "mean_ms": 1.5, "max_ms": 9.0, "percentiles": {"50": 1.0, "90": 2.0, "99": 8.0}, '
-            '"codes": {}}')
+    line = (
+        'FERMION_BENCH_JSON {"requests": 10, "duration_us": 2000000, "bytes": 1, "connect": 0, "read": 1, "write": 0, '
+        '"status": 3, "timeout": 2, "mean_ms": 1.5, "max_ms": 9.0, "percentiles": {"50": 1.0, "90": 2.0, "99": 8.0}, '
+        '"codes": {}}'
+    )
     result = parse_output(line, "", 0, url="http://x/", method="GET", concurrency=4, status_detail=False)
     assert result.rps == 5.0 and result.statuses == {"2xx/3xx": 7, "4xx/5xx": 3}
     assert result.errors == 3 + 1 + 2 and result.p99_ms == 8.0
@@ -142,8 +146,14 @@ def test_wrk_script_and_output_parsing():
 def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     import os
 
-    return subprocess.run([*FERMION, "bench", *args], capture_output=True, text=True, timeout=60, cwd=ROOT,
-                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+    return subprocess.run(
+        [*FERMION, "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
 
 
 def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -157,9 +167,32 @@ def test_cli_prints_the_report_and_writes_json(echo, tmp_path):
     assert "req/s" in result.stdout and "p99" in result.stdout and "errors      none (200:" in result.stdout
     assert "python (uvloop" in result.stdout or "python (asyncio)" in result.stdout
     report = json.loads(out.read_text())
-    documented = {"endpoint", "arguments", "engine", "engine_version", "fermion_version", "finished_at", "url", "method",
-                  "concurrency", "duration_s", "requests", "rps", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "max_ms",
-                  "statuses", "socket_errors", "percentiles", "ok", "errors", "engine_cpu_s", "engine_busy"}
+    documented = {
+        "endpoint",
+        "arguments",
+        "engine",
+        "engine_version",
+        "fermion_version",
+        "finished_at",
+        "url",
+        "method",
+        "concurrency",
+        "duration_s",
+        "requests",
+        "rps",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "mean_ms",
+        "max_ms",
+        "statuses",
+        "socket_errors",
+        "percentiles",
+        "ok",
+        "errors",
+        "engine_cpu_s",
+        "engine_busy",
+    }
     assert documented <= set(report)
     assert report["endpoint"] == "predict" and report["arguments"] == {"text": "hello"}  # example built from the schema
     assert report["url"] == echo + "/predict" and report["statuses"] == {"200": report["requests"]}

@@ -24,7 +24,9 @@ def test_there_are_result_files() -> None:
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
 def test_a_result_file_records_its_commit_gateway_and_machine(path) -> None:
     record = json.loads(path.read_text())
-    assert re.fullmatch(r"[0-9a-f]{7,40}(\+changes)?", record.get("commit") or ""), f"{path.name}: commit {record.get('commit')!r}"
+    assert re.fullmatch(r"[0-9a-f]{7,40}(\+changes)?", record.get("commit") or ""), (
+        f"{path.name}: commit {record.get('commit')!r}"
+    )
     assert record.get("gateway"), f"{path.name}: no gateway (write 'none' where servers are measured directly)"
     machine = record.get("machine") or {}
     assert machine.get("cpu") and machine.get("cores") and machine.get("memory_gib"), f"{path.name}: machine {machine!r}"

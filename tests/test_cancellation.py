@@ -86,7 +86,8 @@ def send_and_leave_open(url: str, path: str, body: dict[str, Any], token: str | 
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
     sock = socket.create_connection((host, int(port)))
     sock.sendall(
-        f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data
+        f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+        + data
     )
     return sock
 
@@ -110,14 +111,19 @@ def test_a_client_that_leaves_a_stream_closes_its_generator(replica, endpoint):
 
 
 def test_delete_cancels_a_running_request_and_its_caller_gets_409(replica):
-    caller = in_thread(lambda: httpx.post(replica + "/wait", json={"tag": "deleted"}, headers={"x-request-id": "job-42"}, timeout=30))
+    caller = in_thread(
+        lambda: httpx.post(replica + "/wait", json={"tag": "deleted"}, headers={"x-request-id": "job-42"}, timeout=30)
+    )
     eventually(lambda: state(replica, "deleted") == "running")
     cancelled = httpx.delete(replica + "/requests/job-42")
     assert cancelled.status_code == 202
     assert cancelled.json() == {"request_id": "job-42", "endpoint": "wait", "cancelled": True}
     answer = caller()
     assert answer.status_code == 409 and answer.headers["x-request-id"] == "job-42"
-    assert answer.json() == {"error": "request job-42 was cancelled (DELETE /requests/job-42) before it finished", "request_id": "job-42"}
+    assert answer.json() == {
+        "error": "request job-42 was cancelled (DELETE /requests/job-42) before it finished",
+        "request_id": "job-42",
+    }
     assert state(replica, "deleted") == "cancelled"
     again = httpx.delete(replica + "/requests/job-42")
     assert again.status_code == 404 and "'job-42'" in again.json()["error"]
@@ -137,7 +143,9 @@ def test_delete_ends_a_stream_with_an_error_event_and_closes_its_generator(repli
 
 def test_delete_answers_a_sync_endpoint_at_once_and_discards_its_result(replica):
     started = time.monotonic()
-    caller = in_thread(lambda: httpx.post(replica + "/hold", json={"tag": "sync", "seconds": 1.5}, headers={"x-request-id": "sync-1"}))
+    caller = in_thread(
+        lambda: httpx.post(replica + "/hold", json={"tag": "sync", "seconds": 1.5}, headers={"x-request-id": "sync-1"})
+    )
     eventually(lambda: state(replica, "sync") == "running")
     assert httpx.delete(replica + "/requests/sync-1").status_code == 202
     assert caller().status_code == 409
@@ -146,7 +154,9 @@ def test_delete_answers_a_sync_endpoint_at_once_and_discards_its_result(replica)
 
 
 def test_sync_code_that_checks_cancelled_stops_early(replica):
-    caller = in_thread(lambda: httpx.post(replica + "/steps", json={"tag": "steps"}, headers={"x-request-id": "steps-1"}, timeout=30))
+    caller = in_thread(
+        lambda: httpx.post(replica + "/steps", json={"tag": "steps"}, headers={"x-request-id": "steps-1"}, timeout=30)
+    )
     eventually(lambda: state(replica, "steps") == "running")
     assert httpx.delete(replica + "/requests/steps-1").status_code == 202
     assert caller().status_code == 409
@@ -156,7 +166,9 @@ def test_sync_code_that_checks_cancelled_stops_early(replica):
 def test_a_valid_caller_id_is_kept_and_others_are_replaced(replica):
     kept = httpx.post(replica + "/wait", json={"tag": "id", "seconds": 0}, headers={"x-request-id": "mine.1:a-b_c"})
     assert kept.headers["x-request-id"] == "mine.1:a-b_c"
-    first = in_thread(lambda: httpx.post(replica + "/wait", json={"tag": "twice-1"}, headers={"x-request-id": "twice"}, timeout=30))
+    first = in_thread(
+        lambda: httpx.post(replica + "/wait", json={"tag": "twice-1"}, headers={"x-request-id": "twice"}, timeout=30)
+    )
     eventually(lambda: state(replica, "twice-1") == "running")
     second = httpx.post(replica + "/wait", json={"tag": "twice-2", "seconds": 0}, headers={"x-request-id": "twice"})
     assert second.status_code == 200 and second.headers["x-request-id"] == "twice"  # echoed, though in use
@@ -167,7 +179,9 @@ def test_a_valid_caller_id_is_kept_and_others_are_replaced(replica):
         assert re.fullmatch(r"[0-9a-f]{16}", replaced.headers["x-request-id"])
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "/nope"), ("GET", "/wait"), ("GET", "/requests/x"), ("GET", "/docs/static/x.js")])
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/nope"), ("GET", "/wait"), ("GET", "/requests/x"), ("GET", "/docs/static/x.js")]
+)
 def test_every_error_answer_carries_the_callers_id(replica, method, path):
     # the gateway checks that an answer carries the id it sent (else the connection is out of step)
     answer = httpx.request(method, replica + path, headers={"x-request-id": "caller-7"})
@@ -214,7 +228,9 @@ def test_a_request_the_gateway_gives_up_on_is_cancelled_on_the_replica(replicas)
 
 def test_delete_through_the_gateway_reaches_the_replica_serving_the_request(gateway, replicas):
     callers = {
-        tag: in_thread(lambda tag=tag: httpx.post(gateway + "/run/both/wait", json={"tag": tag}, headers={"x-request-id": tag}, timeout=30))
+        tag: in_thread(
+            lambda tag=tag: httpx.post(gateway + "/run/both/wait", json={"tag": tag}, headers={"x-request-id": tag}, timeout=30)
+        )
         for tag in ("gw-a", "gw-b")
     }
     for tag in callers:
@@ -230,7 +246,9 @@ def test_delete_through_the_gateway_reaches_the_replica_serving_the_request(gate
 
 def test_the_gateway_asks_every_replica_for_an_id_it_did_not_route(gateway, replicas):
     # as when HAProxy sent the request straight to a replica
-    caller = in_thread(lambda: httpx.post(replicas[1] + "/wait", json={"tag": "direct"}, headers={"x-request-id": "direct-1"}, timeout=30))
+    caller = in_thread(
+        lambda: httpx.post(replicas[1] + "/wait", json={"tag": "direct"}, headers={"x-request-id": "direct-1"}, timeout=30)
+    )
     eventually(lambda: state(replicas[1], "direct") == "running")
     assert httpx.delete(gateway + "/run/both/requests/direct-1").status_code == 202
     assert caller().status_code == 409
@@ -275,7 +293,11 @@ def test_cancelling_through_fermion_up(tmp_path: Path, gateway: str):
         eventually(lambda: left.read_text() == "cancelled")
 
         callers = {
-            tag: in_thread(lambda tag=tag: api.post("/run/jobs/wait", json={"tag": tag, "record": str(tmp_path / tag)}, headers={"x-request-id": tag}))
+            tag: in_thread(
+                lambda tag=tag: api.post(
+                    "/run/jobs/wait", json={"tag": tag, "record": str(tmp_path / tag)}, headers={"x-request-id": tag}
+                )
+            )
             for tag in ("job-a", "job-b")
         }
         for tag in callers:

@@ -118,7 +118,9 @@ class Load:
 
 
 def record(gateway: str, scenario: str, load: Load, **extra: object) -> None:
-    RESULTS.append({"gateway": gateway, "scenario": scenario, "answers": {str(k): v for k, v in sorted(load.answers.items())}, **extra})
+    RESULTS.append(
+        {"gateway": gateway, "scenario": scenario, "answers": {str(k): v for k, v in sorted(load.answers.items())}, **extra}
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -176,8 +178,13 @@ def _check_idle(chaos: dict[str, Chaos], quiet_for: float) -> None:
         for name, token in (("quiet-public", None), ("quiet-private", c.invoke)):
             statuses = [call(f"{c.platform.url}/run/{name}/predict", token) for _ in range(20)]
             c.idle_results[f"{name} after {quiet_for:g} s"] = statuses
-            RESULTS.append({"gateway": c.gateway, "scenario": f"{name}: 20 calls after {quiet_for:g} quiet s",
-                            "answers": {str(k): v for k, v in sorted(Counter(statuses).items())}})
+            RESULTS.append(
+                {
+                    "gateway": c.gateway,
+                    "scenario": f"{name}: 20 calls after {quiet_for:g} quiet s",
+                    "answers": {str(k): v for k, v in sorted(Counter(statuses).items())},
+                }
+            )
             assert statuses == [200] * 20, (c.gateway, name, quiet_for, statuses)
         c.burst_at = time.monotonic()  # the next check's quiet spell starts now
 
@@ -253,8 +260,10 @@ def test_sigterm_of_a_replica_under_load_drains_without_a_failed_request(chaos, 
             time.sleep(1)
             pid = api.get("/api/v1/deployments/drained/replicas").json()["replicas"][0]["pid"]
             os.kill(pid, signal.SIGTERM)
-            wait_for(lambda: pid not in [r["pid"] for r in api.get("/api/v1/deployments/drained/replicas").json()["replicas"]],
-                     what="the drained replica to go")
+            wait_for(
+                lambda: pid not in [r["pid"] for r in api.get("/api/v1/deployments/drained/replicas").json()["replicas"]],
+                what="the drained replica to go",
+            )
             wait_for(lambda: ready(api, "drained", 2), what="the replacement")
         assert load.answers[200] > 50 and set(load.answers) == {200}, load.answers
         record(gateway, "SIGTERM a replica (it drains), 4 callers", load)
@@ -269,13 +278,21 @@ def test_a_rolling_update_and_a_rollback_under_load_fail_no_request(chaos, gatew
         wait_for(lambda: ready(api, "rolling", 1), what="rolling")
         with Load(f"{c.platform.url}/run/rolling/predict", c.invoke) as load:
             assert api.patch("/api/v1/deployments/rolling", json={"source": ECHO_V2}).status_code == 200
-            wait_for(lambda: api.get("/api/v1/deployments/rolling").json()["revision"] == 2 and ready(api, "rolling", 1),
-                     what="revision 2")
-            wait_for(lambda: len(api.get("/api/v1/deployments/rolling/replicas").json()["replicas"]) == 1, what="the old replica to go")
+            wait_for(
+                lambda: api.get("/api/v1/deployments/rolling").json()["revision"] == 2 and ready(api, "rolling", 1),
+                what="revision 2",
+            )
+            wait_for(
+                lambda: len(api.get("/api/v1/deployments/rolling/replicas").json()["replicas"]) == 1, what="the old replica to go"
+            )
             assert api.post("/api/v1/deployments/rolling/rollback", json={}).status_code == 200
-            wait_for(lambda: api.get("/api/v1/deployments/rolling").json()["revision"] == 3 and ready(api, "rolling", 1),
-                     what="the rollback")
-            wait_for(lambda: len(api.get("/api/v1/deployments/rolling/replicas").json()["replicas"]) == 1, what="the old replica to go")
+            wait_for(
+                lambda: api.get("/api/v1/deployments/rolling").json()["revision"] == 3 and ready(api, "rolling", 1),
+                what="the rollback",
+            )
+            wait_for(
+                lambda: len(api.get("/api/v1/deployments/rolling/replicas").json()["replicas"]) == 1, what="the old replica to go"
+            )
         assert load.answers[200] > 20 and set(load.answers) == {200}, load.answers
         record(gateway, "rolling update, then rollback, 4 callers (private)", load)
         assert api.delete("/api/v1/deployments/rolling").status_code == 202
@@ -321,8 +338,12 @@ def test_kill_9_of_the_control_plane_under_load_then_restart_then_sigterm(tmp_pa
                 now = sorted(r["pid"] for r in api.get("/api/v1/deployments/echo/replicas").json()["replicas"])
         assert set(pids) <= set(now) and len(now) == 3
         assert len(replica_processes(data)) == 3  # nothing runs that the platform does not know
-        record(gateway, "kill -9 of fermion up under load, restart (calls during the outage)", during,
-               restarted_after_s=round(back_after, 1))
+        record(
+            gateway,
+            "kill -9 of fermion up under load, restart (calls during the outage)",
+            during,
+            restarted_after_s=round(back_after, 1),
+        )
         with Load(f"{platform.url}/run/echo/predict") as after:
             time.sleep(2)
         assert after.answers[200] > 20 and set(after.answers) == {200}, after.answers
@@ -348,8 +369,10 @@ def test_a_postgresql_restart_under_load_fails_no_call_and_the_api_comes_back(tm
             deploy(api, "private", public=False)
             token = api.post("/api/v1/tokens", json={"name": "app", "scopes": ["invoke"]}).json()["token"]
             wait_for(lambda: ready(api, "public", 1) and ready(api, "private", 1), what="both deployments")
-            with Load(f"{platform.url}/run/public/predict", threads=2) as public, \
-                 Load(f"{platform.url}/run/private/predict", token, threads=2) as private:
+            with (
+                Load(f"{platform.url}/run/public/predict", threads=2) as public,
+                Load(f"{platform.url}/run/private/predict", token, threads=2) as private,
+            ):
                 time.sleep(1)
                 started = time.monotonic()
                 pg.restart()
@@ -360,8 +383,13 @@ def test_a_postgresql_restart_under_load_fails_no_call_and_the_api_comes_back(tm
             assert api.post("/api/v1/deployments", json={"name": "after", "source": ECHO, "public": True}).status_code == 201
         for name, load in (("public", public), ("private", private)):
             assert load.answers[200] > 50 and set(load.answers) == {200}, (name, load.answers)
-            record("python", f"PostgreSQL restart under load ({name} deployment, 2 callers)", load,
-                   restart_s=round(restarted_in, 1), api_back_after_s=round(api_back_in, 1))
+            record(
+                "python",
+                f"PostgreSQL restart under load ({name} deployment, 2 callers)",
+                load,
+                restart_s=round(restarted_in, 1),
+                api_back_after_s=round(api_back_in, 1),
+            )
     finally:
         stop_process(platform.proc)
         stop_replicas(data)
@@ -393,8 +421,13 @@ def _make_busy(platform: RunningPlatform) -> list[threading.Thread]:
         assert job.status_code == 202, job.text
         wait_for(lambda: ready(api, "slow", 1), what="the slow deployment")
         wait_for(lambda: api.get(f"/api/v1/trainings/{job.json()['id']}").json()["status"] == "running", what="the training job")
-        wait_for(lambda: any(e["kind"] in ("ReplicaExited", "CrashLoop") for e in api.get("/api/v1/deployments/crashing/events").json()["events"]),
-                 what="a crash")
+        wait_for(
+            lambda: any(
+                e["kind"] in ("ReplicaExited", "CrashLoop")
+                for e in api.get("/api/v1/deployments/crashing/events").json()["events"]
+            ),
+            what="a crash",
+        )
     callers = [threading.Thread(target=call, args=(f"{platform.url}/run/slow/wait", None), daemon=True)]
     for caller in callers:
         caller.start()

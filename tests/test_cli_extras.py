@@ -33,7 +33,11 @@ def test_the_extras_come_from_the_packages_own_metadata() -> None:
     ("argv", "module", "expected"),
     [
         (["data", "add", "x.csv"], "pandas", "`fermion data` needs pandas, which is not installed: pip install 'fermion[data]'"),
-        (["train", "x.csv"], "sklearn.model_selection", "`fermion train` needs scikit-learn, which is not installed: pip install 'fermion[train]'"),
+        (
+            ["train", "x.csv"],
+            "sklearn.model_selection",
+            "`fermion train` needs scikit-learn, which is not installed: pip install 'fermion[train]'",
+        ),
         (["--version"], "lightgbm", "this command needs lightgbm, which is not installed: pip install 'fermion[train]'"),
     ],
 )
@@ -53,7 +57,9 @@ def test_a_module_no_extra_provides_is_not_translated() -> None:
         (["sqlalchemy", "fastapi", "alembic"], ["up", "--port", "0"], "platform"),
     ],
 )
-def test_a_command_without_its_extra_says_what_to_install(blocked: list[str], command: list[str], extra: str, tmp_path: Path) -> None:
+def test_a_command_without_its_extra_says_what_to_install(
+    blocked: list[str], command: list[str], extra: str, tmp_path: Path
+) -> None:
     done = run_without(blocked, *command, "--data-dir", str(tmp_path))
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr

@@ -44,14 +44,22 @@ def test_every_command_and_visible_option_is_on_the_page() -> None:
 def test_every_variable_the_code_reads_is_documented_and_every_documented_one_exists() -> None:
     documented = {variable.name for variable in reference.environment()}
     in_code = variables_in_code()
-    assert not in_code - documented, f"read by the code but not in fermion/cli/reference.py ENVIRONMENT: {sorted(in_code - documented)}"
+    assert not in_code - documented, (
+        f"read by the code but not in fermion/cli/reference.py ENVIRONMENT: {sorted(in_code - documented)}"
+    )
     serve_settings = {variable.name for variable in reference._serve_variables()}  # built as FERMION_<FIELD> at run time
-    assert not documented - in_code - serve_settings, f"documented but never read: {sorted(documented - in_code - serve_settings)}"
+    assert not documented - in_code - serve_settings, (
+        f"documented but never read: {sorted(documented - in_code - serve_settings)}"
+    )
 
 
 def test_the_check_mode_passes_on_the_committed_page() -> None:
-    done = subprocess.run([sys.executable, "-m", "fermion.cli.reference", "--check", "--root", str(ROOT)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "fermion.cli.reference", "--check", "--root", str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 

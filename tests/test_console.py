@@ -63,7 +63,8 @@ def test_every_text_the_console_uses_is_in_the_catalogs() -> None:
     assert not re.search(r"""(src|href)="https?://""", page)
     imports = re.findall(r"""^\s*import\b.*?from\s+"([^"]+)";|\bimport\(""", script, re.MULTILINE)
     assert imports and all(re.fullmatch(r"\./\w+\.js", name) and (CONSOLE / name).is_file() for name in imports), (
-        f"the console imports only its own modules, got {imports}")
+        f"the console imports only its own modules, got {imports}"
+    )
 
 
 # -------------------------------------------------------------------- in the browser
@@ -334,8 +335,10 @@ def test_the_playground_refuses_paths_that_leave_the_deployment(console: Console
     def hostile_openapi(route: Any) -> None:
         doc = route.fetch().json()
         predict = doc["paths"]["/predict"]["post"]
-        hostile = {path: {"post": {**predict, "x-fermion": {**predict["x-fermion"], "endpoint": f"evil{i}"}}}
-                   for i, path in enumerate(HOSTILE_PATHS)}
+        hostile = {
+            path: {"post": {**predict, "x-fermion": {**predict["x-fermion"], "endpoint": f"evil{i}"}}}
+            for i, path in enumerate(HOSTILE_PATHS)
+        }
         doc["paths"] = hostile if keep_only_hostile else {**doc["paths"], **hostile}
         route.fulfill(status=200, content_type="application/json", body=json.dumps(doc))
 
@@ -363,7 +366,9 @@ def test_the_playground_refuses_paths_that_leave_the_deployment(console: Console
         assert page.locator("select[name='endpoint']").count() == 0
     finally:
         page.unroute("**/run/echo/openapi.json")
-    leaked = [url for url in sent if "/run/echo/" not in url and ("evil" in url or "/api/v1/tokens" in url or "%2e" in url.lower())]
+    leaked = [
+        url for url in sent if "/run/echo/" not in url and ("evil" in url or "/api/v1/tokens" in url or "%2e" in url.lower())
+    ]
     assert not leaked, leaked
 
 

@@ -341,9 +341,14 @@ def test_the_build_pages_fit_a_phone(browser: Any, platform: RunningPlatform) ->
         tab.open()
         tab.page.wait_for_selector("main[data-page='signin']")
         tab.sign_in(platform.token)
-        for route, selector in (("#/data", "table.datasets tbody tr"), ("#/data/iris@1", "table.preview"),
-                                ("#/train", "table.jobs tbody tr"), (f"#/training/{job}", "section.live[data-status]"),
-                                ("#/models", "table.models tbody tr"), ("#/models/iris@1", "table.metrics")):
+        for route, selector in (
+            ("#/data", "table.datasets tbody tr"),
+            ("#/data/iris@1", "table.preview"),
+            ("#/train", "table.jobs tbody tr"),
+            (f"#/training/{job}", "section.live[data-status]"),
+            ("#/models", "table.models tbody tr"),
+            ("#/models/iris@1", "table.metrics"),
+        ):
             tab.go(route)
             tab.page.wait_for_selector(selector)
             width = tab.page.evaluate("document.scrollingElement.scrollWidth")

@@ -362,7 +362,9 @@ def test_tables_over_the_column_or_row_limit_are_refused(store: DatasetStore, tm
     assert_nothing_registered(store)
 
 
-def test_an_image_over_the_pixel_limit_is_refused_from_its_header(store: DatasetStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header(
+    store: DatasetStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     from fermion.data import ingest
 
     monkeypatch.setattr(ingest, "MAX_IMAGE_PIXELS", 100)
@@ -373,7 +375,9 @@ def test_an_image_over_the_pixel_limit_is_refused_from_its_header(store: Dataset
     assert_nothing_registered(store)
 
 
-def test_a_zip_with_too_many_entries_is_refused_before_extracting(store: DatasetStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_a_zip_with_too_many_entries_is_refused_before_extracting(
+    store: DatasetStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     from fermion.data import ingest
 
     monkeypatch.setattr(ingest, "MAX_ZIP_ENTRIES", 3)

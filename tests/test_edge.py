@@ -38,7 +38,10 @@ def raw_exchange(url: str, request: bytes, timeout: float = 10.0) -> bytes:
                 chunks.append(chunk)
                 if b"\r\n\r\n" in b"".join(chunks):
                     head, _, rest = b"".join(chunks).partition(b"\r\n\r\n")
-                    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), None)
+                    length = next(
+                        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+                        None,
+                    )
                     if length is not None and len(rest) >= length:
                         break
         except TimeoutError:
@@ -142,7 +145,9 @@ def test_an_answer_to_another_request_is_dropped_not_delivered():
             try:
                 while await reader.readuntil(b"\r\n\r\n"):
                     body = b'{"someone": "else"}'
-                    writer.write(b"HTTP/1.1 200 OK\r\nx-request-id: not-yours\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nx-request-id: not-yours\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+                    )
                     await writer.drain()
             except (asyncio.IncompleteReadError, ConnectionError):
                 pass
@@ -198,8 +203,12 @@ def test_through_fermion_up_smuggling_is_400_and_unauthenticated_uploads_are_not
         as_admin = head.replace(b"host: x\r\n", f"host: x\r\nauthorization: Bearer {platform.token}\r\n".encode())
         answer = raw_exchange(platform.url, as_admin.replace(b"209715200", str(2**31).encode()), timeout=10)
         assert status_of(answer) == 413 and json.loads(answer.partition(b"\r\n\r\n")[2])["error"] == "payload_too_large"
-        answer = raw_exchange(platform.url, b"POST /api/v1/deployments HTTP/1.1\r\nhost: x\r\ncontent-length: 5000000\r\n"
-                              + f"authorization: Bearer {platform.token}\r\n\r\n".encode(), timeout=10)
+        answer = raw_exchange(
+            platform.url,
+            b"POST /api/v1/deployments HTTP/1.1\r\nhost: x\r\ncontent-length: 5000000\r\n"
+            + f"authorization: Bearer {platform.token}\r\n\r\n".encode(),
+            timeout=10,
+        )
         assert status_of(answer) == 413
         # The gateway too, for a deployment: over the limit → 413 without reading.
         answer = raw_exchange(platform.url, b"POST /run/echo/predict HTTP/1.1\r\nhost: x\r\ncontent-length: 209715200\r\n\r\n")
@@ -225,13 +234,18 @@ def test_a_cors_preflight_is_answered_without_a_token(replica):
         return None if token == "good" else (401, "send a token")
 
     with serve(Gateway(table, authorize=tokens_only)) as url:
-        asked = {"origin": "https://app.example", "access-control-request-method": "POST",
-                 "access-control-request-headers": "authorization, content-type"}
+        asked = {
+            "origin": "https://app.example",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization, content-type",
+        }
         preflight = httpx.options(f"{url}/run/secret/predict", headers=asked, timeout=10)
         assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == "*"
         assert preflight.headers["access-control-allow-headers"] == "authorization, content-type"
         assert "POST" in preflight.headers["access-control-allow-methods"]
-        assert httpx.post(f"{url}/run/secret/predict", json={"text": "x"}, timeout=10).status_code == 401  # the call itself needs one
+        assert (
+            httpx.post(f"{url}/run/secret/predict", json={"text": "x"}, timeout=10).status_code == 401
+        )  # the call itself needs one
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -20,7 +20,9 @@ def test_echo(tmp_path):
         # one request must not make the replica build a 22 GB string (issue 14): refused before predict runs
         huge = httpx.post(f"{srv.url}/predict", json={"text": "hi", "times": 458601300})
         assert huge.status_code == 422
-        assert huge.json()["detail"] == [{"field": "times", "message": "Input should be less than or equal to 100", "type": "less_than_equal"}]
+        assert huge.json()["detail"] == [
+            {"field": "times", "message": "Input should be less than or equal to 100", "type": "less_than_equal"}
+        ]
         long = httpx.post(f"{srv.url}/predict", json={"text": "x" * 10_001})
         assert long.status_code == 422 and long.json()["detail"][0]["field"] == "text"
         assert httpx.post(f"{srv.url}/predict", json={"text": "x" * 10_000, "times": 100}).status_code == 200

@@ -38,7 +38,11 @@ def crd_path() -> Path:
 def _strict(schema: Any) -> Any:
     if isinstance(schema, dict):
         schema = {key: _strict(value) for key, value in schema.items()}
-        if "properties" in schema and "additionalProperties" not in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
             schema["additionalProperties"] = False
         return schema
     if isinstance(schema, list):
@@ -116,7 +120,9 @@ def test_autoscaling_resources_and_a_working_dir_map_to_serve_and_the_pods(valid
     limits = workers["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert limits == {"cpu": "1", "memory": "7Gi", "nvidia.com/gpu": 1}
     assert manifest["metadata"]["namespace"] == "ml"
-    assert manifest["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/me/clip:1"
+    assert (
+        manifest["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/me/clip:1"
+    )
     assert any("HF_TOKEN" in note for note in notes)
 
 

@@ -43,7 +43,10 @@ def test_whisper_style_model_is_speech_recognition(tmp_path: Path):
 
 
 def test_explicit_hint_wins():
-    assert infer_task({"architectures": ["BertForSequenceClassification"], "pipeline_tag": "sentiment-analysis"}) == "text-classification"
+    assert (
+        infer_task({"architectures": ["BertForSequenceClassification"], "pipeline_tag": "sentiment-analysis"})
+        == "text-classification"
+    )
 
 
 def test_unknown_and_undetectable_tasks_are_clear_errors(tmp_path: Path):
@@ -56,7 +59,9 @@ def test_unknown_and_undetectable_tasks_are_clear_errors(tmp_path: Path):
 
 def test_a_hub_name_that_is_not_on_this_machine_is_a_clear_offline_error(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache: nothing downloaded before
-    with pytest.raises(SourceError, match=r"model 'some-org/some-model' is not available offline: .* pass a local folder: hf:\./"):
+    with pytest.raises(
+        SourceError, match=r"model 'some-org/some-model' is not available offline: .* pass a local folder: hf:\./"
+    ):
         load("some-org/some-model")
     with pytest.raises(SourceError, match=r"hf:\./no-such-folder: no such file or folder"):
         load("./no-such-folder")

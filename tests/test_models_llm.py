@@ -113,8 +113,17 @@ def test_stop_sequence_cuts_the_answer(oai):
 
 @pytest.mark.slow
 def test_seeded_sampling_repeats_and_sampling_parameters_are_accepted(oai):
-    options = {"max_tokens": 12, "temperature": 1.0, "top_p": 0.9, "seed": 7, "presence_penalty": 0.5,
-               "frequency_penalty": 0.5, "user": "someone", "metadata": {"team": "a"}, "parallel_tool_calls": False}
+    options = {
+        "max_tokens": 12,
+        "temperature": 1.0,
+        "top_p": 0.9,
+        "seed": 7,
+        "presence_penalty": 0.5,
+        "frequency_penalty": 0.5,
+        "user": "someone",
+        "metadata": {"team": "a"},
+        "parallel_tool_calls": False,
+    }
     first, second = chat(oai, **options), chat(oai, **options)
     assert first.choices[0].message.content == second.choices[0].message.content
 
@@ -191,8 +200,13 @@ def test_native_generate_and_its_stream_agree(server):
 def test_openapi_documents_every_endpoint_with_examples(server):
     doc = httpx.get(server.url + "/openapi.json").json()
     assert doc["info"]["title"] == "tiny-llm"
-    for path, method in [("/generate", "post"), ("/generate_stream", "post"), ("/v1/chat/completions", "post"),
-                         ("/v1/completions", "post"), ("/v1/models", "get")]:
+    for path, method in [
+        ("/generate", "post"),
+        ("/generate_stream", "post"),
+        ("/v1/chat/completions", "post"),
+        ("/v1/completions", "post"),
+        ("/v1/models", "get"),
+    ]:
         assert method in doc["paths"][path], path
     ref = doc["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     messages = doc["components"]["schemas"][ref.rsplit("/", 1)[-1]]["properties"]["messages"]

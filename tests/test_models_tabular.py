@@ -227,7 +227,9 @@ def test_onnx_classifier_answers_label_and_probabilities(models, tmp_path):
         schema = httpx.get(srv.url + "/openapi.json").json()["components"]["schemas"]["PredictRequest"]
     assert [a["output_label"] for a in answers] == labels.tolist()
     for answer, expected in zip(answers, probabilities, strict=True):
-        assert answer["output_probability"] == pytest.approx(expected, rel=1e-5, abs=1e-6)  # float32: batched runs sum in another order
+        assert answer["output_probability"] == pytest.approx(
+            expected, rel=1e-5, abs=1e-6
+        )  # float32: batched runs sum in another order
         assert set(answer["output_probability"]) == {"setosa", "versicolor", "virginica"}
     assert wrong.status_code == 422 and wrong.json()["detail"][0]["field"] == "X"
     assert schema["properties"]["X"]["minItems"] == 4 and schema["properties"]["X"]["examples"] == [[0.0] * 4]

@@ -23,8 +23,21 @@ class Clock:
 
 def deployment(name: str = "svc", *, low: int = 1, high: int = 3, target: float = 1.0) -> DeploymentRecord:
     now = datetime.now(UTC)
-    return DeploymentRecord(id=1, name=name, source="app.py", options={}, env={}, min_replicas=low, max_replicas=high,
-                            target_in_flight=target, public=True, revision=1, state="active", created_at=now, updated_at=now)
+    return DeploymentRecord(
+        id=1,
+        name=name,
+        source="app.py",
+        options={},
+        env={},
+        min_replicas=low,
+        max_replicas=high,
+        target_in_flight=target,
+        public=True,
+        revision=1,
+        state="active",
+        created_at=now,
+        updated_at=now,
+    )
 
 
 class Rig:

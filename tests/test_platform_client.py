@@ -35,9 +35,20 @@ URL = "http://platform.test"
 
 def deployment_json(name: str = "echo", **changes: Any) -> dict[str, Any]:
     body = {
-        "name": name, "source": "examples/echo.py", "options": {}, "env": {"API_KEY": "***"}, "min_replicas": 1, "max_replicas": 1,
-        "target_in_flight": 2.0, "public": False, "revision": 1, "state": "active", "created_at": "2026-11-27T19:30:00+00:00",
-        "updated_at": "2026-11-27T19:31:00+00:00", "url": f"{URL}/run/{name}", "status": "ready",
+        "name": name,
+        "source": "examples/echo.py",
+        "options": {},
+        "env": {"API_KEY": "***"},
+        "min_replicas": 1,
+        "max_replicas": 1,
+        "target_in_flight": 2.0,
+        "public": False,
+        "revision": 1,
+        "state": "active",
+        "created_at": "2026-11-27T19:30:00+00:00",
+        "updated_at": "2026-11-27T19:31:00+00:00",
+        "url": f"{URL}/run/{name}",
+        "status": "ready",
         "replicas": {"desired": 1, "ready": 1, "starting": 0},
     }
     return {**body, **changes}
@@ -124,10 +135,17 @@ def test_a_url_without_scheme_means_http():
 
 def test_create_sends_the_documented_body_and_returns_a_record():
     platform, api = connect({("POST", "/api/v1/deployments"): httpx.Response(201, json=deployment_json(extra_key="ignored"))})
-    made = platform.deployments.create("echo", "examples/echo.py", replicas=2, env={"API_KEY": "s3cret"}, task="fill-mask", trust_pickle=True)
+    made = platform.deployments.create(
+        "echo", "examples/echo.py", replicas=2, env={"API_KEY": "s3cret"}, task="fill-mask", trust_pickle=True
+    )
     assert api.body() == {
-        "name": "echo", "source": "examples/echo.py", "public": False, "min_replicas": 2, "max_replicas": 2,
-        "options": {"task": "fill-mask", "trust_pickle": True}, "env": {"API_KEY": "s3cret"},
+        "name": "echo",
+        "source": "examples/echo.py",
+        "public": False,
+        "min_replicas": 2,
+        "max_replicas": 2,
+        "options": {"task": "fill-mask", "trust_pickle": True},
+        "env": {"API_KEY": "s3cret"},
     }
     assert api.requests[0].headers["authorization"] == "Bearer fmn_test"
     assert isinstance(made, Deployment) and made.env == {"API_KEY": "***"}
@@ -163,12 +181,49 @@ def test_update_scale_and_rollback_send_only_what_changes():
 def test_listings_become_records_and_names_are_quoted():
     routes = {
         ("GET", "/api/v1/deployments"): {"deployments": [deployment_json("a"), deployment_json("b")]},
-        ("GET", "/api/v1/deployments/echo/replicas"): {"replicas": [{"id": "echo-1-ab", "revision": 1, "state": "ready", "url": "http://x", "pid": 7, "detail": ""}]},
-        ("GET", "/api/v1/deployments/echo/revisions"): {"revisions": [{"number": 1, "source": "a.py", "options": {}, "env": {}, "created_at": "2026-11-27T19:30:00+00:00", "note": None}]},
+        ("GET", "/api/v1/deployments/echo/replicas"): {
+            "replicas": [{"id": "echo-1-ab", "revision": 1, "state": "ready", "url": "http://x", "pid": 7, "detail": ""}]
+        },
+        ("GET", "/api/v1/deployments/echo/revisions"): {
+            "revisions": [
+                {"number": 1, "source": "a.py", "options": {}, "env": {}, "created_at": "2026-11-27T19:30:00+00:00", "note": None}
+            ]
+        },
         ("GET", "/api/v1/deployments/echo/logs"): {"lines": [{"replica": "echo-1-ab", "line": "started"}]},
-        ("GET", "/api/v1/tokens"): {"tokens": [{"id": 1, "name": "ci", "prefix": "fmn_abcd", "scopes": ["invoke"], "created_at": "2026-11-27T19:30:00Z", "expires_at": None, "revoked_at": None, "last_used_at": None}]},
-        ("POST", "/api/v1/tokens"): httpx.Response(201, json={"token": "fmn_secret", "id": 2, "name": "ci", "prefix": "fmn_secr", "scopes": ["deploy"], "created_at": "2026-11-27T19:30:00Z", "expires_at": None}),
-        ("DELETE", "/api/v1/tokens/a b"): {"id": 3, "name": "a b", "prefix": "fmn_x", "scopes": ["invoke"], "created_at": None, "revoked_at": "2026-11-27T19:30:00Z"},
+        ("GET", "/api/v1/tokens"): {
+            "tokens": [
+                {
+                    "id": 1,
+                    "name": "ci",
+                    "prefix": "fmn_abcd",
+                    "scopes": ["invoke"],
+                    "created_at": "2026-11-27T19:30:00Z",
+                    "expires_at": None,
+                    "revoked_at": None,
+                    "last_used_at": None,
+                }
+            ]
+        },
+        ("POST", "/api/v1/tokens"): httpx.Response(
+            201,
+            json={
+                "token": "fmn_secret",
+                "id": 2,
+                "name": "ci",
+                "prefix": "fmn_secr",
+                "scopes": ["deploy"],
+                "created_at": "2026-11-27T19:30:00Z",
+                "expires_at": None,
+            },
+        ),
+        ("DELETE", "/api/v1/tokens/a b"): {
+            "id": 3,
+            "name": "a b",
+            "prefix": "fmn_x",
+            "scopes": ["invoke"],
+            "created_at": None,
+            "revoked_at": "2026-11-27T19:30:00Z",
+        },
         ("GET", "/api/v1/info"): {"version": "0.1.0", "backend": "local", "database": "sqlite://", "url": URL, "deployments": 2},
     }
     platform, api = connect(routes)
@@ -197,7 +252,15 @@ def test_follow_logs_reads_ndjson_and_skips_keepalive_lines():
 
 
 @pytest.mark.parametrize(
-    ("status", "kind"), [(401, AuthError), (403, ForbiddenError), (404, NotFoundError), (409, ConflictError), (422, InvalidError), (500, PlatformAPIError)]
+    ("status", "kind"),
+    [
+        (401, AuthError),
+        (403, ForbiddenError),
+        (404, NotFoundError),
+        (409, ConflictError),
+        (422, InvalidError),
+        (500, PlatformAPIError),
+    ],
 )
 def test_error_answers_become_typed_errors_with_the_apis_message(status, kind):
     body = {"error": "whatever", "status": status, "message": f"it went wrong ({status})"}
@@ -279,9 +342,15 @@ def test_wait_ready_for_a_revision_waits_until_that_revision_serves():
 
 
 def test_wait_ready_gives_up_early_on_a_crash_loop_quoting_it():
-    crash = event(2, "CrashLoop", "replica echo-1-a (revision 1) exited with code 1; next start in 2 s; last log lines:\nRuntimeError: no model")
+    crash = event(
+        2,
+        "CrashLoop",
+        "replica echo-1-a (revision 1) exited with code 1; next start in 2 s; last log lines:\nRuntimeError: no model",
+    )
     routes = {
-        ("GET", "/api/v1/deployments/echo"): deployment_json(status="failing", replicas={"desired": 1, "ready": 0, "starting": 0}),
+        ("GET", "/api/v1/deployments/echo"): deployment_json(
+            status="failing", replicas={"desired": 1, "ready": 0, "starting": 0}
+        ),
         ("GET", "/api/v1/deployments/echo/events"): {"events": [event(1, "Created", "made"), crash]},
     }
     platform, _ = connect(routes)
@@ -292,7 +361,11 @@ def test_wait_ready_gives_up_early_on_a_crash_loop_quoting_it():
 
 def test_wait_ready_times_out_with_the_latest_events():
     starting = deployment_json(status="starting", replicas={"desired": 1, "ready": 0, "starting": 1})
-    events = sequence({"events": []}, {"events": [event(5, "ReplicaExited", "replica echo-1-a (revision 1) exited with code 3")]}, {"events": []})
+    events = sequence(
+        {"events": []},
+        {"events": [event(5, "ReplicaExited", "replica echo-1-a (revision 1) exited with code 3")]},
+        {"events": []},
+    )
     routes = {("GET", "/api/v1/deployments/echo"): starting, ("GET", "/api/v1/deployments/echo/events"): events}
     platform, _ = connect(routes)
     with pytest.raises(TimeoutError) as caught:

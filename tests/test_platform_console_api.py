@@ -48,8 +48,18 @@ def test_console_files_never_leave_the_folder(tmp_path: Path) -> None:
     (root / "link.txt").symlink_to(tmp_path / "secret.txt")
     assert console_file("app.js", root) == (root / "app.js").resolve()
     assert console_file("i18n/en.json", root) == (root / "i18n" / "en.json").resolve()
-    for bad in ("../secret.txt", "i18n/../../secret.txt", "/etc/passwd", str(tmp_path / "secret.txt"), "..\\secret.txt",
-                "link.txt", "i18n", "", "missing.js", "app.js\x00.png"):
+    for bad in (
+        "../secret.txt",
+        "i18n/../../secret.txt",
+        "/etc/passwd",
+        str(tmp_path / "secret.txt"),
+        "..\\secret.txt",
+        "link.txt",
+        "i18n",
+        "",
+        "missing.js",
+        "app.js\x00.png",
+    ):
         assert console_file(bad, root) is None, bad
 
 
@@ -76,8 +86,12 @@ def test_whoami_the_page_and_the_files(plane, tmp_path: Path, monkeypatch: pytes
     page = client.get("/")
     assert page.status_code == 200 and page.text == "<!doctype html><title>console</title>"
     assert page.headers["content-type"] == "text/html; charset=utf-8" and page.headers["cache-control"] == "no-cache"
-    for path, kind in [("app.js", "text/javascript"), ("style.css", "text/css"), ("i18n/en.json", "application/json"),
-                       ("logo.svg", "image/svg+xml")]:
+    for path, kind in [
+        ("app.js", "text/javascript"),
+        ("style.css", "text/css"),
+        ("i18n/en.json", "application/json"),
+        ("logo.svg", "image/svg+xml"),
+    ]:
         answer = client.get(f"/console/{path}")
         assert answer.status_code == 200 and answer.headers["content-type"].split(";")[0] == kind, (path, answer.headers)
     assert client.get("/console/nope.js").status_code == 404
@@ -113,8 +127,13 @@ def raw_get(url: str, path: str) -> int:
     return int(head.split(" ", 2)[1])
 
 
-GATEWAYS = ["python", pytest.param("haproxy", marks=pytest.mark.skipif(shutil.which("haproxy") is None,
-                                                                      reason="haproxy is not installed (.ci/run installs it)"))]
+GATEWAYS = [
+    "python",
+    pytest.param(
+        "haproxy",
+        marks=pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (.ci/run installs it)"),
+    ),
+]
 
 
 @pytest.mark.slow

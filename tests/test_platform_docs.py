@@ -44,13 +44,20 @@ def test_the_platform_page_runs(tmp_path: Path) -> None:
     blocks = runnable_blocks(PAGE.read_text())
     assert [lang for lang, _ in blocks].count("bash") >= 3 and any(lang == "python" for lang, _ in blocks)
     with running_platform(tmp_path / "data") as platform:
-        env = {**os.environ, "FERMION_HOME": str(platform.data_dir), "FERMION_TOKEN": platform.token,
-               "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "COLUMNS": "200"}
+        env = {
+            **os.environ,
+            "FERMION_HOME": str(platform.data_dir),
+            "FERMION_TOKEN": platform.token,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "COLUMNS": "200",
+        }
         env.pop("FERMION_URL", None)
         for lang, code in blocks:
             code = code.replace("http://127.0.0.1:8080", platform.url).replace('"fmn_..."', repr(platform.token))
             if lang == "python":
-                done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+                done = subprocess.run(
+                    [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+                )
                 assert done.returncode == 0, f"{code}\n{done.stdout}\n{done.stderr}\n{platform.log()[-3000:]}"
                 continue
             for command in commands(code):

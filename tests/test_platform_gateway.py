@@ -135,10 +135,16 @@ def test_the_python_client_and_docs_work_through_the_gateway(gateway):
 def test_a_client_leaving_a_stream_stops_it_on_the_replica(gateway):
     url, _ = gateway
     with httpx.Client() as http:
-        with http.stream("POST", url + "/run/secret/ticker", json={"tag": "gw-gone"}, headers={"authorization": f"Bearer {TOKEN}"}) as answer:
+        with http.stream(
+            "POST", url + "/run/secret/ticker", json={"tag": "gw-gone"}, headers={"authorization": f"Bearer {TOKEN}"}
+        ) as answer:
             lines = answer.iter_lines()
             assert next(lines) == "data: 0"
-        calls = lambda: http.get(url + "/run/secret/calls_of", params={"tag": "gw-gone"}, headers={"authorization": f"Bearer {TOKEN}"}).json()  # noqa: E731
+
+        def calls() -> int:
+            params, headers = {"tag": "gw-gone"}, {"authorization": f"Bearer {TOKEN}"}
+            return http.get(url + "/run/secret/calls_of", params=params, headers=headers).json()
+
         deadline = time.monotonic() + 10
         before = calls()
         while time.monotonic() < deadline:  # the replica notices within a few ticks
@@ -224,7 +230,9 @@ def _families(text: str) -> dict[str, Any]:
 
 
 def _value(families: dict[str, Any], family: str, sample: str, **labels: str) -> float:
-    found = [s.value for s in families[family].samples if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())]
+    found = [
+        s.value for s in families[family].samples if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
     assert len(found) == 1, (sample, labels, found)
     return found[0]
 
@@ -275,7 +283,9 @@ def test_metrics_count_what_went_through_a_real_gateway(replicas):
     assert _value(families, replicas_family, replicas_family, deployment="echo", state="desired") == 2
     assert _value(families, replicas_family, replicas_family, deployment="echo", state="ready") == 2
     assert _value(families, replicas_family, replicas_family, deployment="idle", state="ready") == 0
-    assert not [s for s in families[replicas_family].samples if s.labels["deployment"] == "idle" and s.labels["state"] == "desired"]
+    assert not [
+        s for s in families[replicas_family].samples if s.labels["deployment"] == "idle" and s.labels["state"] == "desired"
+    ]
 
 
 def test_metrics_render_cleanly_with_nothing_counted_and_escape_labels():
@@ -285,8 +295,16 @@ def test_metrics_render_cleanly_with_nothing_counted_and_escape_labels():
     metrics.end('we"ird\\name', 200, 0.002)
     families = _families(metrics.render({}))
     assert _value(families, "fermion_gateway_requests", "fermion_gateway_requests_total", deployment='we"ird\\name') == 1
-    assert _value(families, "fermion_gateway_request_duration_seconds", "fermion_gateway_request_duration_seconds_bucket",
-                  deployment='we"ird\\name', le="0.005") == 1
+    assert (
+        _value(
+            families,
+            "fermion_gateway_request_duration_seconds",
+            "fermion_gateway_request_duration_seconds_bucket",
+            deployment='we"ird\\name',
+            le="0.005",
+        )
+        == 1
+    )
 
 
 def _rendered_sample_names() -> set[str]:
@@ -314,7 +332,9 @@ def test_the_grafana_dashboard_is_valid_and_queries_only_metrics_the_gateway_ren
     rendered = _rendered_sample_names()
     assert used and used <= rendered, used - rendered
     for quantile in ("0.5", "0.95", "0.99"):
-        assert any(f"histogram_quantile({quantile}," in e and "fermion_gateway_request_duration_seconds_bucket" in e for e in exprs)
+        assert any(
+            f"histogram_quantile({quantile}," in e and "fermion_gateway_request_duration_seconds_bucket" in e for e in exprs
+        )
     assert any('class="5xx"' in e for e in exprs)
     replica_queries = [e for e in exprs if "fermion_deployment_replicas" in e]
     assert any('state="ready"' in e for e in replica_queries) and any('state="desired"' in e for e in replica_queries)

@@ -110,7 +110,9 @@ def test_echo_runs_as_a_serve_application_and_answers_through_the_gateway(up, he
     logs = fermion(up, "logs", "echo", "--lines", "200").stdout
     assert "Started initializing replica" in logs and "Echo ready in" in logs  # Serve's lines and Fermion's own
     if head.haproxy_ingress:  # the calls above went through Serve's HAProxy ingress, not its Python proxy
-        assert any(Path(f"/proc/{pid}/comm").read_text().strip() == "haproxy" for pid in head.pids() if Path(f"/proc/{pid}").exists())
+        assert any(
+            Path(f"/proc/{pid}/comm").read_text().strip() == "haproxy" for pid in head.pids() if Path(f"/proc/{pid}").exists()
+        )
 
 
 def test_scale_to_two_then_a_killed_replica_is_replaced_while_calls_keep_succeeding(up, head, echo):
@@ -129,8 +131,10 @@ def test_scale_to_two_then_a_killed_replica_is_replaced_while_calls_keep_succeed
                 failures.append((answer.status_code, answer.text[:200]))
     assert calls > 20 and not failures, f"{len(failures)} of {calls} calls failed: {failures[:5]}"
     wait_for(
-        lambda: len(serve_replicas(head, "fermion-echo-1")) == 2
-        and victim["pid"] not in {r["pid"] for r in serve_replicas(head, "fermion-echo-1")},
+        lambda: (
+            len(serve_replicas(head, "fermion-echo-1")) == 2
+            and victim["pid"] not in {r["pid"] for r in serve_replicas(head, "fermion-echo-1")}
+        ),
         120,
         "Serve's replacement replica",
     )
@@ -215,7 +219,12 @@ def test_the_scale_out_page_runs_on_the_ray_platform(up, head, tmp_path):
     blocks = runnable_blocks((ROOT / "docs" / "scale-out.md").read_text())
     assert [lang for lang, _ in blocks] == ["bash", "bash", "bash"]
     (tmp_path / "examples").symlink_to(ROOT / "examples")  # the page's relative paths; its YAML lands here
-    env = {**os.environ, "FERMION_HOME": str(up.data_dir), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "FERMION_HOME": str(up.data_dir),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "COLUMNS": "200",
+    }
     for name in ("FERMION_URL", "FERMION_TOKEN"):
         env.pop(name, None)
     for _, code in blocks:
@@ -257,7 +266,10 @@ def test_an_unreachable_cluster_is_a_clear_error(tmp_path):
     port = free_port()
     done = subprocess.run(
         [*FERMION, "up", "--data-dir", str(tmp_path), "--port", "0", "--backend", "ray", "--ray-address", f"127.0.0.1:{port}"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
     )
     assert done.returncode == 2
     assert f"no Ray dashboard answered at http://127.0.0.1:{port}" in done.stderr

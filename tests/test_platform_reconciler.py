@@ -237,8 +237,9 @@ class Scaling:
 def scaling(tmp_path: Path) -> Iterator[Scaling]:
     store = Store.open(tmp_path)
     routes = RouteTable()
-    reconciler = Reconciler(store, LocalBackend(tmp_path), routes, grace=10,
-                            autoscaler=Autoscaler(routes, scale_down_delay_s=2.0, window_s=1.0))
+    reconciler = Reconciler(
+        store, LocalBackend(tmp_path), routes, grace=10, autoscaler=Autoscaler(routes, scale_down_delay_s=2.0, window_s=1.0)
+    )
     gateway = Gateway(routes, cold_start_timeout=120)
     try:
         with serve(gateway) as url:
@@ -328,7 +329,10 @@ def test_a_replica_that_stops_answering_is_replaced(plane):
     hung = reconciler.replica_views("echo")[0]
     os.kill(hung["pid"], signal.SIGSTOP)  # alive, but answers nothing: what a hung model looks like
     try:
-        settle(reconciler, lambda: [v["id"] for v in reconciler.replica_views("echo") if v["state"] == "ready"] not in ([], [hung["id"]]))
+        settle(
+            reconciler,
+            lambda: [v["id"] for v in reconciler.replica_views("echo") if v["state"] == "ready"] not in ([], [hung["id"]]),
+        )
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(hung["pid"], signal.SIGCONT)

@@ -407,9 +407,18 @@ def test_a_database_made_before_migrations_is_adopted(store_url: str) -> None:
     Base.metadata.create_all(engine)  # what Store.create_all() did before migrations existed, without
     with engine.begin() as connection:  # the index that came with them
         connection.exec_driver_sql("DROP INDEX uq_tokens_name_active")
-        connection.execute(sa.insert(TokenRow.__table__), [{
-            "name": "old", "prefix": "fmn_abcd", "hash": "0" * 64, "scopes": "invoke", "created_at": datetime.now(UTC),
-        }])
+        connection.execute(
+            sa.insert(TokenRow.__table__),
+            [
+                {
+                    "name": "old",
+                    "prefix": "fmn_abcd",
+                    "hash": "0" * 64,
+                    "scopes": "invoke",
+                    "created_at": datetime.now(UTC),
+                }
+            ],
+        )
     with Store.open(store_url) as opened:
         assert [token.name for token in opened.list_tokens()] == ["old"]
     assert raw_rows(store_url, "select version_num from alembic_version") == [(head,) for head in migrations.heads()]
@@ -424,7 +433,9 @@ def test_a_database_with_only_some_tables_is_refused_with_what_to_do(store_url: 
         Store.open(store_url)
 
 
-def test_a_migration_that_copies_a_table_keeps_the_rows_pointing_at_it(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_migration_that_copies_a_table_keeps_the_rows_pointing_at_it(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # SQLite batch migrations copy a table, then drop the original: with foreign keys on, dropping
     # `deployments` would cascade-delete every revision and replica.
     with Store.open(data_dir) as opened:
@@ -432,13 +443,15 @@ def test_a_migration_that_copies_a_table_keeps_the_rows_pointing_at_it(data_dir:
         opened.upsert_replica("echo", handle={"pid": 1})
     scripts = tmp_path / "migrations"
     shutil.copytree(Path(migrations.__file__).parent, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0099_copy_deployments.py").write_text(textwrap.dedent(f"""
+    (scripts / "versions" / "0099_copy_deployments.py").write_text(
+        textwrap.dedent(f"""
         from alembic import op
         revision, down_revision = "0099", {max(migrations.heads())!r}
         def upgrade():
             with op.batch_alter_table("deployments", recreate="always"):
                 pass
-    """))
+    """)
+    )
     shipped = migrations.config
 
     def relocated(connection: sa.Connection | None = None) -> Config:

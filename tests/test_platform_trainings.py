@@ -168,8 +168,9 @@ def test_a_restart_stops_the_training_process_a_killed_platform_left_running(tmp
         folder = tmp_path / "trainings"
         folder.mkdir()
         for job_id, proc, started in (("t-orphan", orphan, process_start_time(orphan.pid)), ("t-reused", bystander, "1")):
-            job = TrainingJob(id=job_id, dataset="iris@1", target=None, budget_s=60, status="running",
-                              pid=proc.pid, pid_started=started)
+            job = TrainingJob(
+                id=job_id, dataset="iris@1", target=None, budget_s=60, status="running", pid=proc.pid, pid_started=started
+            )
             (folder / f"{job_id}.json").write_text(json.dumps(job.to_dict()))
         jobs = TrainingJobs(tmp_path)
         deadline = time.monotonic() + 10

@@ -75,8 +75,13 @@ class Load:
             thread.join(30)
 
 
-GATEWAYS = ["python", pytest.param("haproxy", marks=pytest.mark.skipif(shutil.which("haproxy") is None,
-                                                                      reason="haproxy is not installed (.ci/run installs it)"))]
+GATEWAYS = [
+    "python",
+    pytest.param(
+        "haproxy",
+        marks=pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (.ci/run installs it)"),
+    ),
+]
 
 
 @pytest.mark.parametrize("gateway", GATEWAYS)
@@ -100,8 +105,12 @@ def test_the_platform_end_to_end(tmp_path: Path, gateway: str) -> None:
         assert call.status_code == 200 and call.json() == {"output": "echo: hi"}
 
         # Streams pass through as they come: the first event arrives long before the last is made.
-        assert api.post("/api/v1/deployments", json={"name": "stream", "source": str(EXAMPLES / "streaming.py"),
-                                                     "public": True}).status_code == 201
+        assert (
+            api.post(
+                "/api/v1/deployments", json={"name": "stream", "source": str(EXAMPLES / "streaming.py"), "public": True}
+            ).status_code
+            == 201
+        )
         wait_for(ready(api, "stream", 1), what="the streaming replica")
         started = time.monotonic()
         with httpx.stream("POST", f"{platform.url}/run/stream/count", json={"n": 3, "delay": 1.0}, timeout=30) as events:
@@ -112,7 +121,12 @@ def test_the_platform_end_to_end(tmp_path: Path, gateway: str) -> None:
             rest = [line for line in lines if line.startswith("data:")]
             last_after = time.monotonic() - started
         # Each number comes a second after the one before: a buffering proxy would deliver them together.
-        assert (first, rest[:2]) == ("data: 1", ["data: 2", "data: 3"]) and last_after - first_after > 1.5, (first, rest, first_after, last_after)
+        assert (first, rest[:2]) == ("data: 1", ["data: 2", "data: 3"]) and last_after - first_after > 1.5, (
+            first,
+            rest,
+            first_after,
+            last_after,
+        )
         assert api.delete("/api/v1/deployments/stream").status_code == 202
 
         # Tokens deny what they must: private by default; invoke may call but not deploy.
@@ -154,8 +168,10 @@ def test_the_platform_end_to_end(tmp_path: Path, gateway: str) -> None:
         with Load(f"{platform.url}/run/echo/predict", platform.token) as load:
             time.sleep(0.5)
             os.kill(victim["pid"], signal.SIGKILL)
-            wait_for(lambda: victim["id"] not in {r["id"] for r in api.get("/api/v1/deployments/echo/replicas").json()["replicas"]},
-                     what="the dead replica's removal")
+            wait_for(
+                lambda: victim["id"] not in {r["id"] for r in api.get("/api/v1/deployments/echo/replicas").json()["replicas"]},
+                what="the dead replica's removal",
+            )
             wait_for(ready(api, "echo", 3), what="the replacement replica")
             time.sleep(0.5)
         # A request already inside the killed process when it died cannot be saved (the gateway
@@ -174,18 +190,24 @@ def test_the_platform_end_to_end(tmp_path: Path, gateway: str) -> None:
             updated = api.patch("/api/v1/deployments/echo", json={"source": ECHO_V2, "note": "v2"})
             assert updated.status_code == 200 and updated.json()["revision"] == 2
             wait_for(ready(api, "echo", 3, revision=2), what="revision 2")
-            wait_for(lambda: len(api.get("/api/v1/deployments/echo/replicas").json()["replicas"]) == 3, what="old replicas to drain")
+            wait_for(
+                lambda: len(api.get("/api/v1/deployments/echo/replicas").json()["replicas"]) == 3, what="old replicas to drain"
+            )
             time.sleep(0.5)
         assert load.failures == [], load.failures[:5]
         assert load.answers["echo: hi"] > 0 and load.answers["echo v2: hi"] > 0
         assert api.post("/run/echo/predict", json={"text": "hi"}).json() == {"output": "echo v2: hi"}
 
         # A failing new version never takes traffic; the old one keeps serving.
-        broken = api.patch("/api/v1/deployments/echo", json={"source": str(ROOT / "tests" / "apps" / "behaviour.py"),
-                                                             "env": {"FERMION_TEST_SETUP_FAIL": "1"}})
+        broken = api.patch(
+            "/api/v1/deployments/echo",
+            json={"source": str(ROOT / "tests" / "apps" / "behaviour.py"), "env": {"FERMION_TEST_SETUP_FAIL": "1"}},
+        )
         assert broken.status_code == 200, broken.text
-        wait_for(lambda: "CrashLoop" in {e["kind"] for e in api.get("/api/v1/deployments/echo/events").json()["events"]},
-                 what="the crash loop to be recorded")
+        wait_for(
+            lambda: "CrashLoop" in {e["kind"] for e in api.get("/api/v1/deployments/echo/events").json()["events"]},
+            what="the crash loop to be recorded",
+        )
         assert api.post("/run/echo/predict", json={"text": "hi"}).json() == {"output": "echo v2: hi"}
         crash = [e for e in api.get("/api/v1/deployments/echo/events").json()["events"] if e["kind"] == "CrashLoop"][-1]
         assert "exited with code 3" in crash["message"]
@@ -226,8 +248,11 @@ def test_the_platform_end_to_end(tmp_path: Path, gateway: str) -> None:
         assert api.delete("/api/v1/deployments/echo").status_code == 202
         wait_for(lambda: api.get("/api/v1/deployments/echo").status_code == 404, what="the deletion")
         wait_for(lambda: not any(_alive(pid) for pid in pids_before), what="the replicas to stop")
-        wait_for(lambda: 'deployment="echo"' not in httpx.get(f"{platform.url}/metrics").text, timeout=30,
-                 what="the deleted deployment's metrics to go")
+        wait_for(
+            lambda: 'deployment="echo"' not in httpx.get(f"{platform.url}/metrics").text,
+            timeout=30,
+            what="the deleted deployment's metrics to go",
+        )
 
         # SIGTERM: the platform stops its replicas and exits 0.
         api.post("/api/v1/deployments", json={"name": "last", "source": ECHO, "public": True})
@@ -257,11 +282,21 @@ def test_up_refuses_a_taken_port_and_a_second_instance(tmp_path: Path) -> None:
 
     with running_platform(tmp_path / "a") as platform:
         port = platform.url.rsplit(":", 1)[1]
-        taken = subprocess.run([sys.executable, "-m", "fermion", "up", "--data-dir", str(tmp_path / "b"), "--port", port],
-                               capture_output=True, text=True, timeout=60, cwd=ROOT)
+        taken = subprocess.run(
+            [sys.executable, "-m", "fermion", "up", "--data-dir", str(tmp_path / "b"), "--port", port],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
         assert taken.returncode == 2 and "already in use" in taken.stderr
-        twice = subprocess.run([sys.executable, "-m", "fermion", "up", "--data-dir", str(tmp_path / "a"), "--port", "0"],
-                               capture_output=True, text=True, timeout=60, cwd=ROOT)
+        twice = subprocess.run(
+            [sys.executable, "-m", "fermion", "up", "--data-dir", str(tmp_path / "a"), "--port", "0"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
         assert twice.returncode == 2 and "already runs" in twice.stderr
         assert platform.proc.poll() is None
 
@@ -272,8 +307,13 @@ def test_up_refuses_an_unusable_data_dir(tmp_path: Path) -> None:
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    done = subprocess.run([sys.executable, "-m", "fermion", "up", "--data-dir", str(blocker / "data"), "--port", "0"],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "fermion", "up", "--data-dir", str(blocker / "data"), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert done.returncode == 2 and "cannot use data dir" in done.stderr and done.stderr.count("\n") == 1
 
 
@@ -286,11 +326,22 @@ def test_make_run_brings_up_the_three_demo_deployments(tmp_path: Path) -> None:
 
     port = free_port()
     log_path = tmp_path / "demo.log"
-    env = {**os.environ, "FERMION_HOME": str(tmp_path / "home"), "FERMION_PORT": str(port), "HF_HUB_OFFLINE": "1",
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "FERMION_HOME": str(tmp_path / "home"),
+        "FERMION_PORT": str(port),
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
     with open(log_path, "w") as log:
-        demo = subprocess.Popen([sys.executable, str(EXAMPLES / "platform_demo.py")], stdout=log, stderr=subprocess.STDOUT,
-                                env=env, text=True, cwd=ROOT)
+        demo = subprocess.Popen(
+            [sys.executable, str(EXAMPLES / "platform_demo.py")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            text=True,
+            cwd=ROOT,
+        )
     try:
         wait_for(lambda: "The platform is up" in log_path.read_text() or demo.poll() is not None, timeout=300, what="make run")
         output = log_path.read_text()
@@ -306,7 +357,11 @@ def test_make_run_brings_up_the_three_demo_deployments(tmp_path: Path) -> None:
         assert httpx.post(f"{base}/run/iris/predict", json=flower).json() == "versicolor"
         with httpx.Client(base_url=base, headers={"authorization": f"Bearer {token}"}) as api:
             assert [m["ref"] for m in api.get("/api/v1/models").json()["models"]] == ["iris@1"]
-            pids = [r["pid"] for name in ("echo", "embeddings", "iris") for r in api.get(f"/api/v1/deployments/{name}/replicas").json()["replicas"]]
+            pids = [
+                r["pid"]
+                for name in ("echo", "embeddings", "iris")
+                for r in api.get(f"/api/v1/deployments/{name}/replicas").json()["replicas"]
+            ]
         assert stop_process(demo) == 0
         assert not any(_alive(pid) for pid in pids)
     finally:
@@ -334,7 +389,10 @@ def test_the_platform_on_postgresql_survives_a_kill(tmp_path: Path, pg_url: str)
         with platform.api() as api:
             wait_for(ready(api, "echo", 1), what="adoption")
             assert api.get("/api/v1/deployments/echo/replicas").json()["replicas"][0]["pid"] == pid
-            assert [e["kind"] for e in api.get("/api/v1/deployments/echo/events").json()["events"]][:2] == ["Created", "ReplicaReady"]
+            assert [e["kind"] for e in api.get("/api/v1/deployments/echo/events").json()["events"]][:2] == [
+                "Created",
+                "ReplicaReady",
+            ]
         with platform.api(made["token"]) as as_app:
             assert as_app.post("/run/echo/predict", json={"text": "pg"}).json() == {"output": "echo: pg"}
             assert as_app.get("/api/v1/deployments").status_code == 200

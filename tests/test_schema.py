@@ -375,7 +375,11 @@ def test_batched_parameter_default_is_each_items_default():
 
     schema = ep(Good, "embed").schema
     assert schema.validate_json(b'{"text": "a"}') == {"text": "a", "normalize": True}
-    assert schema.request_model.model_json_schema()["properties"]["normalize"] == {"default": True, "title": "Normalize", "type": "boolean"}
+    assert schema.request_model.model_json_schema()["properties"]["normalize"] == {
+        "default": True,
+        "title": "Normalize",
+        "type": "boolean",
+    }
 
 
 @pytest.mark.parametrize("signature", ["*texts", "**options"])
@@ -486,9 +490,7 @@ def test_max_queue_zero_is_allowed():
 def test_unresolvable_annotation_names_the_endpoint():
     namespace: dict[str, Any] = {}
     exec(
-        "from __future__ import annotations\n"
-        "def run(self, item: NotImported) -> str:\n"
-        "    return ''\n",
+        "from __future__ import annotations\ndef run(self, item: NotImported) -> str:\n    return ''\n",
         namespace,
     )
     Bad = type("Bad", (Service,), {"run": endpoint(namespace["run"])})

@@ -26,8 +26,14 @@ CODE = ("tests", "benchmarks", "examples", ".ci", "Makefile", "pyproject.toml")
 
 def tracked_files() -> list[str]:
     """The files a fresh clone of this checkout would have (tracked, plus new ones not ignored)."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                            cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return [name for name in listed.stdout.split("\0") if name and (ROOT / name).is_file()]
 
 
@@ -35,7 +41,12 @@ def test_no_test_or_build_file_names_a_path_outside_the_repository() -> None:
     this = Path(__file__).resolve().relative_to(ROOT).as_posix()
     found = []
     for name in tracked_files():
-        if not name.startswith(CODE) or name == this or name.startswith("benchmarks/results/") or name.endswith((".png", ".json")):
+        if (
+            not name.startswith(CODE)
+            or name == this
+            or name.startswith("benchmarks/results/")
+            or name.endswith((".png", ".json"))
+        ):
             continue
         for number, line in enumerate((ROOT / name).read_text(errors="replace").splitlines(), 1):
             # Sample paths inside strings that tests hand to the code under test are fine; reading them is not.
@@ -56,11 +67,21 @@ def test_the_data_tests_pass_in_a_copy_with_nothing_beside_it(tmp_path_factory) 
     env.update(PYTHONPATH=str(clone), HF_HUB_OFFLINE="1")  # the copy's fermion, not the checkout's editable install
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *DATA_TESTS],
-        cwd=clone, env=env, capture_output=True, text=True, timeout=240,
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert "skipped: none" in output, output[-2000:]  # tests/skip_summary.py: every data test ran
-    probe = subprocess.run([sys.executable, "-c", "import fermion; print(fermion.__file__)"],
-                           cwd=clone, env=env, capture_output=True, text=True, timeout=60)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import fermion; print(fermion.__file__)"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert probe.stdout.strip().startswith(str(clone)), probe.stdout + probe.stderr

@@ -174,9 +174,7 @@ def test_full_queue_is_429_with_retry_after(http, server, tmp_path):
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         first = pool.submit(http.post, "/blocking", json={"tag": "q-a", "started": str(started_a), "release": str(release)})
         wait_until(started_a.exists)
-        second = pool.submit(
-            http.post, "/blocking", json={"tag": "q-b", "started": str(tmp_path / "b"), "release": str(release)}
-        )
+        second = pool.submit(http.post, "/blocking", json={"tag": "q-b", "started": str(tmp_path / "b"), "release": str(release)})
         wait_until(lambda: metric(http.get("/metrics").text, "fermion_queue_depth", endpoint="blocking") == 1)
         third = http.post("/blocking", json={"tag": "q-c", "started": str(tmp_path / "c"), "release": str(release)})
         assert third.status_code == 429
@@ -440,7 +438,9 @@ def test_the_port_file_says_where_a_port_0_server_listens_and_goes_when_it_stops
     log_path = tmp_path / "serve.log"
     command = [*FERMION, "serve", str(APP), "--port", "0", "--port-file", str(port_file), "--workers", workers]
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        )
     try:
         wait_until(lambda: bool(seen) or proc.poll() is not None, timeout=90)
         assert seen, log_path.read_text()
@@ -475,7 +475,9 @@ def test_workers_share_the_port_aggregate_metrics_and_stop_cleanly(tmp_path):
             with httpx.Client() as fresh:  # a new connection each time, so either worker may answer
                 assert fresh.post(srv.url + "/predict", json={"text": tag}).status_code == 200
         # each worker publishes its counters every second; any worker's scrape adds them all up
-        wait_until(lambda: metric(httpx.get(srv.url + "/metrics").text, "fermion_requests_total", endpoint="predict", status="200") == 10)
+        wait_until(
+            lambda: metric(httpx.get(srv.url + "/metrics").text, "fermion_requests_total", endpoint="predict", status="200") == 10
+        )
         cpus = len(os.sched_getaffinity(0))
         expected = os.environ.get("OMP_NUM_THREADS", str(max(1, cpus // 2)))  # workers × threads ≤ cores
         assert httpx.get(srv.url + "/compute_threads").json() == expected

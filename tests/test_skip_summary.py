@@ -13,14 +13,19 @@ TESTS = Path(__file__).resolve().parent
 
 
 def test_skips_are_grouped_by_what_is_missing_largest_group_first() -> None:
-    lines = summary_lines([
-        "haproxy is not installed (.ci/run installs it)",
-        "needs playwright (the dev extra) and chromium (.ci/run installs it)",
-        "chromium is not installed (.ci/run installs it)",
-        "the Ray backend's tests need ray[serve]: pip install 'fermion[ray]'",
-        "something else entirely",
-    ])
-    assert lines[0] == "chromium missing: 2 tests skipped — install with: apt-get install -y chromium (playwright: pip install -e '.[dev]')"
+    lines = summary_lines(
+        [
+            "haproxy is not installed (.ci/run installs it)",
+            "needs playwright (the dev extra) and chromium (.ci/run installs it)",
+            "chromium is not installed (.ci/run installs it)",
+            "the Ray backend's tests need ray[serve]: pip install 'fermion[ray]'",
+            "something else entirely",
+        ]
+    )
+    assert (
+        lines[0]
+        == "chromium missing: 2 tests skipped — install with: apt-get install -y chromium (playwright: pip install -e '.[dev]')"
+    )
     assert "haproxy missing: 1 test skipped — install with: apt-get install -y haproxy" in lines
     assert "ray missing: 1 test skipped — install with: pip install -e '.[ray]'" in lines
     assert "1 test skipped: something else entirely" in lines
@@ -36,10 +41,18 @@ def test_a_run_ends_with_the_skipped_groups(tmp_path: Path) -> None:
         "def test_fine(): pass\n"
     )
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     last = done.stdout.strip().splitlines()[-3:]
     assert done.returncode == 0, done.stdout + done.stderr
-    assert sorted(last[:2]) == ["haproxy missing: 1 test skipped — install with: apt-get install -y haproxy",
-                                "wrk missing: 1 test skipped — install with: apt-get install -y wrk"], done.stdout
+    assert sorted(last[:2]) == [
+        "haproxy missing: 1 test skipped — install with: apt-get install -y haproxy",
+        "wrk missing: 1 test skipped — install with: apt-get install -y wrk",
+    ], done.stdout
     assert last[2].startswith("(.ci/run installs every system package")

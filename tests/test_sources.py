@@ -213,9 +213,7 @@ def test_a_folder_when_the_current_directory_is_importable(workdir, monkeypatch)
 
 def test_no_service_in_the_file(workdir):
     write(workdir, "app.py", "def predict(text: str) -> str:\n    return text\n")
-    assert load_error("app.py") == (
-        "app.py defines no Service; write `class MyService(fermion.Service)` with @endpoint methods"
-    )
+    assert load_error("app.py") == ("app.py defines no Service; write `class MyService(fermion.Service)` with @endpoint methods")
 
 
 def test_several_services_need_a_class_name(monkeypatch):

@@ -30,8 +30,13 @@ from fermion.serving.tls import HTTPSRedirect, TLSFileError, check_tls_files
 x509 = pytest.importorskip("cryptography.x509")
 
 ECHO = str(EXAMPLES / "echo.py")
-GATEWAYS = ["python", pytest.param("haproxy", marks=pytest.mark.skipif(shutil.which("haproxy") is None,
-                                                                      reason="haproxy is not installed (.ci/run installs it)"))]
+GATEWAYS = [
+    "python",
+    pytest.param(
+        "haproxy",
+        marks=pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (.ci/run installs it)"),
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -59,22 +64,43 @@ def _make_pki(folder: Path) -> PKI:
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Fermion test CA")])
     ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
@@ -97,8 +123,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`fermion ARGS...` in its own process, with `env` on top of ours (FERMION_* of ours removed)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("FERMION_")}
-    return subprocess.run([sys.executable, "-m", "fermion", *args], env={**base, "COLUMNS": "200", **env},
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "fermion", *args],
+        env={**base, "COLUMNS": "200", **env},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
 
 
 # -- refusals before anything binds ---------------------------------------------------------------
@@ -119,8 +151,20 @@ def test_bad_certificate_files_are_one_clear_line(pki: PKI, tmp_path: Path) -> N
 
     runner = CliRunner()
     port = free_port()
-    result = runner.invoke(app, ["up", "--data-dir", str(tmp_path / "data"), "--port", str(port),
-                                 "--tls-cert", str(pki.cert), "--tls-key", str(pki.other_key)])
+    result = runner.invoke(
+        app,
+        [
+            "up",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--port",
+            str(port),
+            "--tls-cert",
+            str(pki.cert),
+            "--tls-key",
+            str(pki.other_key),
+        ],
+    )
     assert result.exit_code == 2
     assert "error: cannot serve TLS" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "data").exists()  # refused before anything was created or bound
@@ -158,8 +202,18 @@ def test_the_redirect_keeps_host_path_and_query() -> None:
 @pytest.fixture(params=GATEWAYS)
 def tls_platform(request: pytest.FixtureRequest, pki: PKI, tmp_path: Path) -> Iterator[tuple[RunningPlatform, int]]:
     redirect_port = free_port()
-    with running_platform(tmp_path / "data", "--gateway", request.param, "--tls-cert", str(pki.cert), "--tls-key",
-                          str(pki.key), "--redirect-http-port", str(redirect_port), verify=pki.context()) as platform:
+    with running_platform(
+        tmp_path / "data",
+        "--gateway",
+        request.param,
+        "--tls-cert",
+        str(pki.cert),
+        "--tls-key",
+        str(pki.key),
+        "--redirect-http-port",
+        str(redirect_port),
+        verify=pki.context(),
+    ) as platform:
         yield platform, redirect_port
 
 
@@ -212,8 +266,9 @@ def test_a_tls_platform_serves_api_console_and_gateway_over_https(tls_platform: 
 
 
 def test_fermion_serve_speaks_tls_to_the_client(pki: PKI, tmp_path: Path) -> None:
-    with running_server(ECHO, "--tls-cert", str(pki.cert), "--tls-key", str(pki.key), verify=pki.context(),
-                        tmp_dir=tmp_path) as server:
+    with running_server(
+        ECHO, "--tls-cert", str(pki.cert), "--tls-key", str(pki.key), verify=pki.context(), tmp_dir=tmp_path
+    ) as server:
         assert server.url.startswith("https://127.0.0.1:")
         with Client(server.url, ca_cert=str(pki.ca)) as client:
             assert client.predict(text="tls") == {"output": "echo: tls"}

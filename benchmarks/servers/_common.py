@@ -42,6 +42,13 @@ def run_uvicorn(app: object, port: int) -> None:
     import uvicorn
 
     uvicorn.run(
-        app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning",
-        server_header=False, date_header=False,  # as Fermion: the same bytes on the wire
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+        date_header=False,  # as Fermion: the same bytes on the wire
     )

@@ -1,6 +1,6 @@
 """Fermion's echo for the benchmark: the same validation as every peer (a text field), an async endpoint.
 
-    fermion serve benchmarks/servers/fermion_echo.py
+fermion serve benchmarks/servers/fermion_echo.py
 """
 
 from __future__ import annotations

@@ -25,4 +25,6 @@ class EmbeddingsUnbatched(Service):
     @endpoint(max_concurrency=1)
     def embed(self, text: str) -> list[float]:
         """Embed one sentence."""
-        return self.model.encode([text], batch_size=1, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)[0]
+        return self.model.encode([text], batch_size=1, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)[
+            0
+        ]

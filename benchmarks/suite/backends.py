@@ -90,7 +90,9 @@ def _platform(bench: str, backend: str, log_dir: Path, say: Say) -> Iterator[dic
             with _pinned(cpus):
                 head.start(timeout=240)
             extra = ("--backend", "ray", "--ray-address", head.dashboard_url, "--ray-serve-port", str(free_port()))
-        say(f"  {bench}: fermion up --backend {backend.split('-')[0]} on CPU(s) {cpus}, deploying {Path(source).name} (cpus {CPUS[bench]})")
+        say(
+            f"  {bench}: fermion up --backend {backend.split('-')[0]} on CPU(s) {cpus}, deploying {Path(source).name} (cpus {CPUS[bench]})"
+        )
         up, base, data_dir = start_up(f"{backend}-{bench}", cpus, log_dir, extra)
         deploy(up, base, data_dir, bench, {"resources": {"cpus": CPUS[bench]}})
         info: dict[str, Any] = {"url": f"{base}/run/{name}{path}", "gateway": gateway_kind(up)}
@@ -131,8 +133,14 @@ def run_backends(benches: list[str], method: Method, quick: bool, log_dir: Path,
         ray_version = version("ray")
     except PackageNotFoundError:
         ray_version = None
-    record: dict[str, Any] = {"bench": "backends", "quick": quick, "machine": machine_info(), "method": method.to_dict(),
-                              "versions": {"ray": ray_version}, "cases": {}}
+    record: dict[str, Any] = {
+        "bench": "backends",
+        "quick": quick,
+        "machine": machine_info(),
+        "method": method.to_dict(),
+        "versions": {"ray": ray_version},
+        "cases": {},
+    }
     for bench in benches:
         _, source, _, cpus = CASES[bench]
         case: dict[str, Any] = {"cpus": cpus, "source": str(Path(source).relative_to(ROOT)), "resources": {"cpus": CPUS[bench]}}
@@ -146,7 +154,8 @@ def run_backends(benches: list[str], method: Method, quick: bool, log_dir: Path,
                 case[f"{backend}_added_p50_ms"] = round(ray["p50_ms"] - local["p50_ms"], 3)
                 say(f"  {bench}: {backend} {case[f'{backend}_throughput_ratio']}× the local throughput")
         record["cases"][bench] = case
-    record["gateway"] = one_gateway(run["gateway"] for case in record["cases"].values()
-                                    for run in case.values() if isinstance(run, dict) and "gateway" in run)
+    record["gateway"] = one_gateway(
+        run["gateway"] for case in record["cases"].values() for run in case.values() if isinstance(run, dict) and "gateway" in run
+    )
     record["load_average_after"] = load_average()
     return record

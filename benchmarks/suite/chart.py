@@ -1,6 +1,6 @@
 """The PNG chart of the newest results: requests per second by server, echo and MiniLM side by side.
 
-    python -m suite.chart benchmarks/results benchmarks/results/chart.png   (from benchmarks/, with matplotlib)
+python -m suite.chart benchmarks/results benchmarks/results/chart.png   (from benchmarks/, with matplotlib)
 """
 
 from __future__ import annotations

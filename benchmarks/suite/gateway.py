@@ -44,9 +44,26 @@ def start_up(label: str, cpus: str, log_dir: Path, extra: tuple[str, ...] = ()) 
     """`fermion up [extra]` pinned to `cpus`, on a free port with a fresh data dir: the process, its URL and data dir."""
     data_dir = Path(tempfile.mkdtemp(prefix="fermion-bench-up-"))
     port = free_port()
-    up = start(f"fermion up:{label}", [str(FERMION_PYTHON), "-m", "fermion", "up", "--data-dir", str(data_dir), "--port",
-                                       str(port), "--log-level", "warning", *extra],
-               cpus=cpus, log_path=log_dir / f"fermion-up-{label}.log", cwd=ROOT, env={"HF_HUB_OFFLINE": "1"})
+    up = start(
+        f"fermion up:{label}",
+        [
+            str(FERMION_PYTHON),
+            "-m",
+            "fermion",
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            *extra,
+        ],
+        cpus=cpus,
+        log_path=log_dir / f"fermion-up-{label}.log",
+        cwd=ROOT,
+        env={"HF_HUB_OFFLINE": "1"},
+    )
     return up, f"http://127.0.0.1:{port}", data_dir
 
 
@@ -66,8 +83,12 @@ def deploy(up: Process, base: str, data_dir: Path, bench: str, options: dict[str
             raise NotReady(f"deploying {source} failed: {created.text[:300]}")
 
         def answers() -> bool:
-            return httpx.post(f"{base}/run/{name}{path}", content=body, headers={"content-type": "application/json"},
-                              timeout=5).status_code == 200
+            return (
+                httpx.post(
+                    f"{base}/run/{name}{path}", content=body, headers={"content-type": "application/json"}, timeout=5
+                ).status_code
+                == 200
+            )
 
         wait_ready([up], answers, 300)
         replicas = api.get(f"/api/v1/deployments/{name}/replicas").json()["replicas"]
@@ -76,7 +97,13 @@ def deploy(up: Process, base: str, data_dir: Path, bench: str, options: dict[str
 
 def run_gateway(benches: list[str], method: Method, quick: bool, log_dir: Path, say: Say) -> dict[str, Any]:
     """Per case: the replica directly, then through the gateway, with the ratio and the added p50."""
-    record: dict[str, Any] = {"bench": "gateway", "quick": quick, "machine": machine_info(), "method": method.to_dict(), "cases": {}}
+    record: dict[str, Any] = {
+        "bench": "gateway",
+        "quick": quick,
+        "machine": machine_info(),
+        "method": method.to_dict(),
+        "cases": {},
+    }
     for bench in benches:
         name, source, path, cpus = CASES[bench]
         body = body_for(bench)

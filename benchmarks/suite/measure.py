@@ -68,15 +68,24 @@ def measure(url: str, body: bytes, method: Method, *, concurrency: int | None = 
     stable = False
     window_s = method.window_s
     for index in range(method.max_windows):
-        result = run_load(url, body=body, concurrency=clients, duration=window_s,
-                          warmup=method.warmup_s if index == 0 else 0.0, engine=method.engine, cpu=method.load_cpu,
-                          timeout=30.0)
+        result = run_load(
+            url,
+            body=body,
+            concurrency=clients,
+            duration=window_s,
+            warmup=method.warmup_s if index == 0 else 0.0,
+            engine=method.engine,
+            cpu=method.load_cpu,
+            timeout=30.0,
+        )
         windows.append(result)
         errors = f", {result.errors} errors {result.error_statuses}" if result.errors else ""
         if result.requests == 0:
             say(f"    window {index + 1}: no answer at all{errors} (requests still waiting at its end are not counted)")
         else:
-            say(f"    window {index + 1}: {result.rps:,.1f} req/s, p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms{errors}")
+            say(
+                f"    window {index + 1}: {result.rps:,.1f} req/s, p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms{errors}"
+            )
         last = index + 1 == method.max_windows
         if result.requests < MIN_ANSWERS_PER_CLIENT * clients and window_s < MAX_WINDOW_S and not last:
             # Too few answers to trust (a slow server, or a busy machine): the next window is longer.

@@ -128,13 +128,21 @@ def stop_all() -> None:
             proc.stop()
 
 
-def start(name: str, cmd: list[str], *, cpus: str | None, log_path: Path, cwd: Path, env: dict[str, str] | None = None) -> Process:
+def start(
+    name: str, cmd: list[str], *, cpus: str | None, log_path: Path, cwd: Path, env: dict[str, str] | None = None
+) -> Process:
     """Start `cmd` in its own session, pinned to `cpus` (taskset list like "0" or "0,1"), output to `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full = ["taskset", "-c", cpus, *cmd] if cpus else cmd
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(full, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        proc = subprocess.Popen(
+            full,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
     process = Process(name, proc, log_path)
     STARTED.append(process)
     return process
@@ -169,8 +177,9 @@ class Answers:
         self.last = "no answer yet"
 
     def __call__(self) -> bool:
-        response = httpx.request(self.method, self.url, content=self.body, headers={"content-type": "application/json"},
-                                 timeout=5.0)
+        response = httpx.request(
+            self.method, self.url, content=self.body, headers={"content-type": "application/json"}, timeout=5.0
+        )
         self.last = f"{response.status_code} {response.text[:200]}"
         return response.status_code == 200
 

@@ -22,8 +22,9 @@ def _first_line(text: str) -> str:
     return next((line for line in str(text).splitlines() if line.strip()), str(text))[:300]
 
 
-def serve_and_measure(peer: Peer, bench: str, method: Method, cpus: str, log_dir: Path, say: Say,
-                      extra_concurrency: tuple[int, ...] = ()) -> dict[str, Any]:
+def serve_and_measure(
+    peer: Peer, bench: str, method: Method, cpus: str, log_dir: Path, say: Say, extra_concurrency: tuple[int, ...] = ()
+) -> dict[str, Any]:
     """Start `peer` for `bench`, wait until it answers, measure it (and at extra concurrencies), stop it."""
     say(f"  {peer.label}: starting")
     try:
@@ -35,8 +36,13 @@ def serve_and_measure(peer: Peer, bench: str, method: Method, cpus: str, log_dir
         timeout = 120.0 if bench == "echo" else 240.0
         ready_s = wait_ready(launch.procs, answers(launch.url, launch.body), timeout)
         say(f"  {peer.label}: answering after {ready_s:.1f} s at {launch.url}")
-        record: dict[str, Any] = {"label": peer.label, "note": peer.note, "url": launch.url, "ready_s": round(ready_s, 2),
-                                  "body": launch.body.decode()}
+        record: dict[str, Any] = {
+            "label": peer.label,
+            "note": peer.note,
+            "url": launch.url,
+            "ready_s": round(ready_s, 2),
+            "body": launch.body.decode(),
+        }
         record.update(measure(launch.url, launch.body, method, say=say))
         for clients in extra_concurrency:
             say(f"  {peer.label}: at {clients} client(s)")
@@ -54,8 +60,7 @@ def serve_and_measure(peer: Peer, bench: str, method: Method, cpus: str, log_dir
 
 
 def _base(bench: str, method: Method, quick: bool, cpus: str) -> dict[str, Any]:
-    return {"bench": bench, "quick": quick, "machine": machine_info(),
-            "method": {**method.to_dict(), "server_cpus": cpus}}
+    return {"bench": bench, "quick": quick, "machine": machine_info(), "method": {**method.to_dict(), "server_cpus": cpus}}
 
 
 def run_echo(peers: list[Peer], method: Method, quick: bool, log_dir: Path, say: Say) -> dict[str, Any]:
@@ -73,8 +78,14 @@ def run_echo(peers: list[Peer], method: Method, quick: bool, log_dir: Path, say:
 def raw_model(seconds: float, cpus: str, log_dir: Path, say: Say) -> dict[str, Any]:
     """The MiniLM limit, measured in-process by servers/raw_model.py (2 torch threads)."""
     say("  raw model (the limit): encoding in-process, batches of 1, 32, 64")
-    done = subprocess.run(["taskset", "-c", cpus, str(FERMION_PYTHON), "raw_model.py", "--seconds", str(seconds)],
-                          capture_output=True, text=True, cwd=SERVERS, timeout=600, env=_offline_env())
+    done = subprocess.run(
+        ["taskset", "-c", cpus, str(FERMION_PYTHON), "raw_model.py", "--seconds", str(seconds)],
+        capture_output=True,
+        text=True,
+        cwd=SERVERS,
+        timeout=600,
+        env=_offline_env(),
+    )
     (log_dir / "raw-model.log").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
         raise RuntimeError(f"raw model measurement failed: {_first_line(done.stderr.strip().splitlines()[-1:] or ['?'])}")
@@ -115,7 +126,9 @@ def run_startup(method: Method, quick: bool, log_dir: Path, say: Say) -> dict[st
     say("  echo replica: time to /readyz 200, memory")
     record["replica"] = ready_and_memory(log_dir, "0", method.window_s, method.load_cpu, runs=3 if quick else 5)
     replica = record["replica"]
-    say(f"    ready in {replica['ready_s']} s; RSS {replica['rss_ready_mb']} MB ready, {replica['rss_after_load_mb']} MB after load")
+    say(
+        f"    ready in {replica['ready_s']} s; RSS {replica['rss_ready_mb']} MB ready, {replica['rss_after_load_mb']} MB after load"
+    )
     record["load_average_after"] = load_average()
     return record
 

@@ -23,8 +23,13 @@ def import_time(runs: int = 7) -> dict[str, Any]:
     """`import fermion`: the cumulative time `python -X importtime` reports, and the wall-clock extra over `pass`."""
     cumulative, with_import, bare = [], [], []
     for _ in range(runs):
-        done = subprocess.run([str(FERMION_PYTHON), "-X", "importtime", "-c", "import fermion"], capture_output=True,
-                              text=True, timeout=60, cwd=ROOT)
+        done = subprocess.run(
+            [str(FERMION_PYTHON), "-X", "importtime", "-c", "import fermion"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
         found = [int(m.group(1)) for line in done.stderr.splitlines() if (m := _IMPORT_LINE.search(line.strip()))]
         if found:
             cumulative.append(found[-1] / 1e6)
@@ -47,9 +52,23 @@ def ready_and_memory(log_dir: Path, cpus: str, load_s: float, load_cpu: int | No
     for index in range(runs):
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        proc = start("fermion:ready", [str(FERMION_PYTHON), "-m", "fermion", "serve", str(SERVERS / "fermion_echo.py"),
-                                       "--port", str(port), "--log-level", "warning"],
-                     cpus=cpus, log_path=log_dir / "fermion-ready.log", cwd=ROOT)
+        proc = start(
+            "fermion:ready",
+            [
+                str(FERMION_PYTHON),
+                "-m",
+                "fermion",
+                "serve",
+                str(SERVERS / "fermion_echo.py"),
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            cpus=cpus,
+            log_path=log_dir / "fermion-ready.log",
+            cwd=ROOT,
+        )
         try:
             with httpx.Client(base_url=base, timeout=2.0) as client:
                 wait_ready([proc], lambda: client.get("/readyz").status_code == 200, timeout=60, interval=0.005)
@@ -57,8 +76,7 @@ def ready_and_memory(log_dir: Path, cpus: str, load_s: float, load_cpu: int | No
             if index == runs - 1:
                 rss["ready_mb"] = rss_mb(proc.pid)
                 wait_ready([proc], answers(base + "/echo", body_for("echo")), timeout=10)
-                result = run_load(base + "/echo", body=body_for("echo"), concurrency=64, duration=load_s, warmup=0,
-                                  cpu=load_cpu)
+                result = run_load(base + "/echo", body=body_for("echo"), concurrency=64, duration=load_s, warmup=0, cpu=load_cpu)
                 rss["after_load_mb"] = rss_mb(proc.pid)
                 rss["load_requests"] = result.requests
         finally:

@@ -1,8 +1,8 @@
 """Load-test an HTTP endpoint: `run_load` drives it with wrk or a lean asyncio engine.
 
-    from fermion.bench import run_load
-    result = run_load("http://127.0.0.1:8000/predict", body=b'{"text": "hi"}', concurrency=64, duration=10)
-    print(result.rps, result.p99_ms, result.errors)
+from fermion.bench import run_load
+result = run_load("http://127.0.0.1:8000/predict", body=b'{"text": "hi"}', concurrency=64, duration=10)
+print(result.rps, result.p99_ms, result.errors)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ ENGINES = ("auto", "wrk", "python")
 
 
 def resolve_engine(engine: str) -> str:
-    """"auto" → "wrk" when the wrk binary is on PATH, else "python"; others are checked and returned."""
+    """ "auto" → "wrk" when the wrk binary is on PATH, else "python"; others are checked and returned."""
     from fermion.bench.wrk import wrk_path
 
     if engine not in ENGINES:
@@ -71,15 +71,43 @@ def run_load(
 
         total = warmup + duration
         report = (lambda done: progress(done, total)) if progress else None
-        return run_python(url, method=method, body=body, headers=sent_headers, concurrency=concurrency,
-                          duration=duration, warmup=warmup, timeout=timeout, cpu=cpu, progress=report)
+        return run_python(
+            url,
+            method=method,
+            body=body,
+            headers=sent_headers,
+            concurrency=concurrency,
+            duration=duration,
+            warmup=warmup,
+            timeout=timeout,
+            cpu=cpu,
+            progress=report,
+        )
     from fermion.bench.wrk import run_wrk
 
     seconds = float(max(1, int(-(-duration // 1))))
     warm = float(max(1, int(-(-warmup // 1)))) if warmup > 0 else 0.0
     total = warm + seconds
     if warm:
-        run_wrk(url, method=method, body=body, headers=sent_headers, concurrency=concurrency, duration=warm,
-                timeout=timeout, cpu=cpu, progress=(lambda done: progress(done, total)) if progress else None)
-    return run_wrk(url, method=method, body=body, headers=sent_headers, concurrency=concurrency, duration=seconds,
-                   timeout=timeout, cpu=cpu, progress=(lambda done: progress(warm + done, total)) if progress else None)
+        run_wrk(
+            url,
+            method=method,
+            body=body,
+            headers=sent_headers,
+            concurrency=concurrency,
+            duration=warm,
+            timeout=timeout,
+            cpu=cpu,
+            progress=(lambda done: progress(done, total)) if progress else None,
+        )
+    return run_wrk(
+        url,
+        method=method,
+        body=body,
+        headers=sent_headers,
+        concurrency=concurrency,
+        duration=seconds,
+        timeout=timeout,
+        cpu=cpu,
+        progress=(lambda done: progress(warm + done, total)) if progress else None,
+    )

@@ -39,8 +39,13 @@ def plot_latency(results: dict[str, LoadResult], path: Path, title: str = "Laten
     ticks = (0.0, 50.0, 90.0, 99.0, 99.9, 99.99)
     for label, result in results.items():
         points = sorted((float(p), ms) for p, ms in result.percentiles.items() if float(p) < 100.0)
-        ax.plot([_position(p) for p, _ in points], [ms for _, ms in points], marker="o", markersize=3,
-                label=f"{label}: {result.rps:,.0f} req/s, p99 {result.p99_ms:.1f} ms")
+        ax.plot(
+            [_position(p) for p, _ in points],
+            [ms for _, ms in points],
+            marker="o",
+            markersize=3,
+            label=f"{label}: {result.rps:,.0f} req/s, p99 {result.p99_ms:.1f} ms",
+        )
     ax.set_xticks([_position(p) for p in ticks], [f"{p:g}%" for p in ticks])
     ax.set_xlabel("percentile")
     ax.set_ylabel("latency (ms)")

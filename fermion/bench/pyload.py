@@ -48,7 +48,7 @@ def chunked_end(buf: bytearray, start: int) -> int:
         size = int(bytes(buf[pos:line_end]).split(b";", 1)[0].strip() or b"0", 16)
         if size == 0:
             trailer_end = buf.find(b"\r\n\r\n", line_end)
-            if buf[line_end:line_end + 4] == b"\r\n\r\n":
+            if buf[line_end : line_end + 4] == b"\r\n\r\n":
                 return line_end + 4
             return -1 if trailer_end < 0 else trailer_end + 4
         pos = line_end + 2 + size + 2
@@ -99,7 +99,7 @@ class _Connection(asyncio.Protocol):
             length_at = head.find(b"\r\ncontent-length:")
             if length_at >= 0:
                 line_end = head.find(b"\r\n", length_at + 2)
-                length = int(head[length_at + 17:line_end if line_end >= 0 else len(head)])
+                length = int(head[length_at + 17 : line_end if line_end >= 0 else len(head)])
                 self.body_end = head_end + 4 + length
             elif self.status in _NO_BODY or self.status < 200:
                 self.body_end = head_end + 4
@@ -118,7 +118,7 @@ class _Connection(asyncio.Protocol):
             self.body_end, self.chunked = end, False
         if len(buf) < self.body_end:
             return
-        del buf[:self.body_end]
+        del buf[: self.body_end]
         self._complete()
 
     def _complete(self) -> None:
@@ -180,7 +180,9 @@ class _Generator:
         try:
             while self.running:
                 try:
-                    await asyncio.get_running_loop().create_connection(lambda: _Connection(self), self.host, self.port, ssl=self.ssl)
+                    await asyncio.get_running_loop().create_connection(
+                        lambda: _Connection(self), self.host, self.port, ssl=self.ssl
+                    )
                     return
                 except OSError:
                     self.count_error("connect")

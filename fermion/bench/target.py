@@ -39,8 +39,9 @@ def example_arguments(document: dict[str, Any], endpoint: str) -> dict[str, Any]
     return {name: example_value(info.properties.get(name, {}), components) for name in info.required}
 
 
-def resolve_target(url: str, endpoint: str, arguments: dict[str, Any] | None = None, token: str | None = None,
-                   timeout: float = 10.0) -> Target:
+def resolve_target(
+    url: str, endpoint: str, arguments: dict[str, Any] | None = None, token: str | None = None, timeout: float = 10.0
+) -> Target:
     """Read `url`/openapi.json and build the request for `endpoint` (example arguments when none are given)."""
     import httpx
 

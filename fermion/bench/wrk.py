@@ -62,8 +62,12 @@ def lua_script(method: str, body: bytes | None, headers: dict[str, str], status_
         f"""
 local threads = {{}}
 function setup(thread) table.insert(threads, thread) end
-{'''function init(args) counts = {} end
-function response(status, headers, body) counts[status] = (counts[status] or 0) + 1 end''' if status_detail else ''}
+{
+            '''function init(args) counts = {} end
+function response(status, headers, body) counts[status] = (counts[status] or 0) + 1 end'''
+            if status_detail
+            else ""
+        }
 local function num(x) return string.format("%.3f", x / 1000.0) end
 function done(summary, latency, requests)
   local out = {{}}
@@ -116,8 +120,20 @@ def run_wrk(
     threads = max(1, min(threads, concurrency))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="fermion-bench-", delete=False) as script:
         script.write(lua_script(method, body, headers, status_detail))
-    cmd = [path, "-t", str(threads), "-c", str(concurrency), "-d", f"{seconds}s", "--timeout", f"{max(1, round(timeout))}s",
-           "-s", script.name, url]
+    cmd = [
+        path,
+        "-t",
+        str(threads),
+        "-c",
+        str(concurrency),
+        "-d",
+        f"{seconds}s",
+        "--timeout",
+        f"{max(1, round(timeout))}s",
+        "-s",
+        script.name,
+        url,
+    ]
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu), *cmd]
     cpu_before = _children_cpu()
@@ -146,8 +162,9 @@ def run_wrk(
         os.unlink(script.name)
     if progress is not None:
         progress(float(seconds))
-    result = parse_output(stdout, stderr, proc.returncode, url=url, method=method, concurrency=concurrency,
-                          status_detail=status_detail)
+    result = parse_output(
+        stdout, stderr, proc.returncode, url=url, method=method, concurrency=concurrency, status_detail=status_detail
+    )
     result.engine_cpu_s = round(_children_cpu() - cpu_before, 3)
     return result
 
@@ -158,14 +175,15 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def parse_output(stdout: str, stderr: str, returncode: int, *, url: str, method: str, concurrency: int,
-                 status_detail: bool) -> LoadResult:
+def parse_output(
+    stdout: str, stderr: str, returncode: int, *, url: str, method: str, concurrency: int, status_detail: bool
+) -> LoadResult:
     """wrk's stdout (with our JSON line) → LoadResult."""
     line = next((ln for ln in stdout.splitlines() if ln.startswith(MARK)), None)
     if line is None:
         reason = (stderr.strip() or stdout.strip() or f"exit code {returncode}").splitlines()[-1]
         raise WrkError(f"wrk failed against {url}: {reason}")
-    data = json.loads(line[len(MARK):])
+    data = json.loads(line[len(MARK) :])
     duration_s = data["duration_us"] / 1e6
     requests = data["requests"]
     if status_detail and data["codes"]:

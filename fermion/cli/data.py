@@ -119,7 +119,13 @@ def _labels_line(labels: dict[str, int], limit: int = 12) -> str:
 
 
 @data_app.command("ls")
-def ls(json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None, data_dir: DataDir = None, ca_cert: CaCertOption = None) -> None:
+def ls(
+    json_output: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    data_dir: DataDir = None,
+    ca_cert: CaCertOption = None,
+) -> None:
     """List every dataset version: name, version, kind, rows, columns, hash prefix and when it was added."""
     place = resolve_place(url, token, data_dir)
     if place.remote:

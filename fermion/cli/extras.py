@@ -10,8 +10,15 @@ from __future__ import annotations
 from fermion.extras import install_hint
 
 #: The extra a command is about, when the missing module is in it (numpy is in several).
-COMMAND_EXTRAS = {"data": "data", "train": "train", "report": "train", "models": "train", "up": "platform",
-                  "bench": "bench", "export": "ray"}
+COMMAND_EXTRAS = {
+    "data": "data",
+    "train": "train",
+    "report": "train",
+    "models": "train",
+    "up": "platform",
+    "bench": "bench",
+    "export": "ray",
+}
 
 
 def missing_extra_message(error: ModuleNotFoundError, argv: list[str]) -> str | None:

@@ -65,7 +65,13 @@ def sources(json_output: JsonOption = False) -> None:
 
 
 @models_app.command("ls")
-def ls(json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None, data_dir: DataDir = None, ca_cert: CaCertOption = None) -> None:
+def ls(
+    json_output: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    data_dir: DataDir = None,
+    ca_cert: CaCertOption = None,
+) -> None:
     """List the trained models in the registry: every version with its dataset, task, family and test score."""
     from fermion.cli.train_output import format_score
 

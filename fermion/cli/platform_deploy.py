@@ -39,15 +39,25 @@ if TYPE_CHECKING:
 TaskOption = Annotated[str | None, typer.Option(help="hf: sources: the pipeline task, when the model's config does not say.")]
 CpusOption = Annotated[
     float | None,
-    typer.Option("--cpus", help="CPUs each replica reserves on Ray (fractions share one); locally, its compute threads.", show_default=False),
+    typer.Option(
+        "--cpus",
+        help="CPUs each replica reserves on Ray (fractions share one); locally, its compute threads.",
+        show_default=False,
+    ),
 ]
-GpusOption = Annotated[float | None, typer.Option("--gpus", help="GPUs each replica reserves on Ray (fractions share one).", show_default=False)]
-MemoryOption = Annotated[str | None, typer.Option("--memory", help="Memory each replica reserves on Ray, e.g. 2GiB.", show_default=False)]
+GpusOption = Annotated[
+    float | None, typer.Option("--gpus", help="GPUs each replica reserves on Ray (fractions share one).", show_default=False)
+]
+MemoryOption = Annotated[
+    str | None, typer.Option("--memory", help="Memory each replica reserves on Ray, e.g. 2GiB.", show_default=False)
+]
 
 
 def _resources(cpus: float | None, gpus: float | None, memory: str | None) -> dict[str, Any] | None:
     given = {"cpus": cpus, "gpus": gpus, "memory": memory}
     return {key: value for key, value in given.items() if value is not None} or None
+
+
 TargetOption = Annotated[
     float | None, typer.Option("--target-in-flight", help="Autoscaling: requests in flight per replica to aim for.")
 ]
@@ -274,7 +284,10 @@ def update(
         and public is None
         and target_in_flight is None
     ):
-        fail("nothing to change: give a SOURCE, --env, --task, --cpus/--gpus/--memory, --public/--private or --target-in-flight", BAD_INPUT)
+        fail(
+            "nothing to change: give a SOURCE, --env, --task, --cpus/--gpus/--memory, --public/--private or --target-in-flight",
+            BAD_INPUT,
+        )
     with connect(url, token) as platform:
         before = platform.deployments.get(name)
         with err.status("checking that the new revision loads…"):
@@ -300,9 +313,7 @@ def update(
 def scale(
     name: NameArgument,
     count: Annotated[int | None, typer.Argument(hidden=True, show_default=False)] = None,
-    replicas: Annotated[
-        int | None, typer.Option("--replicas", "-r", help="Run exactly N replicas.", show_default=False)
-    ] = None,
+    replicas: Annotated[int | None, typer.Option("--replicas", "-r", help="Run exactly N replicas.", show_default=False)] = None,
     min_replicas: MinReplicasOption = None,
     max_replicas: MaxReplicasOption = None,
     no_wait: NoWaitOption = False,
@@ -321,9 +332,7 @@ def scale(
         )
         replicas = count
     if (replicas is None) == (min_replicas is None and max_replicas is None):
-        fail(
-            "give --replicas N, or --min-replicas/--max-replicas for autoscaling (not both, and not neither)", BAD_INPUT
-        )
+        fail("give --replicas N, or --min-replicas/--max-replicas for autoscaling (not both, and not neither)", BAD_INPUT)
     with connect(url, token) as platform:
         deployment = platform.deployments.scale(name, replicas, min_replicas=min_replicas, max_replicas=max_replicas)
         span = (
@@ -338,7 +347,11 @@ def scale(
 def rollback(
     name: NameArgument,
     revision: Annotated[
-        int | None, typer.Argument(help="The revision to go back to (`fermion revisions NAME` lists them). [default: the one before the current]", show_default=False)
+        int | None,
+        typer.Argument(
+            help="The revision to go back to (`fermion revisions NAME` lists them). [default: the one before the current]",
+            show_default=False,
+        ),
     ] = None,
     no_wait: NoWaitOption = False,
     timeout: WaitTimeoutOption = 300.0,

@@ -58,7 +58,9 @@ def events_table(events: list[Event], *, with_deployment: bool, header: bool = T
 
 
 @app.command("ls")
-def list_deployments(json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None, ca_cert: CaCertOption = None) -> None:
+def list_deployments(
+    json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None, ca_cert: CaCertOption = None
+) -> None:
     """List the deployments: status, replicas ready/desired, revision, source, access and URL."""
     with connect(url, token) as platform:
         deployments = platform.deployments.list()
@@ -290,7 +292,9 @@ def audit(
 
 
 @app.command()
-def whoami(json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None, ca_cert: CaCertOption = None) -> None:
+def whoami(
+    json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None, ca_cert: CaCertOption = None
+) -> None:
     """Which platform this talks to, and the token's name, scopes and expiry there."""
     with connect(url, token) as platform:
         me = platform.request("GET", "/whoami")

@@ -79,7 +79,9 @@ def create_token(
 
 
 @token_app.command("ls")
-def list_tokens(json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None, ca_cert: CaCertOption = None) -> None:
+def list_tokens(
+    json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None, ca_cert: CaCertOption = None
+) -> None:
     """List the tokens: name, id, prefix, scopes and when they were made, last used and expire."""
     with connect(url, token) as platform:
         tokens = platform.tokens.list()

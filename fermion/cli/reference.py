@@ -36,11 +36,16 @@ def _serve_variables() -> list[EnvVar]:
     """One `FERMION_<FIELD>` per `fermion serve` setting that ServeConfig.from_env reads (all but the TLS files)."""
     from fermion.serving.config import COMMAND_LINE_ONLY, ServeConfig
 
-    notes = {"max_body_size": "; bytes or a size with a unit, e.g. `16MiB`, `10MB`",
-             "access_log": "; `1`, `true`, `yes` or `on` turn it on, anything else off"}
+    notes = {
+        "max_body_size": "; bytes or a size with a unit, e.g. `16MiB`, `10MB`",
+        "access_log": "; `1`, `true`, `yes` or `on` turn it on, anything else off",
+    }
     return [
-        EnvVar(f"FERMION_{f.name.upper()}", "`fermion serve`, each replica",
-               f"`--{f.name.replace('_', '-')}` when it is not on the command line{notes.get(f.name, '')}")
+        EnvVar(
+            f"FERMION_{f.name.upper()}",
+            "`fermion serve`, each replica",
+            f"`--{f.name.replace('_', '-')}` when it is not on the command line{notes.get(f.name, '')}",
+        )
         for f in fields(ServeConfig)
         if f.name not in COMMAND_LINE_ONLY
     ]
@@ -48,32 +53,69 @@ def _serve_variables() -> list[EnvVar]:
 
 #: The variables beyond `fermion serve`'s settings. Order: what people set most first.
 ENVIRONMENT = (
-    EnvVar("FERMION_URL", "every command that talks to the platform",
-           "the platform's URL when `--url` is not given; without either, commands use the local `fermion up` of the default data dir"),
-    EnvVar("FERMION_TOKEN", "platform commands, `fermion call`, `fermion bench`",
-           "the API token when `--token` is not given; without either, platform commands read the local admin token"),
-    EnvVar("FERMION_CA_CERT", "platform commands, `fermion call`, `Client`, `Platform`",
-           "the PEM file of the CA that signed an https:// server's certificate when `--ca-cert` (`ca_cert=`) is not given; "
-           "without either, the system's CAs. Verification is never turned off"),
-    EnvVar("FERMION_HOME", "`fermion up`, `data`, `train`, `models`, `report`, `model:` sources",
-           "the data dir (database, replica logs, admin token, datasets, models) when `--data-dir` is not given; default `~/.fermion`"),
-    EnvVar("FERMION_DB", "`fermion up`", "the database URL when `--db` is not given, e.g. `postgresql://user:pw@host/db`; default SQLite in the data dir"),
-    EnvVar("FERMION_RAY_ADDRESS", "`fermion up --backend ray`",
-           "the Ray dashboard's address when `--ray-address` is not given; without either, `fermion up` starts a Ray head of its own"),
-    EnvVar("FERMION_METRICS_INTERVAL_S", "`fermion up`", "seconds between the samples of the console's metrics history (default 5, from 0.1 to 3600)"),
-    EnvVar("FERMION_METRICS_DIR", "`fermion serve --workers N`",
-           "set by `fermion serve` for its worker processes, which publish their counters there for `/metrics`; leave it unset"),
-    EnvVar("FERMION_REPLICAS_DIR, FERMION_REPLICA_ID", "`fermion up` (local backend)",
-           "set by the platform on each replica it starts, so that after a restart it finds its own replicas; leave them unset"),
+    EnvVar(
+        "FERMION_URL",
+        "every command that talks to the platform",
+        "the platform's URL when `--url` is not given; without either, commands use the local `fermion up` of the default data dir",
+    ),
+    EnvVar(
+        "FERMION_TOKEN",
+        "platform commands, `fermion call`, `fermion bench`",
+        "the API token when `--token` is not given; without either, platform commands read the local admin token",
+    ),
+    EnvVar(
+        "FERMION_CA_CERT",
+        "platform commands, `fermion call`, `Client`, `Platform`",
+        "the PEM file of the CA that signed an https:// server's certificate when `--ca-cert` (`ca_cert=`) is not given; "
+        "without either, the system's CAs. Verification is never turned off",
+    ),
+    EnvVar(
+        "FERMION_HOME",
+        "`fermion up`, `data`, `train`, `models`, `report`, `model:` sources",
+        "the data dir (database, replica logs, admin token, datasets, models) when `--data-dir` is not given; default `~/.fermion`",
+    ),
+    EnvVar(
+        "FERMION_DB",
+        "`fermion up`",
+        "the database URL when `--db` is not given, e.g. `postgresql://user:pw@host/db`; default SQLite in the data dir",
+    ),
+    EnvVar(
+        "FERMION_RAY_ADDRESS",
+        "`fermion up --backend ray`",
+        "the Ray dashboard's address when `--ray-address` is not given; without either, `fermion up` starts a Ray head of its own",
+    ),
+    EnvVar(
+        "FERMION_METRICS_INTERVAL_S",
+        "`fermion up`",
+        "seconds between the samples of the console's metrics history (default 5, from 0.1 to 3600)",
+    ),
+    EnvVar(
+        "FERMION_METRICS_DIR",
+        "`fermion serve --workers N`",
+        "set by `fermion serve` for its worker processes, which publish their counters there for `/metrics`; leave it unset",
+    ),
+    EnvVar(
+        "FERMION_REPLICAS_DIR, FERMION_REPLICA_ID",
+        "`fermion up` (local backend)",
+        "set by the platform on each replica it starts, so that after a restart it finds its own replicas; leave them unset",
+    ),
 )
 
 #: Variables of other libraries that Fermion sets or respects.
 OTHER_ENVIRONMENT = (
-    EnvVar("HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE", "`st:` and `hf:` sources",
-           "set to 1 unless you set them: models load from local folders and the Hugging Face cache, never the network"),
-    EnvVar("HF_HOME, HF_HUB_CACHE", "`st:` and `hf:` sources", "where the Hugging Face cache is (default `~/.cache/huggingface`)"),
-    EnvVar("OMP_NUM_THREADS, MKL_NUM_THREADS, OPENBLAS_NUM_THREADS, NUMEXPR_NUM_THREADS", "`fermion serve`",
-           "kept when you set them; otherwise set to `--compute-threads` before your code is imported"),
+    EnvVar(
+        "HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE",
+        "`st:` and `hf:` sources",
+        "set to 1 unless you set them: models load from local folders and the Hugging Face cache, never the network",
+    ),
+    EnvVar(
+        "HF_HOME, HF_HUB_CACHE", "`st:` and `hf:` sources", "where the Hugging Face cache is (default `~/.cache/huggingface`)"
+    ),
+    EnvVar(
+        "OMP_NUM_THREADS, MKL_NUM_THREADS, OPENBLAS_NUM_THREADS, NUMEXPR_NUM_THREADS",
+        "`fermion serve`",
+        "kept when you set them; otherwise set to `--compute-threads` before your code is imported",
+    ),
 )
 
 
@@ -128,8 +170,14 @@ def _describe(command: Any, path: list[str], ctx: Any, grouped: bool) -> Command
     """The usage line, help text and parameter rows of one command."""
     params = [p for p in command.get_params(ctx) if not getattr(p, "hidden", False) and p.name != "help"]
     arguments = [p for p in params if p.param_type_name == "argument"]
-    usage = " ".join([*path, "[OPTIONS]" if len(arguments) < len(params) else "", *map(_argument_name, arguments),
-                      "[COMMAND]" if grouped else ""])
+    usage = " ".join(
+        [
+            *path,
+            "[OPTIONS]" if len(arguments) < len(params) else "",
+            *map(_argument_name, arguments),
+            "[COMMAND]" if grouped else "",
+        ]
+    )
     rows = []
     for param in params:
         if param.param_type_name == "argument":
@@ -177,7 +225,10 @@ def render() -> str:
         "",
         "| variable | read by | what happens |",
         "|---|---|---|",
-        *(f"| {', '.join(f'`{n}`' for n in v.name.split(', '))} | {_cell(v.read_by)} | {_cell(v.meaning)} |" for v in OTHER_ENVIRONMENT),
+        *(
+            f"| {', '.join(f'`{n}`' for n in v.name.split(', '))} | {_cell(v.read_by)} | {_cell(v.meaning)} |"
+            for v in OTHER_ENVIRONMENT
+        ),
         "",
         "## Commands",
         "",

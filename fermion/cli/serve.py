@@ -91,7 +91,9 @@ def serve(
     graceful_timeout: Annotated[float | None, typer.Option(help="Seconds in-flight requests get after SIGTERM.")] = None,
     drain_delay: Annotated[
         float | None,
-        typer.Option(help="Seconds to keep serving after SIGTERM (/readyz says 503) so a load balancer can take the replica out first; SIGINT skips it."),
+        typer.Option(
+            help="Seconds to keep serving after SIGTERM (/readyz says 503) so a load balancer can take the replica out first; SIGINT skips it."
+        ),
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,

@@ -99,7 +99,9 @@ def train(
     except ValueError as exc:
         fail_with(str(exc), emit)
     place = resolve_place(url, token, data_dir)
-    options = TrainOptions(target=target, budget_s=seconds, metric=metric, name=name, seed=seed, max_trials=max_trials, task=problem)
+    options = TrainOptions(
+        target=target, budget_s=seconds, metric=metric, name=name, seed=seed, max_trials=max_trials, task=problem
+    )
     if place.remote:
         from fermion.cli.train_platform import train_on_platform
 
@@ -193,5 +195,3 @@ def report(
         import webbrowser
 
         webbrowser.open(path.as_uri())
-
-

@@ -112,7 +112,9 @@ def up(
             show_default=False,
         ),
     ] = None,
-    tls_key: Annotated[Path | None, typer.Option(help="The PEM private key of --tls-cert (unencrypted).", show_default=False)] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="The PEM private key of --tls-cert (unencrypted).", show_default=False)
+    ] = None,
     redirect_http_port: Annotated[
         int | None,
         typer.Option(
@@ -202,7 +204,9 @@ def up(
         sock.close()
         sock = bind_socket("127.0.0.1", 0)
         tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
-        front = haproxy.HAProxyFrontDoor(folder / "haproxy", host, port, sock.getsockname()[1], grace=grace, tls=tls, max_body_size=body_limit)
+        front = haproxy.HAProxyFrontDoor(
+            folder / "haproxy", host, port, sock.getsockname()[1], grace=grace, tls=tls, max_body_size=body_limit
+        )
     from fermion.serving.announce import connect_host
 
     shown_host = connect_host(host)
@@ -230,7 +234,9 @@ def up(
         replicas, head = ray_backend(folder, ray_address or os.environ.get("FERMION_RAY_ADDRESS"), ray_serve_port, grace)
         backend_line = f"ray at {replicas.dashboard}"
         if head is not None:
-            backend_line += f" (a head {'an earlier fermion up' if head.adopted else 'this fermion up'} started; it stops with it)"
+            backend_line += (
+                f" (a head {'an earlier fermion up' if head.adopted else 'this fermion up'} started; it stops with it)"
+            )
             if head.haproxy_ingress:
                 backend_line += ", Serve's HAProxy ingress"
     else:

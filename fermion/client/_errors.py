@@ -133,7 +133,9 @@ def transport_errors(url: str, timeout: float | None, *, platform: bool = False)
     except httpx.TimeoutException as exc:
         limit = f"within {timeout:g} s" if timeout is not None else "in time"
         if platform:
-            raise PlatformConnectionError(0, f"no answer from the platform at {url} {limit}; it may be overloaded", "timeout") from exc
+            raise PlatformConnectionError(
+                0, f"no answer from the platform at {url} {limit}; it may be overloaded", "timeout"
+            ) from exc
         raise APITimeoutError(
             f"no answer from {url} {limit} ({type(exc).__name__}); raise the client's timeout= "
             "or check whether the server is overloaded"

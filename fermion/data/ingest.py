@@ -254,7 +254,9 @@ def check_zip(archive: zipfile.ZipFile, name: str, max_bytes: int) -> None:
     """Refuse, before extracting anything, entries that escape the folder, links, and archives that unpack too big."""
     entries = archive.infolist()
     if len(entries) > MAX_ZIP_ENTRIES:
-        raise DatasetError(f"{name} has {len(entries):,} entries, over the limit of {MAX_ZIP_ENTRIES:,}; refusing to extract anything")
+        raise DatasetError(
+            f"{name} has {len(entries):,} entries, over the limit of {MAX_ZIP_ENTRIES:,}; refusing to extract anything"
+        )
     total = 0
     for info in entries:
         entry = info.filename.replace("\\", "/")

@@ -162,7 +162,9 @@ class TokenCache:
     async def check(self, token: str | None, deployment: str) -> PlatformError | None:
         """The gateway's check for calling a private deployment: None when allowed, else the 401/403 to answer."""
         if token is None:
-            return Unauthorized(f"deployment {deployment!r} is private: send Authorization: Bearer <a token with the 'invoke' scope>")
+            return Unauthorized(
+                f"deployment {deployment!r} is private: send Authorization: Bearer <a token with the 'invoke' scope>"
+            )
         try:
             permit(await self.verify_async(token), Scope.INVOKE, f"calling deployment {deployment!r}")
         except PlatformError as error:

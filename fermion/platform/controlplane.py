@@ -250,7 +250,7 @@ class ControlPlane:
 
     async def _listen_for_front_logs(self) -> None:
         """HAProxy logs each request it proxied to a Unix datagram socket; count them in /metrics."""
-        from fermion.platform.gateway.haproxy import parse_log
+        from fermion.platform.gateway.haproxy_config import parse_log
 
         assert self.front is not None
         path = self.front.log_socket

@@ -180,7 +180,9 @@ class ReplicaApp:
                     allowed = ", ".join(sorted(methods))
                     await send_error(
                         send,
-                        HTTPError(405, f"{path} accepts {allowed}, not {scope['method']}", headers=[(b"allow", allowed.encode())]),
+                        HTTPError(
+                            405, f"{path} accepts {allowed}, not {scope['method']}", headers=[(b"allow", allowed.encode())]
+                        ),
                         _request_id(scope),
                     )
                 return

@@ -19,7 +19,9 @@ JSON_TYPE = (b"content-type", b"application/json")
 class HTTPError(Exception):
     """An error answer: status, a message for people, optional field details and headers."""
 
-    def __init__(self, status: int, message: str, *, detail: list[dict[str, Any]] | None = None, headers: Headers | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, *, detail: list[dict[str, Any]] | None = None, headers: Headers | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -50,7 +52,9 @@ def oversized_headers(scope: dict[str, Any]) -> HTTPError | None:
     size = sum(len(name) + len(value) + 4 for name, value in scope.get("headers", ()))
     if size <= MAX_HEADER_BYTES:
         return None
-    return HTTPError(431, f"the request's headers are {size} bytes, over the limit of {MAX_HEADER_BYTES}; send fewer or smaller ones")
+    return HTTPError(
+        431, f"the request's headers are {size} bytes, over the limit of {MAX_HEADER_BYTES}; send fewer or smaller ones"
+    )
 
 
 def new_request_id() -> bytes:
@@ -200,7 +204,9 @@ def dumps(value: Any) -> bytes:
 
 
 async def send_bytes(send: Any, status: int, body: bytes, headers: Headers) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -219,9 +225,18 @@ def error_body(
     return orjson.dumps(payload)
 
 
-_OPENAI_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-                       413: "invalid_request_error", 415: "invalid_request_error", 422: "invalid_request_error",
-                       429: "rate_limit_error", 503: "service_unavailable", 504: "timeout"}
+_OPENAI_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable",
+    504: "timeout",
+}
 
 
 def openai_error_body(error: HTTPError, request_id: str) -> bytes:

@@ -120,8 +120,12 @@ class ReplicaMetrics:
             "fermion_request_duration_seconds", "Time from request received to response sent, by endpoint.", labels=["endpoint"]
         )
         batches = HistogramMetricFamily("fermion_batch_size", "Items per batch run, by endpoint.", labels=["endpoint"])
-        in_flight = GaugeMetricFamily("fermion_requests_in_flight", "Requests inside the endpoint (running or waiting).", labels=["endpoint"])
-        queue = GaugeMetricFamily("fermion_queue_depth", "Requests waiting for a slot or a batch, by endpoint.", labels=["endpoint"])
+        in_flight = GaugeMetricFamily(
+            "fermion_requests_in_flight", "Requests inside the endpoint (running or waiting).", labels=["endpoint"]
+        )
+        queue = GaugeMetricFamily(
+            "fermion_queue_depth", "Requests waiting for a slot or a batch, by endpoint.", labels=["endpoint"]
+        )
         ready = GaugeMetricFamily("fermion_ready", "1 once setup() has finished and the replica takes traffic.")
         names = sorted({name for snap in snapshots for name in snap["endpoints"]})
         for name in names:
@@ -132,7 +136,9 @@ class ReplicaMetrics:
                     statuses[status] = statuses.get(status, 0) + count
             for status in sorted(statuses):
                 requests.add_metric([name, status], statuses[status])
-            latency.add_metric([name], _cumulative(LATENCY_BUCKETS, parts, "latency_buckets"), sum(p["latency_sum"] for p in parts))
+            latency.add_metric(
+                [name], _cumulative(LATENCY_BUCKETS, parts, "latency_buckets"), sum(p["latency_sum"] for p in parts)
+            )
             batch_counts = _cumulative(BATCH_BUCKETS, parts, "batch_buckets")
             if batch_counts[-1][1]:
                 batches.add_metric([name], batch_counts, sum(p["batch_sum"] for p in parts))

@@ -66,7 +66,9 @@ def _log_to_serve() -> None:
     ours.propagate = False
 
 
-def serve_application(make_service: Callable[[], Service], config_values: dict[str, Any], max_ongoing_requests: int | None = None) -> Any:
+def serve_application(
+    make_service: Callable[[], Service], config_values: dict[str, Any], max_ongoing_requests: int | None = None
+) -> Any:
     """A bound Serve deployment whose replicas serve `make_service()` with `ServeConfig.from_env(**config_values)`.
 
     `max_ongoing_requests` defaults to `ongoing_limit` of a Service made here.

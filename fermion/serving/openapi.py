@@ -73,7 +73,9 @@ def _multipart_schema(request_schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _operation(ep: Endpoint, components: dict[str, Any], request_ref: dict[str, Any], response_ref: dict[str, Any]) -> dict[str, Any]:
+def _operation(
+    ep: Endpoint, components: dict[str, Any], request_ref: dict[str, Any], response_ref: dict[str, Any]
+) -> dict[str, Any]:
     schema = ep.schema
     request_name = request_ref["$ref"].rsplit("/", 1)[-1]
     request_schema = components.get(request_name, {})
@@ -111,7 +113,10 @@ def _operation(ep: Endpoint, components: dict[str, Any], request_ref: dict[str, 
         }
     else:
         ok = {"description": "Success", "content": {"application/json": {"schema": response_ref}}}
-    op["responses"] = {"200": ok, **{code: {"description": text, "content": _error_ref()} for code, text in _ERROR_RESPONSES.items()}}
+    op["responses"] = {
+        "200": ok,
+        **{code: {"description": text, "content": _error_ref()} for code, text in _ERROR_RESPONSES.items()},
+    }
     return op
 
 
@@ -130,7 +135,11 @@ def _event_schema(item_ref: dict[str, Any]) -> dict[str, Any]:
         }
 
     return {
-        "oneOf": [event("message", item_ref), event("end", {"type": "object"}), event("error", {"$ref": REF.format(model="Error")})],
+        "oneOf": [
+            event("message", item_ref),
+            event("end", {"type": "object"}),
+            event("error", {"$ref": REF.format(model="Error")}),
+        ],
         "description": "An item of the stream (`data:` without an event name), then `event: end`; a failure after the "
         "stream started is `event: error` with the error body.",
     }
@@ -138,7 +147,13 @@ def _event_schema(item_ref: dict[str, Any]) -> dict[str, Any]:
 
 def _system_paths() -> dict[str, Any]:
     def op(summary: str, content_type: str) -> dict[str, Any]:
-        return {"get": {"summary": summary, "tags": ["system"], "responses": {"200": {"description": "OK", "content": {content_type: {}}}}}}
+        return {
+            "get": {
+                "summary": summary,
+                "tags": ["system"],
+                "responses": {"200": {"description": "OK", "content": {content_type: {}}}},
+            }
+        }
 
     paths = {
         "/healthz": op("Liveness: 200 while the process serves", "application/json"),
@@ -180,7 +195,10 @@ def _cancel_operation() -> dict[str, Any]:
                     }
                 },
             },
-            "404": {"description": "No request with this id is in flight here (it finished, or never came here).", "content": _error_ref()},
+            "404": {
+                "description": "No request with this id is in flight here (it finished, or never came here).",
+                "content": _error_ref(),
+            },
         },
     }
 

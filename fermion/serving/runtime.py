@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fermion.serving")
 
+
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: typing.Callable[[], None]) -> None:
     """From a worker thread: run `callback` on the loop, unless the loop is already gone (shutdown)."""
     try:
@@ -287,7 +288,9 @@ class EndpointRuntime:
             if reason is None:  # the server is going away (grace period over): say so, if we still can
                 status = 503
                 try:
-                    await send_error(send, HTTPError(503, "the server is shutting down; retry on another replica"), rid.decode("latin-1"))
+                    await send_error(
+                        send, HTTPError(503, "the server is shutting down; retry on another replica"), rid.decode("latin-1")
+                    )
                 except Exception:  # the answer had already started (a stream): nothing more to say
                     pass
                 raise
@@ -296,12 +299,17 @@ class EndpointRuntime:
             if reason == TIMEOUT:
                 status = 504
                 await send_error(
-                    send, HTTPError(504, f"endpoint {self.name!r} did not finish within {self.timeout:g} s"), rid.decode("latin-1"), self.ep.error_style
+                    send,
+                    HTTPError(504, f"endpoint {self.name!r} did not finish within {self.timeout:g} s"),
+                    rid.decode("latin-1"),
+                    self.ep.error_style,
                 )
             elif reason == CANCELLED:
                 status = STATUS_CANCELLED
                 request_id = rid.decode("latin-1")
-                await send_error(send, HTTPError(STATUS_CANCELLED, cancelled_message(request_id)), request_id, self.ep.error_style)
+                await send_error(
+                    send, HTTPError(STATUS_CANCELLED, cancelled_message(request_id)), request_id, self.ep.error_style
+                )
             else:
                 status = STATUS_CLIENT_GONE
         except ClientDisconnected:
@@ -310,9 +318,7 @@ class EndpointRuntime:
             self._answering(task, rid)
             log.exception("endpoint %r failed (request_id=%s)", self.name, rid.decode("latin-1"))
             status = 500
-            await send_error(
-                send, HTTPError(500, failure_message(exc, self.name)), rid.decode("latin-1"), self.ep.error_style
-            )
+            await send_error(send, HTTPError(500, failure_message(exc, self.name)), rid.decode("latin-1"), self.ep.error_style)
         finally:
             self.deadlines.discard(task)
             self.in_flight.remove(rid, task)
@@ -337,7 +343,13 @@ class EndpointRuntime:
         """Send items as SSE; the caller holds a slot, freed here."""
         try:
             return await send_event_stream(
-                items, send=send, request_id=rid.decode("latin-1"), endpoint=self.name, timeout=self.timeout, encode=encode, end=end
+                items,
+                send=send,
+                request_id=rid.decode("latin-1"),
+                endpoint=self.name,
+                timeout=self.timeout,
+                encode=encode,
+                end=end,
             )
         finally:
             self.limiter.release()

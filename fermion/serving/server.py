@@ -39,6 +39,7 @@ class BindError(OSError):
 #: How long a replica keeps an idle keep-alive connection open (the gateway's pool closes its own sooner).
 KEEP_ALIVE_S = 30
 
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket, or a `BindError` that names the address."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -49,7 +50,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno in (98, 48):  # EADDRINUSE on Linux / macOS
-            raise BindError(f"port {port} on {host} is already in use; pick another with --port (or --port 0 for any free port)") from None
+            raise BindError(
+                f"port {port} on {host} is already in use; pick another with --port (or --port 0 for any free port)"
+            ) from None
         raise BindError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.listen(2048)
     sock.set_inheritable(True)

@@ -63,7 +63,9 @@ async def send_event_stream(
         # the first item comes before the 200 header, so that input the endpoint refuses at once
         # (InvalidInput, a too-long prompt) still gets a real 4xx answer
         first = await anext(items, _END_OF_STREAM)
-        await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, (b"x-request-id", request_id.encode())]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, (b"x-request-id", request_id.encode())]}
+        )
         started = True
         if first is not _END_OF_STREAM:
             await send({"type": "http.response.body", "body": b"data: " + encode(first) + b"\n\n", "more_body": True})

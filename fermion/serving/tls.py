@@ -97,11 +97,13 @@ class HTTPSRedirect:
             status, extra, body = 400, [], b"bad request target\n"
         else:
             status, extra, body = 308, [(b"location", location.encode("ascii"))], b""
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*extra, (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*extra, (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

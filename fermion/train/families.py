@@ -82,12 +82,8 @@ def _forest_sample(rng: Any) -> Params:
 FOREST_DEFAULT: Params = {"n_estimators": 100, "max_features": "sqrt", "min_samples_leaf": 1}
 
 
-RANDOM_FOREST = Family(
-    "random_forest", "random forest", False, FOREST_DEFAULT, _forest_sample, _forest(False), relative_cost=6.0
-)
-EXTRA_TREES = Family(
-    "extra_trees", "extra trees", False, FOREST_DEFAULT, _forest_sample, _forest(True), relative_cost=4.0
-)
+RANDOM_FOREST = Family("random_forest", "random forest", False, FOREST_DEFAULT, _forest_sample, _forest(False), relative_cost=6.0)
+EXTRA_TREES = Family("extra_trees", "extra trees", False, FOREST_DEFAULT, _forest_sample, _forest(True), relative_cost=4.0)
 
 
 # -- LightGBM --------------------------------------------------------------------------------------

@@ -73,6 +73,7 @@ __all__ = [
     "TooManyRequestsError",
 ]
 
+
 class Platform:
     """A blocking client for one platform: `platform.deployments`, `platform.tokens`, events, audit and info.
 

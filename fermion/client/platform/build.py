@@ -40,7 +40,11 @@ class Datasets:
             raise FileNotFoundError(f"no file {text!r} to upload; give a .csv, .jsonl, .parquet or .zip file, or sample:NAME")
         with open(path, "rb") as handle:
             response = self._transport.send(
-                "POST", API + "/datasets", files={"file": (path.name, handle)}, data={"name": name} if name else None, timeout=None
+                "POST",
+                API + "/datasets",
+                files={"file": (path.name, handle)},
+                data={"name": name} if name else None,
+                timeout=None,
             )
         return self._transport.decode(response)
 

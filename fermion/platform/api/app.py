@@ -68,9 +68,7 @@ def build_api(plane: ControlPlane) -> FastAPI:
         body = error_body(405, error.message)
         # Allow: the methods of the routes at this path (Starlette lists only the first route's); where a literal path
         # and a template both match (/datasets/samples, /datasets/{ref}), the literal one's, as OpenAPI documents it.
-        matching = [
-            r for r in request.app.router.routes if isinstance(r, Route) and r.matches(request.scope)[0] == Match.PARTIAL
-        ]
+        matching = [r for r in request.app.router.routes if isinstance(r, Route) and r.matches(request.scope)[0] == Match.PARTIAL]
         fewest = min((len(r.param_convertors) for r in matching), default=0)
         allowed = {m for r in matching if len(r.param_convertors) == fewest for m in r.methods or ()}
         return JSONResponse(body, status_code=405, headers={"allow": ", ".join(sorted(allowed))} if allowed else None)

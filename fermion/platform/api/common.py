@@ -23,6 +23,7 @@ PREFIX = "/api/v1"
 #: the bound is the largest integer every JSON client reads exactly (2**53 - 1).
 EventId = Annotated[int | None, Query(ge=0, le=2**53 - 1)]
 
+
 def error_response(error: PlatformError) -> JSONResponse:
     headers = error.headers()
     if error.status == 401:

@@ -113,4 +113,3 @@ def _staging(root: Path) -> Path:
     folder = root / ".staging"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-

@@ -38,13 +38,17 @@ class APIGuard:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS or not scope["path"].startswith("/api/"):
             await self.app(scope, receive, send)
             return
-        limit = self.upload_limit + API_MAX_BODY if scope["path"] in UPLOAD_PATHS else API_MAX_BODY  # + room for multipart framing
+        limit = (
+            self.upload_limit + API_MAX_BODY if scope["path"] in UPLOAD_PATHS else API_MAX_BODY
+        )  # + room for multipart framing
         token = _bearer(scope["headers"])
         if token is None:
             await _refuse(send, Unauthorized("send a token: Authorization: Bearer fmn_..."))
             return
         if not await self.verify(token):
-            await _refuse(send, Unauthorized("unknown, revoked or expired token; ask an admin for a new one (fermion token create)"))
+            await _refuse(
+                send, Unauthorized("unknown, revoked or expired token; ask an admin for a new one (fermion token create)")
+            )
             return
         declared = _content_length(scope["headers"])
         if declared is not None and declared > limit:

@@ -97,7 +97,9 @@ def _quantity_bytes(amount: int) -> str:
     return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
 
 
-def _container(name: str, image: str, cpus: float, memory: int, gpus: int, ports: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _container(
+    name: str, image: str, cpus: float, memory: int, gpus: int, ports: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     limits: dict[str, Any] = {"cpu": f"{cpus:g}", "memory": _quantity_bytes(memory)}
     if gpus:
         limits["nvidia.com/gpu"] = gpus

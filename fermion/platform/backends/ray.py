@@ -127,7 +127,9 @@ class RayBackend:
     def start(self, spec: ReplicaSpec) -> ReplicaHandle:
         """Add a replica slot to the revision's application (creating it) and send the new config."""
         name = self.app_name(spec.deployment, spec.revision)
-        handle = ReplicaHandle(spec.replica_id, self.name, spec.deployment, spec.revision, {"app": name, "started_at": time.time()})
+        handle = ReplicaHandle(
+            spec.replica_id, self.name, spec.deployment, spec.revision, {"app": name, "started_at": time.time()}
+        )
         with self._lock:
             app = self._apps.get(name)
             if app is None:
@@ -194,7 +196,9 @@ class RayBackend:
         if index < len(running):
             replica = running[index]
             handle.data.update(pid=replica.get("pid"), node=replica.get("node_ip"), actor=replica.get("actor_id"))
-            return ReplicaStatus(ReplicaState.READY, url, detail=f"Serve replica {replica.get('replica_id')} on {replica.get('node_ip')}")
+            return ReplicaStatus(
+                ReplicaState.READY, url, detail=f"Serve replica {replica.get('replica_id')} on {replica.get('node_ip')}"
+            )
         message = deployment.get("message") or found.get("message") or f"Serve: {found.get('status', 'DEPLOYING').lower()}"
         return ReplicaStatus(ReplicaState.STARTING, url, detail=_first_line(message))
 
@@ -213,7 +217,9 @@ class RayBackend:
                 options = {**args.get("options", {}), **labels.get("platform_options", {})}
                 spec = ReplicaSpec(f"{name}-adopted", deployment, revision, str(args["source"]), options)
                 # The env it was deployed with (secrets included) stays until the next start brings the record's.
-                app = self._apps[name] = _App(name, spec, attempt=int(labels.get("attempt", 0)), runtime_env=config.get("runtime_env"))
+                app = self._apps[name] = _App(
+                    name, spec, attempt=int(labels.get("attempt", 0)), runtime_env=config.get("runtime_env")
+                )
                 count = int((config.get("deployments") or [{}])[0].get("num_replicas", 1))
                 for index in range(count):
                     handle = ReplicaHandle(f"{name}-{index}", self.name, deployment, revision, {"app": name, "started_at": None})
@@ -344,14 +350,19 @@ class RayBackend:
                 body["proxy_location"] = current["proxy_location"]
         else:
             host = urlsplit(self.dashboard).hostname or "127.0.0.1"
-            body["http_options"] = {"host": "127.0.0.1" if host in ("127.0.0.1", "localhost") else "0.0.0.0", "port": self.http_port}
+            body["http_options"] = {
+                "host": "127.0.0.1" if host in ("127.0.0.1", "localhost") else "0.0.0.0",
+                "port": self.http_port,
+            }
             body["proxy_location"] = "HeadOnly"
         try:
             answer = self._client.put(_APPS, json=body)
         except httpx.HTTPError as exc:
             raise RayUnavailable(f"the Ray dashboard at {self.dashboard} did not take the Serve config: {exc}") from None
         if answer.status_code != 200:
-            raise RayUnavailable(f"the Ray dashboard at {self.dashboard} refused the Serve config (HTTP {answer.status_code}): {answer.text[:500]}")
+            raise RayUnavailable(
+                f"the Ray dashboard at {self.dashboard} refused the Serve config (HTTP {answer.status_code}): {answer.text[:500]}"
+            )
         self._status_at = 0.0
 
     def _failed(self, name: str, found: dict[str, Any], deployment: dict[str, Any]) -> ReplicaStatus:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -43,7 +42,6 @@ log = logging.getLogger("fermion.gateway")
 #: during a rollout) HAProxy starts with; outgrowing either costs one reload.
 MIN_BACKENDS = 16
 MIN_SLOTS = 8
-_LOG_LINE = re.compile(rb"(?:<\d+>)?(?:.*?\s)?(?P<dep>[a-z][a-z0-9-]*) (?P<status>\d{3}) (?P<ms>-?\d+)\s*$")
 
 
 CONFIG_FILE, PID_FILE = "haproxy.cfg", "haproxy.pid"
@@ -67,14 +65,6 @@ def stop_leftover(folder: Path) -> None:
 def available() -> str | None:
     """The haproxy binary, if installed."""
     return shutil.which("haproxy")
-
-
-def parse_log(datagram: bytes) -> tuple[str, int, float] | None:
-    """(deployment, status, seconds) from one log datagram, or None for other lines."""
-    found = _LOG_LINE.search(datagram.strip())
-    if not found or int(found["ms"]) < 0:
-        return None
-    return found["dep"].decode(), int(found["status"]), int(found["ms"]) / 1000.0
 
 
 @dataclass
@@ -332,8 +322,17 @@ class HAProxyFrontDoor:
                 state.deployment = old.deployment
             backends.append(backend_section(name, state.slots))
         settings = Settings(
-            self.host, self.port, self.control_port, self.folder / "admin.sock", self.log_socket, self.grace, self.timeout,
-            self.max_body_size, self.tls_pem if self.tls is not None else None, self.deployments_map, self.public_map,
+            self.host,
+            self.port,
+            self.control_port,
+            self.folder / "admin.sock",
+            self.log_socket,
+            self.grace,
+            self.timeout,
+            self.max_body_size,
+            self.tls_pem if self.tls is not None else None,
+            self.deployments_map,
+            self.public_map,
             self.tokens_map,
         )
         tmp = self.config.with_suffix(".tmp")

@@ -1,4 +1,5 @@
-"""The text of HAProxy's config for `fermion up`: the edge's rules, the routing by maps, the backends.
+"""What HAProxy is told and what it says: the text of its config for `fermion up` (the edge's rules,
+the routing by maps, the backends) and the log line it sends for each request.
 
 Generic backends b1..bN of server slots, which the runtime API assigns to deployments and points at
 replicas (HAProxy 2.6 serves such static slots about twice as fast as servers added with `add
@@ -7,6 +8,7 @@ server`: measured). `haproxy.HAProxyFrontDoor` writes it and keeps it in step.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,15 @@ from fermion.platform.gateway.routes import PREFIX
 
 #: How a proxied request is logged to the control plane: deployment, status, total time in ms.
 LOG_FORMAT = "%[var(txn.dep)] %ST %Ta"
+_LOG_LINE = re.compile(rb"(?:<\d+>)?(?:.*?\s)?(?P<dep>[a-z][a-z0-9-]*) (?P<status>\d{3}) (?P<ms>-?\d+)\s*$")
+
+
+def parse_log(datagram: bytes) -> tuple[str, int, float] | None:
+    """(deployment, status, seconds) from one log datagram, or None for other lines."""
+    found = _LOG_LINE.search(datagram.strip())
+    if not found or int(found["ms"]) < 0:
+        return None
+    return found["dep"].decode(), int(found["status"]), int(found["ms"]) / 1000.0
 
 
 @dataclass(frozen=True)
@@ -42,7 +53,7 @@ def backend_section(name: str, slots: dict[str, str | None]) -> str:
         "    balance leastconn",
         "    http-reuse always",
         # As the built-in gateway does (gateway.RUN_HEADERS): replica pages in a unique origin, CORS open.
-        f"    http-response add-header content-security-policy \"{SANDBOX_POLICY.decode()}\"",
+        f'    http-response add-header content-security-policy "{SANDBOX_POLICY.decode()}"',
         "    http-response set-header access-control-allow-origin *",
         f"    http-request set-header x-forwarded-prefix {PREFIX}%[var(txn.dep)]",
         "    http-request del-header authorization",

@@ -243,8 +243,13 @@ class Gateway:
             # path) answers through that proxy's own ids, so only direct replicas are held to it.
             if answered != request_id and "/" not in upstream.url.split("://", 1)[-1]:  # out of step: someone else's answer
                 await response.body.aclose()  # type: ignore[attr-defined]  # unfinished: the connection is closed
-                log.error("replica %s of %s answered request %r with %r's answer; connection dropped",
-                          upstream.url, route.name, request_id, answered)
+                log.error(
+                    "replica %s of %s answered request %r with %r's answer; connection dropped",
+                    upstream.url,
+                    route.name,
+                    request_id,
+                    answered,
+                )
                 return await _error(send, 502, f"replica of {route.name!r} answered out of step; its connection was dropped")
             status = response.status
             out_headers = [(k, v) for k, v in response.headers if k.decode("latin-1") not in _DROP_RESPONSE]
@@ -276,7 +281,9 @@ class Gateway:
                 response = await self.pool.request(url, "DELETE", "/" + REQUESTS + request_id.decode("ascii"), [], b"")
                 body = b"".join([chunk async for chunk in response.body])
         except (UpstreamUnreachable, UpstreamBroken, TimeoutError) as exc:
-            log.warning("could not cancel request %s on replica %s: %s", request_id.decode("ascii"), url, exc or type(exc).__name__)
+            log.warning(
+                "could not cancel request %s on replica %s: %s", request_id.decode("ascii"), url, exc or type(exc).__name__
+            )
             return None
         return response.status, body
 

@@ -102,7 +102,12 @@ class UpstreamPool:
         """Send one request. A reused connection that fails before any byte of an answer came back is
         replaced by a fresh one, transparently (the replica closed it idle: nothing was processed)."""
         parts = urlsplit(base)  # a replica behind a shared proxy (Ray Serve) has a path: its route
-        head = [f"{method} {parts.path.rstrip('/')}{target} HTTP/1.1\r\n".encode("latin-1"), b"host: ", parts.netloc.encode(), b"\r\n"]
+        head = [
+            f"{method} {parts.path.rstrip('/')}{target} HTTP/1.1\r\n".encode("latin-1"),
+            b"host: ",
+            parts.netloc.encode(),
+            b"\r\n",
+        ]
         for key, value in headers:
             head += [key, b": ", value, b"\r\n"]
         head.append(b"content-length: %d\r\n\r\n" % len(body))

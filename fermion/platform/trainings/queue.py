@@ -1,16 +1,5 @@
-"""Training jobs of the platform: `fermion train` runs in a child process, one at a time, watched here.
-
-The child prints its progress as JSON lines (`--progress-json`); each line updates the job, and the
-job is saved to `<data dir>/trainings/<id>.json` so that the console can follow it and a restart
-keeps its history. A job still running when the control plane stops is cancelled and says so;
-one whose control plane was killed is found by the pid and start time its file records, and
-stopped by the next control plane, so no training process runs on unwatched.
-
-The queue is bounded (`TrainingLimits`: jobs queued or running per token and in all, the longest
-budget); beyond it a new job is refused with 429 and when to try again. Jobs take turns by token:
-the next to run is the oldest job of the token whose last turn is longest ago, so one token that
-queued many jobs cannot keep another's waiting behind all of them.
-"""
+"""The training queue: jobs wait their token's turn, run one at a time as `fermion train` child processes,
+and are watched through the JSON lines those print (see the package's docstring)."""
 
 from __future__ import annotations
 
@@ -18,110 +7,18 @@ import json
 import logging
 import math
 import os
-import secrets
 import signal
 import subprocess
-import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fermion.platform.errors import Invalid, NotFound, TooManyRequests
 from fermion.platform.processes import process_start_time
+from fermion.platform.trainings.job import ACTIVE, FINISHED, KEEP_JOBS, KEEP_TRIALS, TrainingJob, TrainingLimits
 
 log = logging.getLogger("fermion.platform")
-
-#: Jobs kept on disk and in the list; older finished jobs are forgotten.
-KEEP_JOBS = 200
-#: Trials kept per job for the live chart.
-KEEP_TRIALS = 500
-FINISHED = ("succeeded", "failed", "cancelled")
-#: Statuses that hold a place in the queue (a cancelling job's process has not stopped yet).
-ACTIVE = ("queued", "running", "cancelling")
-
-
-@dataclass(frozen=True)
-class TrainingLimits:
-    """How much training a platform takes on at once (`fermion up --max-training-jobs...`)."""
-
-    max_jobs: int = 8  # queued or running, all tokens together
-    max_jobs_per_token: int = 3  # queued or running, for one token
-    max_budget_s: float = 3600.0  # the longest budget one job may ask for
-
-
-@dataclass
-class TrainingJob:
-    """One `fermion train` run requested through the API."""
-
-    id: str
-    dataset: str
-    target: str | None
-    budget_s: float
-    metric: str | None = None
-    name: str | None = None
-    seed: int = 0
-    max_trials: int | None = None
-    task: str | None = None
-    requested_by: str = ""  # the name of the token that asked for it
-    token_id: int | None = None  # and its id: the queue's limits and turns are per token
-    status: str = "queued"  # queued, running, cancelling, succeeded, failed, cancelled
-    created_at: float = field(default_factory=time.time)
-    started_at: float | None = None
-    finished_at: float | None = None
-    phase: str | None = None
-    elapsed: float = 0.0
-    trials: list[dict[str, Any]] = field(default_factory=list)
-    best_score: float | None = None
-    best_family: str | None = None
-    task_kind: str | None = None
-    metric_used: str | None = None
-    metric_info: dict[str, Any] | None = None  # {"name", "label", "greater_is_better"} of the metric in use
-    model: str | None = None
-    error: str | None = None
-    pid: int | None = None  # of the `fermion train` process while it runs (its session's leader)
-    pid_started: str | None = None  # that process's start time: tells it apart from a reused pid
-
-    @property
-    def owner(self) -> str:
-        """Whose job this is, for the limits and turns: the token's id (its name for jobs saved before ids were)."""
-        return f"token {self.token_id}" if self.token_id is not None else f"name {self.requested_by}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """As saved on disk (times as epoch seconds)."""
-        return asdict(self)
-
-    def view(self, with_trials: bool = True) -> dict[str, Any]:
-        """As the API shows it: times in ISO 8601; without the trial list, `trial_count` only."""
-        shown = self.to_dict()
-        del shown["pid"], shown["pid_started"]  # the platform's own bookkeeping
-        for key in ("created_at", "started_at", "finished_at"):
-            shown[key] = _iso(shown[key])
-        shown["trial_count"] = len(self.trials)
-        if not with_trials:
-            del shown["trials"]
-        return shown
-
-    def command(self, data_dir: Path) -> list[str]:
-        line = [
-            sys.executable,
-            "-m",
-            "fermion",
-            "train",
-            self.dataset,
-            "--budget",
-            f"{self.budget_s:g}s",
-            "--seed",
-            str(self.seed),
-        ]
-        line += ["--progress-json", "--data-dir", str(data_dir)]
-        for flag, value in (("--target", self.target), ("--metric", self.metric), ("--name", self.name), ("--problem", self.task)):
-            if value is not None:
-                line += [flag, str(value)]
-        if self.max_trials is not None:
-            line += ["--max-trials", str(self.max_trials)]
-        return line
 
 
 class TrainingJobs:
@@ -368,16 +265,6 @@ def _what_to_do(option: str, mine: list[TrainingJob], retry: int) -> str:
 def _count(jobs: list[TrainingJob]) -> str:
     running = sum(1 for j in jobs if j.status != "queued")
     return f"{len(jobs)} training job{'s' if len(jobs) != 1 else ''} queued or running ({running} running, {len(jobs) - running} queued)"
-
-
-def _iso(epoch: float | None) -> str | None:
-    from datetime import UTC, datetime
-
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
-
-
-def new_job_id() -> str:
-    return "t-" + time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
 def _stop_leftover(job: TrainingJob) -> None:
