@@ -398,3 +398,36 @@ def test_one_error_model_for_both_clients_and_every_error_body():
         with pytest.raises(NotFoundError) as caught:
             platform.deployments.get("x")
     assert isinstance(caught.value, APIError) and caught.value.code == "not_found" and str(caught.value) == api["message"]
+
+
+def test_the_client_the_api_and_the_store_agree_on_every_record_shape():
+    """The store's records, the API's answers (its OpenAPI) and the client's records name the same fields:
+    a field added to one and not the others fails here, before a user sees it missing."""
+    from dataclasses import fields
+
+    from fermion.client.platform import types
+    from fermion.platform.api import schemas
+    from fermion.platform.store import records
+
+    def names(cls: type) -> set[str]:
+        return (
+            set(cls.model_fields) if hasattr(cls, "model_fields") else {f.name for f in fields(cls) if not f.name.startswith("_")}
+        )
+
+    answers = [
+        (schemas.DeploymentView, types.Deployment, records.DeploymentRecord),
+        (schemas.RevisionView, types.Revision, records.RevisionRecord),  # listed under its deployment's path
+        (schemas.EventView, types.Event, records.EventRecord),
+        (schemas.TokenView, types.TokenInfo, records.TokenRecord),
+        (schemas.AuditView, types.AuditEntry, records.AuditRecord),
+        (schemas.ReplicaView, types.Replica, None),
+        (schemas.ReplicaCounts, types.ReplicaCounts, None),
+        (schemas.Info, types.PlatformInfo, None),
+    ]
+    for view, client_record, store_record in answers:
+        assert names(client_record) == names(view), (view.__name__, names(client_record) ^ names(view))
+        if store_record is not None:  # what the store keeps and shows (secrets and internals aside) is answered
+            empty = {f.name: {} if "dict" in str(f.type) or "Mapping" in str(f.type) else None for f in fields(store_record)}
+            implied = {"deployment"} if view is schemas.RevisionView else set()
+            kept = set(store_record(**empty).to_public_dict()) - {"id"} - implied
+            assert kept <= names(view), (view.__name__, kept - names(view))

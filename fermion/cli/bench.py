@@ -114,7 +114,7 @@ def bench(
             require_matplotlib()
         except PlotUnavailable as exc:
             fail(str(exc), 2)
-    from fermion.client._url import http_url
+    from fermion.client import http_url
 
     token = token or os.environ.get("FERMION_TOKEN")
     try:

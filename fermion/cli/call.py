@@ -73,8 +73,7 @@ def call(
     ca_cert: CaCertOption = None,
 ) -> None:
     """Call ENDPOINT of the service at URL and print the answer (streams print as they arrive)."""
-    from fermion.client import APIError, Client
-    from fermion.client._tls import CACertError
+    from fermion.client import APIError, CACertError, Client
 
     try:
         client = Client(url, token=token or os.environ.get("FERMION_TOKEN"), timeout=timeout, ca_cert=ca_cert)

@@ -12,6 +12,8 @@ from fermion.client._errors import APIConnectionError, APIError, APITimeoutError
 from fermion.client._request import form_value
 from fermion.client._schema import EndpointInfo, SchemaError, parse_endpoints
 from fermion.client._sync import Client
+from fermion.client._tls import CACertError
+from fermion.client._url import http_url
 
 __all__ = [
     "APIConnectionError",
@@ -19,10 +21,12 @@ __all__ = [
     "APITimeoutError",
     "AsyncCall",
     "AsyncClient",
+    "CACertError",
     "Client",
     "EndpointInfo",
     "RequestValidationError",
     "SchemaError",
     "form_value",
+    "http_url",
     "parse_endpoints",
 ]
