@@ -30,7 +30,9 @@ DEMOS = [
 def main() -> int:
     port = os.environ.get("FERMION_PORT", "8080")
     data_dir = Path(os.environ.get("FERMION_HOME") or Path.home() / ".fermion").expanduser()
-    up = subprocess.Popen([sys.executable, "-m", "fermion", "up", "--port", port, "--data-dir", str(data_dir)])
+    up = subprocess.Popen(
+        [sys.executable, "-m", "fermion", "up", "--port", port, "--data-dir", str(data_dir), "--code-from", str(HERE)]
+    )
 
     def forward(signum: int, _frame: object) -> None:
         if up.poll() is None:

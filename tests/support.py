@@ -188,10 +188,22 @@ class RunningPlatform:
 
 
 def start_platform(
-    data_dir: Path, *args: str, port: int = 0, env: dict[str, str] | None = None, timeout: float = 60.0, verify: Any = True
+    data_dir: Path,
+    *args: str,
+    port: int = 0,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+    verify: Any = True,
+    code_from: tuple[Path, ...] | None = None,
 ) -> RunningPlatform:
-    """Start `fermion up --data-dir DATA_DIR --port PORT ARGS...` and wait for /healthz (over https:// when it says so)."""
+    """Start `fermion up --data-dir DATA_DIR --port PORT ARGS...` and wait for /healthz (over https:// when it says so).
+
+    Sources that run code may come from `code_from` (`--code-from`; default: this repository, for its
+    examples, and the folder around the data dir, where tests write theirs; the data dir stays closed).
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (ROOT, data_dir.resolve().parent) if code_from is None else code_from:
+        args = (*args, "--code-from", str(folder))
     log_path = data_dir / f"up-{time.monotonic_ns()}.log"
     full_env = {
         **os.environ,

@@ -124,6 +124,14 @@ def up(
             show_default=False,
         ),
     ] = None,
+    code_from: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Open a folder for sources that run code (app.py:Echo, pkg.mod:Echo, trust_pickle); repeatable. "
+            "Model sources (model:, st:, hf:, skops, ONNX) need none.",
+            show_default="none: no deploy token can run Python",
+        ),
+    ] = None,
 ) -> None:
     """Start the platform: deployments with replicas, a gateway, autoscaling, tokens and a REST API."""
     from fermion.platform.home import ADMIN_TOKEN_FILE, default_data_dir, write_private, write_up_file
@@ -156,6 +164,12 @@ def up(
     # Replicas inherit this: the gateways, HAProxy and every replica refuse the same bodies.
     body_limit = _size(max_body_size, "--max-body-size")
     os.environ["FERMION_MAX_BODY_SIZE"] = str(body_limit)
+    from fermion.platform.sandbox import Sandbox
+
+    try:
+        sandbox = Sandbox.probe(folder, code_from or [])
+    except ValueError as exc:
+        fail(str(exc), 2)
     elsewhere = _running_elsewhere(folder)
     if elsewhere:
         fail(f"a `fermion up` already runs from {folder} at {elsewhere}; stop it first, or use another --data-dir", 2)
@@ -240,7 +254,7 @@ def up(
             if head.haproxy_ingress:
                 backend_line += ", Serve's HAProxy ingress"
     else:
-        replicas, backend_line = LocalBackend(folder), "local processes"
+        replicas, backend_line = LocalBackend(folder, sandbox=sandbox), "local processes"
     plane = ControlPlane(
         store,
         replicas,
@@ -253,8 +267,11 @@ def up(
         max_replicas=max_replicas_per_deployment,
         max_replicas_total=max_replicas_total,
         max_body_size=body_limit,
+        sandbox=sandbox,
     )
     _banner(base, folder, store, new_token, "HAProxy in front" if front is not None else "built-in", backend_line)
+    for line in sandbox.banner_lines(backend):
+        out.print(line, markup=False)
     if redirect_sock is not None:
         out.print(f"  HTTP    http://{shown_host}:{redirect_http_port}/ redirects to {base}/", markup=False)
     write_up_file(folder, base, os.getpid())

@@ -31,6 +31,7 @@ from fermion.platform.gateway.proxy import Gateway
 from fermion.platform.gateway.routes import PREFIX as RUN_PREFIX
 from fermion.platform.gateway.routes import RouteTable
 from fermion.platform.reconciler import Reconciler
+from fermion.platform.sandbox import Sandbox
 from fermion.platform.store.database import Store
 from fermion.platform.store.records import DeploymentRecord
 from fermion.platform.trainings import TrainingLimits
@@ -64,6 +65,7 @@ class ControlPlane:
         max_replicas: int = DEFAULT_MAX_REPLICAS,
         max_replicas_total: int | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        sandbox: Sandbox | None = None,
     ) -> None:
         from fermion.platform.home import default_data_dir
         from fermion.platform.trainings import TrainingJobs
@@ -95,6 +97,8 @@ class ControlPlane:
         #: Where datasets, models and training jobs live (the CLI's data dir).
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         self.trainings = TrainingJobs(self.data_dir, training_limits)
+        #: How replicas and the source check run, and which folders may hold code (`fermion up --code-from`).
+        self.sandbox = sandbox or getattr(backend, "sandbox", None) or Sandbox.probe(self.data_dir)
         self._token_hashes: list[str] = []
         self._tokens_read_at = 0.0
         self._wake = threading.Event()

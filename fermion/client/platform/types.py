@@ -157,10 +157,11 @@ class AuditEntry(_Model):
 
 @dataclass(frozen=True)
 class PlatformInfo(_Model):
-    """The platform's version, backend, database (password hidden), URL and number of deployments."""
+    """The platform's version, backend, database (password hidden), URL, number of deployments and sandbox."""
 
     version: str = ""
     backend: str = ""
     database: str = ""
     url: str = ""
     deployments: int = 0
+    sandbox: str = ""

@@ -89,13 +89,14 @@ def build_api(plane: ControlPlane) -> FastAPI:
 
     @api.get(f"{PREFIX}/info", response_model=Info, tags=["platform"])
     def info(request: Request, _who: Invoker) -> dict[str, Any]:
-        """Version, backend, database (password hidden) and the number of deployments."""
+        """Version, backend, database (password hidden), the number of deployments and how replicas are sandboxed."""
         return {
             "version": __version__,
             "backend": plane.backend.name,
             "database": plane.store.url.render_as_string(hide_password=True),
             "url": str(request.base_url).rstrip("/"),
             "deployments": len(plane.store.list_deployments()),
+            "sandbox": plane.sandbox.description if plane.backend.name == "local" else f"none: the {plane.backend.name} backend",
         }
 
     @api.get(f"{PREFIX}/docs", include_in_schema=False)

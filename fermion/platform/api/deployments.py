@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
@@ -26,6 +27,7 @@ from fermion.platform.api.schemas import (
     RevisionView,
     Rollback,
 )
+from fermion.platform.code_folders import absolute_source
 from fermion.platform.errors import Conflict, Invalid, NotFound
 from fermion.platform.store.records import (
     DeploymentRecord,
@@ -38,34 +40,39 @@ from fermion.platform.store.records import (
 
 if TYPE_CHECKING:
     from fermion.platform.controlplane import ControlPlane
+    from fermion.platform.sandbox import Sandbox
 
 #: How long `fermion serve --check` may take to load a source before the API gives up on it.
 SOURCE_CHECK_TIMEOUT_S = 120.0
 
 
-def check_source_loads(source: str, options: dict[str, Any], env: dict[str, str]) -> None:
-    """Run `fermion serve SOURCE --check` as a replica would (same options and env); Invalid if it fails."""
-    command = [sys.executable, "-m", "fermion", "serve", source, "--check"]
+def check_source_loads(sandbox: Sandbox, source: str, options: dict[str, Any], env: dict[str, str]) -> None:
+    """Refuse code from outside the opened folders, then run `fermion serve SOURCE --check` as a replica
+    would (same sandbox, options and env); Invalid if it fails, with no path of the platform's in the answer."""
+    sandbox.code.check(source, options)
+    command = [sys.executable, "-m", "fermion", "serve", absolute_source(source), "--check"]
     if options.get("task"):
         command += ["--task", str(options["task"])]
     if options.get("trust_pickle"):
         command.append("--trust-pickle")
-    try:
-        done = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            timeout=SOURCE_CHECK_TIMEOUT_S,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **env, "COLUMNS": "500", "NO_COLOR": "1"},
-        )
-    except subprocess.TimeoutExpired:
-        raise Invalid(f"source {source!r} did not load within {SOURCE_CHECK_TIMEOUT_S:g} s") from None
+    with tempfile.TemporaryDirectory(prefix="check-", dir=sandbox.data_dir) as run_dir:
+        try:
+            done = subprocess.run(
+                sandbox.wrap(command, source, Path(run_dir)),
+                capture_output=True,
+                text=True,
+                timeout=SOURCE_CHECK_TIMEOUT_S,
+                stdin=subprocess.DEVNULL,
+                env={**sandbox.env(env, Path(run_dir)), "NO_COLOR": "1"},
+                cwd=sandbox.workdir(source, options),
+            )
+        except subprocess.TimeoutExpired:
+            raise Invalid(f"source {source!r} did not load within {SOURCE_CHECK_TIMEOUT_S:g} s") from None
     if done.returncode != 0:
         lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
         message = next((line.strip() for line in lines if line.startswith("error:")), lines[-1] if lines else "")
         message = message.removeprefix("error:").strip() or f"exited with code {done.returncode}"
-        raise Invalid(f"source {source!r} does not load: {message}")
+        raise Invalid(sandbox.redact(f"source {source!r} does not load: {message}"))
 
 
 def register(api: FastAPI, plane: ControlPlane) -> None:
@@ -92,7 +99,7 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
             )
         plane.check_capacity(body.name, source, options, body.min_replicas, max_replicas)
         plane.check_resources(options)
-        check_source_loads(source, options, env)
+        check_source_loads(plane.sandbox, source, options, env)
         record = plane.store.create_deployment(
             body.name,
             source,
@@ -143,7 +150,7 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
             env = changes.get("env", current.env)
             if (source, options, env) != (current.source, current.options, current.env):
                 plane.check_resources(options)
-                check_source_loads(source, options, env)
+                check_source_loads(plane.sandbox, source, options, env)
         if {"source", "options", "min_replicas", "max_replicas"} & changes.keys():
             plane.check_capacity(
                 name,
@@ -188,6 +195,7 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
                 f"revision {number} is the current one; give an earlier revision (revisions: {', '.join(map(str, sorted(revisions)))})"
             )
         target = revisions[number]
+        plane.sandbox.code.check(target.source, target.options)  # the operator may have closed its folder since
         record = plane.store.update_deployment(
             name, source=target.source, options=target.options, env=target.env, note=f"rollback to revision {number}"
         )

@@ -162,6 +162,7 @@ class Info(BaseModel):
     database: str
     url: str
     deployments: int
+    sandbox: str = Field(description='How replicas are kept from the platform: "bubblewrap", or "none: <why>".')
 
 
 class WhoAmI(BaseModel):

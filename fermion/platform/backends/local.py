@@ -7,7 +7,9 @@ platform's folder in its environment, so a replica whose control plane died betw
 steps is still found: `list()` adopts the replicas it knows and reaps the ones it does not, and
 `close()` leaves no replica process of this platform behind.
 The port is chosen by the replica itself (`--port 0`) and read from the port file it writes once
-it listens (`--port-file`, next to its state file), so replicas started together never race for a port.
+it listens (`--port-file`, in its run folder next to its state file), so replicas started together
+never race for a port. Each replica runs in the platform's sandbox (`fermion.platform.sandbox`): with
+bubblewrap the recorded pid is the sandboxed process's, so signals reach the replica itself.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +27,9 @@ from pathlib import Path
 import httpx
 
 from fermion.platform.backends.base import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
+from fermion.platform.code_folders import absolute_source
 from fermion.platform.processes import kill_group, process_start_time
+from fermion.platform.sandbox import Sandbox, catches, sandboxed_pid
 from fermion.serving.announce import read_port_file
 
 log = logging.getLogger("fermion.platform")
@@ -46,10 +51,11 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, data_dir: str | os.PathLike[str], python: str = sys.executable) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], python: str = sys.executable, sandbox: Sandbox | None = None) -> None:
         self.folder = Path(data_dir) / "replicas"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.python = python
+        self.sandbox = sandbox if sandbox is not None else Sandbox.probe(data_dir)
         self._children: dict[int, subprocess.Popen[bytes]] = {}  # started by us: exit codes known
         self._exit_codes: dict[int, int] = {}  # of children stopped and reaped
         # One keep-alive client for every probe: a fresh connection per probe costs ~50 ms a replica here.
@@ -58,24 +64,30 @@ class LocalBackend:
     def _state_file(self, replica_id: str) -> Path:
         return self.folder / f"{replica_id}.json"
 
+    def _run_dir(self, replica_id: str) -> Path:
+        """The replica's own writable folder (port file, HOME, TMPDIR): the only one the sandbox lets it write."""
+        return self.folder / f"{replica_id}.run"
+
     def _port_file(self, replica_id: str) -> Path:
-        return self.folder / f"{replica_id}.port"  # not .json: list() reads every .json as a state file
+        return self._run_dir(replica_id) / "port"
 
     def _forget(self, replica_id: str) -> None:
         self._state_file(replica_id).unlink(missing_ok=True)
-        self._port_file(replica_id).unlink(missing_ok=True)
+        shutil.rmtree(self._run_dir(replica_id), ignore_errors=True)
 
     def start(self, spec: ReplicaSpec) -> ReplicaHandle:
         """Start `fermion serve SOURCE --port 0` in its own session; returns before it is ready."""
-        log_path = self.folder / f"{spec.replica_id}.log"
+        log_path, run_dir = self.folder / f"{spec.replica_id}.log", self._run_dir(spec.replica_id)
         self._prune_logs()
-        command = [self.python, "-m", "fermion", "serve", spec.source, "--host", "127.0.0.1", "--port", "0"]
+        source = absolute_source(spec.source)
+        command = [self.python, "-m", "fermion", "serve", source, "--host", "127.0.0.1", "--port", "0"]
         command += ["--drain-delay", str(DRAIN_DELAY_S), "--port-file", str(self._port_file(spec.replica_id))]
         if spec.options.get("task"):
             command += ["--task", str(spec.options["task"])]
         if spec.options.get("trust_pickle"):
             command.append("--trust-pickle")
-        env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1", "COLUMNS": "500"}
+        shutil.rmtree(run_dir, ignore_errors=True)  # a stale port file must not be read as this replica's
+        env = self.sandbox.env(spec.env, run_dir)
         env.update({OWNER_ENV: str(self.folder), REPLICA_ENV: spec.replica_id})
         cpus = (spec.options.get("resources") or {}).get("cpus")
         if cpus:  # no reservations on one machine, but the replica's torch/BLAS threads follow its CPUs
@@ -84,14 +96,27 @@ class LocalBackend:
         data: dict[str, object] = {"pid": None, "started": None, "started_at": time.time(), "log": str(log_path), "url": None}
         handle = ReplicaHandle(spec.replica_id, self.name, spec.deployment, spec.revision, data)
         self._write(handle)
-        self._port_file(spec.replica_id).unlink(missing_ok=True)
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, stdin=subprocess.DEVNULL
-            )
-        self._children[proc.pid] = proc
+        info_read, info_write = os.pipe() if self.sandbox.bwrap else (None, None)
+        command = self.sandbox.wrap(command, spec.source, run_dir, info_fd=info_write)
+        try:
+            with open(log_path, "ab") as log:
+                proc = subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=self.sandbox.workdir(spec.source, spec.options),
+                    start_new_session=True,
+                    stdin=subprocess.DEVNULL,
+                    pass_fds=() if info_write is None else (info_write,),
+                )
+        finally:
+            if info_write is not None:
+                os.close(info_write)
+        pid = (sandboxed_pid(info_read) if info_read is not None else None) or proc.pid
+        self._children[pid] = proc
         # "started_at" (epoch seconds) is for uptime; "started" (clock ticks) tells a reused pid apart.
-        data.update(pid=proc.pid, started=process_start_time(proc.pid))
+        data.update(pid=pid, started=process_start_time(pid))
         self._write(handle)
         return handle
 
@@ -154,8 +179,12 @@ class LocalBackend:
         after `grace` seconds (plus the drain delay); forget it."""
         pid = handle.data["pid"]
         if self._alive(handle):
+            sig = signal.SIGINT if at_once else signal.SIGTERM
             try:
-                os.kill(pid, signal.SIGINT if at_once else signal.SIGTERM)
+                if self.sandbox.bwrap and not catches(pid, sig):  # still loading: its pid-1 would ignore the signal
+                    kill_group(pid)
+                else:
+                    os.kill(pid, sig)
             except ProcessLookupError:
                 pass
             deadline = time.monotonic() + grace + (0 if at_once else DRAIN_DELAY_S)
@@ -197,7 +226,7 @@ class LocalBackend:
         for replica_id, pid in running.items():
             log.warning("stopping replica process %d (%s): no state file of this platform accounts for it", pid, replica_id)
             kill_group(pid)
-            self._port_file(replica_id).unlink(missing_ok=True)
+            shutil.rmtree(self._run_dir(replica_id), ignore_errors=True)
         return found
 
     def close(self) -> None:
@@ -228,7 +257,7 @@ class LocalBackend:
                 prefix = f"{REPLICA_ENV}=".encode()
                 replica_id = next((v[len(prefix) :].decode() for v in environ if v.startswith(prefix)), None)
                 if replica_id:
-                    found[replica_id] = pid
+                    found[replica_id] = _inside_sandbox(pid)
         return found
 
     def logs(self, handle: ReplicaHandle, lines: int = 100) -> list[str]:
@@ -248,3 +277,14 @@ class LocalBackend:
             if line.strip():
                 return line.strip()
         return ""
+
+
+def _inside_sandbox(pid: int) -> int:
+    """The sandboxed replica of a bubblewrap process (its only child), else `pid` itself."""
+    try:
+        if Path(f"/proc/{pid}/comm").read_text().strip() != "bwrap":
+            return pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return pid
+    return int(children[0]) if len(children) == 1 else pid
