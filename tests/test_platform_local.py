@@ -43,7 +43,7 @@ def wait_for(backend: LocalBackend, handle: ReplicaHandle, state: ReplicaState, 
 
 @pytest.fixture()
 def backend(tmp_path: Path) -> Iterator[LocalBackend]:
-    local = LocalBackend(tmp_path)
+    local = LocalBackend(tmp_path / "data")  # not tmp_path itself: the sandbox hides the data dir from replicas
     yield local
     for handle in local.list():  # whatever a failing test left running
         local.stop(handle, grace=5)
@@ -53,8 +53,10 @@ def test_a_replica_starts_serves_and_drains_on_stop(backend: LocalBackend):
     handle = backend.start(spec(EXAMPLES / "echo.py", env={"FERMION_MAX_QUEUE": "7"}))
     status = wait_for(backend, handle, ReplicaState.READY)
     assert status.url and status.url.startswith("http://127.0.0.1:")
-    port_file = read_port_file(backend.folder / f"{handle.replica_id}.port")  # how the backend learnt the URL
-    assert port_file is not None and (port_file.url, port_file.pid) == (status.url, handle.data["pid"])
+    port_file = read_port_file(backend.folder / f"{handle.replica_id}.run" / "port")  # how the backend learnt the URL
+    assert port_file is not None and port_file.url == status.url
+    # Its pid as it sees it: 1 in bubblewrap's process namespace, where it sees no other process.
+    assert port_file.pid == (1 if backend.sandbox.bwrap else handle.data["pid"])
     assert httpx.post(status.url + "/predict", json={"text": "hi"}).json() == {"output": "echo: hi"}
     assert [h.replica_id for h in backend.list()] == [handle.replica_id]
     backend.stop(handle, grace=10)

@@ -162,6 +162,8 @@ class LocalBackend:
         if not self._alive(handle):
             child = self._children.get(handle.data["pid"])
             code = child.returncode if child is not None else self._exit_codes.get(handle.data["pid"])
+            if code is not None and code > 128 and self.sandbox.bwrap:  # bubblewrap's 128+N: killed by signal N
+                code = 128 - code
             return ReplicaStatus(ReplicaState.EXITED, handle.data.get("url"), code, self._last_line(handle))
         url = self._url(handle)
         if url is None:
