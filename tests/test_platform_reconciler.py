@@ -83,7 +83,7 @@ def test_create_serve_scale_heal_and_delete(plane):
     assert LocalBackend(Path(store.url.database).parent).list() == []
 
 
-def test_a_new_revision_takes_traffic_only_once_ready_and_a_broken_one_never(plane, tmp_path):
+def test_a_new_revision_takes_traffic_only_once_ready_and_a_broken_one_never(plane, tmp_path_factory):
     store, reconciler, routes = plane
     store.create_deployment("svc", str(EXAMPLES / "echo.py"), public=True)
     settle(reconciler, lambda: len(urls(routes, "svc")) == 1)
@@ -95,7 +95,7 @@ def test_a_new_revision_takes_traffic_only_once_ready_and_a_broken_one_never(pla
     crash = [e for e in store.list_events("svc") if e.kind in ("ReplicaExited", "CrashLoop")][-1]
     assert "code 2" in crash.message and "did you mean 'Echo'" in crash.message
 
-    gate = tmp_path / "gate"
+    gate = tmp_path_factory.mktemp("gate") / "gate"  # not in the data dir, which the sandbox hides from replicas
     store.update_deployment("svc", source=str(APP), env={"FERMION_TEST_GATE": str(gate)})  # revision 3: slow to be ready
     for _ in range(10):  # while revision 3 loads, revision 1 serves every request
         reconciler.tick()
