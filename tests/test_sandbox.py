@@ -16,7 +16,11 @@ from pathlib import Path
 import pytest
 from support import ROOT, start_platform, stop_process, stop_replicas, wait_for
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (apt-get install bubblewrap)")
+from fermion.platform.code_folders import CodeFolders
+from fermion.platform.errors import Invalid
+from fermion.platform.sandbox import Sandbox
+
+needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (apt-get install bubblewrap)")
 
 PLATFORM_SECRET = "platform-secret-3f9a"
 DEPLOYMENT_SECRET = "s3cr3t"
@@ -62,6 +66,7 @@ class Probe(Service):
 '''
 
 
+@needs_bwrap
 def test_a_deploy_tokens_code_reads_no_secret(tmp_path: Path) -> None:
     code, data = tmp_path / "code", tmp_path / "data"
     code.mkdir()
@@ -100,6 +105,7 @@ def test_a_deploy_tokens_code_reads_no_secret(tmp_path: Path) -> None:
         stop_replicas(data)
 
 
+@needs_bwrap
 def test_code_outside_the_opened_folders_is_refused_alike(tmp_path: Path) -> None:
     code, data, outside = tmp_path / "code", tmp_path / "data", tmp_path / "outside"
     code.mkdir()
@@ -135,3 +141,32 @@ def test_code_outside_the_opened_folders_is_refused_alike(tmp_path: Path) -> Non
     finally:
         stop_process(platform.proc)
         stop_replicas(data)
+
+
+def test_code_folders_resolve_paths_and_modules_before_they_decide(tmp_path: Path) -> None:
+    opened, data = tmp_path / "code", tmp_path / "code" / "data"
+    (opened / "pkg").mkdir(parents=True)
+    data.mkdir()
+    for path in (opened / "pkg" / "__init__.py", opened / "pkg" / "svc.py", data / "x.py"):
+        path.write_text("")
+    folders = CodeFolders.of([opened], closed=[data])
+    assert folders.root_of("pkg.svc:Svc", {}) == opened.resolve()  # found as a file, never imported
+    assert folders.root_of(str(opened / "pkg" / "svc.py") + ":Svc", {}) == opened.resolve()
+    assert folders.root_of(str(data / "x.py") + ":Svc", {}) is None  # the data dir stays closed inside an opened folder
+    assert folders.root_of("json:Svc", {}) is None  # an installed module is no opened folder's
+    for model in ("st:all-MiniLM-L6-v2", "model:iris", "onnx:/elsewhere/model.onnx", "sklearn:/elsewhere/m.skops"):
+        folders.check(model, {})  # no code of their own: no folder needed
+    with pytest.raises(Invalid, match="--code-from"):
+        folders.check("sklearn:/elsewhere/m.pkl", {"trust_pickle": True})
+    with pytest.raises(ValueError, match="no such folder"):
+        CodeFolders.of([tmp_path / "missing"])
+
+
+def test_a_replicas_environment_is_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FERMION_DB", "postgresql://fermion:pw@db/fermion")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "cloud-secret")
+    monkeypatch.setenv("FERMION_MAX_QUEUE", "7")  # a serving setting: replicas follow it
+    env = Sandbox(tmp_path).env({"OWN": "1"}, tmp_path / "run")
+    assert "FERMION_DB" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+    assert env["OWN"] == "1" and env["FERMION_MAX_QUEUE"] == "7"
+    assert env["HOME"] == str(tmp_path / "run" / "home") and env["FERMION_HOME"] == str(tmp_path)

@@ -22,8 +22,6 @@ from fermion.platform.errors import Invalid
 REFUSED = "sources that run code must be in a folder `fermion up --code-from` opens; ask the operator"
 #: Options that make a model source run code its files carry.
 CODE_OPTIONS = ("trust_pickle", "trust_remote_code")
-#: Model source kinds whose rest is a local path (when it exists) rather than a name.
-_PATH_KINDS = ("sklearn", "onnx", "hf", "st")
 
 
 @dataclass(frozen=True)
@@ -89,17 +87,6 @@ def runs_code(source: str, options: Mapping[str, Any]) -> bool:
 def local_path(rest: str) -> Path:
     """A model source's path, resolved (relative to this process's folder, as a replica resolves it)."""
     return Path(os.path.realpath(os.path.expanduser(rest)))
-
-
-def model_path(source: str) -> Path | None:
-    """The local file or folder a model source reads (`sklearn:`/`onnx:`/`hf:`/`st:` with a path), if it exists."""
-    from fermion.sources import split_source
-
-    scheme, rest = split_source(source.strip())
-    if scheme not in _PATH_KINDS or not rest:
-        return None
-    path = local_path(rest)
-    return path if path.exists() else None
 
 
 def absolute_source(source: str) -> str:

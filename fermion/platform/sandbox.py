@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from fermion.platform.code_folders import CodeFolders, model_path
+from fermion.platform.code_folders import CodeFolders
 
 log = logging.getLogger("fermion.platform")
 
@@ -111,8 +111,9 @@ class Sandbox:
         root = self.code.root_of(source, options)
         return root if root is not None else Path.cwd()
 
-    def wrap(self, argv: Sequence[str], source: str, run_dir: Path, info_fd: int | None = None) -> list[str]:
-        """`argv` inside the sandbox (unchanged without bubblewrap); `run_dir` is created and stays writable."""
+    def wrap(self, argv: Sequence[str], run_dir: Path, info_fd: int | None = None) -> list[str]:
+        """`argv` inside the sandbox (unchanged without bubblewrap); `run_dir` is created and stays writable.
+        Nothing of the data dir but the model registry comes back, whatever path a source names."""
         for sub in ("home", "tmp"):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
         if not self.bwrap:
@@ -133,9 +134,6 @@ class Sandbox:
         cache = hf_home()
         if cache.is_dir():
             shown.append(("--bind", Path(os.path.realpath(cache))))
-        model = model_path(source)
-        if model is not None and any(model == h or h in model.parents for h in hidden):
-            shown.append(("--ro-bind", model))  # an explicit model path inside the data dir, e.g. a training's output
         for how, path in sorted(shown, key=lambda item: len(item[1].parts)):  # parents before children
             command += [how, str(path), str(path)]
         return [*command, "--", *argv]

@@ -58,7 +58,7 @@ def check_source_loads(sandbox: Sandbox, source: str, options: dict[str, Any], e
     with tempfile.TemporaryDirectory(prefix="check-", dir=sandbox.data_dir) as run_dir:
         try:
             done = subprocess.run(
-                sandbox.wrap(command, source, Path(run_dir)),
+                sandbox.wrap(command, Path(run_dir)),
                 capture_output=True,
                 text=True,
                 timeout=SOURCE_CHECK_TIMEOUT_S,

@@ -97,7 +97,7 @@ class LocalBackend:
         handle = ReplicaHandle(spec.replica_id, self.name, spec.deployment, spec.revision, data)
         self._write(handle)
         info_read, info_write = os.pipe() if self.sandbox.bwrap else (None, None)
-        command = self.sandbox.wrap(command, spec.source, run_dir, info_fd=info_write)
+        command = self.sandbox.wrap(command, run_dir, info_fd=info_write)
         try:
             with open(log_path, "ab") as log:
                 proc = subprocess.Popen(
@@ -110,6 +110,10 @@ class LocalBackend:
                     stdin=subprocess.DEVNULL,
                     pass_fds=() if info_write is None else (info_write,),
                 )
+        except BaseException:
+            if info_read is not None:
+                os.close(info_read)
+            raise
         finally:
             if info_write is not None:
                 os.close(info_write)
