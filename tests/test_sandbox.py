@@ -87,7 +87,7 @@ def test_a_deploy_tokens_code_reads_no_secret(tmp_path: Path) -> None:
         answer = api.post("/run/probe/predict", json={})
         assert answer.status_code == 200, answer.text
         seen = "\n".join(answer.json()["seen"])
-        assert "env OWN=visible" in seen and "file /proc/1/environ=" in seen  # it did read what it may
+        assert "env OWN=visible" in seen and "file /proc/self/environ=" in seen  # it did read what it may
         secrets = {"admin token": platform.token, "deploy token": token, "platform env": PLATFORM_SECRET}
         secrets["another deployment's env"] = DEPLOYMENT_SECRET
         leaked = [what for what, secret in secrets.items() if secret in seen]
@@ -170,3 +170,11 @@ def test_a_replicas_environment_is_its_own(tmp_path: Path, monkeypatch: pytest.M
     assert "FERMION_DB" not in env and "AWS_SECRET_ACCESS_KEY" not in env
     assert env["OWN"] == "1" and env["FERMION_MAX_QUEUE"] == "7"
     assert env["HOME"] == str(tmp_path / "run" / "home") and env["FERMION_HOME"] == str(tmp_path)
+
+
+def test_no_sandbox_is_said_loudly(tmp_path: Path) -> None:
+    bare = Sandbox(tmp_path, missing="install bubblewrap")
+    assert bare.description == "none: install bubblewrap"  # GET /api/v1/info's "sandbox"
+    banner = "\n".join(bare.banner_lines("local"))
+    assert "WARNING no sandbox (install bubblewrap)" in banner and "admin.token" in banner
+    assert "Code    from none" in banner
