@@ -286,25 +286,29 @@ def test_cancelling_through_fermion_up(tmp_path: Path, gateway: str):
             return found["status"] == "ready" and found["replicas"]["ready"] == 2
 
         wait_for(ready, timeout=60, what="two replicas")
-        left = tmp_path / "left"
-        sock = send_and_leave_open(platform.url, "/run/jobs/wait", {"tag": "left", "record": str(left)}, platform.token)
-        eventually(lambda: left.exists() and left.read_text() == "running")
+        replicas = tmp_path / "data" / "replicas"
+
+        def recorded(tag: str) -> str | None:
+            """What the replica that ran `tag` recorded, in its own TMPDIR (the only place a sandboxed replica writes)."""
+            found = [path.read_text() for path in replicas.glob(f"*.run/tmp/{tag}")]
+            return found[0] if found else None
+
+        sock = send_and_leave_open(platform.url, "/run/jobs/wait", {"tag": "left", "record": "left"}, platform.token)
+        eventually(lambda: recorded("left") == "running")
         sock.close()
-        eventually(lambda: left.read_text() == "cancelled")
+        eventually(lambda: recorded("left") == "cancelled")
 
         callers = {
             tag: in_thread(
-                lambda tag=tag: api.post(
-                    "/run/jobs/wait", json={"tag": tag, "record": str(tmp_path / tag)}, headers={"x-request-id": tag}
-                )
+                lambda tag=tag: api.post("/run/jobs/wait", json={"tag": tag, "record": tag}, headers={"x-request-id": tag})
             )
             for tag in ("job-a", "job-b")
         }
         for tag in callers:
-            eventually(lambda tag=tag: (tmp_path / tag).exists())
+            eventually(lambda tag=tag: recorded(tag) is not None)
         assert api.delete("/run/jobs/requests/job-b").status_code == 202
         assert callers["job-b"]().status_code == 409
-        assert (tmp_path / "job-b").read_text() == "cancelled" and (tmp_path / "job-a").read_text() == "running"
+        assert recorded("job-b") == "cancelled" and recorded("job-a") == "running"
         assert api.delete("/run/jobs/requests/job-a").status_code == 202
         assert callers["job-a"]().status_code == 409
         assert api.delete("/run/jobs/requests/job-a").status_code == 404

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -31,8 +32,8 @@ class Cancellable(Service):
 
     def _set(self, tag: str, state: str, record: str) -> None:
         self.states[tag] = state
-        if record:
-            Path(record).write_text(state)
+        if record:  # a relative name lands in the replica's own TMPDIR (a sandboxed replica writes nowhere else)
+            Path(tempfile.gettempdir(), record).write_text(state)
 
     @endpoint
     def hold(self, tag: str, seconds: float = 1.0) -> str:
