@@ -196,7 +196,7 @@ def test_a_source_that_does_not_load_shows_the_apis_message(console: Console) ->
     page.get_by_label("Name", exact=True).fill("broken")
     page.get_by_role("button", name="Deploy").click()
     alert = page.locator("main .error:not([hidden])")
-    sync_api.expect(alert).to_contain_text("/nonexistent/service.py")
+    sync_api.expect(alert).to_contain_text("fermion up --code-from")  # outside the opened folders: refused, path unsaid
     assert page.evaluate("location.hash") == "#/new"
 
 
@@ -495,7 +495,9 @@ def test_api_errors_and_events_are_shown_in_the_pages_language(console: Console)
         alert = page.locator("main .error:not([hidden])")
         headline = texts["error.detail"].replace("{title}", texts["error.code.invalid"]).split("{detail}")[0]
         sync_api.expect(alert).to_contain_text(headline)
-        sync_api.expect(alert).to_contain_text("/nonexistent/service.py")  # the server's detail is kept
+        sync_api.expect(alert).to_contain_text(
+            "fermion up --code-from"
+        )  # outside the opened folders: refused, path unsaid  # the server's detail is kept
         console.go("#/deployments/echo")
         created = page.locator("ol.events strong[title='Created']")
         sync_api.expect(created.first).to_have_text(texts["event.Created"])
