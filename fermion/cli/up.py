@@ -138,7 +138,7 @@ def up(
         fail("--redirect-http-port redirects to HTTPS: give --tls-cert and --tls-key too", 2)
     if redirect_http_port is not None and redirect_http_port == port:
         fail(f"--redirect-http-port {redirect_http_port} is the HTTPS port too; pick another", 2)
-    missing = [name for name in ("sqlalchemy", "fastapi", "alembic") if _absent(name)]
+    missing = [name for name in ("sqlalchemy", "fastapi", "alembic", "cryptography") if _absent(name)]
     if missing:
         fail(f"`fermion up` needs {', '.join(missing)}: pip install 'fermion[platform]'", 2)
     metrics_interval = _metrics_interval()
@@ -171,7 +171,7 @@ def up(
 
     url_or_dir = db or os.environ.get("FERMION_DB") or str(folder)
     try:
-        store = Store.open(url_or_dir)
+        store = Store.open(url_or_dir, key_dir=folder)
     except PlatformError as exc:
         fail(exc.message, 2)
     except Exception as exc:  # the driver's own error: unreachable server, bad password, ...

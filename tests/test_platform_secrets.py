@@ -1,0 +1,135 @@
+"""Deployment secrets at rest (docs/security.md): env values are encrypted in the database, the key lives
+in the data dir (or FERMION_SECRET_KEY), plaintext from before is sealed at open, and a wrong key fails at start."""
+
+from __future__ import annotations
+
+import json
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from starlette.testclient import TestClient
+from support import EXAMPLES
+
+from fermion.platform.store.database import Store, default_url
+from fermion.platform.store.secrets import KEY_VARIABLE, SECRET_KEY_FILE, SecretKeyError, new_key
+
+SECRET = "s3cr3t-value"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return default_url(tmp_path) if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+def raw_env_columns(url: str) -> list[str]:
+    """Every stored env, as someone who can read the database sees it."""
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"), poolclass=sa.pool.NullPool)
+    with engine.connect() as connection:
+        rows = [
+            *connection.exec_driver_sql("SELECT env FROM deployments"),
+            *connection.exec_driver_sql("SELECT env FROM revisions"),
+        ]
+    return [row[0] if isinstance(row[0], str) else json.dumps(row[0]) for row in rows]
+
+
+def database_bytes(data_dir: Path) -> bytes:
+    return b"".join(path.read_bytes() for path in data_dir.glob("fermion.db*"))
+
+
+@pytest.fixture
+def plane(tmp_path: Path) -> Iterator[tuple[TestClient, Store]]:
+    from fermion.platform.backends.local import LocalBackend
+    from fermion.platform.controlplane import ControlPlane
+
+    store = Store.open(tmp_path)
+    _, token = store.create_token("admin", ["admin"])
+    client = TestClient(ControlPlane(store, LocalBackend(tmp_path), metrics_interval_s=1.0))
+    client.headers["authorization"] = f"Bearer {token}"
+    try:
+        yield client, store
+    finally:
+        store.close()
+
+
+def test_a_deployed_secret_is_nowhere_in_the_database_file_or_the_audit_log(plane, tmp_path: Path) -> None:
+    client, store = plane
+    body = {"name": "echo", "source": f"{EXAMPLES / 'echo.py'}:Echo", "env": {"API_KEY": SECRET}}
+    assert client.post("/api/v1/deployments", json=body).status_code == 201
+    changed = client.patch("/api/v1/deployments/echo", json={"env": {"API_KEY": SECRET, "MODE": "fast"}})
+    assert changed.status_code == 200 and changed.json()["env"] == {"API_KEY": "***", "MODE": "***"}
+
+    assert SECRET.encode() not in database_bytes(tmp_path)
+    audit = client.get("/api/v1/audit").json()
+    assert audit and SECRET not in json.dumps(audit)
+    # Replicas still get the values: the records layer opens them.
+    assert store.get_deployment("echo").env == {"API_KEY": SECRET, "MODE": "fast"}
+    assert [rev.env for rev in store.list_revisions("echo")] == [{"API_KEY": SECRET}, {"API_KEY": SECRET, "MODE": "fast"}]
+    assert stat.S_IMODE((tmp_path / SECRET_KEY_FILE).stat().st_mode) == 0o600
+
+
+def test_env_is_encrypted_on_sqlite_and_postgresql(store_url: str) -> None:
+    with Store.open(store_url) as store:
+        store.create_deployment("echo", "app.py:Echo", env={"API_KEY": SECRET})
+        store.update_deployment("echo", env={"API_KEY": SECRET + "-2"})
+        store.update_deployment("echo", env={"API_KEY": SECRET + "-2"})  # unchanged: no new revision
+        assert store.get_deployment("echo").revision == 2
+    stored = raw_env_columns(store_url)
+    assert len(stored) == 3 and all("$fernet" in env and SECRET not in env and "API_KEY" not in env for env in stored)
+    with Store.open(store_url) as reopened:
+        assert reopened.get_deployment("echo").env == {"API_KEY": SECRET + "-2"}
+
+
+def test_plaintext_from_before_is_read_and_sealed_at_open(store_url: str) -> None:
+    with Store.open(store_url) as store:
+        store.create_deployment("echo", "app.py:Echo")
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"), poolclass=sa.pool.NullPool)
+    with engine.begin() as connection:  # as a store from before encryption wrote it
+        plain = json.dumps({"API_KEY": SECRET})
+        connection.execute(sa.text("UPDATE deployments SET env = :env"), {"env": plain})
+        connection.execute(sa.text("UPDATE revisions SET env = :env"), {"env": plain})
+    with Store.open(store_url) as reopened:
+        assert reopened.get_deployment("echo").env == {"API_KEY": SECRET}
+        assert reopened.list_revisions("echo")[0].env == {"API_KEY": SECRET}
+        assert reopened.seal_secrets() == 0  # already sealed
+    assert all(SECRET not in env for env in raw_env_columns(store_url))
+
+
+def test_a_wrong_or_lost_key_fails_at_open_with_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store.open(tmp_path) as store:
+        store.create_deployment("echo", "app.py:Echo", env={"API_KEY": SECRET})
+    (tmp_path / SECRET_KEY_FILE).unlink()  # lost: a new key is made, and it opens nothing
+    with pytest.raises(SecretKeyError, match="restore secret.key or set FERMION_SECRET_KEY"):
+        Store.open(tmp_path)
+    monkeypatch.setenv(KEY_VARIABLE, "not-a-key")
+    with pytest.raises(SecretKeyError, match="is not a secret key"):
+        Store.open(tmp_path)
+
+
+def test_the_key_file_is_made_once_even_by_racing_processes(tmp_path: Path) -> None:
+    stores: list[Store] = []
+    threads = [threading.Thread(target=lambda: stores.append(Store(default_url(tmp_path)))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    sealed = [store.secrets.seal({"A": "b"}) for store in stores]
+    assert all(store.secrets.reveal(env) == {"A": "b"} for store in stores for env in sealed)
+    assert len((tmp_path / SECRET_KEY_FILE).read_text().split()) == 1
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob("*.new"))
+
+
+def test_rotation_reseals_every_env_with_the_first_key(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    old, new = new_key(), new_key()
+    monkeypatch.setenv(KEY_VARIABLE, old)
+    with Store.open(store_url) as store:
+        store.create_deployment("echo", "app.py:Echo", env={"API_KEY": SECRET})
+    monkeypatch.setenv(KEY_VARIABLE, f"{new},{old}")
+    with Store.open(store_url) as store:
+        assert store.seal_secrets(reseal=True) == 2
+    monkeypatch.setenv(KEY_VARIABLE, new)
+    with Store.open(store_url) as store:
+        assert store.get_deployment("echo").env == {"API_KEY": SECRET}
