@@ -4,7 +4,10 @@ in the data dir (or FERMION_SECRET_KEY), plaintext from before is sealed at open
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,6 +119,7 @@ def test_the_key_file_is_made_once_even_by_racing_processes(tmp_path: Path) -> N
         thread.start()
     for thread in threads:
         thread.join()
+    assert len(stores) == 8
     sealed = [store.secrets.seal({"A": "b"}) for store in stores]
     assert all(store.secrets.reveal(env) == {"A": "b"} for store in stores for env in sealed)
     assert len((tmp_path / SECRET_KEY_FILE).read_text().split()) == 1
@@ -133,3 +137,37 @@ def test_rotation_reseals_every_env_with_the_first_key(store_url: str, monkeypat
     monkeypatch.setenv(KEY_VARIABLE, new)
     with Store.open(store_url) as store:
         assert store.get_deployment("echo").env == {"API_KEY": SECRET}
+
+
+# `fermion up`: the key at start, the admin token in the banner, the data dir's mode.
+
+
+def fermion_up(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key != KEY_VARIABLE}
+    command = [sys.executable, "-m", "fermion", "up", "--data-dir", str(data_dir), "--port", "0", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env={**env, "COLUMNS": "500"})
+
+
+def test_up_with_a_lost_key_stops_at_once_and_makes_a_loose_data_dir_private(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.create_deployment("echo", "app.py:Echo", env={"API_KEY": SECRET})
+    (tmp_path / SECRET_KEY_FILE).unlink()
+    tmp_path.chmod(0o755)
+    done = fermion_up(tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: the data dir's secret key does not decrypt the stored secrets: "
+        "restore secret.key or set FERMION_SECRET_KEY (the key they were written with)"
+    )
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o700
+    assert f"data dir {tmp_path} was readable by others (mode 755); made it 0700" in done.stderr
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_a_new_admin_token_is_shown_on_a_terminal_only(terminal: bool, tmp_path: Path, capsys) -> None:
+    from fermion.cli.up import _banner
+
+    with Store(default_url(tmp_path)) as store:
+        _banner("http://127.0.0.1:8080", tmp_path, store, "fmn_new" if terminal else None, True, "built-in", "local")
+    shown = capsys.readouterr().out
+    assert ("fmn_new" in shown) == terminal and f"saved to {tmp_path / 'admin.token'}" in shown

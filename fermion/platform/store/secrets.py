@@ -13,9 +13,9 @@ rotated (`fermion secrets rotate`, docs/security.md).
 from __future__ import annotations
 
 import binascii
-import contextlib
 import json
 import os
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -125,24 +125,25 @@ def load_box(key_dir: Path | None) -> SecretBox:
 def create_key_file(path: Path) -> None:
     """Write a new key to `path` unless one is there: mode 0600, and a racing process never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    write_key_file(tmp, [new_key()])
+    tmp = _write_temporary(path, [new_key()])
     try:
         os.link(tmp, path)  # fails if another process made the key first: keep theirs
     except FileExistsError:
         pass
     finally:
-        tmp.unlink(missing_ok=True)
+        tmp.unlink()
 
 
 def write_key_file(path: Path, keys: Sequence[str]) -> None:
-    """Write keys to `path` (mode 0600): through a temporary file, then a rename, so it is whole or absent."""
-    tmp = path.with_name(path.name + ".new")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
+    """Replace the keys in `path` (mode 0600) through a rename, so a reader sees the old file or the new one."""
+    _write_temporary(path, keys).replace(path)
+
+
+def _write_temporary(path: Path, keys: Sequence[str]) -> Path:
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write("".join(key + "\n" for key in keys))
         fh.flush()
         os.fsync(fh.fileno())
-    tmp.replace(path)
+    return tmp
