@@ -171,3 +171,38 @@ def test_a_new_admin_token_is_shown_on_a_terminal_only(terminal: bool, tmp_path:
         _banner("http://127.0.0.1:8080", tmp_path, store, "fmn_new" if terminal else None, True, "built-in", "local")
     shown = capsys.readouterr().out
     assert ("fmn_new" in shown) == terminal and f"saved to {tmp_path / 'admin.token'}" in shown
+
+
+def fermion(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {key: value for key, value in os.environ.items() if key not in (KEY_VARIABLE, "FERMION_DB")}
+    command = [sys.executable, "-m", "fermion", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env={**clean, "COLUMNS": "500", **env})
+
+
+def test_fermion_secrets_rotate_replaces_the_key_file(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.create_deployment("echo", "app.py:Echo", env={"API_KEY": SECRET})
+    old = (tmp_path / SECRET_KEY_FILE).read_text()
+    done = fermion("secrets", "rotate", "--data-dir", str(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "re-encrypted 2 stored env mapping(s)" in done.stdout
+    new = (tmp_path / SECRET_KEY_FILE).read_text()
+    assert new != old and len(new.split()) == 1 and stat.S_IMODE((tmp_path / SECRET_KEY_FILE).stat().st_mode) == 0o600
+    with Store.open(tmp_path) as store:
+        assert store.get_deployment("echo").env == {"API_KEY": SECRET}
+
+
+def test_fermion_secrets_rotate_with_keys_in_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = new_key()
+    monkeypatch.setenv(KEY_VARIABLE, old)
+    with Store.open(tmp_path) as store:
+        store.create_deployment("echo", "app.py:Echo", env={"API_KEY": SECRET})
+    made = fermion("secrets", "new-key")
+    new = made.stdout.strip()
+    assert made.returncode == 0 and len(new) == 44 and new != old
+    done = fermion("secrets", "rotate", "--data-dir", str(tmp_path), FERMION_SECRET_KEY=f"{new},{old}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not (tmp_path / SECRET_KEY_FILE).exists()
+    assert fermion("secrets", "rotate", "--data-dir", str(tmp_path), FERMION_SECRET_KEY=new).returncode == 0
+    wrong = fermion("secrets", "rotate", "--data-dir", str(tmp_path), FERMION_SECRET_KEY=old)
+    assert wrong.returncode == 2 and "does not decrypt the stored secrets" in wrong.stderr
