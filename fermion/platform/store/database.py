@@ -103,7 +103,7 @@ class Store:
     def seal_secrets(self, *, reseal: bool = False) -> int:
         """Check that the key opens every stored env, and seal those stored in plaintext (written before
         encryption); with `reseal`, re-encrypt every one with the key ring's first key (rotation).
-        One transaction; the number of rows rewritten. A key that does not fit → SecretKeyError."""
+        The rewrite is one transaction; returns how many rows it rewrote. A key that does not fit → SecretKeyError."""
         tables = (DeploymentRow, RevisionRow)
         stale: list[tuple[type[DeploymentRow | RevisionRow], int]] = []
         with self._transaction(write=False) as session:
