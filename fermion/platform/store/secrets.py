@@ -34,6 +34,7 @@ class SecretKeyError(PlatformError):
 
 
 def wrong_key() -> SecretKeyError:
+    """The one error for a key that does not open what the database holds, saying what to do."""
     return SecretKeyError(
         "the data dir's secret key does not decrypt the stored secrets: "
         f"restore {SECRET_KEY_FILE} or set {KEY_VARIABLE} (the key they were written with)"
@@ -97,6 +98,7 @@ class SecretBox:
 
 
 def is_sealed(stored: Mapping[str, str]) -> bool:
+    """Whether a stored env is encrypted (else it is plaintext from before encryption)."""
     return SEALED in stored
 
 
