@@ -301,7 +301,7 @@ def _banner(base: str, folder: Path, store: object, token: str | None, gateway: 
         f"  Docs    {base}/api/v1/docs",
         f"  Gateway {base}/run/<deployment>/<endpoint>  ({gateway})",
         f"  Backend {backend}",
-        f"  Metrics {base}/metrics",
+        f"  Metrics {base}/metrics  (a token with the deploy scope)",
     ]
     if token:
         lines += [
