@@ -357,7 +357,7 @@ def test_make_run_brings_up_the_three_demo_deployments(tmp_path: Path) -> None:
         assert f"Admin token  {token}" in output
         base = f"http://127.0.0.1:{port}"
         assert httpx.post(f"{base}/run/echo/predict", json={"text": "hello"}).json() == {"output": "echo: hello"}
-        assert httpx.post(f"{base}/run/embeddings/embed", json={"text": "hello"}).status_code == 401
+        assert httpx.post(f"{base}/run/embeddings/embed", json={"text": "hello"}).status_code == 404  # private: hidden
         vector = httpx.post(f"{base}/run/embeddings/embed", json={"text": "hello"}, headers={"authorization": f"Bearer {token}"})
         assert vector.status_code == 200 and len(vector.json()) == 384
         flower = {"sepal_length_cm": 6.1, "sepal_width_cm": 2.8, "petal_length_cm": 4.7, "petal_width_cm": 1.2}
