@@ -9,13 +9,15 @@ body) means the scope check let it through. A route the document has and `RULES`
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import EXAMPLES, RunningPlatform, running_platform, wait_for
+from tests.support import EXAMPLES, FERMION, ROOT, RunningPlatform, running_platform, wait_for
 
 RANK = {"invoke": 1, "deploy": 2, "admin": 3}
 
@@ -145,3 +147,12 @@ def test_a_stranger_learns_no_names_from_the_gateway(platform: tuple[RunningPlat
             assert unknown.status_code == 404 and "hidden" not in unknown.text and "fermion ls" in unknown.text
         finally:
             admin.delete("/api/v1/deployments/hidden")
+
+
+def test_the_cli_prints_the_servers_403_for_a_scope_too_low(platform: tuple[RunningPlatform, dict[str, str | None]]) -> None:
+    running, tokens = platform
+    env = {k: v for k, v in os.environ.items() if k not in ("FERMION_URL", "FERMION_TOKEN")}
+    args = ["events", "--url", running.url, "--token", str(tokens["invoke"])]
+    result = subprocess.run([*FERMION, *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert result.returncode != 0
+    assert "token 'invoke' has scope invoke; GET /api/v1/events needs 'deploy'" in result.stdout + result.stderr

@@ -153,10 +153,10 @@ class TokenCache:
 
     # The decisions
 
-    def require(self, header: str | None, needed: Scope) -> TokenRecord:
+    def require(self, header: str | None, needed: Scope, what: str = "this") -> TokenRecord:
         """The REST API's check: the record of a valid token holding `needed`, else 401/403 (may read the database)."""
         record = self.verify(_sent(header, needed))
-        permit(record, needed, "this")
+        permit(record, needed, what)
         assert record is not None
         return record
 
