@@ -60,7 +60,7 @@ function niceMax(v) {
 
 export function deploymentPage(main, name, mine) {
   const box = errorBox();
-  const deep = can("deploy");  // replicas, metrics, logs, events and revisions need the deploy scope
+  const deep = can("deploy");  // replicas, metrics, logs, events and revisions need deploy: invoke sees the summary
   const summary = h("dl", { class: "summary" });
   const title = h("h1", {}, name);
   const replicasBody = h("tbody");
@@ -119,7 +119,6 @@ export function deploymentPage(main, name, mine) {
     h("div", { class: "head" }, title, h("a", { class: "button", href: `#/playground/${enc(name)}` }, t("deployment.playground"))),
     box,
     h("section", { class: "card" }, summary),
-    // Replicas, metrics, logs, events and revisions need the deploy scope: an invoke token sees the summary only.
     deep ? h("section", { class: "card" }, h("h2", {}, t("deployment.replicas")),
       h("div", { class: "scroll" }, h("table", { class: "replicas-table" },
         h("thead", {}, h("tr", {}, [t("replica.id"), t("replica.state"), t("replica.revision"), t("replica.uptime"), t("replica.pid")]

@@ -2,9 +2,9 @@
 one process, behind one ASGI app (`fermion up` serves it).
 
 Paths: `/run/<name>/...` → the gateway (the hot path, no framework); `/api/v1/...` → the REST
-API (FastAPI), which also serves the web console at `/` and `/console/...`; `/metrics` and
-`/healthz` are answered here (`/metrics` for a token with the deploy scope). The reconciler runs in a thread of its own, ticking twice a second,
-and at once when the API changes something.
+API (FastAPI), which also serves the web console at `/` and `/console/...`; `/metrics` (for a
+token with the deploy scope) and `/healthz` are answered here. The reconciler runs in a thread of
+its own, ticking twice a second, and at once when the API changes something.
 """
 
 from __future__ import annotations
