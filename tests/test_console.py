@@ -550,6 +550,32 @@ def test_revoking_your_own_token_signs_you_out(console: Console, platform: Runni
 
 @pytest.mark.slow
 @browser_tests
+def test_an_invoke_token_sees_the_deployments_and_is_refused_nothing(browser: Any, platform: RunningPlatform) -> None:
+    with platform.api() as api:
+        made = api.post("/api/v1/tokens", json={"name": "caller", "scopes": ["invoke"]}).json()["token"]
+        assert api.post("/api/v1/deployments", json={"name": "quiet", "source": ECHO, "min_replicas": 0}).status_code == 201
+        tab = Console(browser, platform, WIDE)
+        refused: list[str] = []
+        (page := tab.page).on("response", lambda answer: refused.append(answer.url) if answer.status in (401, 403) else None)
+        try:
+            tab.open()
+            tab.sign_in(made)
+            sync_api.expect(page.locator("tr[data-deployment='quiet']")).to_be_visible()
+            for hidden in ("Data", "Train", "Models", "New deployment", "Tokens"):
+                sync_api.expect(page.get_by_role("link", name=hidden, exact=True)).to_be_hidden()
+            tab.go("#/data")  # a page it may not read: the overview instead, no /datasets call (see `refused`)
+            page.wait_for_selector("main[data-page='overview']")
+            tab.go("#/deployments/quiet")
+            sync_api.expect(page.locator("main dl.summary")).to_contain_text("echo.py")
+            page.wait_for_timeout(3500)  # a refresh or two: still nothing refused, and no events or replicas shown
+            assert refused == [] and tab.errors == [] and page.locator("main ol.events, main .replicas-table").count() == 0
+        finally:
+            tab.close()
+            api.delete("/api/v1/deployments/quiet")
+
+
+@pytest.mark.slow
+@browser_tests
 def test_a_phone_sized_screen(browser: Any, platform: RunningPlatform) -> None:
     tab = Console(browser, platform, PHONE, locale="zh-CN")
     try:

@@ -311,7 +311,7 @@ def _banner(base: str, folder: Path, store: object, token: str | None, new: bool
         f"  Docs    {base}/api/v1/docs",
         f"  Gateway {base}/run/<deployment>/<endpoint>  ({gateway})",
         f"  Backend {backend}",
-        f"  Metrics {base}/metrics",
+        f"  Metrics {base}/metrics  (a token with the deploy scope)",
     ]
     if token:
         lines += [
