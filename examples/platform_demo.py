@@ -5,7 +5,7 @@
 - `iris`: a model trained on the platform from the iris sample (a 15-second training job), public.
 
 Deployments that already exist (a second `make run`) are kept, pointed at this checkout's files. Prints the URLs and
-the admin token; Ctrl+C (or SIGTERM) stops the platform and its replicas. Settings:
+the admin token (on a terminal; otherwise where its file is, as `fermion up` does); Ctrl+C (or SIGTERM) stops the platform and its replicas. Settings:
 FERMION_PORT (default 8080) and FERMION_HOME (the data dir, default ~/.fermion).
 """
 
@@ -73,17 +73,20 @@ def main() -> int:
     except (TimeoutError, RuntimeError, httpx.HTTPError, OSError) as exc:
         print(f"make run failed: {exc}", file=sys.stderr)
         return _stop(up, 1)
+    token_file = data_dir / "admin.token"
+    # Printed to a terminal only: redirected into a log, the token would stay there.
+    shown = token if sys.stdout.isatty() else f"in {token_file} (only you can read it)"
     print(
         f"""
 The platform is up, with three deployments:
   echo        {base}/run/echo/docs   (public)
       curl -X POST {base}/run/echo/predict -H 'content-type: application/json' -d '{{"text": "hello"}}'
   embeddings  {base}/run/embeddings/docs   (private: needs a token)
-      curl -X POST {base}/run/embeddings/embed -H 'authorization: Bearer {token}' -H 'content-type: application/json' -d '{{"text": "hello"}}'
+      curl -X POST {base}/run/embeddings/embed -H "authorization: Bearer $(cat {token_file})" -H 'content-type: application/json' -d '{{"text": "hello"}}'
   iris        {base}/run/iris/docs   (public; trained here from sample:iris: see the console's Models page)
       curl -X POST {base}/run/iris/predict -H 'content-type: application/json' -d '{{"sepal_length_cm": 6.1, "sepal_width_cm": 2.8, "petal_length_cm": 4.7, "petal_width_cm": 1.2}}'
 
-  Admin token  {token}
+  Admin token  {shown}
   Console      {base}/   ·   API docs {base}/api/v1/docs   ·   metrics {base}/metrics
   CLI          fermion ls   ·   fermion status embeddings   ·   fermion logs echo -f
 Ctrl+C stops the platform and its replicas.""",

@@ -25,7 +25,11 @@ def pg_server() -> Iterator[str]:
 
 
 @pytest.fixture
-def pg_url(pg_server: str) -> Iterator[str]:
-    """A PostgreSQL URL whose connections see an empty schema of their own."""
+def pg_url(pg_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A PostgreSQL URL whose connections see an empty schema of their own; its secret key comes from
+    FERMION_SECRET_KEY, as for control planes sharing one database (none lands in the user's data dir)."""
+    from fermion.platform.store.secrets import KEY_VARIABLE, new_key
+
+    monkeypatch.setenv(KEY_VARIABLE, new_key())
     with pg.fresh_schema(pg_server) as url:
         yield url

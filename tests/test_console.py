@@ -196,7 +196,7 @@ def test_a_source_that_does_not_load_shows_the_apis_message(console: Console) ->
     page.get_by_label("Name", exact=True).fill("broken")
     page.get_by_role("button", name="Deploy").click()
     alert = page.locator("main .error:not([hidden])")
-    sync_api.expect(alert).to_contain_text("fermion up --code-from")  # outside the opened folders: refused, path unsaid
+    sync_api.expect(alert).to_contain_text("fermion up --code-from")  # the API's refusal, without the path
     assert page.evaluate("location.hash") == "#/new"
 
 
@@ -495,9 +495,7 @@ def test_api_errors_and_events_are_shown_in_the_pages_language(console: Console)
         alert = page.locator("main .error:not([hidden])")
         headline = texts["error.detail"].replace("{title}", texts["error.code.invalid"]).split("{detail}")[0]
         sync_api.expect(alert).to_contain_text(headline)
-        sync_api.expect(alert).to_contain_text(
-            "fermion up --code-from"
-        )  # outside the opened folders: refused, path unsaid  # the server's detail is kept
+        sync_api.expect(alert).to_contain_text("fermion up --code-from")  # the server's detail is kept
         console.go("#/deployments/echo")
         created = page.locator("ol.events strong[title='Created']")
         sync_api.expect(created.first).to_have_text(texts["event.Created"])
@@ -548,6 +546,32 @@ def test_revoking_your_own_token_signs_you_out(console: Console, platform: Runni
     page.wait_for_selector("main[data-page='signin']")
     sync_api.expect(page.get_by_role("alert")).to_have_text(catalog("en")["signin.expired"])
     console.sign_in(platform.token)  # the first admin token still works
+
+
+@pytest.mark.slow
+@browser_tests
+def test_an_invoke_token_sees_the_deployments_and_is_refused_nothing(browser: Any, platform: RunningPlatform) -> None:
+    with platform.api() as api:
+        made = api.post("/api/v1/tokens", json={"name": "caller", "scopes": ["invoke"]}).json()["token"]
+        assert api.post("/api/v1/deployments", json={"name": "quiet", "source": ECHO, "min_replicas": 0}).status_code == 201
+        tab = Console(browser, platform, WIDE)
+        refused: list[str] = []
+        (page := tab.page).on("response", lambda answer: refused.append(answer.url) if answer.status in (401, 403) else None)
+        try:
+            tab.open()
+            tab.sign_in(made)
+            sync_api.expect(page.locator("tr[data-deployment='quiet']")).to_be_visible()
+            for hidden in ("Data", "Train", "Models", "New deployment", "Tokens"):
+                sync_api.expect(page.get_by_role("link", name=hidden, exact=True)).to_be_hidden()
+            tab.go("#/data")  # a page it may not read: the overview instead, no /datasets call (see `refused`)
+            page.wait_for_selector("main[data-page='overview']")
+            tab.go("#/deployments/quiet")
+            sync_api.expect(page.locator("main dl.summary")).to_contain_text("echo.py")
+            page.wait_for_timeout(3500)  # a refresh or two: still nothing refused, and no events or replicas shown
+            assert refused == [] and tab.errors == [] and page.locator("main ol.events, main .replicas-table").count() == 0
+        finally:
+            tab.close()
+            api.delete("/api/v1/deployments/quiet")
 
 
 @pytest.mark.slow

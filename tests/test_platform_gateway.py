@@ -83,17 +83,20 @@ def test_errors_from_replicas_pass_through_unchanged(gateway):
     assert answer.status_code == 422 and answer.json()["detail"][0]["field"] == "text"
 
 
-def test_unknown_deployment_lists_the_known_ones(gateway):
+def test_an_unknown_deployment_names_none_and_says_how_to_find_them(gateway):
     url, _ = gateway
     answer = httpx.get(url + "/run/nope/whoami")
-    assert answer.status_code == 404
-    assert "deployments: echo, empty, secret" in answer.json()["message"]
+    assert answer.status_code == 404 and answer.headers["www-authenticate"].startswith("Bearer")
+    message = answer.json()["message"]
+    assert "fermion ls" in message and not any(f"'{name}'" in message for name in ("echo", "empty", "secret"))
 
 
 def test_private_deployments_need_a_token(gateway):
     url, _ = gateway
-    missing = httpx.get(url + "/run/secret/whoami")
-    assert missing.status_code == 401 and missing.headers["www-authenticate"].startswith("Bearer")
+    missing = httpx.get(url + "/run/secret/whoami")  # without a token, as if there were no such deployment
+    unknown = httpx.get(url + "/run/terces/whoami")
+    assert (missing.status_code, missing.headers["www-authenticate"]) == (404, unknown.headers["www-authenticate"])
+    assert missing.json()["message"] == unknown.json()["message"].replace("'terces'", "'secret'")
     wrong = httpx.get(url + "/run/secret/whoami", headers={"authorization": "Bearer fmn_bad"})
     assert wrong.status_code == 403
     right = httpx.get(url + "/run/secret/whoami", headers={"authorization": f"Bearer {TOKEN}"})
@@ -249,7 +252,7 @@ def test_metrics_count_what_went_through_a_real_gateway(replicas):
         assert http.post("/run/echo/predict", json={}).status_code == 422
         assert http.get("/run/nope/whoami").status_code == 404
         assert http.get("/elsewhere").status_code == 404
-        assert http.get("/run/secret/whoami").status_code == 401
+        assert http.get("/run/secret/whoami").status_code == 404  # no token: as an unknown name, counted as one
         assert http.get("/run/secret/whoami", headers={"authorization": "Bearer fmn_bad"}).status_code == 403
         assert http.get("/run/secret/whoami", headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200
         assert http.get("/run/empty/whoami").status_code == 503
@@ -263,8 +266,8 @@ def test_metrics_count_what_went_through_a_real_gateway(replicas):
     assert families["fermion_gateway_requests"].type == "counter"  # the parser drops "_total" from the family
     assert _value(families, "fermion_gateway_requests", total, deployment="echo", code="200", **{"class": "2xx"}) == 4
     assert _value(families, "fermion_gateway_requests", total, deployment="echo", code="422", **{"class": "4xx"}) == 1
-    assert _value(families, "fermion_gateway_requests", total, deployment="", code="404") == 2
-    assert _value(families, "fermion_gateway_requests", total, deployment="secret", code="401") == 1
+    assert _value(families, "fermion_gateway_requests", total, deployment="", code="404") == 3
+    assert not [s for s in families["fermion_gateway_requests"].samples if s.labels.get("code") == "401"]
     assert _value(families, "fermion_gateway_requests", total, deployment="secret", code="403") == 1
     assert _value(families, "fermion_gateway_requests", total, deployment="secret", code="200") == 1
     assert _value(families, "fermion_gateway_requests", total, deployment="empty", code="503", **{"class": "5xx"}) == 1

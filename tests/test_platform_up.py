@@ -93,7 +93,9 @@ def test_the_platform_end_to_end(tmp_path: Path, gateway: str) -> None:
         api = platform.api()
         # The admin token is saved for the CLI, readable only by its owner.
         assert stat.S_IMODE((data / "admin.token").stat().st_mode) == 0o600
-        assert platform.token in platform.log()  # printed once, at the first start
+        # Its output is a log, not a terminal: the banner says where the token is, never the token.
+        assert platform.token not in platform.log() and f"saved to {data / 'admin.token'}" in platform.log()
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
 
         # Create from a Service file; secrets given as env are never shown back.
         created = api.post("/api/v1/deployments", json={"name": "echo", "source": ECHO, "env": {"API_KEY": "s3cret-value"}})
@@ -129,8 +131,13 @@ def test_the_platform_end_to_end(tmp_path: Path, gateway: str) -> None:
         )
         assert api.delete("/api/v1/deployments/stream").status_code == 202
 
-        # Tokens deny what they must: private by default; invoke may call but not deploy.
-        assert httpx.post(f"{platform.url}/run/echo/predict", json={"text": "hi"}).status_code == 401
+        # Tokens deny what they must: private by default (without a token, answered as an unknown name is, so a
+        # stranger learns no names); invoke may call but not deploy.
+        hidden = httpx.post(f"{platform.url}/run/echo/predict", json={"text": "hi"})
+        unknown = httpx.post(f"{platform.url}/run/ohce/predict", json={"text": "hi"})
+        assert hidden.status_code == unknown.status_code == 404
+        assert hidden.json()["message"] == unknown.json()["message"].replace("'ohce'", "'echo'")
+        assert hidden.headers["www-authenticate"] == 'Bearer realm="fermion"'
         made = api.post("/api/v1/tokens", json={"name": "app", "scopes": ["invoke"]})
         assert made.status_code == 201, made.text
         invoke = made.json()["token"]
@@ -143,15 +150,17 @@ def test_the_platform_end_to_end(tmp_path: Path, gateway: str) -> None:
             assert as_app.get("/api/v1/deployments").status_code == 200
         assert api.delete("/api/v1/tokens/app").status_code == 200
         with platform.api(invoke) as as_app:
-            assert as_app.post("/run/echo/predict", json={"text": "x"}).status_code == 401
+            assert as_app.post("/run/echo/predict", json={"text": "x"}).status_code == 404  # revoked: as a stranger
             assert as_app.get("/api/v1/deployments").status_code == 401
         with platform.api("fmn_not-a-real-token") as stranger:
             assert stranger.get("/api/v1/deployments").status_code == 401
 
-        # Bad input: an unknown deployment lists the known ones; a source that does not load → 422 with the reason.
+        # Bad input: an unknown deployment lists the known ones to a token; the gateway names none (it says how to
+        # find them); a source that does not load → 422 with the reason.
         missing = api.get("/api/v1/deployments/ecko")
         assert missing.status_code == 404 and "'echo'" in missing.json()["message"]
-        assert "echo" in api.post("/run/ecko/predict", json={}).json()["message"]
+        unknown = api.post("/run/ecko/predict", json={}).json()["message"]
+        assert "'echo'" not in unknown and "fermion ls" in unknown
         bad = api.post("/api/v1/deployments", json={"name": "broken", "source": "examples/nope.py"})
         assert bad.status_code == 422 and "no file" in bad.json()["message"], bad.text
         assert api.post("/api/v1/deployments", json={"name": "Bad Name", "source": ECHO}).status_code == 422
@@ -249,7 +258,7 @@ def test_the_platform_end_to_end(tmp_path: Path, gateway: str) -> None:
         wait_for(lambda: api.get("/api/v1/deployments/echo").status_code == 404, what="the deletion")
         wait_for(lambda: not any(_alive(pid) for pid in pids_before), what="the replicas to stop")
         wait_for(
-            lambda: 'deployment="echo"' not in httpx.get(f"{platform.url}/metrics").text,
+            lambda: 'deployment="echo"' not in api.get("/metrics").text,
             timeout=30,
             what="the deleted deployment's metrics to go",
         )
@@ -347,10 +356,10 @@ def test_make_run_brings_up_the_three_demo_deployments(tmp_path: Path) -> None:
         output = log_path.read_text()
         assert demo.poll() is None, output
         token = (tmp_path / "home" / "admin.token").read_text().strip()
-        assert f"Admin token  {token}" in output
+        assert token not in output and "admin.token" in output  # its output is a log: the token stays in its file
         base = f"http://127.0.0.1:{port}"
         assert httpx.post(f"{base}/run/echo/predict", json={"text": "hello"}).json() == {"output": "echo: hello"}
-        assert httpx.post(f"{base}/run/embeddings/embed", json={"text": "hello"}).status_code == 401
+        assert httpx.post(f"{base}/run/embeddings/embed", json={"text": "hello"}).status_code == 404  # private: hidden
         vector = httpx.post(f"{base}/run/embeddings/embed", json={"text": "hello"}, headers={"authorization": f"Bearer {token}"})
         assert vector.status_code == 200 and len(vector.json()) == 384
         flower = {"sepal_length_cm": 6.1, "sepal_width_cm": 2.8, "petal_length_cm": 4.7, "petal_width_cm": 1.2}

@@ -58,8 +58,8 @@ def mermaid(inside: str | None) -> str:
     lines = ["```mermaid", "flowchart TD"]
     for name in sorted(short.values()):
         lines.append(f"    {name.replace('.', '_')}[{name}]")
-    for (source, target), count in sorted(found.items()):
-        lines.append(f"    {short[source].replace('.', '_')} -->|{count}| {short[target].replace('.', '_')}")
+    for source, target in sorted(found):
+        lines.append(f"    {short[source].replace('.', '_')} --> {short[target].replace('.', '_')}")
     lines.append("```")
     return "\n".join(lines)
 

@@ -9,6 +9,7 @@ from fermion.cli import export as _export  # noqa: F401 - registers `fermion exp
 from fermion.cli import models as _models  # noqa: F401 - registers `fermion models`
 from fermion.cli import platform_deploy as _platform_deploy  # noqa: F401 - registers deploy, update, scale, rollback, rm
 from fermion.cli import platform_inspect as _platform_inspect  # noqa: F401 - registers ls, status, logs, events
+from fermion.cli import platform_secrets as _platform_secrets  # noqa: F401 - registers `fermion secrets`
 from fermion.cli import platform_tokens as _platform_tokens  # noqa: F401 - registers `fermion token`
 from fermion.cli import serve as _serve  # noqa: F401 - registers `fermion serve`
 from fermion.cli import train as _train  # noqa: F401 - registers `fermion train` and `fermion report`

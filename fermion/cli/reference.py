@@ -72,12 +72,18 @@ ENVIRONMENT = (
     EnvVar(
         "FERMION_HOME",
         "`fermion up`, `data`, `train`, `models`, `report`, `model:` sources",
-        "the data dir (database, replica logs, admin token, datasets, models) when `--data-dir` is not given; default `~/.fermion`",
+        "the data dir (database, secret key, replica logs, admin token, datasets, models) when `--data-dir` is not given; default `~/.fermion`",
     ),
     EnvVar(
         "FERMION_DB",
         "`fermion up`",
         "the database URL when `--db` is not given, e.g. `postgresql://user:pw@host/db`; default SQLite in the data dir",
+    ),
+    EnvVar(
+        "FERMION_SECRET_KEY",
+        "`fermion up`, `fermion secrets rotate`",
+        "the key that encrypts deployment secrets in the database (`fermion secrets new-key` makes one); several, "
+        "comma-separated, newest first, while rotating; default `secret.key` in the data dir, made on the first start",
     ),
     EnvVar(
         "FERMION_RAY_ADDRESS",

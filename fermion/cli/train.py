@@ -15,7 +15,7 @@ from fermion.cli.app import app, fail, out, renamed_options
 from fermion.cli.data import DataDir
 from fermion.cli.place import resolve_place
 from fermion.cli.platform import CaCertOption, TokenOption, UrlOption
-from fermion.cli.train_output import deploy_model, fail_with, local_model, print_result, with_progress_bar
+from fermion.cli.train_output import deploy_model, fail_training, local_model, print_result, with_progress_bar
 
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
@@ -97,7 +97,7 @@ def train(
     try:
         seconds = parse_budget(budget)
     except ValueError as exc:
-        fail_with(str(exc), emit)
+        fail_training(str(exc), emit)
     place = resolve_place(url, token, data_dir)
     options = TrainOptions(
         target=target, budget_s=seconds, metric=metric, name=name, seed=seed, max_trials=max_trials, task=problem
@@ -113,7 +113,7 @@ def train(
     try:
         version, added = dataset_for(dataset, datasets)
     except DatasetError as exc:
-        fail_with(exc.message, emit)
+        fail_training(exc.message, emit)
     if added and emit is None:
         out.print(f"added dataset {version.ref}: {version.rows} {'images' if version.kind == 'images' else 'rows'}", markup=False)
     try:
@@ -124,7 +124,7 @@ def train(
                 lambda progress: run_training(version, options, datasets=datasets, registry=registry, progress=progress), seconds
             )
     except (TrainingError, DatasetError) as exc:
-        fail_with(exc.message, emit)
+        fail_training(exc.message, emit)
     if emit is not None:
         emit({"phase": "registered", "model": model.ref, "summary": model.summary()})
     else:

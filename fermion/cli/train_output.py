@@ -21,7 +21,7 @@ def format_score(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "—"
 
 
-def fail_with(message: str, emit: Any) -> NoReturn:
+def fail_training(message: str, emit: Any) -> NoReturn:
     if emit is not None:
         emit({"phase": "error", "message": message})
     fail(message, 2)

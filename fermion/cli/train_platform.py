@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from fermion.cli.app import err, out
-from fermion.cli.platform import connect, exit_code
+from fermion.cli.platform import connect, exit_code, fail_with
 
 if TYPE_CHECKING:
     from fermion.cli.place import Place
@@ -33,7 +33,7 @@ class TrainingFailed(Exception):
 
 def train_on_platform(place: Place, dataset: str, options: TrainOptions, emit: Any, *, deploy: str | None, public: bool) -> None:
     """Add `dataset` on the platform if it is a file or sample, train there, print the result; then --deploy."""
-    from fermion.cli.train_output import deploy_model, fail_with, print_result, with_progress_bar
+    from fermion.cli.train_output import deploy_model, fail_training, print_result, with_progress_bar
     from fermion.client.platform import PlatformAPIError
 
     with connect(place.url, place.token) as platform:
@@ -61,7 +61,7 @@ def train_on_platform(place: Place, dataset: str, options: TrainOptions, emit: A
                 emit({"phase": "queued", "job": job["id"], "dataset": ref, "platform": platform.url})
                 job = follow(platform, job["id"], emit)
         except TrainingFailed as exc:
-            fail_with(str(exc), emit)
+            fail_training(str(exc), emit)
         except KeyboardInterrupt:
             platform.trainings.cancel(job["id"])
             err.print(f"stopped: training job {escape(job['id'])} on {escape(platform.url)} is cancelled", markup=True)

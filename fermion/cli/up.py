@@ -126,15 +126,12 @@ def up(
     ] = None,
     code_from: Annotated[
         list[Path] | None,
-        typer.Option(
-            help="Open a folder for sources that run code (app.py:Echo, pkg.mod:Echo, trust_pickle); repeatable. "
-            "Model sources (model:, st:, hf:, skops, ONNX) need none.",
-            show_default="none: no deploy token can run Python",
-        ),
+        typer.Option(exists=True, file_okay=False, help="Python sources may come from this folder; repeatable. [default: none]"),
     ] = None,
 ) -> None:
     """Start the platform: deployments with replicas, a gateway, autoscaling, tokens and a REST API."""
-    from fermion.platform.home import ADMIN_TOKEN_FILE, default_data_dir, write_private, write_up_file
+    from fermion.platform.home import ADMIN_TOKEN_FILE, default_data_dir, make_private, write_private, write_up_file
+    from fermion.platform.sandbox import Sandbox
     from fermion.serving.server import BindError, bind_socket, configure_logging
     from fermion.serving.tls import TLSFileError, check_tls_files, redirecting_to_https
 
@@ -146,7 +143,7 @@ def up(
         fail("--redirect-http-port redirects to HTTPS: give --tls-cert and --tls-key too", 2)
     if redirect_http_port is not None and redirect_http_port == port:
         fail(f"--redirect-http-port {redirect_http_port} is the HTTPS port too; pick another", 2)
-    missing = [name for name in ("sqlalchemy", "fastapi", "alembic") if _absent(name)]
+    missing = [name for name in ("sqlalchemy", "fastapi", "alembic", "cryptography") if _absent(name)]
     if missing:
         fail(f"`fermion up` needs {', '.join(missing)}: pip install 'fermion[platform]'", 2)
     metrics_interval = _metrics_interval()
@@ -154,6 +151,8 @@ def up(
     folder = (data_dir or default_data_dir()).expanduser().resolve()
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # It holds the database, the admin token and the secret key: nobody else may list or read it.
+        loose_mode = make_private(folder)
         probe = folder / ".write-test"
         probe.write_text("")
         probe.unlink()
@@ -164,18 +163,17 @@ def up(
     # Replicas inherit this: the gateways, HAProxy and every replica refuse the same bodies.
     body_limit = _size(max_body_size, "--max-body-size")
     os.environ["FERMION_MAX_BODY_SIZE"] = str(body_limit)
-    from fermion.platform.sandbox import Sandbox
-
-    try:
-        sandbox = Sandbox.probe(folder, code_from or [])
-    except ValueError as exc:
-        fail(str(exc), 2)
+    sandbox = Sandbox.probe(folder, code_from or [])  # typer checked that each --code-from is a folder
     elsewhere = _running_elsewhere(folder)
     if elsewhere:
         fail(f"a `fermion up` already runs from {folder} at {elsewhere}; stop it first, or use another --data-dir", 2)
     configure_logging(log_level)
     for chatty in ("alembic", "httpx"):  # their INFO lines (migrations run, every probe) are noise here
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    if loose_mode is not None:
+        logging.getLogger("fermion.platform").warning(
+            "data dir %s was readable by others (mode %o); made it 0700 (only its owner)", folder, loose_mode
+        )
 
     from fermion.platform.auth import Scope
     from fermion.platform.backends.local import LocalBackend
@@ -185,7 +183,7 @@ def up(
 
     url_or_dir = db or os.environ.get("FERMION_DB") or str(folder)
     try:
-        store = Store.open(url_or_dir)
+        store = Store.open(url_or_dir, key_dir=folder)
     except PlatformError as exc:
         fail(exc.message, 2)
     except Exception as exc:  # the driver's own error: unreachable server, bad password, ...
@@ -269,9 +267,11 @@ def up(
         max_body_size=body_limit,
         sandbox=sandbox,
     )
-    _banner(base, folder, store, new_token, "HAProxy in front" if front is not None else "built-in", backend_line)
-    for line in sandbox.banner_lines(backend):
-        out.print(line, markup=False)
+    # A new admin token is shown on a terminal only: piped into a service's log, it would stay there.
+    shown_token = new_token if new_token is not None and sys.stdout.isatty() else None
+    gateway_line = "HAProxy in front" if front is not None else "built-in"
+    _banner(base, folder, store, shown_token, new_token is not None, gateway_line, backend_line)
+    out.print("\n".join(sandbox.banner_lines(backend)), markup=False)
     if redirect_sock is not None:
         out.print(f"  HTTP    http://{shown_host}:{redirect_http_port}/ redirects to {base}/", markup=False)
     write_up_file(folder, base, os.getpid())
@@ -305,7 +305,8 @@ def _serve(plane: object, sock: object, host: str, grace: float, log_level: str,
     return 0 if server.started else 1
 
 
-def _banner(base: str, folder: Path, store: object, token: str | None, gateway: str, backend: str) -> None:
+def _banner(base: str, folder: Path, store: object, token: str | None, new: bool, gateway: str, backend: str) -> None:
+    """The startup lines; `token` is the new admin token to show (only ever on a terminal), `new` whether one was made."""
     from fermion._version import __version__
     from fermion.platform.home import ADMIN_TOKEN_FILE
     from fermion.serving.announce import announce_line
@@ -318,13 +319,15 @@ def _banner(base: str, folder: Path, store: object, token: str | None, gateway: 
         f"  Docs    {base}/api/v1/docs",
         f"  Gateway {base}/run/<deployment>/<endpoint>  ({gateway})",
         f"  Backend {backend}",
-        f"  Metrics {base}/metrics",
+        f"  Metrics {base}/metrics  (a token with the deploy scope)",
     ]
     if token:
         lines += [
             f"  Admin token  [bold]{token}[/]",
             f"          shown once; saved to {folder / ADMIN_TOKEN_FILE} (only you can read it)",
         ]
+    elif new:
+        lines.append(f"  Admin token  new, saved to {folder / ADMIN_TOKEN_FILE} (only you can read it; not printed to a log)")
     else:
         lines.append(f"  Admin token  in {folder / ADMIN_TOKEN_FILE} (the CLI on this machine finds it)")
     lines.append("  Deploy  fermion deploy echo examples/echo.py   ·   fermion ls   ·   stop with Ctrl+C")

@@ -56,7 +56,8 @@ async function render() {
   if (name === "training" && !arg) name = "train";
   if (!pages[name] || ((name === "deployments" || name === "playground") && !arg)) name = "overview";
   if ((name === "tokens" || name === "audit") && !can("admin")) name = "overview";
-  if (name === "new" && !can("deploy")) name = "overview";
+  // An invoke token calls deployments and reads their description; the rest needs deploy (docs/security.md).
+  if (["new", "data", "train", "training", "models"].includes(name) && !can("deploy")) name = "overview";
   const navName = name === "training" ? "train" : name;  // a job's live view belongs to the Train page
   for (const link of document.querySelectorAll("#nav a")) {
     if (link.dataset.route === navName) link.setAttribute("aria-current", "page");
@@ -129,7 +130,7 @@ function overviewPage(main, _arg, mine) {
   );
   mine.onError = (err) => showError(box, err);
   every(mine, 3000, async () => {
-    const [list, metrics] = await Promise.all([api.get("/deployments"), api.get("/metrics?minutes=5").catch(() => ({ deployments: {} }))]);
+    const [list, metrics] = await Promise.all([api.get("/deployments"), can("deploy") ? api.get("/metrics?minutes=5").catch(() => ({ deployments: {} })) : { deployments: {} }]);
     if (!mine.alive) return;
     showError(box, null);
     const rows = list.deployments.map((d) => {

@@ -60,6 +60,7 @@ function niceMax(v) {
 
 export function deploymentPage(main, name, mine) {
   const box = errorBox();
+  const deep = can("deploy");  // replicas, metrics, logs, events and revisions need deploy: invoke sees the summary
   const summary = h("dl", { class: "summary" });
   const title = h("h1", {}, name);
   const replicasBody = h("tbody");
@@ -118,31 +119,31 @@ export function deploymentPage(main, name, mine) {
     h("div", { class: "head" }, title, h("a", { class: "button", href: `#/playground/${enc(name)}` }, t("deployment.playground"))),
     box,
     h("section", { class: "card" }, summary),
-    h("section", { class: "card" }, h("h2", {}, t("deployment.replicas")),
+    deep ? h("section", { class: "card" }, h("h2", {}, t("deployment.replicas")),
       h("div", { class: "scroll" }, h("table", { class: "replicas-table" },
         h("thead", {}, h("tr", {}, [t("replica.id"), t("replica.state"), t("replica.revision"), t("replica.uptime"), t("replica.pid")]
           .map((x) => h("th", { scope: "col" }, x)))),
-        replicasBody))),
-    h("section", { class: "card" }, h("h2", {}, t("deployment.metrics")), charts),
+        replicasBody))) : null,
+    deep ? h("section", { class: "card" }, h("h2", {}, t("deployment.metrics")), charts) : null,
     actions.childNodes.length > 1 ? actions : null,
-    can("deploy") ? h("section", { class: "card" }, h("h2", {}, t("deployment.logs")), logs) : null,
-    h("section", { class: "card" }, h("h2", {}, t("deployment.events")), events),
-    h("section", { class: "card" }, h("h2", {}, t("deployment.revisions")),
+    deep ? h("section", { class: "card" }, h("h2", {}, t("deployment.logs")), logs) : null,
+    deep ? h("section", { class: "card" }, h("h2", {}, t("deployment.events")), events) : null,
+    deep ? h("section", { class: "card" }, h("h2", {}, t("deployment.revisions")),
       h("div", { class: "scroll" }, h("table", {},
         h("thead", {}, h("tr", {}, [t("revision.number"), t("revision.source"), t("revision.created"), t("revision.note"), t("overview.actions")]
           .map((x) => h("th", { scope: "col" }, x)))),
-        revisionsBody))),
+        revisionsBody))) : null,
   );
   mine.onError = (err) => showError(box, err);
 
   async function refresh() {
     const base = `/deployments/${enc(name)}`;
-    const [d, reps, hist, evs, revs] = await Promise.all([
+    const [d, reps, hist, evs, revs] = await Promise.all(deep ? [
       api.get(base), api.get(`${base}/replicas`),
       api.get(`${base}/metrics?minutes=15`).catch(() => ({ points: [] })),
       api.get(`${base}/events?limit=50`).catch(() => ({ events: [] })),
       api.get(`${base}/revisions`),
-    ]);
+    ] : [api.get(base), { replicas: [] }, { points: [] }, { events: [] }, { revisions: [] }]);
     if (!mine.alive) return;
     current = d;
     showError(box, null);

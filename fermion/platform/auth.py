@@ -105,6 +105,14 @@ def permit(record: TokenRecord | None, needed: Scope, what: str) -> None:
         raise Forbidden(f"token {record.name!r} has scope {have}; {what} needs {needed.value!r}")
 
 
+def _sent(header: str | None, needed: Scope) -> str:
+    """The token of an Authorization header, else 401 naming the scope to send."""
+    token = bearer(header)
+    if token is None:
+        raise Unauthorized(f"{NO_TOKEN} (a token with the {needed.value!r} scope)")
+    return token
+
+
 class TokenCache:
     """Verifies tokens against the store, remembering answers for a few seconds (the gateway asks on every call)."""
 
@@ -145,13 +153,17 @@ class TokenCache:
 
     # The decisions
 
-    def require(self, header: str | None, needed: Scope) -> TokenRecord:
+    def require(self, header: str | None, needed: Scope, what: str = "this") -> TokenRecord:
         """The REST API's check: the record of a valid token holding `needed`, else 401/403 (may read the database)."""
-        token = bearer(header)
-        if token is None:
-            raise Unauthorized(f"{NO_TOKEN} (a token with the {needed.value!r} scope)")
-        record = self.verify(token)
-        permit(record, needed, "this")
+        record = self.verify(_sent(header, needed))
+        permit(record, needed, what)
+        assert record is not None
+        return record
+
+    async def require_async(self, header: str | None, needed: Scope, what: str) -> TokenRecord:
+        """`require` for the event loop (the control plane's `/metrics`); `what` names what was asked."""
+        record = await self.verify_async(_sent(header, needed))
+        permit(record, needed, what)
         assert record is not None
         return record
 

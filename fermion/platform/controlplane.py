@@ -2,9 +2,9 @@
 one process, behind one ASGI app (`fermion up` serves it).
 
 Paths: `/run/<name>/...` → the gateway (the hot path, no framework); `/api/v1/...` → the REST
-API (FastAPI), which also serves the web console at `/` and `/console/...`; `/metrics` and
-`/healthz` are answered here. The reconciler runs in a thread of its own, ticking twice a second,
-and at once when the API changes something.
+API (FastAPI), which also serves the web console at `/` and `/console/...`; `/metrics` (for a
+token with the deploy scope) and `/healthz` are answered here. The reconciler runs in a thread of
+its own, ticking twice a second, and at once when the API changes something.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from typing import Any
 
 import orjson
 
-from fermion.platform.auth import TOKEN_CACHE_S, TokenCache
+from fermion.platform.auth import TOKEN_CACHE_S, Scope, TokenCache
 from fermion.platform.autoscaler import Autoscaler
 from fermion.platform.backends.base import Backend
 from fermion.platform.capacity import DEFAULT_MAX_REPLICAS, Ask, Capacity, Machine
+from fermion.platform.errors import PlatformError
 from fermion.platform.gateway.edge import DEFAULT_MAX_BODY_SIZE
 from fermion.platform.gateway.haproxy import HAProxyFrontDoor
 from fermion.platform.gateway.history import MetricsHistory
@@ -242,7 +243,7 @@ class ControlPlane:
             if path.startswith(RUN_PREFIX):
                 await self.gateway(scope, receive, send)
             elif path == "/metrics":
-                await _send(send, 200, self._metrics().encode(), b"text/plain; version=0.0.4; charset=utf-8")
+                await self._serve_metrics(scope, send)
             elif path == "/healthz":
                 await _send(send, 200, orjson.dumps({"status": "ok"}), b"application/json")
             else:  # the API, and the console at / and /console/
@@ -300,6 +301,18 @@ class ControlPlane:
     def _replica_counts(self) -> dict[str, dict[str, int]]:
         # The route table names every deployment the reconciler serves: no database call on the event loop.
         return {name: self.reconciler.counts(name) for name in self.routes.names()}
+
+    async def _serve_metrics(self, scope: dict[str, Any], send: Any) -> None:
+        """Prometheus text, for a token with the deploy scope: the series name every deployment, private ones too
+        (Prometheus sends the token with `authorization: {credentials: fmn_...}` in its scrape config)."""
+        sent = next((value.decode("latin-1") for key, value in scope["headers"] if key == b"authorization"), None)
+        try:
+            await self.tokens.require_async(sent, Scope.DEPLOY, "reading /metrics")
+        except PlatformError as error:
+            challenge = [(b"www-authenticate", b'Bearer realm="fermion"')] if error.status == 401 else []
+            await _send(send, error.status, orjson.dumps(error.to_dict()), b"application/json", challenge)
+            return
+        await _send(send, 200, self._metrics().encode(), b"text/plain; version=0.0.4; charset=utf-8")
 
     def _metrics(self) -> str:
         return self.gateway.metrics.render(self._replica_counts())

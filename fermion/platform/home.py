@@ -1,8 +1,9 @@
 """Where a local `fermion up` keeps its state, and how clients find it.
 
 The data dir (default `~/.fermion`, or `FERMION_HOME`) holds the embedded database, replica logs,
-`up.json` (the URL of the `fermion up` that runs there, and its pid) and `admin.token` (the first
-admin token, readable only by its owner). Clients find the platform the same way everywhere:
+`up.json` (the URL of the `fermion up` that runs there, and its pid), `admin.token` (the first
+admin token) and `secret.key` (the key of the deployment secrets in the database); `fermion up` keeps
+the folder readable by its owner only. Clients find the platform the same way everywhere:
 `--url`/`--token`, else `FERMION_URL`/`FERMION_TOKEN`, else the local data dir.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,15 @@ def write_private(path: Path, text: str) -> None:
         fh.write(text)
     os.chmod(tmp, 0o600)
     tmp.replace(path)
+
+
+def make_private(folder: Path) -> int | None:
+    """Make the data dir readable by its owner only (0700); the mode it had when it was not, else None."""
+    mode = stat.S_IMODE(folder.stat().st_mode)
+    if mode & 0o077 == 0:
+        return None
+    folder.chmod(0o700)
+    return mode
 
 
 def write_up_file(data_dir: Path, url: str, pid: int) -> None:

@@ -23,6 +23,7 @@ from fermion.platform.api import console, datasets, deployments, models, tokens,
 from fermion.platform.api.common import PREFIX, Invoker, error_response, not_installed, validation_message
 from fermion.platform.api.headers import SecurityHeaders
 from fermion.platform.api.schemas import ErrorBody, Info
+from fermion.platform.auth import Scope, allows
 from fermion.platform.errors import Invalid, NotFound, PlatformError, error_body
 
 if TYPE_CHECKING:
@@ -88,12 +89,13 @@ def build_api(plane: ControlPlane) -> FastAPI:
     tokens.register(api, plane)
 
     @api.get(f"{PREFIX}/info", response_model=Info, tags=["platform"])
-    def info(request: Request, _who: Invoker) -> dict[str, Any]:
-        """Version, backend, database (password hidden), the number of deployments and how replicas are sandboxed."""
+    def info(request: Request, who: Invoker) -> dict[str, Any]:
+        """Version, backend, the number of deployments and how replicas are sandboxed; the database (password
+        hidden) only for an admin token, since its URL names a host or the data directory's path."""
         return {
             "version": __version__,
             "backend": plane.backend.name,
-            "database": plane.store.url.render_as_string(hide_password=True),
+            "database": plane.store.url.render_as_string(hide_password=True) if allows(who.scopes, Scope.ADMIN) else None,
             "url": str(request.base_url).rstrip("/"),
             "deployments": len(plane.store.list_deployments()),
             "sandbox": plane.sandbox.description if plane.backend.name == "local" else f"none: the {plane.backend.name} backend",

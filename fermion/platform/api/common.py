@@ -43,7 +43,8 @@ def _needs(scope: Scope) -> Any:
     """A dependency that lets the request through only with a valid token holding `scope`."""
 
     def check(request: Request) -> TokenRecord:
-        return request.app.state.plane.tokens.require(request.headers.get("authorization"), scope)
+        what = f"{request.method} {request.url.path}"  # the 403 names what was asked: "GET /api/v1/events needs 'deploy'"
+        return request.app.state.plane.tokens.require(request.headers.get("authorization"), scope, what)
 
     return Depends(check)
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, Response
 
-from fermion.platform.api.common import PREFIX, Invoker
+from fermion.platform.api.common import PREFIX, Deployer, Invoker
 from fermion.platform.api.schemas import DeploymentMetrics, MetricsOverview, WhoAmI
 from fermion.platform.errors import NotFound
 
@@ -68,7 +68,7 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
         return {"name": public["name"], "scopes": public["scopes"], "expires_at": public.get("expires_at")}
 
     @api.get(f"{PREFIX}/deployments/{{name}}/metrics", response_model=DeploymentMetrics, tags=["deployments"])
-    def deployment_metrics(name: str, _who: Invoker, minutes: Annotated[int, Query(ge=1, le=60)] = 15) -> dict[str, Any]:
+    def deployment_metrics(name: str, _who: Deployer, minutes: Annotated[int, Query(ge=1, le=60)] = 15) -> dict[str, Any]:
         """The deployment's recent requests per second, errors, latency and replicas, a point per sample, oldest first."""
         plane.store.get_deployment(name)  # an unknown name → 404 listing the known ones
         interval = plane.history.interval_s
@@ -76,7 +76,7 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
         return {"interval_s": interval, "points": plane.history.points(name, minutes)}
 
     @api.get(f"{PREFIX}/metrics", response_model=MetricsOverview, tags=["platform"])
-    def metrics_overview(_who: Invoker, minutes: Annotated[int, Query(ge=1, le=60)] = 5) -> dict[str, Any]:
+    def metrics_overview(_who: Deployer, minutes: Annotated[int, Query(ge=1, le=60)] = 5) -> dict[str, Any]:
         """Each deployment's requests per second, p99 latency and errors over the last `minutes`."""
         return {"deployments": plane.history.summary(minutes)}
 

@@ -14,7 +14,7 @@ from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from fermion.platform.api.common import PREFIX, Deployer, Invoker
+from fermion.platform.api.common import PREFIX, Deployer
 from fermion.platform.errors import Invalid, NotFound
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
     datasets = dataset_store(plane)
 
     @api.get(f"{PREFIX}/datasets", tags=["datasets"])
-    def list_datasets(_who: Invoker) -> dict[str, Any]:
+    def list_datasets(_who: Deployer) -> dict[str, Any]:
         """Every dataset version, oldest first per name."""
         return {"datasets": [v.summary() for v in datasets.list()]}
 
@@ -101,7 +101,7 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
         return JSONResponse({**described, "created": created}, status_code=201 if created else 200)
 
     @api.get(f"{PREFIX}/datasets/{{ref}}", tags=["datasets"])
-    def get_dataset(ref: str, _who: Invoker) -> dict[str, Any]:
+    def get_dataset(ref: str, _who: Deployer) -> dict[str, Any]:
         """Schema, rows, missing values, label balance and the first rows of NAME or NAME@V."""
         version = dataset_or_404(datasets, ref)
         described = datasets.describe(version)

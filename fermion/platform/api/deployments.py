@@ -173,7 +173,7 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
         return view(request, record)
 
     @api.get(f"{PREFIX}/deployments/{{name}}/revisions", tags=["deployments"])
-    def list_revisions(name: str, _who: Invoker) -> dict[str, list[RevisionView]]:
+    def list_revisions(name: str, _who: Deployer) -> dict[str, list[RevisionView]]:
         """Every revision of a deployment, oldest first (env values masked)."""
         revisions = []
         for rev in plane.store.list_revisions(name):
@@ -206,7 +206,7 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
         return view(request, record)
 
     @api.get(f"{PREFIX}/deployments/{{name}}/replicas", tags=["deployments"])
-    def list_replicas(name: str, _who: Invoker) -> dict[str, list[ReplicaView]]:
+    def list_replicas(name: str, _who: Deployer) -> dict[str, list[ReplicaView]]:
         """The replicas running now: starting or ready, with their revision and address."""
         plane.store.get_deployment(name)
         views = plane.reconciler.replica_views(name)
@@ -214,7 +214,7 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
 
     @api.get(f"{PREFIX}/deployments/{{name}}/events", tags=["events"])
     def deployment_events(
-        name: str, _who: Invoker, after: EventId = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+        name: str, _who: Deployer, after: EventId = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> dict[str, list[EventView]]:
         """A deployment's events, oldest first; poll with `after` = the last id seen."""
         names = {d.name for d in plane.store.list_deployments()}
@@ -236,7 +236,7 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
 
     @api.get(f"{PREFIX}/events", tags=["events"])
     def all_events(
-        _who: Invoker, deployment: str | None = None, after: EventId = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+        _who: Deployer, deployment: str | None = None, after: EventId = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> dict[str, list[EventView]]:
         """Events of every deployment (or one), oldest first."""
         return {

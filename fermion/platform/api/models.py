@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, Response
 
-from fermion.platform.api.common import PREFIX, Invoker
+from fermion.platform.api.common import PREFIX, Deployer
 from fermion.platform.errors import NotFound
 
 if TYPE_CHECKING:
@@ -30,12 +30,12 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
             raise NotFound(exc.message) from None
 
     @api.get(f"{PREFIX}/models", tags=["models"])
-    def list_models(_who: Invoker) -> dict[str, Any]:
+    def list_models(_who: Deployer) -> dict[str, Any]:
         """Every registered model version with its dataset, task, family and test metrics."""
         return {"models": [v.summary() for v in registry.list()]}
 
     @api.get(f"{PREFIX}/models/{{ref}}", tags=["models"])
-    def get_model(ref: str, _who: Invoker) -> dict[str, Any]:
+    def get_model(ref: str, _who: Deployer) -> dict[str, Any]:
         """Everything about NAME or NAME@V: metrics, parameters, inputs, trials, confusion matrix, importance, libraries."""
         version = model_or_404(ref)
         return {
@@ -49,12 +49,12 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
     report_ok = {200: {"description": "The report page", "content": {"text/html": {"schema": {"type": "string"}}}}}
 
     @api.get(f"{PREFIX}/models/{{ref}}/report", tags=["models"], response_class=Response, responses=report_ok)
-    def model_report(ref: str, _who: Invoker) -> FileResponse:
+    def model_report(ref: str, _who: Deployer) -> FileResponse:
         """The evaluation report, one self-contained HTML page."""
         return FileResponse(model_or_404(ref).report_file, media_type="text/html; charset=utf-8")
 
     @api.get(f"{PREFIX}/models/{{ref}}/plots/{{plot}}", tags=["models"])
-    def model_plot(ref: str, plot: str, _who: Invoker) -> FileResponse:
+    def model_plot(ref: str, plot: str, _who: Deployer) -> FileResponse:
         """One of the report's plots as PNG (search.png, confusion.png, importance.png, predictions.png)."""
         version = model_or_404(ref)
         if plot not in version.manifest.get("plots", []):

@@ -159,7 +159,7 @@ class AuditView(BaseModel):
 class Info(BaseModel):
     version: str
     backend: str
-    database: str
+    database: str | None  # admin tokens only: its URL names a host or the data directory
     url: str
     deployments: int
     sandbox: str = Field(description='How replicas are kept from the platform: "bubblewrap", or "none: <why>".')

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
-from fermion.platform.api.common import PREFIX, Deployer, Invoker
+from fermion.platform.api.common import PREFIX, Deployer
 from fermion.platform.api.datasets import dataset_or_404, dataset_store
 from fermion.platform.api.schemas import ErrorBody
 from fermion.platform.errors import Invalid
@@ -102,12 +102,12 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
         return job.view()
 
     @api.get(f"{PREFIX}/trainings", tags=["trainings"])
-    def list_trainings(_who: Invoker) -> dict[str, Any]:
+    def list_trainings(_who: Deployer) -> dict[str, Any]:
         """Training jobs, newest first (without their trial lists)."""
         return {"trainings": [j.view(with_trials=False) for j in jobs.list()]}
 
     @api.get(f"{PREFIX}/trainings/{{job_id}}", tags=["trainings"])
-    def get_training(job_id: str, _who: Invoker) -> dict[str, Any]:
+    def get_training(job_id: str, _who: Deployer) -> dict[str, Any]:
         """One job: status, phase, elapsed seconds, every trial so far, the best score, and the model once registered."""
         return jobs.get(job_id).view()
 

@@ -3,7 +3,8 @@
 Routing picks the replica with the fewest outstanding requests; a request is retried on another
 replica only when the first could not be reached before anything was sent (connection refused),
 so no request ever runs twice. Streams pass through as they come. Private deployments need a
-token that the `authorize` callback accepts; the token is not forwarded to replicas.
+token that the `authorize` callback accepts; the token is not forwarded to replicas. Without a
+valid token a private deployment answers as an unknown name does (404), so strangers learn no names.
 
 Cancellation: every request carries an `X-Request-ID` (the caller's, if valid, else a random one)
 to the replica, and the gateway remembers which replica serves each id while it is in flight. A
@@ -121,26 +122,25 @@ class Gateway:
             return
         name = unquote(raw_name.decode("ascii"))
         rest = unquote(raw_rest.decode("ascii"))
-        route = self.table.get(name)
-        if route is None:
-            known = ", ".join(self.table.names()) or "none yet"
-            await _error(send, 404, f"no deployment named {name!r}; deployments: {known}")
-            # Counted under deployment="": a label per unknown name would let anyone grow the metrics.
-            self.metrics.observe("", 404, time.perf_counter() - started)
-            return
         if scope["method"] == "OPTIONS" and header(scope["headers"], b"access-control-request-method") is not None:
-            await preflight(send, scope["headers"])  # a browser asking before a cross-origin call: no token yet
+            # A browser asking before a cross-origin call carries no token yet; answered for any name, known or
+            # not, so that a preflight tells nobody which deployments exist.
+            await preflight(send, scope["headers"])
+            return
+        route = self.table.get(name)
+        denied = None if route is None or route.public else await self.authorize(name, _bearer(scope))
+        if route is None or (denied is not None and denied[0] == 401):
+            # Unknown, or private and called without a valid token: one answer for both, so a stranger learns no
+            # names. Counted under deployment="": a label per unknown name would let anyone grow the metrics.
+            await _error(send, 404, unknown_deployment(name), [(b"www-authenticate", b'Bearer realm="fermion"')])
+            self.metrics.observe("", 404, time.perf_counter() - started)
             return
         self.metrics.begin(name)
         status = 500  # what uvicorn answers if the gateway itself fails
         try:
-            if not route.public:
-                denied = await self.authorize(name, _bearer(scope))
-                if denied is not None:
-                    status, message = denied
-                    headers = [(b"www-authenticate", b'Bearer realm="fermion"')] if status == 401 else []
-                    await _error(send, status, message, headers)
-                    return
+            if denied is not None:  # a valid token without the scope to call it (403)
+                status = await _error(send, *denied)
+                return
             if rest.startswith(REQUESTS) and scope["method"] == "DELETE":
                 status = await self._cancel(route, rest[len(REQUESTS) :], send)
                 return
@@ -360,6 +360,14 @@ def _bearer(scope: dict[str, Any]) -> str | None:
             scheme, _, token = value.decode("latin-1").partition(" ")
             return token.strip() if scheme.lower() == "bearer" and token.strip() else None
     return None
+
+
+def unknown_deployment(name: str) -> str:
+    """The 404 for a deployment that is unknown, or private and called without a valid token (the same words)."""
+    return (
+        f"no deployment named {name!r} that you can call; `fermion ls` lists the deployments your token sees, "
+        "and a private one needs Authorization: Bearer <a token with the 'invoke' scope>"
+    )
 
 
 async def _error(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> int:

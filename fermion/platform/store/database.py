@@ -20,10 +20,12 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from fermion.home import default_data_dir
 from fermion.platform import auth as t
 from fermion.platform.errors import Conflict, Invalid, NotFound
 from fermion.platform.store import migrations
 from fermion.platform.store import records as r
+from fermion.platform.store.secrets import SecretBox, is_sealed, load_box
 from fermion.platform.store.tables import (
     AuditRow,
     Base,
@@ -60,18 +62,29 @@ class Store:
     in `fermion.platform.store.migrations`); a database that is already current costs one read.
     """
 
-    def __init__(self, url: str, *, busy_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, url: str, *, busy_timeout_s: float = 10.0, secrets: SecretBox | None = None, key_dir: Path | None = None
+    ) -> None:
         self.url = normalize_url(url)
+        # Env values are sealed with a key kept beside the SQLite file (the data dir), or where `key_dir` says.
+        if secrets is None:
+            sqlite_file = self.url.database if self.url.get_backend_name() == "sqlite" else None
+            if key_dir is None and sqlite_file and sqlite_file != ":memory:" and not sqlite_file.startswith("file:"):
+                key_dir = Path(sqlite_file).expanduser().parent
+            secrets = load_box(key_dir if key_dir is not None else default_data_dir())
+        self.secrets = secrets
         self._engine = make_engine(self.url, busy_timeout_s)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, url_or_data_dir: str | Path) -> Store:
-        """A ready store: a database URL, or a data dir for the embedded SQLite file; schema migrated."""
+    def open(cls, url_or_data_dir: str | Path, *, key_dir: Path | None = None) -> Store:
+        """A ready store: a database URL, or a data dir for the embedded SQLite file; schema migrated,
+        stored secrets checked against the key and any written in plaintext sealed."""
         text = str(url_or_data_dir)
-        store = cls(text if "://" in text else default_url(text))
+        store = cls(text if "://" in text else default_url(text), key_dir=key_dir)
         try:
             store.migrate()
+            store.seal_secrets()
         except BaseException:
             store.close()
             raise
@@ -86,6 +99,27 @@ class Store:
 
     #: The name from before migrations existed.
     create_all = migrate
+
+    def seal_secrets(self, *, reseal: bool = False) -> int:
+        """Check that the key opens every stored env, and seal those stored in plaintext (written before
+        encryption); with `reseal`, re-encrypt every one with the key ring's first key (rotation).
+        The rewrite is one transaction; returns how many rows it rewrote. A key that does not fit → SecretKeyError."""
+        tables = (DeploymentRow, RevisionRow)
+        stale: list[tuple[type[DeploymentRow | RevisionRow], int]] = []
+        with self._transaction(write=False) as session:
+            for table in tables:
+                for row_id, env in session.execute(sa.select(table.id, table.env)):
+                    self.secrets.reveal(env)  # a key that does not fit fails here, at start, not mid-request
+                    if env and (reseal or not is_sealed(env)):
+                        stale.append((table, row_id))
+        if not stale:
+            return 0
+        with self._transaction() as session:
+            for table, row_id in stale:
+                row = session.get(table, row_id, with_for_update=True)
+                if row is not None:
+                    row.env = self.secrets.reseal(row.env) if row.env else {}
+        return len(stale)
 
     def close(self) -> None:
         """Close every pooled connection; the store can still be used afterwards (it reconnects)."""
@@ -136,7 +170,7 @@ class Store:
         r.check_name(name)
         source, options, env = r.check_source(source), r.check_options(options), r.check_env(env)
         r.check_scaling(min_replicas, max_replicas, target_in_flight)
-        now = _now()
+        now, sealed = _now(), self.secrets.seal(env)
         try:
             with self._transaction() as session:
                 if session.scalars(sa.select(DeploymentRow.id).where(DeploymentRow.name == name)).first() is not None:
@@ -145,7 +179,7 @@ class Store:
                     name=name,
                     source=source,
                     options=options,
-                    env=env,
+                    env=sealed,
                     min_replicas=min_replicas,
                     max_replicas=max_replicas,
                     target_in_flight=float(target_in_flight),
@@ -159,23 +193,23 @@ class Store:
                 session.flush()
                 session.add(
                     RevisionRow(
-                        deployment_id=row.id, number=1, source=source, options=options, env=env, created_at=now, note=note
+                        deployment_id=row.id, number=1, source=source, options=options, env=sealed, created_at=now, note=note
                     )
                 )
                 _add_event(session, name, "Created", f"created from {source} (revision 1)", now)
-                return _deployment(row)
+                return self._deployment(row)
         except sa.exc.IntegrityError:  # another writer created the same name between our check and insert
             raise _taken(name) from None
 
     def get_deployment(self, name: str) -> r.DeploymentRecord:
         """The named deployment; unknown → NotFound listing the known names."""
         with self._transaction(write=False) as session:
-            return _deployment(self._deployment_row(session, name))
+            return self._deployment(self._deployment_row(session, name))
 
     def list_deployments(self) -> list[r.DeploymentRecord]:
         """Every deployment, by name."""
         with self._transaction(write=False) as session:
-            return [_deployment(row) for row in session.scalars(sa.select(DeploymentRow).order_by(DeploymentRow.name))]
+            return [self._deployment(row) for row in session.scalars(sa.select(DeploymentRow).order_by(DeploymentRow.name))]
 
     def update_deployment(
         self,
@@ -196,10 +230,11 @@ class Store:
             row = self._deployment_row(session, name, lock=True)
             if row.state == "deleting":
                 raise Conflict(f"deployment {name!r} is being deleted; wait for it to go, then create it again")
+            current = {"source": row.source, "options": row.options, "env": self.secrets.reveal(row.env)}
             new = {
                 "source": row.source if source is None else r.check_source(source),
                 "options": row.options if options is None else r.check_options(options),
-                "env": row.env if env is None else r.check_env(env),
+                "env": current["env"] if env is None else r.check_env(env),
             }
             scaling = (
                 row.min_replicas if min_replicas is None else min_replicas,
@@ -208,10 +243,21 @@ class Store:
             )
             r.check_scaling(*scaling)
             now = _now()
-            if new != {"source": row.source, "options": row.options, "env": row.env}:
+            if new != current:
                 row.revision += 1
-                row.source, row.options, row.env = new["source"], dict(new["options"]), dict(new["env"])
-                session.add(RevisionRow(deployment_id=row.id, number=row.revision, created_at=now, note=note, **new))
+                sealed = self.secrets.seal(new["env"])
+                row.source, row.options, row.env = new["source"], dict(new["options"]), sealed
+                session.add(
+                    RevisionRow(
+                        deployment_id=row.id,
+                        number=row.revision,
+                        source=row.source,
+                        options=dict(row.options),
+                        env=sealed,
+                        created_at=now,
+                        note=note,
+                    )
+                )
                 message = f"revision {row.revision}: {row.source}" + (f" ({note})" if note else "")
                 _add_event(session, name, "Updated", message, now)
             if scaling[:2] != (row.min_replicas, row.max_replicas):
@@ -221,7 +267,7 @@ class Store:
             if public is not None:
                 row.public = bool(public)
             row.updated_at = now
-            return _deployment(row)
+            return self._deployment(row)
 
     def delete_deployment(self, name: str, *, purge: bool = False) -> r.DeploymentRecord:
         """Mark a deployment 'deleting' (the reconciler then stops its replicas); with `purge`,
@@ -230,21 +276,25 @@ class Store:
             row = self._deployment_row(session, name, lock=True)
             now = _now()
             if purge:
-                record = _deployment(row)
+                record = self._deployment(row)
                 session.delete(row)
                 _add_event(session, name, "Deleted", "deleted", now)
                 return record
             if row.state != "deleting":
                 row.state, row.updated_at = "deleting", now
                 _add_event(session, name, "Deleting", "stopping replicas", now)
-            return _deployment(row)
+            return self._deployment(row)
 
     def list_revisions(self, name: str) -> list[r.RevisionRecord]:
         """A deployment's revisions, oldest first."""
         with self._transaction(write=False) as session:
             row = self._deployment_row(session, name)
             query = sa.select(RevisionRow).where(RevisionRow.deployment_id == row.id).order_by(RevisionRow.number)
-            return [_record(r.RevisionRecord, rev, deployment=name) for rev in session.scalars(query)]
+            revisions = session.scalars(query)
+            return [_record(r.RevisionRecord, rev, deployment=name, env=self.secrets.reveal(rev.env)) for rev in revisions]
+
+    def _deployment(self, row: DeploymentRow) -> r.DeploymentRecord:
+        return _record(r.DeploymentRecord, row, env=self.secrets.reveal(row.env))
 
     # Events
 
@@ -473,10 +523,6 @@ def _record(cls: type[_R], row: Base, **overrides: Any) -> _R:
     values = {f.name: getattr(row, f.name) for f in fields(cls) if f.name not in overrides}  # type: ignore[arg-type]
     values = {key: dict(value) if isinstance(value, dict) else value for key, value in values.items()}
     return cls(**values, **overrides)
-
-
-def _deployment(row: DeploymentRow) -> r.DeploymentRecord:
-    return _record(r.DeploymentRecord, row)
 
 
 def _event(row: EventRow) -> r.EventRecord:

@@ -7,6 +7,7 @@ change here needs a new revision there (tests check that the two agree).
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -188,8 +189,10 @@ def make_engine(url: URL, busy_timeout_s: float = 10.0) -> sa.Engine:
         cursor.close()
         # The file holds deployment secrets (env values): only its owner may read it.
         for suffix in ("", "-wal", "-shm"):
-            if database and Path(database + suffix).is_file():
-                Path(database + suffix).chmod(0o600)
+            # Another process closing the database may remove its -wal and -shm files between the check and the chmod.
+            with contextlib.suppress(FileNotFoundError):
+                if database and Path(database + suffix).is_file():
+                    Path(database + suffix).chmod(0o600)
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
