@@ -47,10 +47,12 @@ def database_bytes(data_dir: Path) -> bytes:
 def plane(tmp_path: Path) -> Iterator[tuple[TestClient, Store]]:
     from fermion.platform.backends.local import LocalBackend
     from fermion.platform.controlplane import ControlPlane
+    from fermion.platform.sandbox import Sandbox
 
     store = Store.open(tmp_path)
     _, token = store.create_token("admin", ["admin"])
-    client = TestClient(ControlPlane(store, LocalBackend(tmp_path), metrics_interval_s=1.0))
+    sandbox = Sandbox.probe(tmp_path, [EXAMPLES])  # the deployed example's folder is open to code, as --code-from does
+    client = TestClient(ControlPlane(store, LocalBackend(tmp_path, sandbox=sandbox), metrics_interval_s=1.0))
     client.headers["authorization"] = f"Bearer {token}"
     try:
         yield client, store
