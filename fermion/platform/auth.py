@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from fermion.platform.errors import Forbidden, Invalid, PlatformError, Unauthorized
+from fermion.serving.http import bearer_token
 
 if TYPE_CHECKING:
     from fermion.platform.store.database import Store
@@ -90,24 +91,19 @@ NO_TOKEN = "send a token: Authorization: Bearer fmn_..."
 BAD_TOKEN = "unknown, revoked or expired token; ask an admin for a new one (fermion token create)"
 
 
-def bearer(header: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header; None when there is none."""
-    kind, _, token = (header or "").partition(" ")
-    return token.strip() if kind.lower() == "bearer" and token.strip() else None
-
-
-def permit(record: TokenRecord | None, needed: Scope, what: str) -> None:
-    """Raise 401 for no valid token, 403 for a token without the `needed` scope; `what` says what was asked."""
+def permit(record: TokenRecord | None, needed: Scope, what: str) -> TokenRecord:
+    """The record, if it holds `needed`; else 401 for no valid token, 403 for too little scope (`what`: what was asked)."""
     if record is None:
         raise Unauthorized(BAD_TOKEN)
     if not allows(record.scopes, needed):
         have = ", ".join(sorted(s.value for s in record.scopes))
         raise Forbidden(f"token {record.name!r} has scope {have}; {what} needs {needed.value!r}")
+    return record
 
 
 def _sent(header: str | None, needed: Scope) -> str:
     """The token of an Authorization header, else 401 naming the scope to send."""
-    token = bearer(header)
+    token = bearer_token(header)
     if token is None:
         raise Unauthorized(f"{NO_TOKEN} (a token with the {needed.value!r} scope)")
     return token
@@ -155,17 +151,11 @@ class TokenCache:
 
     def require(self, header: str | None, needed: Scope, what: str = "this") -> TokenRecord:
         """The REST API's check: the record of a valid token holding `needed`, else 401/403 (may read the database)."""
-        record = self.verify(_sent(header, needed))
-        permit(record, needed, what)
-        assert record is not None
-        return record
+        return permit(self.verify(_sent(header, needed)), needed, what)
 
     async def require_async(self, header: str | None, needed: Scope, what: str) -> TokenRecord:
         """`require` for the event loop (the control plane's `/metrics`); `what` names what was asked."""
-        record = await self.verify_async(_sent(header, needed))
-        permit(record, needed, what)
-        assert record is not None
-        return record
+        return permit(await self.verify_async(_sent(header, needed)), needed, what)
 
     async def valid(self, token: str) -> bool:
         """Whether `token` is a valid token of any scope (the API's guard, before it reads a body)."""

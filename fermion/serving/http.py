@@ -57,6 +57,13 @@ def oversized_headers(scope: dict[str, Any]) -> HTTPError | None:
     )
 
 
+def bearer_token(value: str | bytes | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` value; None when there is none."""
+    text = value.decode("latin-1") if isinstance(value, bytes) else value or ""
+    kind, _, token = text.partition(" ")
+    return token.strip() if kind.lower() == "bearer" and token.strip() else None
+
+
 def new_request_id() -> bytes:
     """16 random hex digits: unguessable, because knowing a request's id is enough to cancel it."""
     return os.urandom(8).hex().encode()

@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 
 from fermion.platform.errors import PayloadTooLarge, PlatformError, Unauthorized
+from fermion.platform.gateway.edge import header
+from fermion.serving.http import bearer_token
 
 #: The largest JSON body an API route takes (a deployment with its env, a token request, ...).
 API_MAX_BODY = 1 << 20
@@ -41,7 +43,7 @@ class APIGuard:
         limit = (
             self.upload_limit + API_MAX_BODY if scope["path"] in UPLOAD_PATHS else API_MAX_BODY
         )  # + room for multipart framing
-        token = _bearer(scope["headers"])
+        token = bearer_token(header(scope["headers"], b"authorization"))
         if token is None:
             await _refuse(send, Unauthorized("send a token: Authorization: Bearer fmn_..."))
             return
@@ -94,14 +96,6 @@ class APIGuard:
 def _too_large(declared: int | None, limit: int) -> PayloadTooLarge:
     size = f"the body ({declared} bytes)" if declared is not None else "the body"
     return PayloadTooLarge(f"{size} is over this route's limit of {limit} bytes; send less (split a dataset, say)")
-
-
-def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
-    for key, value in headers:
-        if key == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-    return None
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:

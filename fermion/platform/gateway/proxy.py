@@ -43,7 +43,7 @@ from fermion.platform.gateway.edge import (
 from fermion.platform.gateway.metrics import GatewayMetrics
 from fermion.platform.gateway.routes import PREFIX, Route, RouteTable, Upstream
 from fermion.platform.gateway.upstream import UpstreamBroken, UpstreamPool, UpstreamUnreachable
-from fermion.serving.http import new_request_id, valid_request_id
+from fermion.serving.http import bearer_token, new_request_id, valid_request_id
 
 log = logging.getLogger("fermion.gateway")
 
@@ -128,7 +128,11 @@ class Gateway:
             await preflight(send, scope["headers"])
             return
         route = self.table.get(name)
-        denied = None if route is None or route.public else await self.authorize(name, _bearer(scope))
+        denied = (
+            None
+            if route is None or route.public
+            else await self.authorize(name, bearer_token(header(scope["headers"], b"authorization")))
+        )
         if route is None or (denied is not None and denied[0] == 401):
             # Unknown, or private and called without a valid token: one answer for both, so a stranger learns no
             # names. Counted under deployment="": a label per unknown name would let anyone grow the metrics.
@@ -352,14 +356,6 @@ async def _cancel_on_disconnect(receive: Any, task: asyncio.Task[Any] | None) ->
     await _wait_for_disconnect(receive)
     if task is not None:
         task.cancel()
-
-
-def _bearer(scope: dict[str, Any]) -> str | None:
-    for key, value in scope["headers"]:
-        if key == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-    return None
 
 
 def unknown_deployment(name: str) -> str:
