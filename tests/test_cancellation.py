@@ -17,6 +17,7 @@ import pytest
 from support import ROOT, running_platform, running_servers, wait_for
 from support import serve_asgi as serve
 
+from fermion.platform.gateway.admission import ADMITTED, Admission
 from fermion.platform.gateway.proxy import Gateway
 from fermion.platform.gateway.routes import RouteTable
 
@@ -24,8 +25,8 @@ APP = ROOT / "tests" / "apps" / "cancellable.py"
 TOKEN = "fmn_good"
 
 
-async def authorize(name: str, token: str | None) -> tuple[int, str] | None:
-    return None if token == TOKEN else (401, "send a token")
+async def admit(name: str, public: bool, token: str | None) -> Admission:
+    return ADMITTED if public or token == TOKEN else Admission((401, "send a token"))
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def gateway(replicas: list[str]) -> Iterator[str]:
     table = RouteTable()
     table.set("both", replicas, public=True)
     table.set("private", replicas, public=False)
-    with serve(Gateway(table, authorize)) as url:
+    with serve(Gateway(table, admit)) as url:
         yield url
 
 

@@ -18,6 +18,7 @@ import pytest
 from support import EXAMPLES, running_platform, running_server, wait_for
 from support import serve_asgi as serve
 
+from fermion.platform.gateway.admission import ADMITTED, Admission
 from fermion.platform.gateway.edge import forwarded_headers
 from fermion.platform.gateway.proxy import Gateway
 from fermion.platform.gateway.routes import RouteTable
@@ -230,10 +231,10 @@ def test_a_cors_preflight_is_answered_without_a_token(replica):
     table = RouteTable()
     table.set("secret", [replica], public=False)
 
-    async def tokens_only(name: str, token: str | None) -> tuple[int, str] | None:
-        return None if token == "good" else (401, "send a token")
+    async def tokens_only(name: str, public: bool, token: str | None) -> Admission:
+        return ADMITTED if public or token == "good" else Admission((401, "send a token"))
 
-    with serve(Gateway(table, authorize=tokens_only)) as url:
+    with serve(Gateway(table, admit=tokens_only)) as url:
         asked = {
             "origin": "https://app.example",
             "access-control-request-method": "POST",

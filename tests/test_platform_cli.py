@@ -343,7 +343,7 @@ def test_tokens_scope_what_callers_may_do_and_revoking_stops_them(up, echo):
     (line,) = error_lines(cli_denied.stderr)
     assert "'deploy'" in line
     listing = fermion(up, "token", "ls")
-    assert re.search(r"caller\s+fmn_\S*\s+invoke\s+active", listing.stdout), listing.stdout
+    assert re.search(r"caller\s+fmn_\S*\s+invoke\s+all\s+-\s+active", listing.stdout), listing.stdout
 
     revoked = fermion(up, "token", "revoke", "caller")
     assert revoked.returncode == 0 and "revoked token 'caller'" in revoked.stdout
@@ -353,7 +353,7 @@ def test_tokens_scope_what_callers_may_do_and_revoking_stops_them(up, echo):
     assert gateway.value.status == 404 and "no deployment named 'echo' that you can call" in str(gateway.value)
     with Platform(up.url, token) as caller, pytest.raises(AuthError):
         caller.deployments.list()
-    assert re.search(r"caller\s+\S+\s+invoke\s+revoked", fermion(up, "token", "ls").stdout)
+    assert re.search(r"caller\s+\S+\s+invoke\s+all\s+-\s+revoked", fermion(up, "token", "ls").stdout)
 
 
 @pytest.mark.slow

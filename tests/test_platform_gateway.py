@@ -17,6 +17,7 @@ from support import ROOT, free_port, running_servers
 from support import serve_asgi as serve
 
 from fermion import Client
+from fermion.platform.gateway.admission import ADMITTED, Admission
 from fermion.platform.gateway.metrics import METRICS, GatewayMetrics
 from fermion.platform.gateway.proxy import Gateway
 from fermion.platform.gateway.routes import RouteTable
@@ -26,12 +27,14 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "fermion-dashboard.json"
 TOKEN = "fmn_good"
 
 
-async def authorize(name: str, token: str | None) -> tuple[int, str] | None:
+async def admit(name: str, public: bool, token: str | None) -> Admission:
+    if public:
+        return ADMITTED
     if token is None:
-        return 401, f"deployment {name!r} is private: send a token (Authorization: Bearer ...)"
+        return Admission((401, f"deployment {name!r} is private: send a token (Authorization: Bearer ...)"))
     if token != TOKEN:
-        return 403, f"this token may not call {name!r}"
-    return None
+        return Admission((403, f"this token may not call {name!r}"))
+    return ADMITTED
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +59,7 @@ def gateway(replicas: list[str]) -> Iterator[Running]:
     table.set("echo", replicas, public=True)
     table.set("secret", replicas[:1], public=False)
     table.set("empty", [], public=True)
-    app = Gateway(table, authorize)
+    app = Gateway(table, admit)
     with serve(app) as url:
         yield Running(url, table, app)
 
@@ -245,7 +248,7 @@ def test_metrics_count_what_went_through_a_real_gateway(replicas):
     table.set("echo", replicas, public=True)
     table.set("secret", replicas[:1], public=False)
     table.set("empty", [], public=True)
-    app = Gateway(table, authorize)
+    app = Gateway(table, admit)
     with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:
         for _ in range(3):
             assert http.get("/run/echo/whoami").status_code == 200

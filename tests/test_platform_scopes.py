@@ -2,9 +2,10 @@
 
 `RULES` names the scope each route needs (docs/security.md writes the same table down). The test
 asks a real `fermion up` for /api/v1/openapi.json and calls every path and method in it as no
-token, an invoke, deploy and admin token, an expired and a revoked one: 401 for a caller without a
-valid token, 403 for a scope too low, anything else (200, 404 for a dummy name, 422 for a minimal
-body) means the scope check let it through. A route the document has and `RULES` lacks fails.
+token, an invoke, deploy and admin token, an invoke and a deploy token narrowed to one deployment,
+an expired and a revoked one: 401 for a caller without a valid token, 403 for a scope too low (or a
+narrowed token off its deployments), anything else (200, 404 for a dummy name, 422 for a minimal
+body) means the check let it through. A route the document has and `RULES` lacks fails.
 """
 
 from __future__ import annotations
@@ -55,14 +56,24 @@ RULES = {
     ("DELETE", "/api/v1/tokens/{token}"): "admin",
     ("GET", "/api/v1/audit"): "admin",
 }
-CALLERS = ("none", "invoke", "deploy", "admin", "expired", "revoked")
+#: Routes a narrowed token may use without naming a deployment in the path: they keep it to its own.
+NARROWABLE = {
+    ("GET", "/api/v1/whoami"),
+    ("GET", "/api/v1/info"),
+    ("GET", "/api/v1/deployments"),
+    ("POST", "/api/v1/deployments"),
+    ("GET", "/api/v1/metrics"),
+}
+CALLERS = ("none", "invoke", "deploy", "admin", "narrowed-invoke", "narrowed-deploy", "expired", "revoked")
+#: The one deployment the narrowed callers reach (it need not exist).
+MINE = "mine"
 
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningPlatform, dict[str, str | None]]]:
     with running_platform(Path(tmp_path_factory.mktemp("scopes"))) as platform, platform.api() as admin:
 
-        def token(name: str, scope: str, **extra: float) -> str:
+        def token(name: str, scope: str, **extra: object) -> str:
             answer = admin.post("/api/v1/tokens", json={"name": name, "scopes": [scope], **extra})
             assert answer.status_code == 201, answer.text
             return str(answer.json()["token"])
@@ -70,6 +81,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Running
         tokens: dict[str, str | None] = {"none": None, "admin": platform.token}
         for scope in ("invoke", "deploy"):
             tokens[scope] = token(scope, scope)
+            tokens[f"narrowed-{scope}"] = token(f"narrowed-{scope}", scope, deployments=[MINE])
         tokens["expired"] = token("expired", "admin", expires_in_s=0.5)
         tokens["revoked"] = token("revoked", "admin")
         assert admin.delete("/api/v1/tokens/revoked").status_code == 200
@@ -78,10 +90,15 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Running
         yield platform, tokens
 
 
-def expected(caller: str, needed: str) -> str:
+def expected(caller: str, needed: str, route: tuple[str, str] | None = None, name: str = "nope") -> str:
+    """What `caller` gets from a route needing `needed` (`route`, `name`: what a narrowed caller asks about)."""
     if caller in ("none", "expired", "revoked"):
         return "401"
-    return "allowed" if RANK[caller] >= RANK[needed] else "403"
+    if RANK[caller.removeprefix("narrowed-")] < RANK[needed]:
+        return "403"
+    if caller.startswith("narrowed-") and route is not None and route not in NARROWABLE:
+        return "allowed" if "{name}" in route[1] and name == MINE else "403"
+    return "allowed"
 
 
 def outcome(answer: httpx.Response) -> str:
@@ -104,13 +121,16 @@ def test_every_route_of_the_openapi_document_keeps_its_scope(platform: tuple[Run
         for method, path in sorted(routes):
             # Dummy names (an allowed caller gets a 404); valid JSON bodies, so that a 422 comes from the
             # route's validation, which FastAPI runs after the scope dependency (a 403 proves the order).
-            url = path.format(name="nope", ref="nope@1", job_id="nope", plot="nope.png", token="nope")
             body = {} if method in ("POST", "PATCH") else None
-            for caller in CALLERS:
-                headers = {"authorization": f"Bearer {tokens[caller]}"} if tokens[caller] else {}
-                got = outcome(client.request(method, url, json=body, headers=headers))
-                if got != expected(caller, RULES[method, path]):
-                    wrong.append(f"{method} {path} as {caller}: {got}, not {expected(caller, RULES[method, path])}")
+            # A narrowed token asks about a deployment off its list, then (where the path names one) its own.
+            for name in ("nope", MINE) if "{name}" in path else ("nope",):
+                url = path.format(name=name, ref="nope@1", job_id="nope", plot="nope.png", token="nope")
+                for caller in CALLERS:
+                    headers = {"authorization": f"Bearer {tokens[caller]}"} if tokens[caller] else {}
+                    got = outcome(client.request(method, url, json=body, headers=headers))
+                    want = expected(caller, RULES[method, path], (method, path), name)
+                    if got != want:
+                        wrong.append(f"{method} {url} as {caller}: {got}, not {want}")
     assert wrong == []
 
 
@@ -120,7 +140,7 @@ def test_metrics_and_info_tell_strangers_and_invokers_nothing(platform: tuple[Ru
         for caller in CALLERS:
             headers = {"authorization": f"Bearer {tokens[caller]}"} if tokens[caller] else {}
             answer = client.get("/metrics", headers=headers)
-            assert outcome(answer) == expected(caller, "deploy"), (caller, answer.text)
+            assert outcome(answer) == expected(caller, "deploy", ("GET", "/metrics")), (caller, answer.text)
             if answer.status_code == 401:
                 assert answer.headers["www-authenticate"] == 'Bearer realm="fermion"'
         for caller in ("invoke", "deploy"):

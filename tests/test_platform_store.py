@@ -404,13 +404,18 @@ def test_processes_opening_a_fresh_database_at_once_all_succeed(store_url: str) 
 
 def test_a_database_made_before_migrations_is_adopted(store_url: str) -> None:
     engine = raw_engine(store_url)
-    Base.metadata.create_all(engine)  # what Store.create_all() did before migrations existed, without
-    with engine.begin() as connection:  # the index that came with them
+    # What Store.create_all() made before migrations existed: the baseline's tables (as 0001 makes them),
+    # without the index that came with migrations and without Alembic's version table.
+    migrations.upgrade(engine, migrations.BASELINE)
+    with engine.begin() as connection:
         connection.exec_driver_sql("DROP INDEX uq_tokens_name_active")
+        connection.exec_driver_sql("DROP TABLE alembic_version")
+        baseline_tokens = sa.Table("tokens", sa.MetaData(), autoload_with=connection)
         connection.execute(
-            sa.insert(TokenRow.__table__),
+            sa.insert(baseline_tokens),
             [
                 {
+                    "id": 1,
                     "name": "old",
                     "prefix": "fmn_abcd",
                     "hash": "0" * 64,

@@ -57,6 +57,23 @@ def create_token(
         str | None,
         typer.Option("--expires-in", help="e.g. 30d, 12h, 15m or 3600 (seconds). [default: never]", show_default=False),
     ] = None,
+    deployments: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--deployment",
+            "-d",
+            help="Narrow it to this deployment (invoke or deploy tokens); repeat it. [default: every deployment]",
+            show_default=False,
+        ),
+    ] = None,
+    rate: Annotated[
+        str | None,
+        typer.Option(
+            "--rate",
+            help="At most this many calls through the gateway, e.g. 10/s, 600/min. [default: no limit]",
+            show_default=False,
+        ),
+    ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
     ca_cert: CaCertOption = None,
@@ -67,11 +84,16 @@ def create_token(
     except ValueError as exc:
         fail(str(exc), BAD_INPUT)
     with connect(url, token) as platform:
-        info, plaintext = platform.tokens.create(name, scopes or ["invoke"], expires_in_s=seconds)
-    expires = f"expires {when(info.expires_at)}" if info.expires_at else "never expires"
-    err.print(
-        f"created token {escape(info.name)!r} (id {info.id}, scopes {escape(', '.join(info.scopes))}, {expires}):", markup=True
-    )
+        info, plaintext = platform.tokens.create(
+            name, scopes or ["invoke"], expires_in_s=seconds, deployments=deployments or (), rate=rate
+        )
+    facts = [f"id {info.id}", f"scopes {', '.join(info.scopes)}"]
+    if info.deployments:
+        facts.append(f"only {', '.join(info.deployments)}")
+    if info.rate:
+        facts.append(f"at most {info.rate}")
+    facts.append(f"expires {when(info.expires_at)}" if info.expires_at else "never expires")
+    err.print(f"created token {escape(info.name)!r} ({escape(', '.join(facts))}):", markup=True)
     out.print(plaintext, markup=False)  # alone on stdout, so `export FERMION_TOKEN=$(fermion token create ...)` works
     err.print(
         "[yellow]copy it now: it will not be shown again.[/] Callers send it as: Authorization: Bearer <token>", markup=True
@@ -82,14 +104,15 @@ def create_token(
 def list_tokens(
     json_output: JsonOption = False, url: UrlOption = None, token: TokenOption = None, ca_cert: CaCertOption = None
 ) -> None:
-    """List the tokens: name, id, prefix, scopes and when they were made, last used and expire."""
+    """List the tokens: name, id, prefix, scopes, the deployments they reach, their rate, and when they were made,
+    last used and expire."""
     with connect(url, token) as platform:
         tokens = platform.tokens.list()
     if json_output:
         print_json([t.to_dict() for t in tokens])
         return
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    for column in ("ID", "NAME", "PREFIX", "SCOPES", "STATE", "CREATED", "LAST USED", "EXPIRES"):
+    for column in ("ID", "NAME", "PREFIX", "SCOPES", "REACHES", "RATE", "STATE", "CREATED", "LAST USED", "EXPIRES"):
         table.add_column(column, no_wrap=True)
     styles = {"active": "green", "revoked": "dim", "expired": "dim"}
     for t in tokens:
@@ -99,6 +122,8 @@ def list_tokens(
             Text(t.name, "bold"),
             Text(t.prefix + "…"),
             ",".join(t.scopes),
+            ",".join(t.deployments) or "all",
+            t.rate or "-",
             Text(state, styles[state]),
             when(t.created_at),
             when(t.last_used_at),

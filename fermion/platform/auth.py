@@ -1,8 +1,9 @@
 """Who may do what: API tokens and the one place that decides whether a request may go on.
 
 Tokens are random, shown once, stored only as a hash, and scoped admin ⊇ deploy ⊇ invoke. The REST
-API (`require`), its body guard (`valid`) and the gateway (`check`) all ask a `TokenCache`, which
-verifies a token against the store and remembers the answer for a few seconds.
+API (`require`), its body guard (`valid`) and the gateway (`calling`) all ask a `TokenCache`, which
+verifies a token against the store and remembers the answer for a few seconds. A token may be
+narrowed to some deployments (`reach`, `call_refusal`) and given a rate (`fermion.platform.rates`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from fermion.platform.errors import Forbidden, Invalid, PlatformError, Unauthorized
+from fermion.platform.errors import Forbidden, Invalid, NotFound, PlatformError, Unauthorized
 from fermion.serving.http import bearer_token
 
 if TYPE_CHECKING:
@@ -101,6 +102,39 @@ def permit(record: TokenRecord | None, needed: Scope, what: str) -> TokenRecord:
     return record
 
 
+def narrowed_to(record: TokenRecord) -> str:
+    """'deployments a, b': the words a 403 for a narrowed token uses."""
+    return "deployment" + ("s " if len(record.deployments) > 1 else " ") + ", ".join(sorted(record.deployments))
+
+
+def reach(record: TokenRecord, deployment: str | None, what: str) -> TokenRecord:
+    """The record, if it may reach `deployment` (None: a route about no one deployment, which narrowed
+    tokens may not use); else 403. The answer is the same whether the deployment exists or not."""
+    if not record.narrowed:
+        return record
+    if deployment is None:
+        raise Forbidden(f"token {record.name!r} is narrowed to {narrowed_to(record)}; {what} needs a token that is not narrowed")
+    if not record.reaches(deployment):
+        raise Forbidden(f"token {record.name!r} is narrowed to {narrowed_to(record)}; {what} is about {deployment!r}")
+    return record
+
+
+def call_refusal(record: TokenRecord | None, sent: bool, deployment: str) -> PlatformError | None:
+    """Why a call of the private `deployment` is refused (None: allowed). Without a valid token, or with one
+    narrowed to other deployments, the gateway answers as for an unknown name (`NotFound` and `Unauthorized`
+    both become that 404), so nobody learns which private deployments exist."""
+    if record is None:
+        how = "send Authorization: Bearer <a token with the 'invoke' scope>"
+        return Unauthorized(f"deployment {deployment!r} is private: {how}" if not sent else BAD_TOKEN)
+    if not record.reaches(deployment):
+        return NotFound(f"token {record.name!r} is narrowed to {narrowed_to(record)}")
+    try:
+        permit(record, Scope.INVOKE, f"calling deployment {deployment!r}")
+    except PlatformError as error:
+        return error
+    return None
+
+
 def _sent(header: str | None, needed: Scope) -> str:
     """The token of an Authorization header, else 401 naming the scope to send."""
     token = bearer_token(header)
@@ -161,14 +195,6 @@ class TokenCache:
         """Whether `token` is a valid token of any scope (the API's guard, before it reads a body)."""
         return await self.verify_async(token) is not None
 
-    async def check(self, token: str | None, deployment: str) -> PlatformError | None:
-        """The gateway's check for calling a private deployment: None when allowed, else the 401/403 to answer."""
-        if token is None:
-            return Unauthorized(
-                f"deployment {deployment!r} is private: send Authorization: Bearer <a token with the 'invoke' scope>"
-            )
-        try:
-            permit(await self.verify_async(token), Scope.INVOKE, f"calling deployment {deployment!r}")
-        except PlatformError as error:
-            return error
-        return None
+    async def calling(self, token: str | None) -> TokenRecord | None:
+        """The record of the token a gateway call sent (None: no token, or not a valid one)."""
+        return None if token is None else await self.verify_async(token)

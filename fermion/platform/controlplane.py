@@ -20,17 +20,20 @@ from typing import Any
 
 import orjson
 
-from fermion.platform.auth import TOKEN_CACHE_S, Scope, TokenCache
+from fermion.platform.auth import TOKEN_CACHE_S, Scope, TokenCache, call_refusal, reach
 from fermion.platform.autoscaler import Autoscaler
 from fermion.platform.backends.base import Backend
 from fermion.platform.capacity import DEFAULT_MAX_REPLICAS, Ask, Capacity, Machine
 from fermion.platform.errors import PlatformError
+from fermion.platform.gateway.admission import ADMITTED, Admission
 from fermion.platform.gateway.edge import DEFAULT_MAX_BODY_SIZE
 from fermion.platform.gateway.haproxy import HAProxyFrontDoor
+from fermion.platform.gateway.haproxy_config import Grant
 from fermion.platform.gateway.history import MetricsHistory
 from fermion.platform.gateway.proxy import Gateway
 from fermion.platform.gateway.routes import PREFIX as RUN_PREFIX
 from fermion.platform.gateway.routes import RouteTable
+from fermion.platform.rates import RateLimiter, parse_rate
 from fermion.platform.reconciler import Reconciler
 from fermion.platform.sandbox import Sandbox
 from fermion.platform.store.database import Store
@@ -88,9 +91,8 @@ class ControlPlane:
             capacity=self.capacity if backend.name == "local" else None,
         )
         self.tokens = TokenCache(store)
-        self.gateway = Gateway(
-            self.routes, authorize=self._authorize, cold_start_timeout=cold_start_timeout, max_body_size=max_body_size
-        )
+        self.limiter = RateLimiter()  # tokens' rates, counted here when no HAProxy is in front
+        self.gateway = Gateway(self.routes, admit=self._admit, cold_start_timeout=cold_start_timeout, max_body_size=max_body_size)
         self.history = MetricsHistory(self.gateway.metrics, interval_s=metrics_interval_s)
         self.swagger_assets = swagger_assets_dir()
         self.tick_s = tick_s
@@ -100,7 +102,7 @@ class ControlPlane:
         self.trainings = TrainingJobs(self.data_dir, training_limits)
         #: How replicas and the source check run, and which folders may hold code (`fermion up --code-from`).
         self.sandbox = sandbox or getattr(backend, "sandbox", None) or Sandbox.probe(self.data_dir)
-        self._token_hashes: list[str] = []
+        self._token_grants: list[Grant] = []
         self._tokens_read_at = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -168,13 +170,13 @@ class ControlPlane:
         if self.front is not None and self.front.alive():
             self.front.sync_tokens(self._active_tokens(force=True))
 
-    def _active_tokens(self, force: bool = False) -> list[str]:
-        """Hashes of the tokens that work now, for HAProxy; re-read every few seconds (expiry) or when changed."""
+    def _active_tokens(self, force: bool = False) -> list[Grant]:
+        """The tokens that work now (hash, reach, rate), for HAProxy; re-read every few seconds (expiry) or when changed."""
         now = time.monotonic()
         if force or now - self._tokens_read_at > TOKEN_CACHE_S:
-            self._token_hashes = self.store.active_token_hashes()
+            self._token_grants = self.store.active_token_grants()
             self._tokens_read_at = now
-        return self._token_hashes
+        return self._token_grants
 
     def _pull_front_load(self) -> None:
         """Requests HAProxy has in flight per deployment: load the autoscaler and /metrics must see."""
@@ -228,10 +230,21 @@ class ControlPlane:
             "restarts": self.reconciler.restarts(record.name),
         }
 
-    async def _authorize(self, name: str, token: str | None) -> tuple[int, str] | None:
-        """The gateway's question about a private deployment, answered by `auth` (None: allowed)."""
-        error = await self.tokens.check(token, name)
-        return None if error is None else (error.status, error.message)
+    async def _admit(self, name: str, public: bool, token: str | None) -> Admission:
+        """The gateway's question about one call, answered by `auth` (who may call a private deployment)
+        and `rates` (a token's rate; counted by HAProxy instead when it is in front, as it sees every call)."""
+        record = await self.tokens.calling(token)
+        if not public:
+            error = call_refusal(record, token is not None, name)
+            if error is not None:
+                return Admission((error.status, error.message))
+        if record is None or record.rate is None or self.front is not None:
+            return ADMITTED
+        verdict = self.limiter.take(record.id, parse_rate(record.rate))
+        if verdict.allowed:
+            return Admission(headers=tuple(verdict.headers()))
+        message = f"token {record.name!r} is over its rate of {record.rate}; retry in {verdict.retry_after} s"
+        return Admission((429, message), tuple(verdict.headers()))
 
     # The ASGI app
 
@@ -307,7 +320,7 @@ class ControlPlane:
         (Prometheus sends the token with `authorization: {credentials: fmn_...}` in its scrape config)."""
         sent = next((value.decode("latin-1") for key, value in scope["headers"] if key == b"authorization"), None)
         try:
-            await self.tokens.require_async(sent, Scope.DEPLOY, "reading /metrics")
+            reach(await self.tokens.require_async(sent, Scope.DEPLOY, "reading /metrics"), None, "reading /metrics")
         except PlatformError as error:
             challenge = [(b"www-authenticate", b'Bearer realm="fermion"')] if error.status == 401 else []
             await _send(send, error.status, orjson.dumps(error.to_dict()), b"application/json", challenge)

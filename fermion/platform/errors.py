@@ -10,7 +10,7 @@ CLI prints `message` as one line.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 
@@ -44,13 +44,27 @@ class NotFound(PlatformError):
         """'no deployment named 'ech'; did you mean 'echo'? known deployments: echo, web'."""
         known = sorted(known)
         if not known:
-            return cls(f"no {kind} named {name!r}: there are no {kind}s yet")
-        hint = ""
-        close = difflib.get_close_matches(str(name), known, n=1)
-        if close:
-            hint = f"; did you mean {close[0]!r}?"
-        shown = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "")
-        return cls(f"no {kind} named {name!r}{hint} (known {kind}s: {shown})")
+            error = cls(f"no {kind} named {name!r}: there are no {kind}s yet")
+        else:
+            hint = ""
+            close = difflib.get_close_matches(str(name), known, n=1)
+            if close:
+                hint = f"; did you mean {close[0]!r}?"
+            shown = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "")
+            error = cls(f"no {kind} named {name!r}{hint} (known {kind}s: {shown})")
+        error.listed = (kind, name, known)
+        return error
+
+    #: (kind, name, the names the message lists), when made by `named`: a caller who may see only some
+    #: of them gets the message made again from those (`seen_by`).
+    listed: tuple[str, object, list[str]] | None = None
+
+    def seen_by(self, visible: Callable[[str], bool]) -> NotFound:
+        """This error as told to someone who may see only the names `visible` accepts."""
+        if self.listed is None:
+            return self
+        kind, name, known = self.listed
+        return NotFound.named(kind, name, [item for item in known if visible(item)])
 
 
 class Conflict(PlatformError):

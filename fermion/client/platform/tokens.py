@@ -17,12 +17,25 @@ class Tokens:
         self._transport = transport
 
     def create(
-        self, name: str, scopes: str | Iterable[str] = ("invoke",), expires_in_s: float | None = None
+        self,
+        name: str,
+        scopes: str | Iterable[str] = ("invoke",),
+        expires_in_s: float | None = None,
+        *,
+        deployments: Iterable[str] = (),
+        rate: str | None = None,
     ) -> tuple[TokenInfo, str]:
-        """A new token (scopes: invoke, deploy and/or admin): its metadata and the token itself, never shown again."""
+        """A new token (scopes: invoke, deploy and/or admin): its metadata and the token itself, never shown again.
+
+        `deployments` narrows it to those deployments (an invoke or deploy token reaches no other); `rate` limits
+        its calls through the gateway, e.g. '10/s' or '600/min' (more get 429 with Retry-After)."""
         body: dict[str, Any] = {"name": name, "scopes": [scopes] if isinstance(scopes, str) else list(scopes)}
         if expires_in_s is not None:
             body["expires_in_s"] = expires_in_s
+        if deployments:
+            body["deployments"] = [deployments] if isinstance(deployments, str) else list(deployments)
+        if rate is not None:
+            body["rate"] = rate
         answer = self._transport.request("POST", "/tokens", body=body)
         return TokenInfo.from_json(answer), str(answer["token"])
 

@@ -135,12 +135,19 @@ class TokenInfo(_Model):
     name: str = ""
     prefix: str = ""
     scopes: tuple[str, ...] = ()
+    #: The deployments it is narrowed to; empty: every deployment.
+    deployments: tuple[str, ...] = ()
+    #: Its calls through the gateway per period, e.g. '10/s'; None: no limit.
+    rate: str | None = None
     created_at: datetime | None = None
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
 
-    _nested: ClassVar[dict[str, Callable[[Any], Any]]] = {"scopes": lambda value: tuple(value or ())}
+    _nested: ClassVar[dict[str, Callable[[Any], Any]]] = {
+        "scopes": lambda value: tuple(value or ()),
+        "deployments": lambda value: tuple(value or ()),
+    }
 
 
 @dataclass(frozen=True)

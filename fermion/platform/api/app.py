@@ -20,7 +20,7 @@ from starlette.routing import Match, Route
 
 from fermion._version import __version__
 from fermion.platform.api import console, datasets, deployments, models, tokens, trainings
-from fermion.platform.api.common import PREFIX, Invoker, error_response, not_installed, validation_message
+from fermion.platform.api.common import PREFIX, NarrowableInvoker, error_response, not_installed, validation_message
 from fermion.platform.api.headers import SecurityHeaders
 from fermion.platform.api.schemas import ErrorBody, Info
 from fermion.platform.auth import Scope, allows
@@ -52,7 +52,10 @@ def build_api(plane: ControlPlane) -> FastAPI:
     api.add_middleware(SecurityHeaders)
 
     @api.exception_handler(PlatformError)
-    async def _platform_error(_request: Request, exc: PlatformError) -> JSONResponse:
+    async def _platform_error(request: Request, exc: PlatformError) -> JSONResponse:
+        caller = getattr(request.state, "token", None)
+        if isinstance(exc, NotFound) and caller is not None and caller.narrowed:  # list only what it reaches
+            exc = exc.seen_by(caller.reaches)
         return error_response(exc)
 
     @api.exception_handler(RequestValidationError)
@@ -89,15 +92,15 @@ def build_api(plane: ControlPlane) -> FastAPI:
     tokens.register(api, plane)
 
     @api.get(f"{PREFIX}/info", response_model=Info, tags=["platform"])
-    def info(request: Request, who: Invoker) -> dict[str, Any]:
-        """Version, backend, the number of deployments and how replicas are sandboxed; the database (password
+    def info(request: Request, who: NarrowableInvoker) -> dict[str, Any]:
+        """Version, backend, the number of deployments (that the token reaches) and how replicas are sandboxed; the database (password
         hidden) only for an admin token, since its URL names a host or the data directory's path."""
         return {
             "version": __version__,
             "backend": plane.backend.name,
             "database": plane.store.url.render_as_string(hide_password=True) if allows(who.scopes, Scope.ADMIN) else None,
             "url": str(request.base_url).rstrip("/"),
-            "deployments": len(plane.store.list_deployments()),
+            "deployments": sum(1 for d in plane.store.list_deployments() if who.reaches(d.name)),
             "sandbox": plane.sandbox.description if plane.backend.name == "local" else f"none: the {plane.backend.name} backend",
         }
 

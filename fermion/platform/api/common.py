@@ -2,7 +2,8 @@
 
 Every error the API answers has one shape, `{"error": <code>, "status": <int>, "message": <for
 people>}` (`PlatformError.to_dict`); the dependencies `Invoker`, `Deployer` and `Admin` let a
-request through only with a token holding that scope, as `fermion.platform.auth` decides.
+request through only with a token holding that scope, as `fermion.platform.auth` decides, and a token
+narrowed to deployments only to routes about one of them (`Narrowable*`: routes that filter for it).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from fastapi import Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from fermion.platform.auth import Scope
+from fermion.platform.auth import Scope, reach
 from fermion.platform.errors import PlatformError, error_body
 from fermion.platform.store.records import TokenRecord
 
@@ -39,12 +40,17 @@ def validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-def _needs(scope: Scope) -> Any:
-    """A dependency that lets the request through only with a valid token holding `scope`."""
+def _needs(scope: Scope, narrowable: bool = False) -> Any:
+    """A dependency that lets the request through only with a valid token holding `scope`.
+
+    A token narrowed to deployments passes only where the path names one of them (`{name}`), or where the
+    route is `narrowable`: it keeps such a token to its deployments itself (lists only those, say)."""
 
     def check(request: Request) -> TokenRecord:
         what = f"{request.method} {request.url.path}"  # the 403 names what was asked: "GET /api/v1/events needs 'deploy'"
-        return request.app.state.plane.tokens.require(request.headers.get("authorization"), scope, what)
+        record = request.app.state.plane.tokens.require(request.headers.get("authorization"), scope, what)
+        request.state.token = record  # a 404 then lists only the deployments it reaches
+        return record if narrowable else reach(record, request.path_params.get("name"), what)
 
     return Depends(check)
 
@@ -52,6 +58,9 @@ def _needs(scope: Scope) -> Any:
 Invoker = Annotated[TokenRecord, _needs(Scope.INVOKE)]
 Deployer = Annotated[TokenRecord, _needs(Scope.DEPLOY)]
 Admin = Annotated[TokenRecord, _needs(Scope.ADMIN)]
+#: A token of the scope, narrowed or not: the route itself keeps a narrowed one to its deployments.
+NarrowableInvoker = Annotated[TokenRecord, _needs(Scope.INVOKE, narrowable=True)]
+NarrowableDeployer = Annotated[TokenRecord, _needs(Scope.DEPLOY, narrowable=True)]
 
 
 def not_installed(path: str, error: ModuleNotFoundError) -> JSONResponse:

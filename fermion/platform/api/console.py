@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, Response
 
-from fermion.platform.api.common import PREFIX, Deployer, Invoker
+from fermion.platform.api.common import PREFIX, Deployer, NarrowableDeployer, NarrowableInvoker
 from fermion.platform.api.schemas import DeploymentMetrics, MetricsOverview, WhoAmI
 from fermion.platform.errors import NotFound
 
@@ -62,10 +62,11 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
     """Add whoami, the metrics history and the console's files to the API app."""
 
     @api.get(f"{PREFIX}/whoami", response_model=WhoAmI, tags=["platform"])
-    def whoami(who: Invoker) -> dict[str, Any]:
-        """Who the token is and what it may do, so a client shows only that."""
+    def whoami(who: NarrowableInvoker) -> dict[str, Any]:
+        """Who the token is and what it may do (its scopes, the deployments it is narrowed to, its rate), so a
+        client shows only that."""
         public = who.to_public_dict()
-        return {"name": public["name"], "scopes": public["scopes"], "expires_at": public.get("expires_at")}
+        return {key: public.get(key) for key in ("name", "scopes", "expires_at", "deployments", "rate")}
 
     @api.get(f"{PREFIX}/deployments/{{name}}/metrics", response_model=DeploymentMetrics, tags=["deployments"])
     def deployment_metrics(name: str, _who: Deployer, minutes: Annotated[int, Query(ge=1, le=60)] = 15) -> dict[str, Any]:
@@ -76,9 +77,10 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
         return {"interval_s": interval, "points": plane.history.points(name, minutes)}
 
     @api.get(f"{PREFIX}/metrics", response_model=MetricsOverview, tags=["platform"])
-    def metrics_overview(_who: Deployer, minutes: Annotated[int, Query(ge=1, le=60)] = 5) -> dict[str, Any]:
-        """Each deployment's requests per second, p99 latency and errors over the last `minutes`."""
-        return {"deployments": plane.history.summary(minutes)}
+    def metrics_overview(who: NarrowableDeployer, minutes: Annotated[int, Query(ge=1, le=60)] = 5) -> dict[str, Any]:
+        """Each deployment's requests per second, p99 latency and errors over the last `minutes` (a narrowed
+        token: its deployments only)."""
+        return {"deployments": {name: row for name, row in plane.history.summary(minutes).items() if who.reaches(name)}}
 
     @api.get("/", include_in_schema=False)
     def console_page() -> Response:

@@ -15,7 +15,7 @@ import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import StreamingResponse
 
-from fermion.platform.api.common import PREFIX, Deployer, EventId, Invoker, iso
+from fermion.platform.api.common import PREFIX, Deployer, EventId, Invoker, NarrowableDeployer, NarrowableInvoker, iso
 from fermion.platform.api.schemas import (
     DeploymentCreate,
     DeploymentList,
@@ -27,8 +27,9 @@ from fermion.platform.api.schemas import (
     RevisionView,
     Rollback,
 )
+from fermion.platform.auth import narrowed_to, reach
 from fermion.platform.code_folders import absolute_source
-from fermion.platform.errors import Conflict, Invalid, NotFound
+from fermion.platform.errors import Conflict, Forbidden, Invalid, NotFound
 from fermion.platform.store.records import (
     DeploymentRecord,
     check_env,
@@ -87,8 +88,10 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
     # Deployments
 
     @api.post(f"{PREFIX}/deployments", status_code=201, response_model=DeploymentView, tags=["deployments"])
-    def create_deployment(body: DeploymentCreate, request: Request, who: Deployer) -> dict[str, Any]:
-        """Create a deployment from any source `fermion serve` takes; its replicas start at once."""
+    def create_deployment(body: DeploymentCreate, request: Request, who: NarrowableDeployer) -> dict[str, Any]:
+        """Create a deployment from any source `fermion serve` takes; its replicas start at once. A token
+        narrowed to deployments may create only those."""
+        reach(who, body.name, "creating a deployment")
         max_replicas = body.max_replicas if body.max_replicas is not None else max(body.min_replicas, 1)
         check_name(body.name)
         check_scaling(body.min_replicas, max_replicas, body.target_in_flight)
@@ -128,9 +131,9 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
         return view(request, record)
 
     @api.get(f"{PREFIX}/deployments", response_model=DeploymentList, tags=["deployments"])
-    def list_deployments(request: Request, _who: Invoker) -> dict[str, Any]:
-        """Every deployment, by name, with its status and replica counts."""
-        return {"deployments": [view(request, d) for d in plane.store.list_deployments()]}
+    def list_deployments(request: Request, who: NarrowableInvoker) -> dict[str, Any]:
+        """Every deployment (that the token reaches), by name, with its status and replica counts."""
+        return {"deployments": [view(request, d) for d in plane.store.list_deployments() if who.reaches(d.name)]}
 
     @api.get(f"{PREFIX}/deployments/{{name}}", response_model=DeploymentView, tags=["deployments"])
     def get_deployment(name: str, request: Request, _who: Invoker) -> dict[str, Any]:
@@ -236,9 +239,15 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
 
     @api.get(f"{PREFIX}/events", tags=["events"])
     def all_events(
-        _who: Deployer, deployment: str | None = None, after: EventId = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+        who: NarrowableDeployer,
+        deployment: str | None = None,
+        after: EventId = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, list[EventView]]:
-        """Events of every deployment (or one), oldest first."""
+        """Events of every deployment (or one), oldest first; a narrowed token must name one of its deployments."""
+        if who.narrowed and deployment is None:
+            raise Forbidden(f"token {who.name!r} is narrowed to {narrowed_to(who)}; ask for the events of one: ?deployment=NAME")
+        reach(who, deployment, "reading events")
         return {
             "events": [EventView(**e.to_public_dict()) for e in plane.store.list_events(deployment, after_id=after, limit=limit)]
         }

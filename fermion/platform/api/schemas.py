@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fermion.platform.store.records import NAME_RULE
+from fermion.platform.store.records import MAX_REACH, NAME_RULE
 
 # Bodies
 
@@ -65,6 +65,17 @@ class TokenCreate(BaseModel):
     scopes: list[str] | str = Field(default_factory=lambda: ["invoke"], description="admin, deploy and/or invoke.")
     expires_in_s: float | None = Field(
         None, gt=0, le=MAX_TOKEN_LIFETIME_S, description="Seconds until it stops working (at most 100 years); default: never."
+    )
+    deployments: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_REACH,
+        description="Narrow it to these deployments (invoke or deploy tokens): it reaches no other. Default: every deployment.",
+    )
+    rate: str | None = Field(
+        None,
+        max_length=32,
+        description="At most this many calls through the gateway per second, minute or hour, e.g. '10/s', '600/min'; "
+        "more get 429 with Retry-After. Default: no limit.",
     )
 
 
@@ -137,6 +148,8 @@ class TokenView(BaseModel):
     name: str
     prefix: str
     scopes: list[str]
+    deployments: list[str] = Field(description="The deployments it is narrowed to; empty: every deployment.")
+    rate: str | None = Field(description="Its calls through the gateway per period, e.g. '10/s'; null: no limit.")
     created_at: str
     expires_at: str | None
     revoked_at: str | None
@@ -169,6 +182,8 @@ class WhoAmI(BaseModel):
     name: str
     scopes: list[str]
     expires_at: str | None
+    deployments: list[str] = Field(description="The deployments it is narrowed to; empty: every deployment.")
+    rate: str | None = Field(description="Its calls through the gateway per period, e.g. '10/s'; null: no limit.")
 
 
 class MetricsPoint(BaseModel):

@@ -20,12 +20,18 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
 
     @api.post(f"{PREFIX}/tokens", status_code=201, response_model=NewToken, tags=["tokens"])
     def create_token(body: TokenCreate, who: Admin) -> dict[str, Any]:
-        """Make a token. The answer holds the token itself: it is never shown again."""
+        """Make a token, maybe narrowed to some deployments and limited to a rate. The answer holds the token
+        itself: it is never shown again."""
         expires = datetime.now(UTC) + timedelta(seconds=body.expires_in_s) if body.expires_in_s else None
-        record, plaintext = plane.store.create_token(body.name, body.scopes, expires_at=expires)
-        plane.store.audit(
-            who.name, "token.create", body.name, {"scopes": sorted(s.value for s in record.scopes), "token_id": record.id}
+        record, plaintext = plane.store.create_token(
+            body.name, body.scopes, expires_at=expires, deployments=body.deployments, rate=body.rate
         )
+        detail = {"scopes": sorted(s.value for s in record.scopes), "token_id": record.id}
+        if record.narrowed:
+            detail["deployments"] = sorted(record.deployments)
+        if record.rate:
+            detail["rate"] = record.rate
+        plane.store.audit(who.name, "token.create", body.name, detail)
         plane.tokens_changed()
         return {**_token_view(record), "token": plaintext}
 

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fermion.platform.gateway.edge import DEFAULT_MAX_BODY_SIZE
-from fermion.platform.gateway.haproxy_config import Settings, backend_section, config_text
+from fermion.platform.gateway.haproxy_config import Grant, Settings, backend_section, config_text, token_maps
+from fermion.platform.gateway.haproxy_maps import RuntimeMap
 from fermion.platform.gateway.routes import RouteTable
 from fermion.platform.home import write_private
 from fermion.serving.tls import combined_pem
@@ -101,7 +102,6 @@ class HAProxyFrontDoor:
         self.timeout, self.grace = timeout, grace
         self.binary = binary or available() or "haproxy"
         self.config = folder / CONFIG_FILE
-        self.tokens_map = folder / "tokens.map"
         self.master_socket = folder / "master.sock"
         self.log_socket = folder / "log.sock"
         self.pid_file = folder / PID_FILE
@@ -110,27 +110,28 @@ class HAProxyFrontDoor:
         #: The certificate and key in one file, as HAProxy's `crt` takes them (written at start, owner-only).
         self.tls_pem = folder / "tls.pem"
         self._proc: subprocess.Popen[bytes] | None = None
-        self.deployments_map = folder / "deployments.map"  # deployment → backend, while it has a ready replica
-        self.public_map = folder / "public.map"  # deployments callable without a token
         self._backends: dict[str, _Backend] = {}
-        self._routed: dict[str, str] = {}  # what deployments.map holds now
-        self._public: set[str] = set()  # what public.map holds now
-        self._tokens: set[str] = set()
+        self.routed = RuntimeMap(folder / "deployments.map", self._command)  # deployment → backend, while it has a ready replica
+        self.public = RuntimeMap(folder / "public.map", self._command)  # deployments callable without a token → 1
+        # A token's hash (or hash:deployment, for each deployment of a narrowed one) → 1.
+        self.tokens = RuntimeMap(folder / "tokens.map", self._command, private=True)
+        self.rates = RuntimeMap(folder / "rates.map", self._command, private=True)  # a token's hash → limit:unit:seconds
         self._tokens_lock = threading.Lock()
 
     # Lifecycle
 
-    def start(self, routes: RouteTable, token_hashes: Iterable[str]) -> None:
+    def start(self, routes: RouteTable, grants: Iterable[Grant]) -> None:
         """Write the config for the current routes and tokens, start HAProxy, wait until it listens."""
-        self._tokens = set(token_hashes)
-        self._write_tokens()
+        tokens, rates = token_maps(grants)
+        self.tokens.reset(tokens)
+        self.rates.reset(rates)
         if self.tls is not None:
             write_private(self.tls_pem, combined_pem(*self.tls))
         else:
             self.tls_pem.unlink(missing_ok=True)
         self._render(MIN_BACKENDS, MIN_SLOTS)
-        self._routed, self._public = {}, set()
-        self._write_maps()
+        self.routed.reset()
+        self.public.reset()
         self.master_socket.unlink(missing_ok=True)  # (the log socket is the control plane's: it binds it first)
         log_file = open(self.folder / "haproxy.log", "ab")  # noqa: SIM115 - kept open by the child
         # Its own session: a Ctrl+C meant for `fermion up` must not hard-stop the proxy mid-drain.
@@ -177,7 +178,7 @@ class HAProxyFrontDoor:
 
     # Keeping HAProxy in step with the route table (called from the reconciler's thread)
 
-    def sync(self, routes: RouteTable, token_hashes: Iterable[str]) -> None:
+    def sync(self, routes: RouteTable, grants: Iterable[Grant]) -> None:
         """Apply the route table and the active tokens through the runtime API (maps and server slots).
 
         Nothing here reloads HAProxy — a reload closes idle client connections, which a client may be
@@ -188,10 +189,8 @@ class HAProxyFrontDoor:
         assigned = {b.deployment: name for name, b in self._backends.items() if b.deployment is not None}
         for deployment, backend in list(assigned.items()):
             if deployment not in wanted:  # deleted: stop routing to it, drain its servers, free the backend later
-                self._unroute(deployment)
-                if deployment in self._public:
-                    self._command(f"del map {self.public_map} {deployment}")
-                    self._public.discard(deployment)
+                self.routed.drop(deployment)
+                self.public.drop(deployment)
                 self._sync_servers(backend, [])
                 self._backends[backend].deployment = None
                 self._backends[backend].free_at = now + self.grace + 1
@@ -201,27 +200,19 @@ class HAProxyFrontDoor:
             urls = [u.url for u in route.upstreams]
             if backend is None or not self._sync_servers(backend, urls):
                 self._grow(wanted)
-                return self.sync(routes, token_hashes)
-            if route.public and name not in self._public:
-                self._command(f"add map {self.public_map} {name} 1")
-                self._public.add(name)
-            elif not route.public and name in self._public:
-                self._command(f"del map {self.public_map} {name}")
-                self._public.discard(name)
-            if urls and self._routed.get(name) != backend:
-                self._unroute(name)
-                self._command(f"add map {self.deployments_map} {name} {backend}")
-                self._routed[name] = backend
+                return self.sync(routes, grants)
+            if route.public:
+                self.public.put(name)
+            else:
+                self.public.drop(name)
+            if urls and self.routed.get(name) != backend:
+                self.routed.drop(name)
+                self.routed.put(name, backend)
             elif not urls:  # no ready replica: the control plane answers (503, or a cold start)
-                self._unroute(name)
-        self._write_maps()
-        self.sync_tokens(token_hashes)
-
-    def _unroute(self, name: str) -> None:
-        """Requests for `name` go to the control plane from now on."""
-        if name in self._routed:
-            self._command(f"del map {self.deployments_map} {name}")
-            del self._routed[name]
+                self.routed.drop(name)
+        self.routed.write()
+        self.public.write()
+        self.sync_tokens(grants)
 
     def _assign(self, name: str, now: float) -> str | None:
         """A free backend for a new deployment (None: all in use; HAProxy needs more)."""
@@ -237,22 +228,17 @@ class HAProxyFrontDoor:
         slots = max(len(b.slots) for b in self._backends.values()) * 2 if self._backends else MIN_SLOTS
         log.info("haproxy: growing to %d backends of %d server slots (a reload)", backends, slots)
         self._render(backends, slots)
-        self._routed, self._public = {}, set()
-        self._write_maps()
+        self.routed.reset()
+        self.public.reset()
         self._reload()
 
-    def sync_tokens(self, token_hashes: Iterable[str]) -> None:
-        """Make HAProxy accept exactly these tokens (by hash); safe to call from any thread."""
+    def sync_tokens(self, grants: Iterable[Grant]) -> None:
+        """Make HAProxy accept exactly these tokens (by hash), each for its deployments and at its rate; safe
+        to call from any thread."""
         with self._tokens_lock:
-            tokens = set(token_hashes)
-            if tokens == self._tokens:
-                return
-            for digest in self._tokens - tokens:
-                self._command(f"del map {self.tokens_map} {digest}")
-            for digest in tokens - self._tokens:
-                self._command(f"add map {self.tokens_map} {digest} 1")
-            self._tokens = tokens
-            self._write_tokens()
+            tokens, rates = token_maps(grants)
+            self.tokens.replace(tokens)
+            self.rates.replace(rates)
 
     def _sync_servers(self, backend: str, urls: list[str]) -> bool:
         """Point free slots at new replicas and put retired ones in maintenance; False if out of slots."""
@@ -331,30 +317,14 @@ class HAProxyFrontDoor:
             self.timeout,
             self.max_body_size,
             self.tls_pem if self.tls is not None else None,
-            self.deployments_map,
-            self.public_map,
-            self.tokens_map,
+            self.routed.path,
+            self.public.path,
+            self.tokens.path,
+            self.rates.path,
         )
         tmp = self.config.with_suffix(".tmp")
         tmp.write_text(config_text(settings, backends))
         tmp.replace(self.config)
-
-    def _write_maps(self) -> None:
-        """The maps as files too, so a reload (or a restart of HAProxy) starts from the same state."""
-        for path, lines in (
-            (self.deployments_map, [f"{k} {v}" for k, v in sorted(self._routed.items())]),
-            (self.public_map, [f"{k} 1" for k in sorted(self._public)]),
-        ):
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(line + "\n" for line in lines))
-            tmp.replace(path)
-
-    def _write_tokens(self) -> None:
-        tmp = self.tokens_map.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write("".join(f"{digest} 1\n" for digest in sorted(self._tokens)))
-        tmp.replace(self.tokens_map)
 
     def _reload(self) -> None:
         """Re-read the config: the master starts a new worker; the old one finishes its requests."""

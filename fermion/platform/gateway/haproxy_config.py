@@ -9,6 +9,7 @@ server`: measured). `haproxy.HAProxyFrontDoor` writes it and keeps it in step.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,28 @@ class Settings:
     deployments_map: Path
     public_map: Path
     tokens_map: Path
+    rates_map: Path
+
+
+#: A token as HAProxy checks it: (SHA-256 hex of the token, the deployments it is narrowed to (none: all), its
+#: rate as `fermion.platform.rates` writes it, e.g. '10/s').
+Grant = tuple[str, tuple[str, ...], str | None]
+#: A rate's period in seconds, by unit, and the stick table counting it.
+RATE_PERIODS = {"s": 1, "min": 60, "h": 3600}
+
+
+def token_maps(grants: Iterable[Grant]) -> tuple[dict[str, str], dict[str, str]]:
+    """The tokens map (hash → 1, or hash:deployment → 1 for each deployment of a narrowed token) and the
+    rates map (hash → limit:unit:period seconds)."""
+    tokens: dict[str, str] = {}
+    rates: dict[str, str] = {}
+    for digest, reach, rate in grants:
+        for key in [f"{digest}:{name}" for name in reach] or [digest]:
+            tokens[key] = "1"
+        if rate is not None:
+            limit, unit = rate.split("/")
+            rates[digest] = f"{limit}:{unit}:{RATE_PERIODS[unit]}"
+    return tokens, rates
 
 
 def backend_section(name: str, slots: dict[str, str | None]) -> str:
@@ -113,7 +136,25 @@ frontend fermion
     http-request set-var(txn.backend) var(txn.dep),map({s.deployments_map}) if {{ var(txn.dep) -m found }}
     acl routed var(txn.backend) -m found
     acl public var(txn.dep),map({s.public_map}) -m found
-    acl token_ok req.hdr(authorization),word(2,' '),sha2(256),hex,lower,map({s.tokens_map}) -m found
+    # A token is known by its SHA-256; one narrowed to deployments is in the map as hash:deployment.
+    http-request set-var(txn.tok) req.hdr(authorization),word(2,' '),sha2(256),hex,lower if {{ var(txn.dep) -m found }} {{ req.hdr(authorization) -m found }}
+    acl token_ok var(txn.tok),map({s.tokens_map}) -m found
+    acl token_ok var(txn.tok),concat(:,txn.dep,),map({s.tokens_map}) -m found
+    # A token's rate (limit:unit:seconds): its calls counted in the stick table of that period, as the
+    # built-in gateway counts them (fermion.platform.rates), and refused beyond with 429 and Retry-After.
+    http-request set-var(txn.rate) var(txn.tok),map({s.rates_map}) if {{ var(txn.tok) -m found }}
+    http-request set-var(txn.rlim) var(txn.rate),field(1,:) if {{ var(txn.rate) -m found }}
+    http-request set-var(txn.rper) var(txn.rate),field(3,:) if {{ var(txn.rate) -m found }}
+    http-request track-sc0 var(txn.tok) table rate_s if {{ var(txn.rate),field(2,:) -m str s }}
+    http-request track-sc0 var(txn.tok) table rate_min if {{ var(txn.rate),field(2,:) -m str min }}
+    http-request track-sc0 var(txn.tok) table rate_h if {{ var(txn.rate),field(2,:) -m str h }}
+    http-request set-var(txn.rnow) sc0_http_req_rate if {{ var(txn.rate) -m found }}
+    http-request set-var(txn.rover) var(txn.rnow),sub(txn.rlim) if {{ var(txn.rate) -m found }}
+    acl over_rate var(txn.rover) -m int gt 0
+    http-request set-var(txn.rwait) var(txn.rover),add(1),mul(txn.rper),add(txn.rnow),sub(1),div(txn.rnow) if over_rate
+    http-request return status 429 content-type application/json hdr retry-after %[var(txn.rwait)] hdr x-ratelimit-limit %[var(txn.rlim)] hdr x-ratelimit-remaining 0 hdr x-ratelimit-reset %[var(txn.rwait)] lf-string '{{"error": "too_many_requests", "status": 429, "message": "this token is over its rate of %[var(txn.rate),field(1,:)]/%[var(txn.rate),field(2,:)]; retry in %[var(txn.rwait)] s"}}' if over_rate
+    http-response set-header x-ratelimit-limit %[var(txn.rlim)] if {{ var(txn.rlim) -m found }}
+    http-response set-header x-ratelimit-remaining %[var(txn.rlim),sub(txn.rnow)] if {{ var(txn.rlim) -m found }}
     # Cancelling a request must reach the replica that serves it, which only the control plane's
     # gateway knows (HAProxy would pick any replica).
     acl cancel method DELETE
@@ -130,6 +171,14 @@ frontend fermion
 backend control
     http-request set-log-level silent  # the control plane counts what it answers itself
     server control 127.0.0.1:{s.control_port}
+
+# Calls per token in the last second, minute and hour (entries expire once their window has passed).
+backend rate_s
+    stick-table type string len 64 size 100k expire 2s store http_req_rate(1s)
+backend rate_min
+    stick-table type string len 64 size 100k expire 2m store http_req_rate(1m)
+backend rate_h
+    stick-table type string len 64 size 100k expire 2h store http_req_rate(1h)
 
 {(chr(10) * 2).join(backends)}
 """

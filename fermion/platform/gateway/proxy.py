@@ -2,9 +2,10 @@
 
 Routing picks the replica with the fewest outstanding requests; a request is retried on another
 replica only when the first could not be reached before anything was sent (connection refused),
-so no request ever runs twice. Streams pass through as they come. Private deployments need a
-token that the `authorize` callback accepts; the token is not forwarded to replicas. Without a
-valid token a private deployment answers as an unknown name does (404), so strangers learn no names.
+so no request ever runs twice. Streams pass through as they come. Each call is put to the `admit`
+callback (the platform's rules: private deployments need a token it accepts, tokens may be narrowed
+to deployments and limited to a rate); the token is not forwarded to replicas. Without a valid token
+a private deployment answers as an unknown name does (404), so strangers learn no names.
 
 Cancellation: every request carries an `X-Request-ID` (the caller's, if valid, else a random one)
 to the replica, and the gateway remembers which replica serves each id while it is in flight. A
@@ -24,13 +25,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
 import orjson
 
 from fermion.platform.errors import error_body
+from fermion.platform.gateway.admission import ADMITTED, Admit, admit_all
 from fermion.platform.gateway.edge import (
     DEFAULT_MAX_BODY_SIZE,
     RUN_HEADERS,
@@ -57,13 +58,6 @@ CLIENT_CLOSED = 499
 #: How long a replica gets to answer a `DELETE /requests/<id>` sent by the gateway.
 _CANCEL_TIMEOUT_S = 5.0
 
-#: authorize(deployment, bearer token or None) → None if allowed, else (status, message).
-Authorize = Callable[[str, str | None], Awaitable[tuple[int, str] | None]]
-
-
-async def _allow_all(name: str, token: str | None) -> tuple[int, str] | None:
-    return None
-
 
 class Gateway:
     """ASGI app proxying `/run/<deployment>/...` to replicas over pooled keep-alive connections.
@@ -75,13 +69,13 @@ class Gateway:
     def __init__(
         self,
         table: RouteTable,
-        authorize: Authorize | None = None,
+        admit: Admit | None = None,
         timeout: float = 300.0,
         cold_start_timeout: float = 120.0,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     ) -> None:
         self.table = table
-        self.authorize = authorize or _allow_all
+        self.admit = admit or admit_all
         self.timeout = timeout
         self.cold_start_timeout = cold_start_timeout
         self.max_body_size = max_body_size
@@ -128,12 +122,13 @@ class Gateway:
             await preflight(send, scope["headers"])
             return
         route = self.table.get(name)
-        denied = (
-            None
-            if route is None or route.public
-            else await self.authorize(name, bearer_token(header(scope["headers"], b"authorization")))
+        admission = (
+            ADMITTED
+            if route is None
+            else await self.admit(name, route.public, bearer_token(header(scope["headers"], b"authorization")))
         )
-        if route is None or (denied is not None and denied[0] == 401):
+        denied = admission.refused
+        if route is None or (denied is not None and denied[0] in (401, 404)):
             # Unknown, or private and called without a valid token: one answer for both, so a stranger learns no
             # names. Counted under deployment="": a label per unknown name would let anyone grow the metrics.
             await _error(send, 404, unknown_deployment(name), [(b"www-authenticate", b'Bearer realm="fermion"')])
@@ -142,21 +137,29 @@ class Gateway:
         self.metrics.begin(name)
         status = 500  # what uvicorn answers if the gateway itself fails
         try:
-            if denied is not None:  # a valid token without the scope to call it (403)
-                status = await _error(send, *denied)
+            if denied is not None:  # a valid token without the scope to call it (403), or over its rate (429)
+                status = await _error(send, *denied, list(admission.headers))
                 return
             if rest.startswith(REQUESTS) and scope["method"] == "DELETE":
                 status = await self._cancel(route, rest[len(REQUESTS) :], send)
                 return
             route.arrivals += 1
             target = "/" + raw_rest.decode("ascii") + ("?" + query.decode("ascii") if query else "")
-            status = await self._proxy(route, target, scope, receive, send)
+            status = await self._proxy(route, target, scope, receive, send, admission.headers)
         finally:
             self.metrics.end(name, status, time.perf_counter() - started)
 
-    async def _proxy(self, route: Route, target: str, scope: dict[str, Any], receive: Any, send: Any) -> int:
+    async def _proxy(
+        self,
+        route: Route,
+        target: str,
+        scope: dict[str, Any],
+        receive: Any,
+        send: Any,
+        extra: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> int:
         """Forward one request (`target`: path and query as the caller sent them, after the deployment's
-        prefix); returns the status the client got (499 if it left first)."""
+        prefix; `extra`: headers for the replica's answer); returns the status the client got (499 if it left first)."""
         body = await read_body(receive, scope["headers"], self.max_body_size)
         if isinstance(body, int):
             if body < 0:
@@ -193,7 +196,9 @@ class Gateway:
                     )
                 tried.add(upstream.url)
                 self.in_flight[key] = upstream.url
-                status = await self._exchange(route, upstream, scope["method"], target, headers, body, request_id, receive, send)
+                status = await self._exchange(
+                    route, upstream, scope["method"], target, headers, body, request_id, receive, send, extra
+                )
                 if status is not None:
                     return status
                 log.warning("replica %s of %s unreachable; trying another", upstream.url, route.name)
@@ -220,6 +225,7 @@ class Gateway:
         request_id: bytes,
         receive: Any,
         send: Any,
+        extra: tuple[tuple[bytes, bytes], ...] = (),
     ) -> int | None:
         """One try on one replica: the status the client got, or None if the replica could not be
         reached (nothing was sent: safe to try another). A client that leaves meanwhile cancels the
@@ -258,6 +264,7 @@ class Gateway:
             status = response.status
             out_headers = [(k, v) for k, v in response.headers if k.decode("latin-1") not in _DROP_RESPONSE]
             out_headers += RUN_HEADERS
+            out_headers += extra
             try:
                 await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
                 async for chunk in response.body:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from fermion.home import default_data_dir
 from fermion.platform import auth as t
 from fermion.platform.errors import Conflict, Invalid, NotFound
+from fermion.platform.rates import parse_rate
 from fermion.platform.store import migrations
 from fermion.platform.store import records as r
 from fermion.platform.store.secrets import SecretBox, is_sealed, load_box
@@ -396,11 +397,22 @@ class Store:
     # Tokens
 
     def create_token(
-        self, name: str, scopes: str | Iterable[str | t.Scope], expires_at: datetime | None = None
+        self,
+        name: str,
+        scopes: str | Iterable[str | t.Scope],
+        expires_at: datetime | None = None,
+        *,
+        deployments: Iterable[str] = (),
+        rate: str | None = None,
     ) -> tuple[r.TokenRecord, str]:
-        """Make a token; returns its record and the plaintext, which is shown once and never stored."""
+        """Make a token; returns its record and the plaintext, which is shown once and never stored.
+
+        `deployments` narrows it to those deployment names (they need not exist yet: a narrowed deploy
+        token may create them); `rate` limits its calls through the gateway ('10/s', see `rates`)."""
         r.check_name(name, "token")
         granted = t.parse_scopes(scopes)
+        reach = r.check_reach(deployments, granted)
+        rate = None if rate is None else str(parse_rate(rate))
         now = _now()
         if expires_at is not None and (expires_at.tzinfo is None or expires_at <= now):
             raise Invalid(f"expires_at must be a timezone-aware time in the future, got {expires_at!r}")
@@ -418,6 +430,8 @@ class Store:
                     scopes=t.format_scopes(granted),
                     created_at=now,
                     expires_at=expires_at,
+                    deployments=sorted(reach) or None,
+                    rate=rate,
                 )
                 session.add(row)
                 session.flush()
@@ -445,12 +459,18 @@ class Store:
             record = replace(record, last_used_at=now)
         return record
 
-    def active_token_hashes(self) -> list[str]:
-        """The hashes of every token that works now (for a proxy that checks tokens itself)."""
+    def active_token_grants(self) -> list[tuple[str, tuple[str, ...], str | None]]:
+        """(hash, deployments it is narrowed to, rate) of every token that works now, for a proxy that checks
+        tokens itself (HAProxy)."""
         now = _now()
+        columns = (TokenRow.hash, TokenRow.expires_at, TokenRow.deployments, TokenRow.rate)
         with self._transaction(write=False) as session:
-            rows = session.execute(sa.select(TokenRow.hash, TokenRow.expires_at).where(TokenRow.revoked_at.is_(None)))
-            return [digest for digest, expires in rows if expires is None or expires > now]
+            rows = session.execute(sa.select(*columns).where(TokenRow.revoked_at.is_(None)))
+            return [
+                (digest, tuple(sorted(reach or ())), rate)
+                for digest, expires, reach, rate in rows
+                if expires is None or expires > now
+            ]
 
     def list_tokens(self) -> list[r.TokenRecord]:
         """Every token's metadata (never the token), oldest first."""
@@ -530,7 +550,7 @@ def _event(row: EventRow) -> r.EventRecord:
 
 
 def _token(row: TokenRow) -> r.TokenRecord:
-    return _record(r.TokenRecord, row, scopes=t.parse_scopes(row.scopes))
+    return _record(r.TokenRecord, row, scopes=t.parse_scopes(row.scopes), deployments=frozenset(row.deployments or ()))
 
 
 def _audit(row: AuditRow) -> r.AuditRecord:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import Enum
@@ -143,10 +143,23 @@ class TokenRecord(Record):
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
+    #: The deployments it may reach; empty: every deployment (not narrowed).
+    deployments: frozenset[str] = frozenset()
+    #: Calls through the gateway it may make, e.g. '10/s'; None: no limit.
+    rate: str | None = None
 
     def is_active(self, now: datetime) -> bool:
         """Not revoked and not expired at `now` (timezone-aware)."""
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    @property
+    def narrowed(self) -> bool:
+        """Whether it reaches only some deployments."""
+        return bool(self.deployments)
+
+    def reaches(self, deployment: str) -> bool:
+        """Whether it may reach `deployment` (always, when not narrowed)."""
+        return not self.deployments or deployment in self.deployments
 
 
 @dataclass(frozen=True, repr=False)
@@ -162,6 +175,23 @@ class AuditRecord(Record):
 
 
 # Rules. Each raises Invalid naming the rule and the value, so people can fix it in one go.
+
+
+#: Deployments one token may be narrowed to: a list to read, not a way around scopes.
+MAX_REACH = 100
+
+
+def check_reach(deployments: Iterable[str], scopes: frozenset[Scope]) -> frozenset[str]:
+    """The deployment names a token is narrowed to, checked: valid names, at most MAX_REACH, and never
+    on an admin token (tokens and the audit log belong to no deployment)."""
+    names = [deployments] if isinstance(deployments, str) else list(deployments)
+    if not names:
+        return frozenset()
+    if Scope.ADMIN in scopes:
+        raise Invalid("an admin token cannot be narrowed to deployments; narrow a deploy or invoke token instead")
+    if len(names) > MAX_REACH:
+        raise Invalid(f"a token can be narrowed to at most {MAX_REACH} deployments, got {len(names)}")
+    return frozenset(check_name(name) for name in names)
 
 
 def check_name(name: object, kind: str = "deployment") -> str:

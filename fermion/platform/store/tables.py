@@ -137,6 +137,9 @@ class TokenRow(Base):
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+    # The deployment names it may reach (a JSON list; None: every one) and its rate ('10/s'; None: no limit).
+    deployments: Mapped[list[str] | None] = mapped_column(sa.JSON)
+    rate: Mapped[str | None] = mapped_column(sa.String(32))
 
 
 class AuditRow(Base):
