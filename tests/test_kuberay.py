@@ -89,6 +89,7 @@ def test_the_echo_example_exports_to_a_valid_rayservice(validator):
     workers = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
     assert (workers["minReplicas"], workers["maxReplicas"]) == (1, 1)
     assert any("must exist at that path in the image" in note for note in notes)
+    assert manifest["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token"}  # Ray's token auth on the cluster
 
 
 def test_autoscaling_resources_and_a_working_dir_map_to_serve_and_the_pods(validator):

@@ -193,6 +193,9 @@ def rayservice(request: ExportRequest) -> tuple[dict[str, Any], list[str]]:
     ]
     cluster: dict[str, Any] = {
         "rayVersion": ray_version(),
+        # Ray's token auth (KubeRay >= 1.5.1 makes the token's Secret and gives it to every Ray container):
+        # without it anyone who reaches the head's dashboard port can submit a job, i.e. run code in the cluster.
+        "authOptions": {"mode": "token"},
         "headGroupSpec": {
             # The head schedules no replicas (num-cpus 0): it keeps the cluster's state and Serve's controller.
             "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
