@@ -4,7 +4,8 @@
 a kill -9, the next `fermion up` adopts it from `head.json` with the replicas it still runs. The
 tests start one too. Every port is chosen free, so it never meets another Ray cluster of the user,
 and stopping it signals exactly the processes of its own session — never `ray stop`, which stops
-every Ray cluster of the user.
+every Ray cluster of the user. It runs with Ray's token auth on, its token in `auth_token` in its
+folder (`ray_auth`): its dashboard refuses any call, a job submission included, without it.
 """
 
 from __future__ import annotations
