@@ -89,6 +89,7 @@ def test_the_echo_example_exports_to_a_valid_rayservice(validator):
     workers = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
     assert (workers["minReplicas"], workers["maxReplicas"]) == (1, 1)
     assert any("must exist at that path in the image" in note for note in notes)
+    assert manifest["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token"}  # Ray's token auth on the cluster
 
 
 def test_autoscaling_resources_and_a_working_dir_map_to_serve_and_the_pods(validator):
@@ -123,7 +124,24 @@ def test_autoscaling_resources_and_a_working_dir_map_to_serve_and_the_pods(valid
     assert (
         manifest["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/me/clip:1"
     )
-    assert any("HF_TOKEN" in note for note in notes)
+    # The env's values are nowhere in the manifest: the worker pods read each from the deployment's Secret.
+    assert workers["template"]["spec"]["containers"][0]["env"] == [
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "fermion-clip", "key": "HF_TOKEN"}}}
+    ]
+    assert "env_vars" not in app["runtime_env"]
+    assert any("kubectl create secret generic fermion-clip --from-literal=HF_TOKEN=... -n ml" in note for note in notes)
+
+
+def test_the_secret_is_a_separate_manifest_with_the_values_given():
+    from fermion.platform.backends.kuberay import secret_manifest
+
+    request = ExportRequest("clip", ECHO, {}, env_names=("HF_TOKEN",), namespace="ml")
+    secret = yaml.safe_load(to_yaml(secret_manifest(request, {"HF_TOKEN": "hf_s3cr3t"})))
+    assert secret["apiVersion"] == "v1" and secret["kind"] == "Secret" and secret["type"] == "Opaque"
+    assert secret["metadata"]["name"] == "fermion-clip" and secret["metadata"]["namespace"] == "ml"
+    assert secret["stringData"] == {"HF_TOKEN": "hf_s3cr3t"}
+    manifest, _ = rayservice(request)
+    assert "hf_s3cr3t" not in to_yaml(manifest)
 
 
 def test_a_misspelt_field_fails_the_strict_schema(validator):

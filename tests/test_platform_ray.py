@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -52,15 +53,24 @@ def _state(pid: int) -> str:
 @pytest.fixture(scope="module")
 def up(head: RayHead, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
     data_dir = tmp_path_factory.mktemp("platform")
-    running = start_platform(data_dir, "--backend", "ray", "--ray-address", head.dashboard_url, timeout=120)
+    running = start_platform(data_dir, "--backend", "ray", "--ray-address", head.dashboard_url, env=token_env(head), timeout=120)
     try:
         yield running
     finally:
         stop_process(running.proc, timeout=60)
 
 
+def token_env(head: RayHead) -> dict[str, str]:
+    """How a `fermion up --ray-address` finds the head's token: where `ray job submit` would."""
+    return {"RAY_AUTH_TOKEN_PATH": str(head.folder / "auth_token")}
+
+
+def dashboard(head: RayHead, path: str) -> httpx.Response:
+    return httpx.get(head.dashboard_url + path, headers={"Authorization": f"Bearer {head.token}"}, timeout=30)
+
+
 def serve_apps(head: RayHead) -> dict:
-    return httpx.get(head.dashboard_url + "/api/serve/applications/", timeout=30).json().get("applications") or {}
+    return dashboard(head, "/api/serve/applications/").json().get("applications") or {}
 
 
 def serve_replicas(head: RayHead, app: str) -> list[dict]:
@@ -68,8 +78,10 @@ def serve_replicas(head: RayHead, app: str) -> list[dict]:
     return [r for r in found.get("deployments", {}).get("replica", {}).get("replicas", []) if r["state"] == "RUNNING"]
 
 
-def fermion(up: RunningPlatform, *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("FERMION_URL", "FERMION_TOKEN")}
+def fermion(
+    up: RunningPlatform, *args: str, timeout: float = 400, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if k not in ("FERMION_URL", "FERMION_TOKEN")}, **(env or {})}
     env.update(FERMION_HOME=str(up.data_dir), COLUMNS="500", PYTHONUNBUFFERED="1")
     return subprocess.run([*FERMION, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
 
@@ -113,6 +125,96 @@ def test_echo_runs_as_a_serve_application_and_answers_through_the_gateway(up, he
         assert any(
             Path(f"/proc/{pid}/comm").read_text().strip() == "haproxy" for pid in head.pids() if Path(f"/proc/{pid}").exists()
         )
+
+
+def test_the_head_refuses_dashboard_and_job_calls_without_its_token(head):
+    assert stat.S_IMODE((head.folder / "auth_token").stat().st_mode) == 0o600
+    calls = [("GET", "/api/version"), ("GET", "/api/serve/applications/"), ("GET", "/api/jobs/"), ("POST", "/api/jobs/")]
+    for method, path in calls:
+        body = {"json": {"entrypoint": "id"}} if method == "POST" else {}  # a job runs code as the platform's user
+        assert httpx.request(method, head.dashboard_url + path, timeout=30, **body).status_code == 401, path
+        wrong = {"Authorization": "Bearer " + "0" * 64}
+        assert httpx.request(method, head.dashboard_url + path, headers=wrong, timeout=30, **body).status_code == 403, path
+    assert dashboard(head, "/api/jobs/").status_code == 200
+
+
+def test_a_platform_without_the_clusters_token_is_refused_at_start(head, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_TOKEN")}
+    env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
+    done = subprocess.run(
+        [
+            *FERMION,
+            "up",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--port",
+            "0",
+            "--backend",
+            "ray",
+            "--ray-address",
+            head.dashboard_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
+    assert done.returncode == 2
+    assert "asks for Ray's auth token (HTTP 401)" in done.stderr and "RAY_AUTH_TOKEN_PATH" in done.stderr
+
+
+def _listening_hosts(port: int) -> set[str]:
+    """The addresses a TCP port listens on here, from /proc/net/tcp and tcp6 ("0100007F" is 127.0.0.1)."""
+    hosts = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            host, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                hosts.add(host)
+    return hosts
+
+
+def test_serves_proxy_listens_on_this_machine_only(up, head, echo):
+    http_options = dashboard(head, "/api/serve/applications/").json()["http_options"]
+    assert http_options["host"] == "127.0.0.1"
+    assert _listening_hosts(http_options["port"]) == {"0100007F"}
+
+
+def test_env_secrets_reach_the_replica_but_never_the_dashboard(up, head, tmp_path):
+    source = tmp_path / "secretive.py"
+    source.write_text(
+        "import os\n\nfrom fermion import Service, endpoint\n\n\n"
+        "class Secretive(Service):\n"
+        "    @endpoint\n"
+        "    def read(self, name: str) -> str:\n"
+        "        return os.environ.get(name, '')\n"
+    )
+    result = fermion(up, "deploy", "secretive", str(source), "--cpus", "0.25", "--env", "SECRET=s3cr3t", "--public")
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{up.log()}"
+    answer = httpx.post(f"{up.url}/run/secretive/read", json={"name": "SECRET"}, timeout=30)
+    assert answer.status_code == 200 and "s3cr3t" in answer.text, answer.text
+    paths = ["/api/serve/applications/", "/api/jobs/", "/nodes?view=summary"]
+    paths += [f"/api/v0/{kind}?detail=1&limit=10000" for kind in ("actors", "tasks", "workers", "placement_groups")]
+    for path in paths:
+        seen = dashboard(head, path)
+        assert seen.status_code == 200, (path, seen.text[:300])
+        assert "s3cr3t" not in seen.text, path
+    sealed = serve_apps(head)["fermion-secretive-1"]["deployed_app_config"]["args"]["sealed_env"]
+    key_file = Path(sealed["key_file"])
+    assert key_file.is_relative_to(up.data_dir) and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    # Exported for KubeRay, the env is a reference to a Secret, written apart only on request, from the user's shell.
+    exported, secret = tmp_path / "secretive.yaml", tmp_path / "secret.yaml"
+    export = ["export", "kuberay", "secretive", "-o", str(exported), "--no-pip", "--with-secret", str(secret)]
+    refused = fermion(up, *export)
+    assert refused.returncode == 2 and "set SECRET, e.g. SECRET=... fermion export kuberay secretive" in refused.stderr
+    done = fermion(up, *export, env={"SECRET": "s3cr3t"})
+    assert done.returncode == 0, done.stderr
+    assert "s3cr3t" not in exported.read_text() and "secretKeyRef" in exported.read_text()
+    assert "s3cr3t" in secret.read_text() and stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert fermion(up, "rm", "secretive", "--yes").returncode == 0
+    wait_for(lambda: not key_file.exists(), 120, "the application's key to be deleted with it")
 
 
 def test_scale_to_two_then_a_killed_replica_is_replaced_while_calls_keep_succeeding(up, head, echo):
@@ -242,7 +344,7 @@ def test_a_control_plane_killed_and_started_again_adopts_the_running_application
     assert len(before) == 2
     up.proc.kill()
     up.proc.wait()
-    again = start_platform(up.data_dir, "--backend", "ray", "--ray-address", head.dashboard_url, timeout=120)
+    again = start_platform(up.data_dir, "--backend", "ray", "--ray-address", head.dashboard_url, env=token_env(head), timeout=120)
     up.url, up.proc, up.log_path = again.url, again.proc, again.log_path  # the module's platform is this one now
     wait_for(lambda: deployment(up, "echo")["replicas"]["ready"] == 2, 60, "the adopted replicas")
     assert httpx.post(f"{up.url}/run/echo/predict", json={"text": "again"}, timeout=30).json() == {"output": "echo: again"}

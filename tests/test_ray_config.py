@@ -6,6 +6,7 @@ These run without a Ray cluster; tests/test_platform_ray.py runs the backend on 
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 from support import serve_asgi
@@ -50,15 +51,17 @@ def test_an_application_config_carries_the_source_scaling_resources_and_env(monk
     monkeypatch.setenv("FERMION_HOME", "/data/fermion")
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME"):  # passed on when set: not here
         monkeypatch.delenv(name, raising=False)
-    from fermion.platform.backends.ray_config import replica_env
+    from fermion.platform.backends.ray_config import passed_env
 
+    sealed = {"key_file": "/data/fermion/ray/keys/fermion-echo-3.key", "token": "gAAAA..."}
     app = application(
         "fermion-echo-3",
         "py:/srv/echo.py:Echo",
         {"task": "fill-mask", "resources": {"cpus": 0.5}},
         route_prefix="/fermion-echo-3",
-        env=replica_env({"TOKEN": "s3cret"}),
+        env=passed_env(),
         num_replicas=2,
+        sealed_env=sealed,
         grace=10,
     )
     assert app["import_path"] == IMPORT_PATH
@@ -66,8 +69,9 @@ def test_an_application_config_carries_the_source_scaling_resources_and_env(monk
         "source": "py:/srv/echo.py:Echo",
         "options": {"task": "fill-mask"},  # the platform's own options never reach the source
         "config": {"compute_threads": 1, "graceful_timeout": 10},
+        "sealed_env": sealed,  # the deployment's own env: only sealed, never in runtime_env
     }
-    assert app["runtime_env"] == {"env_vars": {"FERMION_HOME": "/data/fermion", "TOKEN": "s3cret"}}
+    assert app["runtime_env"] == {"env_vars": {"FERMION_HOME": "/data/fermion"}}
     assert app["deployments"] == [
         {"name": "replica", "ray_actor_options": {"num_cpus": 0.5}, "num_replicas": 2, "graceful_shutdown_timeout_s": 10}
     ]
@@ -157,3 +161,68 @@ def test_a_replica_must_fit_on_one_node_with_everything_it_asks_for(monkeypatch)
     with pytest.raises(Invalid, match="needs 4 CPUs, 1 GPU: no node has all of them at once"):
         backend.check_resources({"resources": {"cpus": 4, "gpus": 1}})
     backend.close()
+
+
+def test_a_deployments_env_is_sealed_with_a_key_file_of_its_own(tmp_path, monkeypatch):
+    import json
+    import stat
+
+    from fermion.platform.backends.ray_env_keys import EnvKeys
+    from fermion.replica.sealed_env import SealedEnvError, exposed, open_sealed
+
+    keys = EnvKeys(tmp_path / "keys")
+    sealed = keys.seal("fermion-echo-1", {"SECRET": "s3cr3t"})
+    assert "s3cr3t" not in json.dumps(sealed)
+    key_file = tmp_path / "keys" / "fermion-echo-1.key"
+    assert sealed["key_file"] == str(key_file) and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert open_sealed(sealed) == {"SECRET": "s3cr3t"}
+    monkeypatch.delenv("SECRET", raising=False)
+    with exposed(sealed):
+        assert os.environ["SECRET"] == "s3cr3t"
+    assert "SECRET" not in os.environ  # a builder's worker may build another application next
+    keys.forget("fermion-echo-1")
+    with pytest.raises(SealedEnvError, match="give `fermion up --ray-secrets-dir` a folder every node mounts"):
+        open_sealed(sealed)
+    keys.seal("fermion-echo-1", {"OTHER": "x"})  # a new key in the same file: the old seal opens no more
+    with pytest.raises(SealedEnvError, match="does not open this deployment's env"):
+        open_sealed(sealed)
+
+
+def test_the_backend_seals_once_so_every_put_sends_the_same_config(tmp_path):
+    import json
+
+    from fermion.platform.backends.base import ReplicaHandle, ReplicaSpec
+    from fermion.platform.backends.ray import RayBackend, _App
+
+    backend = RayBackend("127.0.0.1:1", tmp_path)  # never contacted: only the config is made
+    spec = ReplicaSpec("echo-1", "echo", 1, "py:/srv/echo.py:Echo", {}, {"SECRET": "s3cr3t"})
+    app = _App("fermion-echo-1", spec, slots=[ReplicaHandle("echo-1", "ray", "echo", 1, {})])
+    first, again = backend._config(app), backend._config(app)
+    assert first == again  # a new Fernet token on each PUT would make Serve redeploy the application
+    assert "s3cr3t" not in json.dumps(first) and "SECRET" not in json.dumps(first.get("runtime_env", {}))
+    app.spec = ReplicaSpec("echo-1", "echo", 1, "py:/srv/echo.py:Echo", {}, {"SECRET": "changed"})
+    assert backend._config(app)["args"]["sealed_env"] != first["args"]["sealed_env"]
+    backend.close()
+
+
+def test_a_clusters_token_is_found_where_rays_cli_finds_it(tmp_path, monkeypatch):
+    from fermion.platform.backends.ray_auth import head_token, token_from_environment
+
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert token_from_environment() is None  # a cluster without token auth needs none
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("from-home\n")
+    assert token_from_environment() == "from-home"
+    (tmp_path / "token").write_text("from-file")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "token"))
+    assert token_from_environment() == "from-file"
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-variable")
+    assert token_from_environment() == "from-variable"
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="cannot read RAY_AUTH_TOKEN_PATH="):
+        token_from_environment()
+    token = head_token(tmp_path / "head")
+    assert len(token) == 64 and head_token(tmp_path / "head") == token  # made once, then kept

@@ -50,7 +50,10 @@ def _pinned(cpus: str) -> Iterator[None]:
 
 def _serve_config(head: RayHead, name: str) -> dict[str, Any]:
     """The concurrency limit and actor options Serve actually applied to the deployment's replica."""
-    apps = httpx.get(head.dashboard_url + "/api/serve/applications/", timeout=30).json().get("applications") or {}
+    answer = httpx.get(
+        head.dashboard_url + "/api/serve/applications/", headers={"Authorization": f"Bearer {head.token}"}, timeout=30
+    )
+    apps = answer.json().get("applications") or {}
     app = next((a for key, a in apps.items() if key.startswith(f"fermion-{name}-")), {})
     config = app.get("deployments", {}).get("replica", {}).get("deployment_config", {})
     return {key: config.get(key) for key in ("max_ongoing_requests", "max_queued_requests", "ray_actor_options")}
@@ -84,16 +87,18 @@ def _platform(bench: str, backend: str, log_dir: Path, say: Say) -> Iterator[dic
     head, up = None, None
     try:
         extra: tuple[str, ...] = ("--gateway", "python")  # the same gateway on both: only the backend differs
+        env: dict[str, str] = {}
         if backend.startswith("ray"):
             head = RayHead(log_dir / f"ray-head-{backend}-{bench}", num_cpus=HEAD_CPUS, haproxy_ingress=backend == "ray-haproxy")
             say(f"  {bench}: a Ray head ({HEAD_CPUS} logical CPUs) pinned to CPU(s) {cpus}")
             with _pinned(cpus):
                 head.start(timeout=240)
             extra = ("--backend", "ray", "--ray-address", head.dashboard_url, "--ray-serve-port", str(free_port()))
+            env["RAY_AUTH_TOKEN_PATH"] = str(head.folder / "auth_token")  # the head keeps Ray's token auth on
         say(
             f"  {bench}: fermion up --backend {backend.split('-')[0]} on CPU(s) {cpus}, deploying {Path(source).name} (cpus {CPUS[bench]})"
         )
-        up, base, data_dir = start_up(f"{backend}-{bench}", cpus, log_dir, extra)
+        up, base, data_dir = start_up(f"{backend}-{bench}", cpus, log_dir, extra, env)
         deploy(up, base, data_dir, bench, {"resources": {"cpus": CPUS[bench]}})
         info: dict[str, Any] = {"url": f"{base}/run/{name}{path}", "gateway": gateway_kind(up)}
         info["affinity"] = _affinity([up.pid, *descendants(up.pid), *(head.pids() if head is not None else [])])

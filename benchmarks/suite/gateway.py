@@ -40,7 +40,9 @@ def one_gateway(kinds: Iterable[str]) -> str:
     return found[0] if len(found) == 1 else (", ".join(found) if found else "not measured")
 
 
-def start_up(label: str, cpus: str, log_dir: Path, extra: tuple[str, ...] = ()) -> tuple[Process, str, Path]:
+def start_up(
+    label: str, cpus: str, log_dir: Path, extra: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> tuple[Process, str, Path]:
     """`fermion up [extra]` pinned to `cpus`, on a free port with a fresh data dir: the process, its URL and data dir."""
     data_dir = Path(tempfile.mkdtemp(prefix="fermion-bench-up-"))
     port = free_port()
@@ -62,7 +64,7 @@ def start_up(label: str, cpus: str, log_dir: Path, extra: tuple[str, ...] = ()) 
         cpus=cpus,
         log_path=log_dir / f"fermion-up-{label}.log",
         cwd=ROOT,
-        env={"HF_HUB_OFFLINE": "1"},
+        env={"HF_HUB_OFFLINE": "1", **(env or {})},
     )
     return up, f"http://127.0.0.1:{port}", data_dir
 

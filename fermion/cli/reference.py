@@ -122,6 +122,11 @@ OTHER_ENVIRONMENT = (
         "`fermion serve`",
         "kept when you set them; otherwise set to `--compute-threads` before your code is imported",
     ),
+    EnvVar(
+        "RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH",
+        "`fermion up --backend ray --ray-address`",
+        "the cluster's Ray auth token, or the file that holds it (else `~/.ray/auth_token`), as `ray job submit` reads it",
+    ),
 )
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fermion.cli.app import app, fail, out, renamed_options
+from fermion.cli.up_ray import RayAddressOption, RaySecretsDirOption, RayServeHostOption, RayServePortOption
 
 if TYPE_CHECKING:
     from fermion.platform.trainings import TrainingLimits
@@ -61,22 +62,10 @@ def up(
     backend: Annotated[
         str, typer.Option(help="local: replicas are processes on this machine; ray: Ray Serve replicas on a Ray cluster.")
     ] = "local",
-    ray_address: Annotated[
-        str | None,
-        typer.Option(
-            help="--backend ray: the cluster's dashboard, e.g. http://head:8265 (as `ray job submit` takes it). "
-            "[default: $FERMION_RAY_ADDRESS, else a Ray head started here and stopped with the platform]",
-            show_default=False,
-        ),
-    ] = None,
-    ray_serve_port: Annotated[
-        int | None,
-        typer.Option(
-            help="--backend ray: the port of Serve's HTTP proxy when Serve is not running yet. "
-            "[default: 8000 on a given cluster, a free port on a head started here]",
-            show_default=False,
-        ),
-    ] = None,
+    ray_address: RayAddressOption = None,
+    ray_serve_port: RayServePortOption = None,
+    ray_serve_host: RayServeHostOption = None,
+    ray_secrets_dir: RaySecretsDirOption = None,
     max_replicas_per_deployment: Annotated[
         int, typer.Option(min=1, max=1000, help="The most replicas one deployment may ask for (its max_replicas).")
     ] = 32,
@@ -243,7 +232,8 @@ def up(
     if backend == "ray":
         from fermion.cli.up_ray import ray_backend
 
-        replicas, head = ray_backend(folder, ray_address or os.environ.get("FERMION_RAY_ADDRESS"), ray_serve_port, grace)
+        address = ray_address or os.environ.get("FERMION_RAY_ADDRESS")
+        replicas, head = ray_backend(folder, address, ray_serve_port, grace, ray_serve_host, ray_secrets_dir)
         backend_line = f"ray at {replicas.dashboard}"
         if head is not None:
             backend_line += (

@@ -5,6 +5,10 @@ the same `ray_config.application`: the same builder import path, the replica's r
 `ray_actor_options`, and Fermion's scaling as Serve's (`num_replicas`, or `autoscaling_config`
 from min/max and the target of in-flight requests per replica). The Ray cluster around it has a
 head that runs no replicas and one worker group whose pods are sized to hold whole replicas.
+
+The deployment's env never appears in the manifest: the worker pods take each variable from a
+Kubernetes Secret, `fermion-<deployment>` (`valueFrom.secretKeyRef`), which the user creates
+(`secret_manifest` writes one when asked, from values the user supplies).
 """
 
 from __future__ import annotations
@@ -97,8 +101,36 @@ def _quantity_bytes(amount: int) -> str:
     return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
 
 
+def secret_name(deployment: str) -> str:
+    """The Kubernetes Secret that holds a deployment's env: `fermion-<deployment>`."""
+    return f"fermion-{deployment}"
+
+
+def secret_manifest(request: ExportRequest, values: dict[str, str]) -> dict[str, Any]:
+    """The Secret the exported pods read their env from, with `values` (never part of the RayService)."""
+    metadata: dict[str, Any] = {
+        "name": secret_name(request.name),
+        "labels": {"app.kubernetes.io/managed-by": "fermion", "fermion.dev/deployment": request.name},
+    }
+    if request.namespace:
+        metadata["namespace"] = request.namespace
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque", "stringData": dict(values)}
+
+
+def _secret_env(request: ExportRequest) -> list[dict[str, Any]]:
+    """Each env variable from the deployment's Secret: the pods, hence every replica in them, see it."""
+    name = secret_name(request.name)
+    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}} for key in request.env_names]
+
+
 def _container(
-    name: str, image: str, cpus: float, memory: int, gpus: int, ports: list[dict[str, Any]] | None = None
+    name: str,
+    image: str,
+    cpus: float,
+    memory: int,
+    gpus: int,
+    ports: list[dict[str, Any]] | None = None,
+    env: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     limits: dict[str, Any] = {"cpu": f"{cpus:g}", "memory": _quantity_bytes(memory)}
     if gpus:
@@ -106,6 +138,8 @@ def _container(
     container: dict[str, Any] = {"name": name, "image": image, "resources": {"limits": limits, "requests": dict(limits)}}
     if ports:
         container["ports"] = ports
+    if env:
+        container["env"] = env
     return container
 
 
@@ -123,9 +157,12 @@ def rayservice(request: ExportRequest) -> tuple[dict[str, Any], list[str]]:
     if request.working_dir:
         runtime_env["working_dir"] = request.working_dir
     if request.env_names:
+        literals = " ".join(f"--from-literal={key}=..." for key in request.env_names)
         notes.append(
-            f"environment variable(s) {', '.join(request.env_names)} are secrets the API never shows: "
-            "set them in the image or add them to runtime_env.env_vars"
+            f"the worker pods read {', '.join(request.env_names)} from the Kubernetes Secret {secret_name(request.name)}, "
+            f"which must exist first: kubectl create secret generic {secret_name(request.name)} {literals}"
+            + (f" -n {request.namespace}" if request.namespace else "")
+            + " (or --with-secret FILE writes it from your shell's variables)"
         )
     scaling = autoscaling_config(request.min_replicas, request.max_replicas, request.target_in_flight)
     app = application(
@@ -156,6 +193,9 @@ def rayservice(request: ExportRequest) -> tuple[dict[str, Any], list[str]]:
     ]
     cluster: dict[str, Any] = {
         "rayVersion": ray_version(),
+        # Ray's token auth (KubeRay >= 1.5.1 makes the token's Secret and gives it to every Ray container):
+        # without it anyone who reaches the head's dashboard port can submit a job, i.e. run code in the cluster.
+        "authOptions": {"mode": "token"},
         "headGroupSpec": {
             # The head schedules no replicas (num-cpus 0): it keeps the cluster's state and Serve's controller.
             "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
@@ -168,7 +208,11 @@ def rayservice(request: ExportRequest) -> tuple[dict[str, Any], list[str]]:
                 "minReplicas": low,
                 "maxReplicas": high,
                 "rayStartParams": {},
-                "template": {"spec": {"containers": [_container("ray-worker", image, pod_cpus, pod_memory, pod_gpus)]}},
+                "template": {
+                    "spec": {
+                        "containers": [_container("ray-worker", image, pod_cpus, pod_memory, pod_gpus, env=_secret_env(request))]
+                    }
+                },
             }
         ],
     }

@@ -8,8 +8,10 @@ ones it removes; the gateway routes to the application's route on Serve's HTTP p
 
 The cluster is driven through its dashboard's REST API (`PUT /api/serve/applications/`, a
 declarative list of every application), so the control plane needs no Ray import and no driver
-connection: it only needs the dashboard's address. Applications that Fermion did not make are
-kept as they are in every PUT.
+connection: it only needs the dashboard's address and, with Ray's token auth on, its token (sent
+on every call). Applications that Fermion did not make are kept as they are in every PUT.
+Deployments' env values never enter a config in clear: each application's env is sealed with a
+key of its own (`ray_env_keys`), which only the replica's node reads.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from fermion.platform.backends.base import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
-from fermion.platform.backends.ray_config import application, replica_env
+from fermion.platform.backends.ray_auth import auth_headers
+from fermion.platform.backends.ray_config import application, passed_env
+from fermion.platform.backends.ray_env_keys import EnvKeys
 from fermion.platform.errors import Invalid
 from fermion.platform.resources import Resources
+from fermion.replica.sealed_env import SEALED_ENV_ARG, SealedEnvError, open_sealed
 from fermion.serving.on_ray import DEPLOYMENT_NAME
 
 log = logging.getLogger("fermion.platform")
@@ -38,6 +43,8 @@ _STATUS_TTL_S = 0.3
 _FAILED = "DEPLOY_FAILED"
 #: How long the last Serve status stands in while the dashboard does not answer.
 _STALE_OK_S = 60.0
+#: Hosts that mean "every interface" to Serve's proxy.
+_ANY_HOST = ("0.0.0.0", "::", "")
 
 
 class RayUnavailable(RuntimeError):
@@ -64,7 +71,10 @@ class _App:
     spec: ReplicaSpec
     slots: list[ReplicaHandle] = field(default_factory=list)
     attempt: int = 0  # raised after each failed deploy: Serve deploys a changed config afresh
+    adopted: bool = False  # found running after a restart: its env stays as deployed until a start brings the record's
     runtime_env: dict[str, Any] | None = None  # as deployed, for an adopted application
+    sealed: dict[str, str] | None = None  # its env, sealed once: a new token each time would make Serve redeploy it
+    sealed_for: dict[str, str] | None = None  # the env `sealed` holds
 
 
 class RayBackend:
@@ -81,13 +91,21 @@ class RayBackend:
         prefix: str = "fermion",
         grace: float = 30.0,
         timeout: float = 30.0,
+        token: str | None = None,
+        serve_host: str | None = None,
+        secrets_dir: str | Path | None = None,
     ) -> None:
         self.dashboard = dashboard_url(address)
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.http_port = http_port
+        # Where Serve's proxy listens when this backend is the one to start Serve: this machine only unless told.
+        self.serve_host = serve_host or "127.0.0.1"
+        self._serve_host_given = serve_host is not None
+        keys = Path(secrets_dir) if secrets_dir is not None else (self.data_dir / "ray" / "keys" if self.data_dir else None)
+        self.env_keys = EnvKeys(keys) if keys is not None else None
         self.prefix = prefix
         self.grace = grace
-        self._client = httpx.Client(base_url=self.dashboard, timeout=timeout)
+        self._client = httpx.Client(base_url=self.dashboard, timeout=timeout, headers=auth_headers(token))
         self._lock = threading.RLock()  # one change of the desired applications (and its PUT) at a time
         self._apps: dict[str, _App] = {}
         self._status: dict[str, Any] = {}
@@ -109,12 +127,47 @@ class RayBackend:
                 "Start a cluster with `ray start --head` (its dashboard listens on port 8265), or pass "
                 "--ray-address http://HEAD:8265 — the dashboard's address, as `ray job submit` takes it"
             ) from None
+        if answer.status_code in (401, 403):
+            said = "refused the token it was given" if answer.status_code == 403 else "asks for Ray's auth token"
+            raise RayUnavailable(
+                f"the Ray dashboard at {self.dashboard} {said} (HTTP {answer.status_code}): give the cluster's token "
+                "as `ray job submit` takes it: RAY_AUTH_TOKEN_PATH=FILE (or RAY_AUTH_TOKEN, or ~/.ray/auth_token); "
+                "`ray get-auth-token` on the head prints it"
+            )
         if answer.status_code != 200:
             raise RayUnavailable(
                 f"{self.dashboard} answered GET /api/version with HTTP {answer.status_code}: is it a Ray dashboard? "
                 "--ray-address takes the dashboard's address (port 8265 by default)"
             )
+        self._check_proxy_host()
         return answer.json()
+
+    def _check_proxy_host(self) -> None:
+        """Refuse a proxy the gateway cannot reach; warn about one that anyone can reach."""
+        http_options = self._serve_status(fresh=True).get("http_options") or {}
+        if http_options:  # Serve runs already: its proxy's host is the cluster's, and cannot change
+            if self._serve_host_given and http_options.get("host") != self.serve_host:
+                log.warning(
+                    "ray: --ray-serve-host %s has no effect: Serve already runs on %s with its proxy on %s; the proxy's "
+                    "host is the cluster's and changes only when Serve starts again (`serve shutdown`)",
+                    self.serve_host,
+                    self.dashboard,
+                    http_options.get("host"),
+                )
+            if http_options.get("host") in _ANY_HOST:
+                log.warning(
+                    "ray: Serve's proxy on %s listens on every interface (port %s): its applications answer anyone "
+                    "who reaches that port, without a Fermion token. Firewall it to the gateway's machine (docs/security.md)",
+                    self.dashboard,
+                    http_options.get("port"),
+                )
+            return
+        if self.serve_host in ("127.0.0.1", "localhost", "::1") and not _is_local(self.dashboard):
+            raise RayUnavailable(
+                f"Serve's proxy would listen on 127.0.0.1 of the cluster at {self.dashboard}, which this machine cannot "
+                "reach: pass --ray-serve-host with the head's private address (or 0.0.0.0) and keep that port "
+                "closed to everyone but this gateway (docs/security.md)"
+            )
 
     def close(self) -> None:
         self._client.close()
@@ -134,11 +187,11 @@ class RayBackend:
             app = self._apps.get(name)
             if app is None:
                 app = self._apps[name] = _App(name, spec, attempt=self._attempts.get(name, 0))
-            app.spec, app.runtime_env = spec, None  # the newest spec is the record's
+            app.spec, app.runtime_env, app.adopted = spec, None, False  # the newest spec is the record's
             app.slots.append(handle)
             try:
                 self._apply()
-            except RayUnavailable:
+            except (RayUnavailable, Invalid):
                 app.slots.remove(handle)  # not started: the reconciler tries again on a later tick
                 if not app.slots:
                     del self._apps[name]
@@ -158,6 +211,8 @@ class RayBackend:
                 del self._apps[name]
             wanted = len(app.slots)
             self._apply()
+            if not app.slots and self.env_keys is not None:
+                self.env_keys.forget(name)
         deadline = time.monotonic() + grace + 10.0
         while time.monotonic() < deadline:
             replicas = self._replicas(self._serve_status(fresh=True), name)
@@ -217,8 +272,15 @@ class RayBackend:
                 options = {**args.get("options", {}), **labels.get("platform_options", {})}
                 spec = ReplicaSpec(f"{name}-adopted", deployment, revision, str(args["source"]), options)
                 # The env it was deployed with (secrets included) stays until the next start brings the record's.
+                sealed = args.get(SEALED_ENV_ARG)
                 app = self._apps[name] = _App(
-                    name, spec, attempt=int(labels.get("attempt", 0)), runtime_env=config.get("runtime_env")
+                    name,
+                    spec,
+                    attempt=int(labels.get("attempt", 0)),
+                    adopted=True,
+                    runtime_env=config.get("runtime_env"),
+                    sealed=sealed,
+                    sealed_for=_opened(sealed),
                 )
                 count = int((config.get("deployments") or [{}])[0].get("num_replicas", 1))
                 for index in range(count):
@@ -301,10 +363,13 @@ class RayBackend:
         return status
 
     def _proxy_url(self, serve: dict[str, Any]) -> str:
-        """Serve's HTTP proxy on the head node (the dashboard's host)."""
-        port = (serve.get("http_options") or {}).get("port") or self.http_port
-        host = urlsplit(self.dashboard).hostname or "127.0.0.1"
-        return f"http://{host}:{port}"
+        """Serve's HTTP proxy on the head node: the host it listens on, or the dashboard's for every interface."""
+        http_options = serve.get("http_options") or {}
+        port = http_options.get("port") or self.http_port
+        host = http_options.get("host") or self.serve_host
+        if host in _ANY_HOST:
+            host = urlsplit(self.dashboard).hostname or "127.0.0.1"
+        return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
 
     def _replicas(self, serve: dict[str, Any], name: str) -> list[dict[str, Any]] | None:
         found = (serve.get("applications") or {}).get(name)
@@ -321,19 +386,31 @@ class RayBackend:
             "attempt": app.attempt,
             "platform_options": {k: v for k, v in spec.options.items() if k == "resources"},
         }
+        if not app.adopted and spec.env != app.sealed_for:
+            app.sealed, app.sealed_for = self._seal(app.name, spec.env), dict(spec.env)
         config = application(
             app.name,
             spec.source,
             spec.options,
             route_prefix="/" + app.name,
-            env=replica_env(spec.env),
+            env=passed_env(),
             num_replicas=len(app.slots),
             grace=self.grace,
             labels=labels,
+            sealed_env=app.sealed,
         )
-        if app.runtime_env is not None:
-            config["runtime_env"] = app.runtime_env
+        if app.adopted:
+            config.pop("runtime_env", None)
+            if app.runtime_env is not None:
+                config["runtime_env"] = app.runtime_env
         return config
+
+    def _seal(self, name: str, env: dict[str, str]) -> dict[str, str] | None:
+        if not env:
+            return None
+        if self.env_keys is None:
+            raise Invalid("the Ray backend keeps the keys of deployments' env in its data dir: give it one (or secrets_dir)")
+        return self.env_keys.seal(name, env)
 
     def _apply(self) -> None:
         """PUT every application: ours as `_apps` says, the others as they are deployed now."""
@@ -348,12 +425,8 @@ class RayBackend:
             body["http_options"] = {"host": current["http_options"].get("host"), "port": current["http_options"].get("port")}
             if current.get("proxy_location"):
                 body["proxy_location"] = current["proxy_location"]
-        else:
-            host = urlsplit(self.dashboard).hostname or "127.0.0.1"
-            body["http_options"] = {
-                "host": "127.0.0.1" if host in ("127.0.0.1", "localhost") else "0.0.0.0",
-                "port": self.http_port,
-            }
+        else:  # the first to start Serve sets its proxy's host and port for the whole cluster
+            body["http_options"] = {"host": self.serve_host, "port": self.http_port}
             body["proxy_location"] = "HeadOnly"
         try:
             answer = self._client.put(_APPS, json=body)
@@ -380,6 +453,8 @@ class RayBackend:
                 # The failed application leaves the cluster; a later start makes it again, as a new attempt.
                 self._attempts[name] = app.attempt + 1
                 del self._apps[name]
+                if self.env_keys is not None:
+                    self.env_keys.forget(name)
                 while len(self._exited) > 1000:  # bounded: a crash loop runs for as long as nobody fixes it
                     self._exited.pop(next(iter(self._exited)))
                 try:
@@ -404,6 +479,18 @@ class RayBackend:
             self._dead_logs[handle.replica_id] = found
             if len(self._dead_logs) > 1000:  # bounded: a long-running control plane stops many replicas
                 self._dead_logs.pop(next(iter(self._dead_logs)))
+
+
+def _is_local(url: str) -> bool:
+    return (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
+
+
+def _opened(sealed: dict[str, str] | None) -> dict[str, str] | None:
+    """The env an adopted application was deployed with, when its key is here to open it (else: reseal it)."""
+    try:
+        return open_sealed(sealed)
+    except SealedEnvError:
+        return None
 
 
 def _first_line(text: str) -> str:

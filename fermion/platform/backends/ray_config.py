@@ -4,6 +4,10 @@ One function writes the application config that both the Ray backend sends to a 
 dashboard and `fermion export kuberay` puts in a RayService's `serveConfigV2`, so the two never
 drift apart. Per-deployment resources (`--cpus`, `--gpus`, `--memory`) live in the deployment's
 options under "resources"; they become the Serve replica's `ray_actor_options`.
+
+A deployment's own env (its secrets) never goes into `runtime_env`, which the dashboard shows:
+the Ray backend passes it sealed (`fermion.replica.sealed_env`), and a KubeRay export references
+a Kubernetes Secret from the pods instead.
 """
 
 from __future__ import annotations
@@ -13,18 +17,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from fermion.platform.resources import Resources, source_options
+from fermion.replica.sealed_env import SEALED_ENV_ARG
 from fermion.serving.on_ray import DEPLOYMENT_NAME
 
 #: What Ray imports to build an application: `fermion.replica.on_ray:build`.
 IMPORT_PATH = "fermion.replica.on_ray:build"
-#: Variables a replica needs to find what the control plane sees, passed on when they are set.
+#: Variables a replica needs to find what the control plane sees, passed on when they are set (none is secret).
 PASSED_ENV = ("FERMION_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME")
 
 
-def replica_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The deployment's env plus the variables that tell a replica where Fermion's data lives."""
-    passed = {name: os.environ[name] for name in PASSED_ENV if os.environ.get(name)}
-    return {**passed, **env}
+def passed_env() -> dict[str, str]:
+    """The variables that tell a replica where Fermion's data lives (plain in `runtime_env`: no secret)."""
+    return {name: os.environ[name] for name in PASSED_ENV if os.environ.get(name)}
 
 
 def application(
@@ -40,11 +44,18 @@ def application(
     max_ongoing_requests: int | None = None,
     labels: Mapping[str, Any] | None = None,
     runtime_env: Mapping[str, Any] | None = None,
+    sealed_env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """One entry of a Serve config's `applications`: Fermion's builder, the source, scaling and resources."""
+    """One entry of a Serve config's `applications`: Fermion's builder, the source, scaling and resources.
+
+    `env` lands in `runtime_env` as it is, for anyone who reads the dashboard to see: only what
+    `passed_env` gives belongs there. The deployment's own env comes `sealed_env`.
+    """
     resources = Resources.from_options(options)
     args: dict[str, Any] = {"source": source, "options": source_options(options)}
     args["config"] = {"compute_threads": resources.compute_threads(), "graceful_timeout": grace}
+    if sealed_env:
+        args[SEALED_ENV_ARG] = dict(sealed_env)
     if labels:
         args["fermion"] = dict(labels)  # ignored by the builder; lets a control plane find its applications again
     deployment: dict[str, Any] = {"name": DEPLOYMENT_NAME, "ray_actor_options": resources.actor_options()}

@@ -4,7 +4,8 @@
 a kill -9, the next `fermion up` adopts it from `head.json` with the replicas it still runs. The
 tests start one too. Every port is chosen free, so it never meets another Ray cluster of the user,
 and stopping it signals exactly the processes of its own session — never `ray stop`, which stops
-every Ray cluster of the user.
+every Ray cluster of the user. It runs with Ray's token auth on, its token in `auth_token` in its
+folder (`ray_auth`): its dashboard refuses any call, a job submission included, without it.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from pathlib import Path
 
 import httpx
 
+from fermion.platform.backends.ray_auth import auth_headers, head_env, head_token
 from fermion.platform.processes import process_start_time
 
-#: Ray 2.60 turns token auth on by default; a local head for one user needs none, and the
-#: dashboard's REST API (which the backend drives) would then need the token too.
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+#: Token auth stays on (`ray_auth.head_env`): without it any local user could submit a job to the
+#: dashboard, i.e. run code as the platform.
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 
 
 #: Serve's feature flag for HAProxy as its HTTP ingress (instead of its Python proxy actor).
@@ -96,6 +98,11 @@ class RayHead:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     @property
+    def token(self) -> str:
+        """Ray's auth token of this head (`ray/auth_token` in its folder): every dashboard call needs it."""
+        return head_token(self.folder)
+
+    @property
     def address(self) -> str:
         """The GCS address drivers (`ray.init`) connect to."""
         return f"127.0.0.1:{self.gcs_port}"
@@ -126,7 +133,10 @@ class RayHead:
         if self.num_cpus is not None:
             command.append(f"--num-cpus={self.num_cpus}")
         # Two metrics ports have no flag, only a variable; left at their defaults, a second head collides.
-        env = {**os.environ, **RAY_ENV, "AUTOSCALER_METRIC_PORT": str(free_port()), "DASHBOARD_METRIC_PORT": str(free_port())}
+        # $RAY_AUTH_TOKEN would win over the head's own token file in every process of the cluster.
+        env = {name: value for name, value in os.environ.items() if name != "RAY_AUTH_TOKEN"}
+        env.update(RAY_ENV, **head_env(self.folder))
+        env.update(AUTOSCALER_METRIC_PORT=str(free_port()), DASHBOARD_METRIC_PORT=str(free_port()))
         if self.haproxy_ingress:  # its files and fallback port default to fixed ones that a second cluster would share
             # A folder of its own, with a short path: Serve adds the node's id (56 characters) and admin.sock,
             # and a Unix socket's path is at most 107 bytes.
@@ -150,7 +160,7 @@ class RayHead:
         self.pid = self.proc.pid
         self._write_state()
         deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2.0) as client:
+        with httpx.Client(timeout=2.0, headers=auth_headers(self.token)) as client:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     tail = self.log_tail()
@@ -195,7 +205,8 @@ class RayHead:
         head.dashboard_port, head.gcs_port, head.temp_dir = state["dashboard_port"], state["gcs_port"], state["temp_dir"]
         head.pid, head.adopted = state["pid"], True
         try:
-            if httpx.get(head.dashboard_url + "/api/version", timeout=5.0).status_code == 200:
+            answer = httpx.get(head.dashboard_url + "/api/version", timeout=5.0, headers=auth_headers(head.token))
+            if answer.status_code == 200:
                 return head
         except httpx.HTTPError:
             pass
