@@ -68,4 +68,6 @@ def test_the_platform_page_runs(tmp_path: Path) -> None:
         with platform.api() as api:
             echo = api.get("/api/v1/deployments/echo").json()
             assert echo["revision"] == 4 and echo["replicas"]["ready"] == 3  # update, then two rollbacks
-            assert [t["name"] for t in api.get("/api/v1/tokens").json()["tokens"] if t["revoked_at"] is None] == ["admin", "ci"]
+            active = [t for t in api.get("/api/v1/tokens").json()["tokens"] if t["revoked_at"] is None]
+            assert [t["name"] for t in active] == ["admin", "ci", "shop"]
+            assert (active[2]["deployments"], active[2]["rate"]) == (["echo"], "10/s")
