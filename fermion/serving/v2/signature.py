@@ -1,7 +1,7 @@
 """An endpoint's signature as Open Inference Protocol tensors: its parameters are the inputs, its answer the outputs.
 
 Numbers, booleans and strings, and rectangular lists of them, are tensors: `str` is BYTES, `bool`
-BOOL, `float` FP64, `int` INT64 (or the narrowest INT*/UINT* whose range its `ge`/`le` bounds name,
+BOOL, `float` FP64 (FP32 with OpenAPI's `format: float`), `int` INT64 (or the narrowest INT*/UINT* whose range its `ge`/`le` bounds name,
 as the `onnx:` adapter writes them), a `Literal` the datatype of its values, and a list a dimension
 (of fixed size when its `min_length` equals its `max_length`, else -1). An answer that is a record
 (a TypedDict or a pydantic model) gives one output per key that is a tensor; any other answer is
@@ -26,6 +26,8 @@ from fermion.types import File
 
 #: The name of the one output of an endpoint whose answer is not a record.
 OUTPUT = "output"
+#: OpenAPI's number formats (`Field(json_schema_extra={"format": "float"})`, as the `onnx:` adapter writes them).
+_FLOAT_FORMATS = {"float": "FP32", "double": "FP64"}
 _LISTS = {list, tuple, cabc.Sequence, cabc.MutableSequence}
 _RANGES = {
     name: ((-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if name[0] == "I" else (0, (1 << bits) - 1))
@@ -106,7 +108,7 @@ def tensor_type(annotation: Any) -> tuple[str, tuple[int, ...]]:
     if base is int:
         return _integer(bounds), ()
     if base is float:
-        return "FP64", ()
+        return _FLOAT_FORMATS.get(bounds.get("format"), "FP64"), ()
     if base is str:
         return "BYTES", ()
     if base is File or (isinstance(base, type) and issubclass(base, (bytes, bytearray))):
@@ -124,6 +126,9 @@ def _unwrap(annotation: Any) -> tuple[Any, dict[str, Any]]:
                 for key in ("ge", "le", "min_length", "max_length"):
                     if getattr(item, key, None) is not None:
                         bounds[key] = getattr(item, key)
+                extra = getattr(item, "json_schema_extra", None)
+                if isinstance(extra, dict) and extra.get("format") in _FLOAT_FORMATS:
+                    bounds["format"] = extra["format"]
     return annotation, bounds
 
 
