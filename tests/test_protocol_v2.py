@@ -7,9 +7,8 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import httpx
-import numpy as np
 import pytest
-from protocol_clients import both_clients, triton_client
+from protocol_clients import MINILM, onnx_calls, sklearn_calls, text_calls, triton_client
 from pydantic import BaseModel, Field
 from support import running_servers, serve_asgi
 from tiny_models.tabular import iris_frame_pipeline, iris_onnx
@@ -17,9 +16,6 @@ from tiny_models.tabular import iris_frame_pipeline, iris_onnx
 from fermion import Service, endpoint
 from fermion.serving.app import ReplicaApp
 from fermion.types import File
-
-MINILM = "all-MiniLM-L6-v2"
-TEXTS = ["A man is eating food.", "A man eats a meal.", "The stock market fell today."]
 
 
 @pytest.fixture(scope="module")
@@ -37,55 +33,6 @@ def servers(models):
     }
     with running_servers(sources, tmp_dir=models["folder"]) as running:
         yield {name: server.url for name, server in running.items()}
-
-
-def assert_same(answers: list[dict], expected: dict) -> None:
-    """Every client's answer (JSON and binary) holds exactly the expected outputs."""
-    for answer in answers:
-        assert sorted(answer) == sorted(expected)
-        for name, value in expected.items():
-            if np.asarray(value).dtype.kind == "f":
-                np.testing.assert_allclose(answer[name].astype(float), value, rtol=1e-5, atol=1e-6)
-            else:
-                assert answer[name].tolist() == list(value), name
-
-
-def onnx_calls(url: str, rows: np.ndarray, token: str | None = None) -> None:
-    """The iris ONNX model: one FP32 [-1, 4] input, its label (the probability map is no tensor, so left out)."""
-    native = [httpx.post(url + "/predict", json={"X": row.tolist()}, headers=_auth(token)).json()["output_label"] for row in rows]
-    assert_same(both_clients(url, "predict", {"X": ("FP32", rows)}, token), {"output_label": native})
-
-
-def sklearn_calls(url: str, frame, token: str | None = None) -> None:
-    """The iris pipeline: one tensor per column (four FP64, `colour` BYTES); predict and predict_proba."""
-    fields = [i["name"] for i in httpx.get(url + "/v2/models/predict", headers=_auth(token)).json()["inputs"]]
-    tensors = {
-        field: ("BYTES", frame[column].to_numpy(dtype=object)) if column == "colour" else ("FP64", frame[column].to_numpy())
-        for field, column in zip(fields, frame.columns, strict=True)
-    }
-    bodies = [dict(zip(fields, row, strict=True)) for row in frame.itertuples(index=False)]
-    labels = [httpx.post(url + "/predict", json=b, headers=_auth(token)).json() for b in bodies]
-    assert_same(both_clients(url, "predict", tensors, token), {"output": labels})
-    probabilities = [httpx.post(url + "/predict_proba", json=b, headers=_auth(token)).json() for b in bodies]
-    expected = {label: [p[label] for p in probabilities] for label in probabilities[0]}
-    assert_same(both_clients(url, "predict_proba", tensors, token), expected)
-
-
-def text_calls(url: str, token: str | None = None) -> None:
-    """MiniLM: texts in as BYTES, 384-dim vectors out; a two-input similarity."""
-    native = [httpx.post(url + "/embed", json={"text": t}, headers=_auth(token)).json() for t in TEXTS]
-    texts = np.array(TEXTS, dtype=object)
-    assert_same(both_clients(url, "embed", {"text": ("BYTES", texts)}, token), {"output": np.array(native)})
-    pairs = {"a": ("BYTES", texts[:2]), "b": ("BYTES", texts[1:])}
-    native = [
-        httpx.post(url + "/similarity", json={"a": a, "b": b}, headers=_auth(token)).json()
-        for a, b in zip(TEXTS[:2], TEXTS[1:], strict=True)
-    ]
-    assert_same(both_clients(url, "similarity", pairs, token), {"output": np.array(native)})
-
-
-def _auth(token: str | None) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"} if token else {}
 
 
 def test_onnx_model_answers_both_clients_as_natively(servers, models):
