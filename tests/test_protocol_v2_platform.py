@@ -4,22 +4,13 @@ answer as their native endpoints do."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 from protocol_clients import MINILM, onnx_calls, sklearn_calls, text_calls, triton_client
-from support import running_platform, wait_for
+from support import GATEWAYS, running_platform, wait_for
 from tiny_models.tabular import iris_frame_pipeline, iris_onnx
-
-GATEWAYS = [
-    "python",
-    pytest.param(
-        "haproxy",
-        marks=pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (.ci/run installs it)"),
-    ),
-]
 
 
 @pytest.mark.parametrize("gateway", GATEWAYS)
