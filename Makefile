@@ -12,6 +12,9 @@ $(STAMP):
 	# torch first, pinned: the CPU build. Anything that pulls torch later finds it satisfied.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[all,dev]'
+	# KServe's client, for the Open Inference Protocol tests: its own pins (protobuf<7, pandas<3) would downgrade
+	# what Fermion uses, so it comes without them; the dev extra holds what `from kserve import ...` needs.
+	$(PY) -m pip install --quiet --no-deps 'kserve==0.21.0'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

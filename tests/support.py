@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,8 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from fermion.serving.announce import read_port_file
+
+#: The platform's two gateways, for `@pytest.mark.parametrize("gateway", GATEWAYS)` (`fermion up --gateway`).
+GATEWAYS = [
+    "python",
+    pytest.param(
+        "haproxy",
+        marks=pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (.ci/run installs it)"),
+    ),
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

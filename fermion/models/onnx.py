@@ -51,6 +51,8 @@ ELEMENT_TYPES: dict[str, tuple[str, type]] = {
     "bool": ("bool", bool),
     "string": ("object", str),
 }
+#: The OpenAPI `format` of float elements.
+_FLOAT_FORMATS = {"float": "float", "double": "double"}
 _STACK, _ONE_BY_ONE, _WHOLE = "stack", "one-by-one", "whole"
 
 Dim = int | str | None  # fixed size, symbolic name, unknown
@@ -252,6 +254,8 @@ def _element_annotation(element: str) -> Any:
     if python is int:
         info = np.iinfo(dtype)
         return Annotated[int, Field(ge=int(info.min), le=int(info.max))]
+    if element in _FLOAT_FORMATS:  # OpenAPI's number formats; the Open Inference Protocol reads FP32/FP64 from them
+        return Annotated[float, Field(json_schema_extra={"format": _FLOAT_FORMATS[element]})]
     return python
 
 
@@ -274,7 +278,7 @@ def _shape_text(dims: tuple[Dim, ...]) -> str:
 
 def _output_annotation(tensor: Tensor) -> Any:
     if tensor.element in ELEMENT_TYPES:
-        return _nested(ELEMENT_TYPES[tensor.element][1], tensor.item_shape, constrained=False)
+        return _nested(_element_annotation(tensor.element), tensor.item_shape, constrained=False)
     if tensor.onnx_type.startswith("seq(map(") and tensor.onnx_type.endswith(",tensor(float)))"):
         return dict[str, float]
     return Any

@@ -38,6 +38,8 @@ from fermion.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fermion.serving.metrics import ReplicaMetrics
 from fermion.serving.openapi import DOCS_INIT_JS, build_openapi, docs_csp, docs_page, swagger_assets_dir
 from fermion.serving.runtime import EndpointRuntime
+from fermion.serving.v2.routes import PREFIX as V2_PREFIX
+from fermion.serving.v2.routes import OpenInference
 
 log = logging.getLogger("fermion.serving")
 
@@ -85,6 +87,8 @@ class ReplicaApp:
             )
             self.routes.setdefault(ep.path, {})[ep.method] = runtime
             self.runtimes.append(runtime)
+        #: The Open Inference Protocol (KServe v2) at /v2/...: each endpoint that takes tensors is a model.
+        self.v2 = OpenInference(self.runtimes, self.service_cls.version, self._v2_ready, _request_id)
         self._openapi: bytes | None = None
         self._assets = swagger_assets_dir()
         self._ready_event = threading.Event()
@@ -102,6 +106,9 @@ class ReplicaApp:
 
     def _is_ready(self) -> bool:
         return self.state == READY
+
+    def _v2_ready(self) -> bool:
+        return self.state == READY and not self.draining
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until setup() has finished (for embedding the app in tests or other servers)."""
@@ -196,6 +203,8 @@ class ReplicaApp:
                 await self._asset(path[len("/docs/static/") :], scope, send)
             elif path.startswith(REQUESTS_PREFIX):
                 await self._cancel_request(scope, send)
+            elif path == V2_PREFIX or path.startswith(V2_PREFIX + "/"):
+                await self.v2(scope, receive, send)
             else:
                 known = ", ".join(f"{m} {p}" for p, ms in self.routes.items() for m in ms) or "none"
                 await send_error(send, HTTPError(404, f"no endpoint at {path}; this service has: {known}"), _request_id(scope))

@@ -36,6 +36,7 @@ from fermion.serving.http import (
     parse_multipart,
     parse_query,
     parse_urlencoded,
+    send_bytes,
     send_error,
     valid_request_id,
     validation_detail,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from fermion.service import Endpoint, Service
     from fermion.serving.config import ServeConfig
     from fermion.serving.metrics import EndpointMetrics
+    from fermion.serving.v2.exchange import InferExchange
 
 log = logging.getLogger("fermion.serving")
 
@@ -102,6 +104,8 @@ class EndpointRuntime:
         self.json_params = frozenset(p.name for p in self.schema.params if wants_json(p.annotation))
         self.list_params = frozenset(p.name for p in self.schema.params if accepts_collection(p.annotation))
         max_queue = ep.max_queue if ep.max_queue is not None else config.max_queue
+        #: The most items one Open Inference Protocol request may carry: what the queue can hold.
+        self.max_items = max(1, max_queue)
         self.batcher: Batcher | None = None
         if ep.batch is not None:
             self.batcher = Batcher(
@@ -228,9 +232,22 @@ class EndpointRuntime:
                 flag.cancelled = True
                 job.add_done_callback(lambda _: _call_soon(loop, limiter.release))
 
+    async def _call_each(self, items: list[dict[str, Any]]) -> list[Any]:
+        """Run several items at once (a batched endpoint batches them); the first failure cancels the rest."""
+        if len(items) == 1:
+            return [await self._call(items[0])]
+        calls = [asyncio.ensure_future(self._call(kwargs)) for kwargs in items]
+        try:
+            return [await call for call in calls]
+        finally:
+            for call in calls:
+                if not call.cancel() and not call.cancelled():
+                    call.exception()  # retrieved, so that a second failure is not logged as unhandled
+
     # -- ASGI entry -------------------------------------------------------------------------
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any, exchange: InferExchange | None = None) -> None:
+        """Answer one request: in the endpoint's own JSON, or as `exchange` reads and writes the protocol's tensors."""
         started = time.perf_counter()
         ctype, length, incoming_id = b"application/json", None, None
         for key, value in scope["headers"]:
@@ -252,6 +269,15 @@ class EndpointRuntime:
         try:
             if not self.is_ready():
                 raise _NOT_READY
+            if exchange is not None:
+                items = exchange.items(await self._read_body(receive, length))
+                self.deadlines.watch(task, receive)
+                results = await self._call_each(items)
+                self._answering(task, rid)
+                headers, body = exchange.answer(results)
+                status = 200
+                await send_bytes(send, status, body, [*headers, (b"x-request-id", rid)])
+                return
             kwargs = await self.parse(scope, receive, ctype, length)
             self.deadlines.watch(task, receive)
             if self.ep.stream:
