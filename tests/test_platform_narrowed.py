@@ -8,7 +8,6 @@ refuses the fourth with 429, `Retry-After` and the `X-RateLimit-*` headers, in b
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +17,9 @@ import pytest
 from fermion.platform.errors import Invalid
 from fermion.platform.rates import RateLimiter, parse_rate, retry_after
 from fermion.platform.store.database import Store
-from tests.support import EXAMPLES, RunningPlatform, running_platform, wait_for
+from tests.support import EXAMPLES, GATEWAYS, RunningPlatform, running_platform, wait_for
 
 ECHO = str(EXAMPLES / "echo.py")
-GATEWAYS = ["python"] + (["haproxy"] if shutil.which("haproxy") else [])
 
 
 # The rules, without a platform
