@@ -342,6 +342,8 @@ def test_tokens_scope_what_callers_may_do_and_revoking_stops_them(up, echo):
     assert cli_denied.returncode == 1
     (line,) = error_lines(cli_denied.stderr)
     assert "'deploy'" in line
+    status = fermion(up, "status", "echo", "--token", token)  # the description, and why not the replicas
+    assert status.returncode == 0 and "echo" in status.stdout and "need the 'deploy' scope" in status.stdout, status.stderr
     listing = fermion(up, "token", "ls")
     assert re.search(r"caller\s+fmn_\S*\s+invoke\s+all\s+-\s+active", listing.stdout), listing.stdout
 

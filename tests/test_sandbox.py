@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from support import ROOT, start_platform, stop_process, stop_replicas, wait_for
 
-from fermion.platform.code_folders import CodeFolders
+from fermion.platform.code_folders import UNREADABLE, CodeFolders
 from fermion.platform.errors import Invalid
 from fermion.platform.sandbox import Sandbox
 
@@ -134,6 +134,15 @@ def test_code_outside_the_opened_folders_is_refused_alike(tmp_path: Path) -> Non
         assert len(bodies) == 1, bodies
         assert "--code-from" in bodies.pop() and str(ROOT) not in "".join(a.text for a in answers)
 
+        # A model file outside the opened folders that does not load: one answer whether it exists or not,
+        # naming neither the path's fate nor the platform's folder.
+        probes = ["onnx:/etc/passwd", "onnx:/etc/no-such.onnx", "sklearn:/etc/hostname", "sklearn:/nope.skops"]
+        probes += ["st:/etc", "st:/no/such/model", "hf:/etc", "hf:./no-such-model"]
+        probed = [api.post("/api/v1/deployments", json={"name": "x", "source": s}) for s in probes]
+        assert {a.status_code for a in probed} == {422}
+        assert {a.json()["message"].replace(s, "SOURCE") for a, s in zip(probed, probes, strict=True)} == {
+            "source 'SOURCE' does not load: " + UNREADABLE
+        }
         # A model source runs no code: a deploy token may still try one (and hears why it does not load).
         model = api.post("/api/v1/deployments", json={"name": "m", "source": "model:nothing-here"})
         assert model.status_code == 422 and "--code-from" not in model.text

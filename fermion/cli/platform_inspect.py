@@ -117,17 +117,22 @@ def status(
     token: TokenOption = None,
     ca_cert: CaCertOption = None,
 ) -> None:
-    """Show deployment NAME: its settings, replicas and last 10 events."""
+    """Show deployment NAME: its settings, replicas and last 10 events (replicas and events need a deploy token;
+    with an invoke token, the settings alone)."""
+    from fermion.client.platform import ForbiddenError
+
     with connect(url, token) as platform:
         deployment = platform.deployments.get(name)
-        replicas = platform.deployments.replicas(name)
-        events = platform.deployments.latest_events(name, 10)
+        try:
+            replicas, events = platform.deployments.replicas(name), platform.deployments.latest_events(name, 10)
+        except ForbiddenError:  # an invoke token reads a deployment's description, not its insides
+            replicas = events = None
     if json_output:
         print_json(
             {
                 "deployment": deployment.to_dict(),
-                "replicas": [r.to_dict() for r in replicas],
-                "events": [e.to_dict() for e in events],
+                "replicas": None if replicas is None else [r.to_dict() for r in replicas],
+                "events": None if events is None else [e.to_dict() for e in events],
             }
         )
         return
@@ -138,7 +143,9 @@ def status(
     for label, value in _details(deployment):
         out.print(Text.assemble(f"  {label:<9} ", value))
     out.print()
-    if replicas:
+    if replicas is None:
+        out.print("[dim]replicas and events: this token may not read them (they need the 'deploy' scope)[/]", markup=True)
+    elif replicas:
         table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", title="Replicas", title_justify="left")
         for column in ("ID", "REVISION", "STATE", "URL", "PID", "DETAIL"):
             table.add_column(column, no_wrap=column != "DETAIL", overflow="fold")

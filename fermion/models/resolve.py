@@ -13,7 +13,7 @@ PACKAGED_MODELS = {
 }
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
     """Hub ids are `name` or `org/name`; anything else is meant as a path."""
     return name.startswith((".", "/", "~")) or name.rstrip("/").count("/") > 1 or "." in os.path.basename(name)
 
@@ -29,7 +29,7 @@ def resolve_model_dir(name: str, kind: str) -> str:
     expanded = os.path.expanduser(name)
     if os.path.exists(expanded):
         return os.path.abspath(expanded)
-    if _looks_like_path(name):
+    if looks_like_path(name):
         raise SourceError(f"{kind}:{name}: no such file or folder (looked in {os.getcwd()})")
     package = PACKAGED_MODELS.get(name)
     if package is not None:

@@ -20,6 +20,11 @@ from fermion.platform.errors import Invalid
 
 #: The one answer for a source that runs code outside the opened folders (existing or not).
 REFUSED = "sources that run code must be in a folder `fermion up --code-from` opens; ask the operator"
+#: The one answer for a model file outside the opened folders that does not load (missing, or not a model).
+UNREADABLE = (
+    "no model the platform can load at that path (it says no more about paths outside the folders "
+    "`fermion up --code-from` opens; `fermion serve SOURCE --check` on its machine tells why)"
+)
 #: Options that make a model source run code its files carry.
 CODE_OPTIONS = ("trust_pickle", "trust_remote_code")
 
@@ -46,6 +51,17 @@ class CodeFolders:
         """Invalid (one message for every case) unless the source runs no code or its code is in an opened folder."""
         if runs_code(source, options) and self.root_of(source, options) is None:
             raise Invalid(REFUSED)
+
+    def outside(self, source: str) -> bool:
+        """Whether a model source names a file or folder on this machine that no opened folder holds: a failure
+        to load it is then told as `UNREADABLE`, the same whether the path exists or not. Registry models and
+        hub ids name no path."""
+        from fermion.models.resolve import looks_like_path
+        from fermion.sources import split_source
+
+        scheme, rest = split_source(source.strip())
+        names_path = scheme in ("onnx", "sklearn") or (scheme in ("st", "hf") and looks_like_path(rest))
+        return names_path and self._holding(local_path(rest)) is None
 
     def root_of(self, source: str, options: Mapping[str, Any]) -> Path | None:
         """The opened folder holding the source's code (or its pickle / model folder); None if none does."""

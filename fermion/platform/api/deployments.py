@@ -28,7 +28,7 @@ from fermion.platform.api.schemas import (
     Rollback,
 )
 from fermion.platform.auth import narrowed_to, reach
-from fermion.platform.code_folders import absolute_source
+from fermion.platform.code_folders import UNREADABLE, absolute_source
 from fermion.platform.errors import Conflict, Forbidden, Invalid, NotFound
 from fermion.platform.store.records import (
     DeploymentRecord,
@@ -70,6 +70,8 @@ def check_source_loads(sandbox: Sandbox, source: str, options: dict[str, Any], e
         except subprocess.TimeoutExpired:
             raise Invalid(f"source {source!r} did not load within {SOURCE_CHECK_TIMEOUT_S:g} s") from None
     if done.returncode != 0:
+        if sandbox.code.outside(source):  # missing or not a model: one answer, so the API is no file-existence oracle
+            raise Invalid(f"source {source!r} does not load: {UNREADABLE}")
         lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
         message = next((line.strip() for line in lines if line.startswith("error:")), lines[-1] if lines else "")
         message = message.removeprefix("error:").strip() or f"exited with code {done.returncode}"
