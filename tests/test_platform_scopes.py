@@ -33,6 +33,7 @@ RULES = {
     ("DELETE", "/api/v1/deployments/{name}"): "deploy",
     ("GET", "/api/v1/deployments/{name}/revisions"): "deploy",
     ("POST", "/api/v1/deployments/{name}/rollback"): "deploy",
+    ("POST", "/api/v1/deployments/{name}/forget-unused-env"): "deploy",
     ("GET", "/api/v1/deployments/{name}/replicas"): "deploy",
     ("GET", "/api/v1/deployments/{name}/events"): "deploy",
     ("GET", "/api/v1/deployments/{name}/logs"): "deploy",

@@ -28,15 +28,24 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return default_url(tmp_path) if request.param == "sqlite" else request.getfixturevalue("pg_url")
 
 
+def raw_engine(url: str) -> sa.Engine:
+    return sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"), poolclass=sa.pool.NullPool)
+
+
 def raw_env_columns(url: str) -> list[str]:
     """Every stored env, as someone who can read the database sees it."""
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"), poolclass=sa.pool.NullPool)
-    with engine.connect() as connection:
+    with raw_engine(url).connect() as connection:
         rows = [
             *connection.exec_driver_sql("SELECT env FROM deployments"),
             *connection.exec_driver_sql("SELECT env FROM revisions"),
         ]
     return [row[0] if isinstance(row[0], str) else json.dumps(row[0]) for row in rows]
+
+
+def raw_env_values(url: str) -> list[str]:
+    """Every kept env value, as someone who can read the database sees it."""
+    with raw_engine(url).connect() as connection:
+        return [row[0] for row in connection.exec_driver_sql("SELECT value FROM env_values")]
 
 
 def database_bytes(data_dir: Path) -> bytes:
@@ -83,16 +92,50 @@ def test_env_is_encrypted_on_sqlite_and_postgresql(store_url: str) -> None:
         store.update_deployment("echo", env={"API_KEY": SECRET + "-2"})  # unchanged: no new revision
         assert store.get_deployment("echo").revision == 2
     stored = raw_env_columns(store_url)
-    assert len(stored) == 3 and all("$fernet" in env and SECRET not in env and "API_KEY" not in env for env in stored)
+    assert len(stored) == 3 and all("$refs" in env and SECRET not in env for env in stored)  # names, and ids
+    values = raw_env_values(store_url)
+    assert len(values) == 2 and all(SECRET not in value for value in values)  # each value once, encrypted
     with Store.open(store_url) as reopened:
         assert reopened.get_deployment("echo").env == {"API_KEY": SECRET + "-2"}
+
+
+def test_a_value_is_kept_once_and_forgetting_it_ends_the_revisions_that_used_it(plane, tmp_path: Path) -> None:
+    client, store = plane
+    body = {"name": "echo", "source": f"{EXAMPLES / 'echo.py'}:Echo", "env": {"API_KEY": SECRET}, "min_replicas": 0}
+    assert client.post("/api/v1/deployments", json=body).status_code == 201
+    assert client.patch("/api/v1/deployments/echo", json={"env": {"API_KEY": SECRET, "MODE": "a"}}).status_code == 200
+    assert client.patch("/api/v1/deployments/echo", json={"env": {"API_KEY": "rotated", "MODE": "a"}}).status_code == 200
+    assert len(raw_env_values(default_url(tmp_path))) == 3  # SECRET once for revisions 1 and 2, MODE once, "rotated"
+    forgot = client.post("/api/v1/deployments/echo/forget-unused-env")
+    assert forgot.json() == {"forgotten": 1, "revisions": [1, 2]}
+    assert len(raw_env_values(default_url(tmp_path))) == 2 and store.get_deployment("echo").env["API_KEY"] == "rotated"
+    revisions = client.get("/api/v1/deployments/echo/revisions").json()["revisions"]
+    assert [r["forgotten"] for r in revisions] == [["API_KEY"], ["API_KEY"], []]
+    refused = client.post("/api/v1/deployments/echo/rollback", json={"revision": 2})
+    assert refused.status_code == 422 and "forgotten" in refused.json()["message"] and SECRET not in refused.text
+    assert client.post("/api/v1/deployments/echo/forget-unused-env").json() == {"forgotten": 0, "revisions": [1, 2]}
+    audit = client.get("/api/v1/audit").json()["entries"]
+    assert audit[0]["action"] == "deployment.forget_env" and SECRET not in json.dumps(audit)
+
+
+def test_a_whole_env_sealed_the_old_way_moves_to_kept_values_at_open(store_url: str) -> None:
+    with Store.open(store_url) as store:
+        store.create_deployment("echo", "app.py:Echo")
+        old_way = json.dumps(store.secrets.seal({"API_KEY": SECRET}))
+    with raw_engine(store_url).begin() as connection:  # as a store from before env_values wrote it
+        connection.execute(sa.text("UPDATE deployments SET env = :env"), {"env": old_way})
+        connection.execute(sa.text("UPDATE revisions SET env = :env"), {"env": old_way})
+    with Store.open(store_url) as reopened:
+        assert reopened.get_deployment("echo").env == {"API_KEY": SECRET}
+        assert reopened.list_revisions("echo")[0].env == {"API_KEY": SECRET}
+        assert reopened.seal_secrets() == 0
+    assert all("$refs" in env for env in raw_env_columns(store_url)) and len(raw_env_values(store_url)) == 1
 
 
 def test_plaintext_from_before_is_read_and_sealed_at_open(store_url: str) -> None:
     with Store.open(store_url) as store:
         store.create_deployment("echo", "app.py:Echo")
-    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"), poolclass=sa.pool.NullPool)
-    with engine.begin() as connection:  # as a store from before encryption wrote it
+    with raw_engine(store_url).begin() as connection:  # as a store from before encryption wrote it
         plain = json.dumps({"API_KEY": SECRET})
         connection.execute(sa.text("UPDATE deployments SET env = :env"), {"env": plain})
         connection.execute(sa.text("UPDATE revisions SET env = :env"), {"env": plain})
@@ -135,7 +178,7 @@ def test_rotation_reseals_every_env_with_the_first_key(store_url: str, monkeypat
         store.create_deployment("echo", "app.py:Echo", env={"API_KEY": SECRET})
     monkeypatch.setenv(KEY_VARIABLE, f"{new},{old}")
     with Store.open(store_url) as store:
-        assert store.seal_secrets(reseal=True) == 2
+        assert store.seal_secrets(reseal=True) == 1  # the one value, which revision 1 refers to as well
     monkeypatch.setenv(KEY_VARIABLE, new)
     with Store.open(store_url) as store:
         assert store.get_deployment("echo").env == {"API_KEY": SECRET}
@@ -187,7 +230,7 @@ def test_fermion_secrets_rotate_replaces_the_key_file(tmp_path: Path) -> None:
     old = (tmp_path / SECRET_KEY_FILE).read_text()
     done = fermion("secrets", "rotate", "--data-dir", str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "re-encrypted 2 stored env mapping(s)" in done.stdout
+    assert "re-encrypted 1 stored env value(s)" in done.stdout
     new = (tmp_path / SECRET_KEY_FILE).read_text()
     assert new != old and len(new.split()) == 1 and stat.S_IMODE((tmp_path / SECRET_KEY_FILE).stat().st_mode) == 0o600
     with Store.open(tmp_path) as store:

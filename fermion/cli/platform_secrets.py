@@ -1,4 +1,5 @@
-"""`fermion secrets new-key | rotate`: the key that encrypts deployment secrets in the platform's database."""
+"""`fermion secrets new-key | rotate | forget`: the key that encrypts deployment secrets in the platform's database,
+and erasing the values a deployment no longer uses."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from typing import Annotated
 import typer
 
 from fermion.cli.app import app, fail, out
+from fermion.cli.platform import CaCertOption, NameArgument, TokenOption, UrlOption, connect
 
 secrets_app = typer.Typer(
-    help="The key that encrypts deployment secrets (env values) in the database (docs/security.md).", no_args_is_help=True
+    help="Deployment secrets (env values) in the database: the key that encrypts them, and forgetting old ones (docs/security.md).",
+    no_args_is_help=True,
 )
 app.add_typer(secrets_app, name="secrets")
 
@@ -66,9 +69,24 @@ def rotate(
         fail(exc.message, 2)
     except OSError as exc:
         fail(f"cannot rotate the key in {folder}: {exc.strerror or exc}", 2)
-    out.print(f"re-encrypted {count} stored env mapping(s) with the new key", markup=False)
+    out.print(f"re-encrypted {count} stored env value(s) with the new key", markup=False)
     if from_environment:
         first = parse_keys(os.environ[KEY_VARIABLE])[0]
         out.print(f"now set {KEY_VARIABLE} to the first key alone ({first[:6]}…) wherever it is set", markup=False)
     else:
         out.print(f"{key_file} holds the new key alone; back it up (docs/security.md)", markup=False)
+
+
+@secrets_app.command("forget")
+def forget(
+    name: NameArgument,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    ca_cert: CaCertOption = None,
+) -> None:
+    """Erase deployment NAME's env values that its current revision no longer uses (a rotated API key, say)
+    from the platform's database; the older revisions that used them can no longer be rolled back to."""
+    with connect(url, token) as platform:
+        count, revisions = platform.deployments.forget_unused_env(name)
+    lost = f"; revisions {', '.join(map(str, revisions))} can no longer be rolled back to" if revisions else ""
+    out.print(f"forgot {count} env value(s) of {name!r}{lost}", markup=False)

@@ -145,6 +145,12 @@ class Deployments:
         """Every revision, oldest first."""
         return [Revision.from_json(item) for item in self._call("GET", f"/{_path(name)}/revisions")["revisions"]]
 
+    def forget_unused_env(self, name: str) -> tuple[int, list[int]]:
+        """Erase the env values the current revision no longer uses (a rotated key, say) from the platform's
+        database: (how many, the revisions that can no longer be rolled back to)."""
+        answer = self._call("POST", f"/{_path(name)}/forget-unused-env")
+        return int(answer["forgotten"]), [int(n) for n in answer["revisions"]]
+
     def replicas(self, name: str) -> list[Replica]:
         """The replicas running now, starting or ready."""
         return [Replica.from_json(item) for item in self._call("GET", f"/{_path(name)}/replicas")["replicas"]]

@@ -101,6 +101,10 @@ class Revision(_Model):
     env: dict[str, str] = field(default_factory=dict)
     created_at: datetime | None = None
     note: str | None = None
+    #: Env names whose values were forgotten since (`forget_unused_env`): it cannot be rolled back to.
+    forgotten: tuple[str, ...] = ()
+
+    _nested: ClassVar[dict[str, Callable[[Any], Any]]] = {"forgotten": lambda value: tuple(value or ())}
 
 
 @dataclass(frozen=True)

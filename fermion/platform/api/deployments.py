@@ -22,6 +22,7 @@ from fermion.platform.api.schemas import (
     DeploymentPatch,
     DeploymentView,
     EventView,
+    ForgottenEnv,
     LogLine,
     ReplicaView,
     RevisionView,
@@ -200,6 +201,11 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
                 f"revision {number} is the current one; give an earlier revision (revisions: {', '.join(map(str, sorted(revisions)))})"
             )
         target = revisions[number]
+        if target.forgotten:
+            raise Invalid(
+                f"revision {number} used env values that were forgotten since ({', '.join(sorted(target.forgotten))}); "
+                "roll back to a later revision, or update the deployment with the env it needs"
+            )
         plane.sandbox.code.check(target.source, target.options)  # the operator may have closed its folder since
         record = plane.store.update_deployment(
             name, source=target.source, options=target.options, env=target.env, note=f"rollback to revision {number}"
@@ -209,6 +215,15 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
         plane.store.audit(who.name, "deployment.rollback", name, {"to_revision": number, "new_revision": record.revision})
         plane.wake()
         return view(request, record)
+
+    @api.post(f"{PREFIX}/deployments/{{name}}/forget-unused-env", response_model=ForgottenEnv, tags=["deployments"])
+    def forget_unused_env(name: str, who: Deployer) -> dict[str, Any]:
+        """Erase the env values the current revision no longer uses (each value is kept once and referred to by
+        revisions); the revisions that used them can no longer be rolled back to."""
+        count = plane.store.forget_unused_env(name)
+        lost = [rev.number for rev in plane.store.list_revisions(name) if rev.forgotten]
+        plane.store.audit(who.name, "deployment.forget_env", name, {"values": count, "revisions": lost})
+        return {"forgotten": count, "revisions": lost}
 
     @api.get(f"{PREFIX}/deployments/{{name}}/replicas", tags=["deployments"])
     def list_replicas(name: str, _who: Deployer) -> dict[str, list[ReplicaView]]:

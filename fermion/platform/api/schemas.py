@@ -118,6 +118,14 @@ class RevisionView(BaseModel):
     env: dict[str, str]
     created_at: str
     note: str | None
+    forgotten: list[str] = Field(
+        default_factory=list, description="Env names whose values were forgotten since: this revision cannot be rolled back to."
+    )
+
+
+class ForgottenEnv(BaseModel):
+    forgotten: int = Field(description="How many env values were erased.")
+    revisions: list[int] = Field(description="The revisions that can no longer be rolled back to because of it.")
 
 
 class ReplicaView(BaseModel):

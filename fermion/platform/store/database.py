@@ -24,9 +24,9 @@ from fermion.home import default_data_dir
 from fermion.platform import auth as t
 from fermion.platform.errors import Conflict, Invalid, NotFound
 from fermion.platform.rates import parse_rate
-from fermion.platform.store import migrations
+from fermion.platform.store import env_values, migrations
 from fermion.platform.store import records as r
-from fermion.platform.store.secrets import SecretBox, is_sealed, load_box
+from fermion.platform.store.secrets import SecretBox, load_box
 from fermion.platform.store.tables import (
     AuditRow,
     Base,
@@ -102,25 +102,29 @@ class Store:
     create_all = migrate
 
     def seal_secrets(self, *, reseal: bool = False) -> int:
-        """Check that the key opens every stored env, and seal those stored in plaintext (written before
-        encryption); with `reseal`, re-encrypt every one with the key ring's first key (rotation).
-        The rewrite is one transaction; returns how many rows it rewrote. A key that does not fit → SecretKeyError."""
-        tables = (DeploymentRow, RevisionRow)
+        """Check that the key opens every kept env value, and move envs stored the old ways (plaintext from
+        before encryption, or a whole mapping sealed as one token) into `env_values`, referred to by id;
+        with `reseal`, encrypt every kept value again with the key ring's first key (rotation). One
+        transaction; returns how many rows it rewrote. A key that does not fit → SecretKeyError."""
         stale: list[tuple[type[DeploymentRow | RevisionRow], int]] = []
         with self._transaction(write=False) as session:
-            for table in tables:
+            env_values.check_key(session, self.secrets)  # a key that does not fit fails here, at start, not mid-request
+            for table in (DeploymentRow, RevisionRow):
                 for row_id, env in session.execute(sa.select(table.id, table.env)):
-                    self.secrets.reveal(env)  # a key that does not fit fails here, at start, not mid-request
-                    if env and (reseal or not is_sealed(env)):
+                    if env and not env_values.is_referenced(env):
+                        self.secrets.reveal(env)
                         stale.append((table, row_id))
-        if not stale:
+        if not stale and not reseal:
             return 0
         with self._transaction() as session:
+            count = env_values.rotate(session, self.secrets) if reseal else 0
             for table, row_id in stale:
                 row = session.get(table, row_id, with_for_update=True)
-                if row is not None:
-                    row.env = self.secrets.reseal(row.env) if row.env else {}
-        return len(stale)
+                if row is not None and row.env and not env_values.is_referenced(row.env):
+                    owner = row.id if isinstance(row, DeploymentRow) else row.deployment_id
+                    row.env = env_values.keep(session, self.secrets, owner, self.secrets.reveal(row.env), _now())
+                    count += 1
+        return count
 
     def close(self) -> None:
         """Close every pooled connection; the store can still be used afterwards (it reconnects)."""
@@ -171,7 +175,7 @@ class Store:
         r.check_name(name)
         source, options, env = r.check_source(source), r.check_options(options), r.check_env(env)
         r.check_scaling(min_replicas, max_replicas, target_in_flight)
-        now, sealed = _now(), self.secrets.seal(env)
+        now = _now()
         try:
             with self._transaction() as session:
                 if session.scalars(sa.select(DeploymentRow.id).where(DeploymentRow.name == name)).first() is not None:
@@ -180,7 +184,7 @@ class Store:
                     name=name,
                     source=source,
                     options=options,
-                    env=sealed,
+                    env={},
                     min_replicas=min_replicas,
                     max_replicas=max_replicas,
                     target_in_flight=float(target_in_flight),
@@ -192,25 +196,28 @@ class Store:
                 )
                 session.add(row)
                 session.flush()
+                row.env = env_values.keep(session, self.secrets, row.id, env, now)
                 session.add(
                     RevisionRow(
-                        deployment_id=row.id, number=1, source=source, options=options, env=sealed, created_at=now, note=note
+                        deployment_id=row.id, number=1, source=source, options=options, env=row.env, created_at=now, note=note
                     )
                 )
                 _add_event(session, name, "Created", f"created from {source} (revision 1)", now)
-                return self._deployment(row)
+                return self._deployment(session, row)
         except sa.exc.IntegrityError:  # another writer created the same name between our check and insert
             raise _taken(name) from None
 
     def get_deployment(self, name: str) -> r.DeploymentRecord:
         """The named deployment; unknown → NotFound listing the known names."""
         with self._transaction(write=False) as session:
-            return self._deployment(self._deployment_row(session, name))
+            return self._deployment(session, self._deployment_row(session, name))
 
     def list_deployments(self) -> list[r.DeploymentRecord]:
         """Every deployment, by name."""
         with self._transaction(write=False) as session:
-            return [self._deployment(row) for row in session.scalars(sa.select(DeploymentRow).order_by(DeploymentRow.name))]
+            rows = session.scalars(sa.select(DeploymentRow).order_by(DeploymentRow.name)).all()
+            envs = env_values.reveal(session, self.secrets, [row.env for row in rows])
+            return [_record(r.DeploymentRecord, row, env=revealed.env) for row, revealed in zip(rows, envs, strict=True)]
 
     def update_deployment(
         self,
@@ -231,7 +238,8 @@ class Store:
             row = self._deployment_row(session, name, lock=True)
             if row.state == "deleting":
                 raise Conflict(f"deployment {name!r} is being deleted; wait for it to go, then create it again")
-            current = {"source": row.source, "options": row.options, "env": self.secrets.reveal(row.env)}
+            (revealed,) = env_values.reveal(session, self.secrets, [row.env])
+            current = {"source": row.source, "options": row.options, "env": revealed.env}
             new = {
                 "source": row.source if source is None else r.check_source(source),
                 "options": row.options if options is None else r.check_options(options),
@@ -246,15 +254,15 @@ class Store:
             now = _now()
             if new != current:
                 row.revision += 1
-                sealed = self.secrets.seal(new["env"])
-                row.source, row.options, row.env = new["source"], dict(new["options"]), sealed
+                stored = env_values.keep(session, self.secrets, row.id, new["env"], now)
+                row.source, row.options, row.env = new["source"], dict(new["options"]), stored
                 session.add(
                     RevisionRow(
                         deployment_id=row.id,
                         number=row.revision,
                         source=row.source,
                         options=dict(row.options),
-                        env=sealed,
+                        env=stored,
                         created_at=now,
                         note=note,
                     )
@@ -268,7 +276,7 @@ class Store:
             if public is not None:
                 row.public = bool(public)
             row.updated_at = now
-            return self._deployment(row)
+            return self._deployment(session, row)
 
     def delete_deployment(self, name: str, *, purge: bool = False) -> r.DeploymentRecord:
         """Mark a deployment 'deleting' (the reconciler then stops its replicas); with `purge`,
@@ -277,25 +285,37 @@ class Store:
             row = self._deployment_row(session, name, lock=True)
             now = _now()
             if purge:
-                record = self._deployment(row)
+                record = self._deployment(session, row)
                 session.delete(row)
                 _add_event(session, name, "Deleted", "deleted", now)
                 return record
             if row.state != "deleting":
                 row.state, row.updated_at = "deleting", now
                 _add_event(session, name, "Deleting", "stopping replicas", now)
-            return self._deployment(row)
+            return self._deployment(session, row)
 
     def list_revisions(self, name: str) -> list[r.RevisionRecord]:
         """A deployment's revisions, oldest first."""
         with self._transaction(write=False) as session:
             row = self._deployment_row(session, name)
             query = sa.select(RevisionRow).where(RevisionRow.deployment_id == row.id).order_by(RevisionRow.number)
-            revisions = session.scalars(query)
-            return [_record(r.RevisionRecord, rev, deployment=name, env=self.secrets.reveal(rev.env)) for rev in revisions]
+            revisions = session.scalars(query).all()
+            envs = env_values.reveal(session, self.secrets, [rev.env for rev in revisions])
+            return [
+                _record(r.RevisionRecord, rev, deployment=name, env=revealed.env, forgotten=revealed.forgotten)
+                for rev, revealed in zip(revisions, envs, strict=True)
+            ]
 
-    def _deployment(self, row: DeploymentRow) -> r.DeploymentRecord:
-        return _record(r.DeploymentRecord, row, env=self.secrets.reveal(row.env))
+    def forget_unused_env(self, name: str) -> int:
+        """Erase the deployment's env values its current revision does not use (a rotated key, say) from the
+        database; older revisions that used them can then no longer be rolled back to. Returns how many."""
+        with self._transaction() as session:
+            row = self._deployment_row(session, name, lock=True)
+            return env_values.forget_unused(session, row.id, row.env)
+
+    def _deployment(self, session: Session, row: DeploymentRow) -> r.DeploymentRecord:
+        (revealed,) = env_values.reveal(session, self.secrets, [row.env])
+        return _record(r.DeploymentRecord, row, env=revealed.env)
 
     # Events
 

@@ -102,6 +102,8 @@ class RevisionRecord(Record):
     env: dict[str, str]
     created_at: datetime
     note: str | None
+    #: Env names whose values were forgotten (`Store.forget_unused_env`): this revision cannot run again.
+    forgotten: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, repr=False)
@@ -211,14 +213,27 @@ def check_source(source: object) -> str:
     return source.strip()
 
 
+#: Bounds on a deployment's env: variables, a name's length, a value's size (a certificate fits; a dataset does not).
+MAX_ENV_VARIABLES = 200
+MAX_ENV_NAME = 255
+MAX_ENV_VALUE = 64 * 1024
+
+
 def check_env(env: Mapping[str, object] | None) -> dict[str, str]:
-    """Environment variables for replicas: valid names, string values."""
+    """Environment variables for replicas: valid names, string values, within the bounds above."""
     result: dict[str, str] = {}
+    if len(env or {}) > MAX_ENV_VARIABLES:
+        raise Invalid(f"a deployment may have at most {MAX_ENV_VARIABLES} environment variables, got {len(env or {})}")
     for key, value in (env or {}).items():
-        if not isinstance(key, str) or not ENV_NAME_RULE.match(key):
-            raise Invalid(f"invalid environment variable name {key!r}: use letters, digits and '_', not starting with a digit")
+        if not isinstance(key, str) or not ENV_NAME_RULE.match(key) or len(key) > MAX_ENV_NAME:
+            raise Invalid(
+                f"invalid environment variable name {str(key)[:80]!r}: use letters, digits and '_', not starting with a "
+                f"digit, at most {MAX_ENV_NAME} characters"
+            )
         if not isinstance(value, str):
             raise Invalid(f"environment variable {key!r} must be a string, got {type(value).__name__}")
+        if len(value.encode()) > MAX_ENV_VALUE:
+            raise Invalid(f"environment variable {key!r} is over {MAX_ENV_VALUE // 1024} KiB; mount large files instead")
         result[key] = value
     return result
 

@@ -1,8 +1,9 @@
-"""Deployment secrets at rest: `env` mappings are stored encrypted, with a key the database never holds.
+"""Deployment secrets at rest: env values are stored encrypted, with a key the database never holds.
 
-A stored env is `{"$fernet": "<token>"}`: the whole mapping (names and values) as one Fernet token
-(AES-128-CBC with HMAC-SHA256, from `cryptography`). `$` cannot begin an environment variable name, so
-a mapping written before encryption (plaintext) is told apart and read as it is; `Store.open` seals it.
+Each value is one Fernet token (AES-128-CBC with HMAC-SHA256, from `cryptography`) in `env_values`
+(`fermion.platform.store.env_values`). Older stores kept a whole mapping as `{"$fernet": "<token>"}`, or
+in plaintext before encryption; `$` cannot begin an environment variable name, so both are told apart,
+read as they are, and moved into `env_values` by `Store.open`.
 
 The key comes from `FERMION_SECRET_KEY` (for several control planes sharing one PostgreSQL), else from
 `secret.key` in the data dir, created on first use (mode 0600, atomically). Either may hold several
@@ -85,14 +86,25 @@ class SecretBox:
         except (InvalidToken, ValueError):
             raise wrong_key() from None
 
-    def reseal(self, stored: Mapping[str, str]) -> dict[str, str]:
-        """The same env, sealed with the first key (rotation); plaintext gets sealed too."""
-        if not is_sealed(stored):
-            return self.seal(stored)
+    def encrypt(self, value: str) -> str:
+        """One value as a Fernet token (how `env_values` keeps each value)."""
+        return self._fernet.encrypt(value.encode()).decode()
+
+    def decrypt(self, token: str) -> str:
+        """The value a token holds; a key that does not open it → SecretKeyError saying what to do."""
         from cryptography.fernet import InvalidToken
 
         try:
-            return {SEALED: self._fernet.rotate(stored[SEALED].encode()).decode()}
+            return self._fernet.decrypt(token.encode()).decode()
+        except InvalidToken:
+            raise wrong_key() from None
+
+    def rotate(self, token: str) -> str:
+        """The same value, encrypted with the first key (rotation)."""
+        from cryptography.fernet import InvalidToken
+
+        try:
+            return self._fernet.rotate(token.encode()).decode()
         except InvalidToken:
             raise wrong_key() from None
 

@@ -91,6 +91,18 @@ class RevisionRow(Base):
     note: Mapped[str | None]
 
 
+class EnvValueRow(Base):
+    """One env value of a deployment, encrypted (a Fernet token); the deployment and its revisions refer to it
+    by id (`env_values`), so a value is kept once however many revisions use it, and can be forgotten."""
+
+    __tablename__ = "env_values"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deployment_id: Mapped[int] = _fk()
+    name: Mapped[str] = mapped_column(sa.String(255))
+    value: Mapped[str]
+    created_at: Mapped[datetime]
+
+
 class ReplicaRow(Base):
     __tablename__ = "replicas"
     id: Mapped[int] = mapped_column(primary_key=True)
