@@ -365,3 +365,13 @@ def test_the_pool_closes_idle_connections_to_retired_replicas(replicas):
 
     idle_before, closed, left = asyncio.run(scenario())
     assert idle_before == 2 and closed == 1 and left == [replicas[0]]
+
+
+def test_haproxys_log_lines_are_read_as_deployment_status_and_seconds():
+    from fermion.platform.gateway.haproxy_config import parse_log
+
+    assert parse_log(b"echo 200 12\n") == ("echo", 200, 0.012)
+    assert parse_log(b"<134>my-model 503 0") == ("my-model", 503, 0.0)  # a syslog header before it
+    assert parse_log(b"<134>Dec  7 03:40:00 haproxy[1]: echo 404 7") == ("echo", 404, 0.007)
+    for other in (b"", b"echo 200", b"echo 200 -1", b"Echo 200 5", b"echo 2000 5", b"- 200 5", b"haproxy started"):
+        assert parse_log(other) is None, other

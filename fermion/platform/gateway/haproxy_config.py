@@ -18,15 +18,19 @@ from fermion.platform.gateway.routes import PREFIX
 
 #: How a proxied request is logged to the control plane: deployment, status, total time in ms.
 LOG_FORMAT = "%[var(txn.dep)] %ST %Ta"
-_LOG_LINE = re.compile(rb"(?:<\d+>)?(?:.*?\s)?(?P<dep>[a-z][a-z0-9-]*) (?P<status>\d{3}) (?P<ms>-?\d+)\s*$")
+_DEPLOYMENT = re.compile(rb"[a-z][a-z0-9-]*\Z")
 
 
 def parse_log(datagram: bytes) -> tuple[str, int, float] | None:
-    """(deployment, status, seconds) from one log datagram, or None for other lines."""
-    found = _LOG_LINE.search(datagram.strip())
-    if not found or int(found["ms"]) < 0:
+    """(deployment, status, seconds) from one log datagram (its last three words; a syslog header may come
+    before them), or None for other lines. On the hot path of every request HAProxy proxies: split, not a regex search."""
+    words = datagram.split()
+    if len(words) < 3:
         return None
-    return found["dep"].decode(), int(found["status"]), int(found["ms"]) / 1000.0
+    deployment, status, ms = words[-3:]
+    if len(status) != 3 or not status.isdigit() or not ms.isdigit() or _DEPLOYMENT.match(deployment.rpartition(b">")[2]) is None:
+        return None
+    return deployment.rpartition(b">")[2].decode(), int(status), int(ms) / 1000.0
 
 
 @dataclass(frozen=True)
