@@ -66,7 +66,13 @@ def test_console_files_never_leave_the_folder(tmp_path: Path) -> None:
 def test_whoami_the_page_and_the_files(plane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     client, token = plane
     me = client.get("/api/v1/whoami", headers={"authorization": f"Bearer {token}"})
-    assert me.status_code == 200 and me.json() == {"name": "admin", "scopes": ["admin"], "expires_at": None, "deployments": [], "rate": None}
+    assert me.status_code == 200 and me.json() == {
+        "name": "admin",
+        "scopes": ["admin"],
+        "expires_at": None,
+        "deployments": [],
+        "rate": None,
+    }
     assert client.get("/api/v1/whoami").status_code == 401
 
     # Without the console's files, / still answers with a page that says so.
@@ -147,7 +153,13 @@ def test_the_console_api_on_a_running_platform(tmp_path: Path, gateway: str) -> 
         with platform.api(invoke["token"]) as as_app:
             me = as_app.get("/api/v1/whoami").json()
             assert me["name"] == "app" and me["scopes"] == ["invoke"] and me["expires_at"] == invoke["expires_at"]
-        assert api.get("/api/v1/whoami").json() == {"name": "admin", "scopes": ["admin"], "expires_at": None, "deployments": [], "rate": None}
+        assert api.get("/api/v1/whoami").json() == {
+            "name": "admin",
+            "scopes": ["admin"],
+            "expires_at": None,
+            "deployments": [],
+            "rate": None,
+        }
 
         created = api.post("/api/v1/deployments", json={"name": "echo", "source": ECHO, "public": True})
         assert created.status_code == 201 and created.json()["restarts"] == 0, created.text
