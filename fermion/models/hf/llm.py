@@ -4,8 +4,9 @@
     curl localhost:8000/generate -H 'content-type: application/json' -d '{"prompt": "Once upon a time"}'
     OpenAI(base_url="http://localhost:8000/v1", api_key="unused").chat.completions.create(...)
 
-Generation runs token by token (see `llm_engine`): requests take turns on the model, streamed
-answers arrive piece by piece, and a request that times out stops generating.
+Generation is batched continuously (see `llm_batch`): a request joins the running batch at the
+next step and leaves it when done, streamed answers arrive piece by piece, and a request that
+times out or whose client leaves stops generating.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import importlib.util
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field
 
 from fermion.models.hf import read_config
+from fermion.models.hf.llm_batch import EngineLimits, device_from_env, limits_from_env
 from fermion.models.hf.llm_engine import Generation, Sampling, TextGenerator
 from fermion.models.hf.llm_schema import (
     AssistantMessage,
@@ -46,8 +48,6 @@ from fermion.models.kinds import SourceError
 from fermion.responses import EventStream, InvalidInput
 from fermion.service import Service, endpoint
 
-#: Generations running at once per endpoint; they take turns on the model token by token.
-MAX_CONCURRENCY = 2
 _OPENAI_END = b"data: [DONE]\n\n"
 _CAUSAL_ENDINGS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -102,7 +102,12 @@ def build(model_dir: str, task: str) -> Service:
             "__module__": __name__,
         },
     )
-    return service_cls(model_dir, model_id)
+    try:
+        limits = limits_from_env(os.environ)
+        device = device_from_env(os.environ)
+    except ValueError as exc:
+        raise SourceError(f"{where}: {exc}") from None
+    return service_cls(model_dir, model_id, limits, device)
 
 
 def model_name(model_dir: str) -> str:
@@ -118,17 +123,24 @@ class TextGenerationService(Service):
 
     name: ClassVar[str | None] = "text-generation"
 
-    def __init__(self, model_dir: str, model_id: str) -> None:
+    def __init__(self, model_dir: str, model_id: str, limits: EngineLimits | None = None, device: str | None = None) -> None:
         self.model_dir = model_dir
         self.model_id = model_id
+        self.limits = limits
+        self.device = device
 
     def setup(self) -> None:
-        self.engine = TextGenerator(self.model_dir)
+        self.engine = TextGenerator(self.model_dir, self.limits, self.device)
         self.loaded_at = int(time.time())
+
+    def teardown(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
 
     # -- native ---------------------------------------------------------------------------------
 
-    @endpoint(max_concurrency=MAX_CONCURRENCY)
+    @endpoint()
     async def generate(
         self,
         prompt: Prompt,
@@ -141,11 +153,11 @@ class TextGenerationService(Service):
         """Continue a text: the generated text, why it stopped and the token counts."""
         sampling = Sampling(max_new_tokens, temperature, top_p, _stops(stop), seed)
         generation = await asyncio.to_thread(self._start, prompt, sampling)
-        text = await _run_to_end(generation)
+        text = await generation.text()
         return GenerateResult(text=text, finish_reason=generation.finish_reason, usage=_usage(generation))  # type: ignore[arg-type]
 
-    @endpoint(max_concurrency=MAX_CONCURRENCY)
-    def generate_stream(
+    @endpoint()
+    async def generate_stream(
         self,
         prompt: Prompt,
         max_new_tokens: MaxNewTokens = 128,
@@ -153,17 +165,16 @@ class TextGenerationService(Service):
         top_p: TopP = None,
         stop: Stop = None,
         seed: Seed = None,
-    ) -> Iterator[str]:
+    ) -> AsyncIterator[str]:
         """Continue a text, streamed: one server-sent event per new piece of text."""
-        generation = self._start(prompt, Sampling(max_new_tokens, temperature, top_p, _stops(stop), seed))
-        try:
-            yield from generation
-        finally:
-            generation.close()
+        sampling = Sampling(max_new_tokens, temperature, top_p, _stops(stop), seed)
+        generation = await asyncio.to_thread(self._start, prompt, sampling)
+        async for piece in generation:  # leaving early (the client left) cancels the generation
+            yield piece
 
     # -- OpenAI-compatible ------------------------------------------------------------------------
 
-    @endpoint(path="/v1/chat/completions", max_concurrency=MAX_CONCURRENCY, tags=_OPENAI, extra="ignore", error_style="openai")
+    @endpoint(path="/v1/chat/completions", tags=_OPENAI, extra="ignore", error_style="openai")
     async def chat_completions(
         self,
         messages: Annotated[
@@ -206,11 +217,11 @@ class TextGenerationService(Service):
         if stream:
             include_usage = bool(stream_options and stream_options.include_usage)
             return EventStream(self._chat_chunks(generation, ident, created, include_usage), end=_OPENAI_END)
-        text = await _run_to_end(generation)
+        text = await generation.text()
         choice = ChatChoice(message=AssistantMessage(content=text), finish_reason=generation.finish_reason)  # type: ignore[arg-type]
         return ChatCompletion(id=ident, created=created, model=self.model_id, choices=[choice], usage=_usage(generation))
 
-    @endpoint(path="/v1/completions", max_concurrency=MAX_CONCURRENCY, tags=_OPENAI, extra="ignore", error_style="openai")
+    @endpoint(path="/v1/completions", tags=_OPENAI, extra="ignore", error_style="openai")
     async def completions(
         self,
         prompt: Annotated[
@@ -243,7 +254,7 @@ class TextGenerationService(Service):
         if stream:
             include_usage = bool(stream_options and stream_options.include_usage)
             return EventStream(self._completion_chunks(generation, ident, created, prefix, include_usage), end=_OPENAI_END)
-        text = prefix + await _run_to_end(generation)
+        text = prefix + await generation.text()
         choice = CompletionChoice(text=text, finish_reason=generation.finish_reason)  # type: ignore[arg-type]
         return Completion(id=ident, created=created, model=self.model_id, choices=[choice], usage=_usage(generation))
 
@@ -293,7 +304,9 @@ class TextGenerationService(Service):
             prompt = str(prompt[0])
         return self._start(prompt, sampling), prompt
 
-    def _chat_chunks(self, generation: Generation, ident: str, created: int, include_usage: bool) -> Iterator[dict[str, Any]]:
+    async def _chat_chunks(
+        self, generation: Generation, ident: str, created: int, include_usage: bool
+    ) -> AsyncIterator[dict[str, Any]]:
         """`chat.completion.chunk` events: the role first, then text pieces, then the finish reason (and usage)."""
         head = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": self.model_id}
         if include_usage:
@@ -304,17 +317,17 @@ class TextGenerationService(Service):
 
         try:
             yield chunk({"role": "assistant", "content": ""})
-            for piece in generation:
+            async for piece in generation:
                 yield chunk({"content": piece})
             yield chunk({}, generation.finish_reason)
             if include_usage:
                 yield {**head, "choices": [], "usage": usage_of(generation.prompt_tokens, generation.completion_tokens)}
         finally:
-            generation.close()
+            generation.cancel()  # a no-op once it ended; frees the sequence when the client left first
 
-    def _completion_chunks(
+    async def _completion_chunks(
         self, generation: Generation, ident: str, created: int, prefix: str, include_usage: bool
-    ) -> Iterator[dict[str, Any]]:
+    ) -> AsyncIterator[dict[str, Any]]:
         """`text_completion` events: text pieces (after the echoed prompt), then the finish reason (and usage)."""
         head = {"id": ident, "object": "text_completion", "created": created, "model": self.model_id}
         if include_usage:
@@ -326,22 +339,13 @@ class TextGenerationService(Service):
         try:
             if prefix:
                 yield chunk(prefix)
-            for piece in generation:
+            async for piece in generation:
                 yield chunk(piece)
             yield chunk("", generation.finish_reason)
             if include_usage:
                 yield {**head, "choices": [], "usage": usage_of(generation.prompt_tokens, generation.completion_tokens)}
         finally:
-            generation.close()
-
-
-async def _run_to_end(generation: Generation) -> str:
-    """Generate the whole text in a worker thread; a cancelled request (timeout) stops the generation."""
-    try:
-        return await asyncio.to_thread(generation.text)
-    except asyncio.CancelledError:
-        generation.cancel()
-        raise
+            generation.cancel()
 
 
 def _usage(generation: Generation) -> Usage:
