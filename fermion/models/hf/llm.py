@@ -133,6 +133,11 @@ class TextGenerationService(Service):
         self.engine = TextGenerator(self.model_dir, self.limits, self.device)
         self.loaded_at = int(time.time())
 
+    def extra_metrics(self) -> list[Any]:
+        """The engine's numbers in /metrics: TTFT, inter-token latency, tokens, running and waiting sequences, cache use."""
+        engine = getattr(self, "engine", None)
+        return [] if engine is None else engine.batcher.stats.families(engine.batcher.cache_tokens)
+
     def teardown(self) -> None:
         engine = getattr(self, "engine", None)
         if engine is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Mapping
 from collections.abc import Sequence as Seq
@@ -49,11 +49,10 @@ class EngineLimits:
     max_cache_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_sequences", "max_cache_tokens"):
-            if (getattr(self, name) or 1) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_waiting < 0:
-            raise ValueError(f"max_waiting must be 0 or more, got {self.max_waiting}")
+        for name in ("max_sequences", "max_waiting", "max_cache_tokens"):
+            value, least = getattr(self, name), 0 if name == "max_waiting" else 1
+            if value is not None and value < least:
+                raise ValueError(f"{name} must be at least {least}, got {value}")
 
 
 class EngineStats:
@@ -75,6 +74,34 @@ class EngineStats:
         self.ttft = Histogram(self.TTFT_BUCKETS)
         self.itl = Histogram(self.ITL_BUCKETS)
 
+    def families(self, cache_limit: int) -> list[Any]:
+        """Prometheus metric families of these numbers (built at scrape time)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        out: list[Any] = []
+        for name, text, value in (
+            ("fermion_llm_prompt_tokens", "Prompt tokens prefilled.", self.prompt_tokens),
+            ("fermion_llm_generated_tokens", "Tokens generated (rate() of it is tokens/s).", self.generated_tokens),
+            ("fermion_llm_requests_finished", "Generations that ended (done, stopped or cancelled).", self.finished),
+            ("fermion_llm_requests_rejected", "Requests answered 429 because the waiting line was full.", self.rejected),
+            ("fermion_llm_steps", "Scheduler steps (prefills and one batched decode each).", self.steps),
+        ):
+            out.append(CounterMetricFamily(name, text, value=value))
+        for name, text, value in (
+            ("fermion_llm_sequences_running", "Sequences in the running batch.", self.running),
+            ("fermion_llm_sequences_waiting", "Requests waiting to join the batch.", self.waiting),
+            ("fermion_llm_cache_tokens", "KV-cache positions held (rows × padded length).", self.cache_tokens),
+            ("fermion_llm_cache_tokens_limit", "KV-cache positions the batch may hold.", cache_limit),
+            ("fermion_llm_cache_bytes", "Bytes of the batch's KV cache.", self.cache_bytes),
+        ):
+            out.append(GaugeMetricFamily(name, text, value=value))
+        for name, text, histogram in (
+            ("fermion_llm_time_to_first_token_seconds", "Time from a request's arrival to its first token.", self.ttft),
+            ("fermion_llm_inter_token_latency_seconds", "Time between a sequence's consecutive tokens.", self.itl),
+        ):
+            out.append(HistogramMetricFamily(name, text, buckets=histogram.cumulative(), sum_value=histogram.total))
+        return out
+
 
 class Histogram:
     """Counts of observations under each bound (the last slot is +Inf) and their sum."""
@@ -85,10 +112,16 @@ class Histogram:
         self.total = 0.0
 
     def observe(self, value: float) -> None:
-        from bisect import bisect_left
-
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """(upper bound, count at or below it) pairs, the last one "+Inf", as Prometheus wants them."""
+        out, running = [], 0
+        for bound, count in zip([*map(repr, map(float, self.bounds)), "+Inf"], self.counts, strict=True):
+            running += count
+            out.append((bound, running))
+        return out
 
 
 #: Environment variables that set the engine's bounds (`fermion serve`, or a deployment's --env).
@@ -107,8 +140,9 @@ def limits_from_env(environ: Mapping[str, str]) -> EngineLimits | None:
         raw = environ.get(key, "").strip()
         if not raw:
             continue
-        if not raw.isdigit():
-            raise ValueError(f"{key}={raw!r} is not a whole number; set it to a count such as 16")
+        least = 0 if name == "max_waiting" else 1
+        if not raw.isdigit() or int(raw) < least:
+            raise ValueError(f"{key}={raw!r} is not a whole number of at least {least}; set it to a count such as 16")
         given[name] = int(raw)
     return EngineLimits(**given) if given else None
 
@@ -328,7 +362,3 @@ def _plain_layers(cache: Any) -> bool:
     """Whether every layer of `cache` is a plain growing key/value layer (no sliding window, no state)."""
     layers: Seq[Any] = getattr(cache, "layers", ())
     return bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
-
-
-def now() -> float:
-    return time.perf_counter()
