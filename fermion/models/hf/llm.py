@@ -42,6 +42,8 @@ from fermion.models.hf.llm_schema import (
     Temperature,
     TopP,
     Usage,
+    chat_messages,
+    refuse_unserved,
     usage_of,
 )
 from fermion.models.kinds import SourceError
@@ -213,11 +215,11 @@ class TextGenerationService(Service):
         Unsupported options are refused with 422 rather than ignored: `n` other than 1, `logprobs`,
         `tools`, and a `response_format` other than text.
         """
-        _refuse(n=n, logprobs=bool(logprobs or top_logprobs), tools=bool(tools), response_format=response_format)
+        refuse_unserved(n=n, logprobs=bool(logprobs or top_logprobs), tools=bool(tools), response_format=response_format)
         sampling = self._sampling(
             max_completion_tokens or max_tokens, temperature, top_p, stop, seed, presence_penalty, frequency_penalty, logit_bias
         )
-        generation = await asyncio.to_thread(self._start_chat, _chat_messages(messages), sampling)
+        generation = await asyncio.to_thread(self._start_chat, chat_messages(messages), sampling)
         ident, created = "chatcmpl-" + os.urandom(12).hex(), int(time.time())
         if stream:
             include_usage = bool(stream_options and stream_options.include_usage)
@@ -251,7 +253,7 @@ class TextGenerationService(Service):
         suffix: Annotated[str | None, Field(description="Not served (insertion needs a fill-in-the-middle model).")] = None,
     ) -> Completion | EventStream:
         """OpenAI (legacy) completions: continue a text, as one answer or a stream of chunks."""
-        _refuse(n=n, logprobs=logprobs is not None, best_of=best_of, suffix=suffix)
+        refuse_unserved(n=n, logprobs=logprobs is not None, best_of=best_of, suffix=suffix)
         sampling = self._sampling(max_tokens, temperature, top_p, stop, seed, presence_penalty, frequency_penalty, logit_bias)
         generation, prompt_text = await asyncio.to_thread(self._start_completion, prompt, sampling)
         ident, created = "cmpl-" + os.urandom(12).hex(), int(time.time())
@@ -361,44 +363,3 @@ def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
     if stop is None:
         return ()
     return (stop,) if isinstance(stop, str) else tuple(stop)
-
-
-def _chat_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
-    """Messages as chat templates expect them: `{"role", "content"}` with text content."""
-    out = []
-    for index, message in enumerate(messages):
-        content = message.content
-        if isinstance(content, list):
-            other = [part.type for part in content if part.type != "text"]
-            if other:
-                raise InvalidInput(f"messages[{index}] has a {other[0]!r} part; this text-only model reads only text parts")
-            content = "\n".join(part.text or "" for part in content)
-        role = "system" if message.role == "developer" else message.role  # OpenAI's newer name for system
-        out.append({"role": role, "content": content or ""})
-    return out
-
-
-def _refuse(
-    *,
-    n: int,
-    logprobs: bool,
-    tools: bool = False,
-    response_format: ResponseFormat | None = None,
-    best_of: int | None = None,
-    suffix: str | None = None,
-) -> None:
-    """422 for OpenAI options this server cannot honour, rather than an answer that silently ignores them."""
-    if n != 1:
-        raise InvalidInput(
-            f"n={n}: this server generates one choice per request; send n=1 (or leave it out) and repeat the request"
-        )
-    if best_of not in (None, 1):
-        raise InvalidInput(f"best_of={best_of}: only 1 is served")
-    if logprobs:
-        raise InvalidInput("logprobs are not served by this server; leave out logprobs and top_logprobs")
-    if tools:
-        raise InvalidInput("tool calling is not served by this server; leave out tools")
-    if response_format is not None and response_format.type != "text":
-        raise InvalidInput(f"response_format {response_format.type!r} is not served; only plain text answers are")
-    if suffix:
-        raise InvalidInput("suffix is not served (it needs a fill-in-the-middle model); leave it out")

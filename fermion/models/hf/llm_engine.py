@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fermion.models.hf.llm_batch import ContinuousBatcher, EngineLimits, EngineStats
+from fermion.models.hf.llm_text import Detokenizer, StopMatcher
 from fermion.responses import InvalidInput
 
 #: Tokens generated when a request does not say how many (the model's context may cut it shorter).
@@ -212,8 +213,8 @@ class Generation:
         # scheduler-side state
         self.last_token = -1
         self.position = 0
-        self._text = _Detokenizer(engine, prompt_ids[-_DETOKENIZE_CONTEXT:])
-        self._stops = _StopMatcher(sampling.stop)
+        self._text = Detokenizer(engine.decode, prompt_ids[-_DETOKENIZE_CONTEXT:])
+        self._stops = StopMatcher(sampling.stop)
         self._submitted = time.perf_counter()
         self._last_at = 0.0
         # the channel to readers
@@ -338,64 +339,6 @@ _END = object()
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-class _Detokenizer:
-    """Turns tokens into text pieces as they come, holding back incomplete characters."""
-
-    def __init__(self, engine: TextGenerator, context: list[int]) -> None:
-        self.decode = engine.decode
-        self.ids = list(context)
-        self.prefix = 0  # ids[prefix:read] were decoded last time: they anchor spacing for the next piece
-        self.read = len(self.ids)
-
-    def add(self, token: int) -> str:
-        self.ids.append(token)
-        return self._advance(final=False)
-
-    def flush(self) -> str:
-        return self._advance(final=True) if self.read < len(self.ids) else ""
-
-    def _advance(self, final: bool) -> str:
-        before = self.decode(self.ids[self.prefix : self.read])
-        after = self.decode(self.ids[self.prefix :])
-        if len(after) > len(before) and (final or not after.endswith("\ufffd")):
-            self.prefix, self.read = self.read, len(self.ids)
-            return after[len(before) :]
-        if final:
-            self.prefix = self.read = len(self.ids)
-        return ""
-
-
-class _StopMatcher:
-    """Cuts text at the first stop sequence; holds back text that may be the start of one."""
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self.stops = [s for s in stops if s]
-        self.pending = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """(text safe to send, whether a stop sequence was found)."""
-        if not self.stops:
-            return text, False
-        buffer = self.pending + text
-        found = [i for i in (buffer.find(s) for s in self.stops) if i >= 0]
-        if found:
-            self.pending = ""
-            return buffer[: min(found)], True
-        hold = 0
-        for stop in self.stops:
-            for size in range(min(len(stop) - 1, len(buffer)), hold, -1):
-                if buffer.endswith(stop[:size]):
-                    hold = size
-                    break
-        cut = len(buffer) - hold
-        self.pending = buffer[cut:]
-        return buffer[:cut], False
-
-    def flush(self) -> str:
-        pending, self.pending = self.pending, ""
-        return pending
 
 
 def _context_length(config: Any, tokenizer: Any) -> int | None:
