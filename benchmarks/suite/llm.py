@@ -149,8 +149,14 @@ def _serve(model_dir: Path, python_path: str, log: Path, env: dict[str, str] | N
 
     port = free_port()
     cmd = [sys.executable, "-m", "fermion", "serve", f"hf:{model_dir}", "--port", str(port), "--compute-threads", "2"]
+    # cwd is the checkout served: `python -m` puts it first on sys.path, ahead of PYTHONPATH
     proc = start(
-        "llm", cmd, cpus="0,1", log_path=log, cwd=ROOT, env={"PYTHONPATH": python_path, "HF_HUB_OFFLINE": "1", **(env or {})}
+        "llm",
+        cmd,
+        cpus="0,1",
+        log_path=log,
+        cwd=Path(python_path),
+        env={"PYTHONPATH": python_path, "HF_HUB_OFFLINE": "1", **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
     import httpx
