@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
@@ -247,6 +247,10 @@ class Service:
 
     def teardown(self) -> None:
         """Release resources; runs once when the replica shuts down."""
+
+    def extra_metrics(self) -> Iterable[Any]:
+        """Prometheus metric families of the service's own (say, a model's cache use), added to /metrics at scrape time."""
+        return ()
 
     @classmethod
     def endpoints(cls) -> list[Endpoint]:

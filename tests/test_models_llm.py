@@ -17,7 +17,7 @@ import pytest
 from support import FERMION, ROOT, running_server
 
 from fermion import Client
-from fermion.models.hf.llm_engine import _StopMatcher
+from fermion.models.hf.llm_text import StopMatcher
 
 HELLO = [{"role": "user", "content": "Hello there"}]
 
@@ -53,14 +53,14 @@ def greedy(oai: openai.OpenAI, max_tokens: int = 12) -> str:
 
 
 def test_stop_text_split_across_pieces_is_held_back_then_cut():
-    stops = _StopMatcher(["o w", "END"])
+    stops = StopMatcher(["o w", "END"])
     assert stops.feed("Hel") == ("Hel", False)
     assert stops.feed("lo") == ("l", False)  # "o" may start "o w": held back
     assert stops.feed(" wor") == ("", True)  # "Hell" was sent; the stop text and what follows are not
-    plain = _StopMatcher(["END"])
+    plain = StopMatcher(["END"])
     assert plain.feed("the EN") == ("the ", False)
     assert plain.feed("Dless") == ("", True)
-    unfinished = _StopMatcher(["END"])
+    unfinished = StopMatcher(["END"])
     assert unfinished.feed("to be E") == ("to be ", False)
     assert unfinished.flush() == "E"  # the text ended without a stop: nothing is lost
 

@@ -139,6 +139,7 @@ class ReplicaApp:
         _limit_compute_threads(self.config.effective_compute_threads())
         self.state = READY
         self.metrics.ready = True
+        self.metrics.extra = self.service.extra_metrics
         self._ready_event.set()
         log.info("%s ready in %.2f s (pid %d)", self.service_cls.service_name(), time.monotonic() - self._created, os.getpid())
         if self.on_ready is not None:

@@ -67,6 +67,8 @@ class ReplicaMetrics:
         self.endpoints: dict[str, EndpointMetrics] = {}
         self.ready = False
         self.gauges: Gauges = dict
+        #: The service's own metric families (`Service.extra_metrics`): this process's, not summed over workers.
+        self.extra: Callable[[], Iterable[Any]] = tuple
 
     def for_endpoint(self, name: str) -> EndpointMetrics:
         return self.endpoints.setdefault(name, EndpointMetrics(name))
@@ -145,7 +147,7 @@ class ReplicaMetrics:
             in_flight.add_metric([name], sum(snap["gauges"].get(name, (0, 0))[0] for snap in snapshots))
             queue.add_metric([name], sum(snap["gauges"].get(name, (0, 0))[1] for snap in snapshots))
         ready.add_metric([], 1 if any(snap["ready"] for snap in snapshots) else 0)
-        return [requests, latency, batches, in_flight, queue, ready]
+        return [requests, latency, batches, in_flight, queue, ready, *self.extra()]
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -44,8 +44,11 @@ def build_tokenizer(chat_template: str | None = CHAT_TEMPLATE):  # -> PreTrained
     return tokenizer
 
 
-def build_tiny_llm(folder: Path, *, chat_template: str | None = CHAT_TEMPLATE, seed: int = 0) -> Path:
-    """Save a randomly initialised 2-layer GPT-2 (n_embd=32) and its tokenizer into `folder`."""
+def build_tiny_llm(folder: Path, *, chat_template: str | None = CHAT_TEMPLATE, seed: int = 0, n_positions: int = 128) -> Path:
+    """Save a randomly initialised 2-layer GPT-2 (n_embd=32) and its tokenizer into `folder`.
+
+    A larger `n_positions` gives room for long generations (tests that need a request to keep running).
+    """
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -53,7 +56,7 @@ def build_tiny_llm(folder: Path, *, chat_template: str | None = CHAT_TEMPLATE, s
     eos_id = tokenizer.convert_tokens_to_ids(EOS)
     config = GPT2Config(
         vocab_size=len(tokenizer),
-        n_positions=128,
+        n_positions=n_positions,
         n_embd=32,
         n_layer=2,
         n_head=2,

@@ -4,8 +4,9 @@
     curl localhost:8000/generate -H 'content-type: application/json' -d '{"prompt": "Once upon a time"}'
     OpenAI(base_url="http://localhost:8000/v1", api_key="unused").chat.completions.create(...)
 
-Generation runs token by token (see `llm_engine`): requests take turns on the model, streamed
-answers arrive piece by piece, and a request that times out stops generating.
+Generation is batched continuously (see `llm_batch`): a request joins the running batch at the
+next step and leaves it when done, streamed answers arrive piece by piece, and a request that
+times out or whose client leaves stops generating.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import importlib.util
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field
 
 from fermion.models.hf import read_config
+from fermion.models.hf.llm_batch import EngineLimits, device_from_env, limits_from_env
 from fermion.models.hf.llm_engine import Generation, Sampling, TextGenerator
 from fermion.models.hf.llm_schema import (
     AssistantMessage,
@@ -40,14 +42,14 @@ from fermion.models.hf.llm_schema import (
     Temperature,
     TopP,
     Usage,
+    chat_messages,
+    refuse_unserved,
     usage_of,
 )
 from fermion.models.kinds import SourceError
 from fermion.responses import EventStream, InvalidInput
 from fermion.service import Service, endpoint
 
-#: Generations running at once per endpoint; they take turns on the model token by token.
-MAX_CONCURRENCY = 2
 _OPENAI_END = b"data: [DONE]\n\n"
 _CAUSAL_ENDINGS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -102,7 +104,12 @@ def build(model_dir: str, task: str) -> Service:
             "__module__": __name__,
         },
     )
-    return service_cls(model_dir, model_id)
+    try:
+        limits = limits_from_env(os.environ)
+        device = device_from_env(os.environ)
+    except ValueError as exc:
+        raise SourceError(f"{where}: {exc}") from None
+    return service_cls(model_dir, model_id, limits, device)
 
 
 def model_name(model_dir: str) -> str:
@@ -118,17 +125,29 @@ class TextGenerationService(Service):
 
     name: ClassVar[str | None] = "text-generation"
 
-    def __init__(self, model_dir: str, model_id: str) -> None:
+    def __init__(self, model_dir: str, model_id: str, limits: EngineLimits | None = None, device: str | None = None) -> None:
         self.model_dir = model_dir
         self.model_id = model_id
+        self.limits = limits
+        self.device = device
 
     def setup(self) -> None:
-        self.engine = TextGenerator(self.model_dir)
+        self.engine = TextGenerator(self.model_dir, self.limits, self.device)
         self.loaded_at = int(time.time())
+
+    def extra_metrics(self) -> list[Any]:
+        """The engine's numbers in /metrics: TTFT, inter-token latency, tokens, running and waiting sequences, cache use."""
+        engine = getattr(self, "engine", None)
+        return [] if engine is None else engine.batcher.stats.families(engine.batcher.cache_tokens)
+
+    def teardown(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
 
     # -- native ---------------------------------------------------------------------------------
 
-    @endpoint(max_concurrency=MAX_CONCURRENCY)
+    @endpoint()
     async def generate(
         self,
         prompt: Prompt,
@@ -141,11 +160,11 @@ class TextGenerationService(Service):
         """Continue a text: the generated text, why it stopped and the token counts."""
         sampling = Sampling(max_new_tokens, temperature, top_p, _stops(stop), seed)
         generation = await asyncio.to_thread(self._start, prompt, sampling)
-        text = await _run_to_end(generation)
+        text = await generation.text()
         return GenerateResult(text=text, finish_reason=generation.finish_reason, usage=_usage(generation))  # type: ignore[arg-type]
 
-    @endpoint(max_concurrency=MAX_CONCURRENCY)
-    def generate_stream(
+    @endpoint()
+    async def generate_stream(
         self,
         prompt: Prompt,
         max_new_tokens: MaxNewTokens = 128,
@@ -153,17 +172,16 @@ class TextGenerationService(Service):
         top_p: TopP = None,
         stop: Stop = None,
         seed: Seed = None,
-    ) -> Iterator[str]:
+    ) -> AsyncIterator[str]:
         """Continue a text, streamed: one server-sent event per new piece of text."""
-        generation = self._start(prompt, Sampling(max_new_tokens, temperature, top_p, _stops(stop), seed))
-        try:
-            yield from generation
-        finally:
-            generation.close()
+        sampling = Sampling(max_new_tokens, temperature, top_p, _stops(stop), seed)
+        generation = await asyncio.to_thread(self._start, prompt, sampling)
+        async for piece in generation:  # leaving early (the client left) cancels the generation
+            yield piece
 
     # -- OpenAI-compatible ------------------------------------------------------------------------
 
-    @endpoint(path="/v1/chat/completions", max_concurrency=MAX_CONCURRENCY, tags=_OPENAI, extra="ignore", error_style="openai")
+    @endpoint(path="/v1/chat/completions", tags=_OPENAI, extra="ignore", error_style="openai")
     async def chat_completions(
         self,
         messages: Annotated[
@@ -197,20 +215,20 @@ class TextGenerationService(Service):
         Unsupported options are refused with 422 rather than ignored: `n` other than 1, `logprobs`,
         `tools`, and a `response_format` other than text.
         """
-        _refuse(n=n, logprobs=bool(logprobs or top_logprobs), tools=bool(tools), response_format=response_format)
+        refuse_unserved(n=n, logprobs=bool(logprobs or top_logprobs), tools=bool(tools), response_format=response_format)
         sampling = self._sampling(
             max_completion_tokens or max_tokens, temperature, top_p, stop, seed, presence_penalty, frequency_penalty, logit_bias
         )
-        generation = await asyncio.to_thread(self._start_chat, _chat_messages(messages), sampling)
+        generation = await asyncio.to_thread(self._start_chat, chat_messages(messages), sampling)
         ident, created = "chatcmpl-" + os.urandom(12).hex(), int(time.time())
         if stream:
             include_usage = bool(stream_options and stream_options.include_usage)
             return EventStream(self._chat_chunks(generation, ident, created, include_usage), end=_OPENAI_END)
-        text = await _run_to_end(generation)
+        text = await generation.text()
         choice = ChatChoice(message=AssistantMessage(content=text), finish_reason=generation.finish_reason)  # type: ignore[arg-type]
         return ChatCompletion(id=ident, created=created, model=self.model_id, choices=[choice], usage=_usage(generation))
 
-    @endpoint(path="/v1/completions", max_concurrency=MAX_CONCURRENCY, tags=_OPENAI, extra="ignore", error_style="openai")
+    @endpoint(path="/v1/completions", tags=_OPENAI, extra="ignore", error_style="openai")
     async def completions(
         self,
         prompt: Annotated[
@@ -235,7 +253,7 @@ class TextGenerationService(Service):
         suffix: Annotated[str | None, Field(description="Not served (insertion needs a fill-in-the-middle model).")] = None,
     ) -> Completion | EventStream:
         """OpenAI (legacy) completions: continue a text, as one answer or a stream of chunks."""
-        _refuse(n=n, logprobs=logprobs is not None, best_of=best_of, suffix=suffix)
+        refuse_unserved(n=n, logprobs=logprobs is not None, best_of=best_of, suffix=suffix)
         sampling = self._sampling(max_tokens, temperature, top_p, stop, seed, presence_penalty, frequency_penalty, logit_bias)
         generation, prompt_text = await asyncio.to_thread(self._start_completion, prompt, sampling)
         ident, created = "cmpl-" + os.urandom(12).hex(), int(time.time())
@@ -243,7 +261,7 @@ class TextGenerationService(Service):
         if stream:
             include_usage = bool(stream_options and stream_options.include_usage)
             return EventStream(self._completion_chunks(generation, ident, created, prefix, include_usage), end=_OPENAI_END)
-        text = prefix + await _run_to_end(generation)
+        text = prefix + await generation.text()
         choice = CompletionChoice(text=text, finish_reason=generation.finish_reason)  # type: ignore[arg-type]
         return Completion(id=ident, created=created, model=self.model_id, choices=[choice], usage=_usage(generation))
 
@@ -293,7 +311,9 @@ class TextGenerationService(Service):
             prompt = str(prompt[0])
         return self._start(prompt, sampling), prompt
 
-    def _chat_chunks(self, generation: Generation, ident: str, created: int, include_usage: bool) -> Iterator[dict[str, Any]]:
+    async def _chat_chunks(
+        self, generation: Generation, ident: str, created: int, include_usage: bool
+    ) -> AsyncIterator[dict[str, Any]]:
         """`chat.completion.chunk` events: the role first, then text pieces, then the finish reason (and usage)."""
         head = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": self.model_id}
         if include_usage:
@@ -304,17 +324,17 @@ class TextGenerationService(Service):
 
         try:
             yield chunk({"role": "assistant", "content": ""})
-            for piece in generation:
+            async for piece in generation:
                 yield chunk({"content": piece})
             yield chunk({}, generation.finish_reason)
             if include_usage:
                 yield {**head, "choices": [], "usage": usage_of(generation.prompt_tokens, generation.completion_tokens)}
         finally:
-            generation.close()
+            generation.cancel()  # a no-op once it ended; frees the sequence when the client left first
 
-    def _completion_chunks(
+    async def _completion_chunks(
         self, generation: Generation, ident: str, created: int, prefix: str, include_usage: bool
-    ) -> Iterator[dict[str, Any]]:
+    ) -> AsyncIterator[dict[str, Any]]:
         """`text_completion` events: text pieces (after the echoed prompt), then the finish reason (and usage)."""
         head = {"id": ident, "object": "text_completion", "created": created, "model": self.model_id}
         if include_usage:
@@ -326,22 +346,13 @@ class TextGenerationService(Service):
         try:
             if prefix:
                 yield chunk(prefix)
-            for piece in generation:
+            async for piece in generation:
                 yield chunk(piece)
             yield chunk("", generation.finish_reason)
             if include_usage:
                 yield {**head, "choices": [], "usage": usage_of(generation.prompt_tokens, generation.completion_tokens)}
         finally:
-            generation.close()
-
-
-async def _run_to_end(generation: Generation) -> str:
-    """Generate the whole text in a worker thread; a cancelled request (timeout) stops the generation."""
-    try:
-        return await asyncio.to_thread(generation.text)
-    except asyncio.CancelledError:
-        generation.cancel()
-        raise
+            generation.cancel()
 
 
 def _usage(generation: Generation) -> Usage:
@@ -352,44 +363,3 @@ def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
     if stop is None:
         return ()
     return (stop,) if isinstance(stop, str) else tuple(stop)
-
-
-def _chat_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
-    """Messages as chat templates expect them: `{"role", "content"}` with text content."""
-    out = []
-    for index, message in enumerate(messages):
-        content = message.content
-        if isinstance(content, list):
-            other = [part.type for part in content if part.type != "text"]
-            if other:
-                raise InvalidInput(f"messages[{index}] has a {other[0]!r} part; this text-only model reads only text parts")
-            content = "\n".join(part.text or "" for part in content)
-        role = "system" if message.role == "developer" else message.role  # OpenAI's newer name for system
-        out.append({"role": role, "content": content or ""})
-    return out
-
-
-def _refuse(
-    *,
-    n: int,
-    logprobs: bool,
-    tools: bool = False,
-    response_format: ResponseFormat | None = None,
-    best_of: int | None = None,
-    suffix: str | None = None,
-) -> None:
-    """422 for OpenAI options this server cannot honour, rather than an answer that silently ignores them."""
-    if n != 1:
-        raise InvalidInput(
-            f"n={n}: this server generates one choice per request; send n=1 (or leave it out) and repeat the request"
-        )
-    if best_of not in (None, 1):
-        raise InvalidInput(f"best_of={best_of}: only 1 is served")
-    if logprobs:
-        raise InvalidInput("logprobs are not served by this server; leave out logprobs and top_logprobs")
-    if tools:
-        raise InvalidInput("tool calling is not served by this server; leave out tools")
-    if response_format is not None and response_format.type != "text":
-        raise InvalidInput(f"response_format {response_format.type!r} is not served; only plain text answers are")
-    if suffix:
-        raise InvalidInput("suffix is not served (it needs a fill-in-the-middle model); leave it out")

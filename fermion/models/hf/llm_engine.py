@@ -1,20 +1,25 @@
-"""Token-by-token text generation with a transformers causal LM, shared fairly between requests.
+"""Text generation with a transformers causal LM: the model, its tokenizer, sampling, and per-request state.
 
-Each request is a `Generation`: an iterator of text pieces that runs one forward pass per step
-under the model's `TurnLock`, so concurrent requests (streamed or not) take turns token by token
-instead of running several forward passes at once and thrashing the CPU. The same loop serves
-streamed and whole answers, so both give the same text for the same request.
+Each request is a `Generation`: the scheduler of `llm_batch` advances it one token per step,
+batched with every other running request, and turns its tokens into text pieces (holding back
+incomplete characters and possible stop texts). Callers read the pieces as they come (`async for`,
+or `for` from a thread) or wait for the whole text; both give the same text for the same request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import inspect
 import threading
-from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fermion.models.hf.llm_batch import ContinuousBatcher, EngineLimits, EngineStats
+from fermion.models.hf.llm_text import Detokenizer, StopMatcher
 from fermion.responses import InvalidInput
 
 #: Tokens generated when a request does not say how many (the model's context may cut it shorter).
@@ -38,36 +43,21 @@ class Sampling:
     logit_bias: Mapping[int, float] = field(default_factory=dict)
 
 
-class TurnLock:
-    """A lock handed over in arrival order, so that no waiting generation starves."""
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._next_ticket = 0
-        self._serving = 0
-
-    def __enter__(self) -> None:
-        with self._condition:
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            self._condition.wait_for(lambda: self._serving == ticket)
-
-    def __exit__(self, *exc: object) -> None:
-        with self._condition:
-            self._serving += 1
-            self._condition.notify_all()
-
-
 class TextGenerator:
     """A causal LM and its tokenizer, loaded from a local folder (CUDA when available, else CPU)."""
 
-    def __init__(self, model_dir: str) -> None:
+    def __init__(self, model_dir: str, limits: EngineLimits | None = None, device: str | None = None) -> None:
         import torch
         import transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.torch = torch
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(
+                f"FERMION_LLM_DEVICE={self.device} but torch sees no GPU here (torch {torch.__version__}); "
+                "install a CUDA build of torch, or leave FERMION_LLM_DEVICE unset to use the CPU"
+            )
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
         model = AutoModelForCausalLM.from_pretrained(model_dir, **{dtype_key: "auto"})
@@ -76,8 +66,8 @@ class TextGenerator:
         self.model = model.to(self.device).eval()
         forward = inspect.signature(type(self.model).forward).parameters
         # transformers 5 renamed `past_key_values` to `cache` (argument and output field)
-        self._cache_key = "cache" if "cache" in forward else "past_key_values"
-        self._keep_last_logits = {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
+        self.cache_key = "cache" if "cache" in forward else "past_key_values"
+        self.keep_last_logits = {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         self.context_length = _context_length(self.model.config, self.tokenizer)
         self.eos_ids = _eos_ids(self.model.generation_config, self.tokenizer)
@@ -85,8 +75,14 @@ class TextGenerator:
         sampled = bool(getattr(config, "do_sample", False))
         self.default_temperature = float(config.temperature) if sampled and config.temperature is not None else 1.0
         self.default_top_p = float(config.top_p) if sampled and config.top_p is not None else 1.0
-        self.lock = TurnLock()
         self._encoding = threading.Lock()
+        limits = limits or EngineLimits()
+        cache_tokens = limits.max_cache_tokens or limits.max_sequences * (self.context_length or 2048)
+        self.batcher = ContinuousBatcher(self, limits, cache_tokens)
+
+    def close(self) -> None:
+        """Stop the scheduler thread (requests still running end without a finish reason)."""
+        self.batcher.close()
 
     # -- prompts ------------------------------------------------------------------------------
 
@@ -138,16 +134,29 @@ class TextGenerator:
                 )
             budget = min(budget, room)
         self.check_token_ids(list(sampling.logit_bias), "logit_bias")
-        return Generation(self, prompt_ids, sampling, budget)
+        cache_bound = self.batcher.cache_tokens
+        if len(prompt_ids) + budget > cache_bound:
+            raise InvalidInput(
+                f"the prompt ({len(prompt_ids)} tokens) and max_tokens ({budget}) need more KV cache than this server "
+                f"allows one request ({cache_bound} tokens, FERMION_LLM_MAX_CACHE_TOKENS): ask for fewer tokens"
+            )
+        generation = Generation(self, prompt_ids, sampling, budget)
+        self.batcher.submit(generation)
+        return generation
 
-    # -- one step -----------------------------------------------------------------------------
+    # -- picking tokens -----------------------------------------------------------------------------
 
-    def _step(self, feed: list[int], cache: Any) -> tuple[Any, Any]:
-        """Last-position logits after feeding `feed`, and the updated KV cache."""
-        torch = self.torch
-        inputs = torch.tensor([feed], device=self.device)
-        out = self.model(input_ids=inputs, use_cache=True, **{self._cache_key: cache}, **self._keep_last_logits)
-        return out.logits[0, -1].float(), out[self._cache_key]
+    def pick_rows(self, logits: Any, rows: Sequence[Generation]) -> list[int]:
+        """The next token of every row of `logits` (one per generation), greedy rows in one argmax."""
+        if all(g.plain_greedy for g in rows):
+            return [int(t) for t in self.torch.argmax(logits, dim=-1).tolist()]
+        return [self.pick_row(logits[i], g) for i, g in enumerate(rows)]
+
+    def pick_row(self, logits: Any, generation: Generation) -> int:
+        """The next token of one generation from its last-position logits (changed in place)."""
+        if generation.plain_greedy:
+            return int(self.torch.argmax(logits))
+        return self._pick(logits, generation.counts, generation.sampling, generation.rng)
 
     def _pick(self, logits: Any, counts: Counter[int], sampling: Sampling, rng: Any) -> int:
         torch = self.torch
@@ -172,134 +181,164 @@ class TextGenerator:
 
 
 class Generation:
-    """One request's generation: iterate it for text pieces; counts and finish reason fill in as it runs."""
+    """One request's generation: iterate it (`async for`, or `for` in a thread) for text pieces, or await `text()`.
+
+    The scheduler thread feeds it (`_accept`, `_finish`, `_fail`); readers on any thread or event
+    loop take the pieces. Counts and the finish reason are final once the pieces end.
+    """
 
     def __init__(self, engine: TextGenerator, prompt_ids: list[int], sampling: Sampling, budget: int) -> None:
+        torch = engine.torch
         self.engine = engine
         self.prompt_ids = prompt_ids
         self.sampling = sampling
         self.budget = budget
+        self.final_length = len(prompt_ids) + budget
         self.prompt_tokens = len(prompt_ids)
         self.completion_tokens = 0
-        #: "stop" (end-of-text token or a stop sequence), "length" (token budget), None while running.
+        self.token_ids: list[int] = []
+        #: "stop" (end-of-text token or a stop sequence), "length" (token budget), None while running or if cancelled.
         self.finish_reason: str | None = None
-        self._cancelled = threading.Event()
-        self._pieces = self._run()
+        self.error: BaseException | None = None
+        self.done = False
+        self.cancelled = False
+        temperature = engine.default_temperature if sampling.temperature is None else sampling.temperature
+        penalised = sampling.presence_penalty or sampling.frequency_penalty
+        self.plain_greedy = temperature <= 1e-5 and not sampling.logit_bias and not penalised
+        self.rng = None
+        if sampling.seed is not None:
+            self.rng = torch.Generator(device=engine.device)
+            self.rng.manual_seed(sampling.seed)
+        self.counts: Counter[int] = Counter()
+        # scheduler-side state
+        self.last_token = -1
+        self.position = 0
+        self._text = Detokenizer(engine.decode, prompt_ids[-_DETOKENIZE_CONTEXT:])
+        self._stops = StopMatcher(sampling.stop)
+        self._submitted = time.perf_counter()
+        self._last_at = 0.0
+        # the channel to readers
+        self._lock = threading.Lock()
+        self._pieces: deque[str] = deque()
+        self._wakeups: list[Callable[[], None]] = []
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def __iter__(self) -> Iterator[str]:
-        return self._pieces
+    # -- readers --------------------------------------------------------------------------------
 
-    def text(self) -> str:
-        """Run to the end and return the whole text."""
-        return "".join(self._pieces)
+    def __iter__(self) -> Iterator[str]:
+        """Text pieces as they come, blocking this thread between them."""
+        while True:
+            ready = threading.Event()
+            piece = self._take(ready.set)
+            if piece is None:
+                ready.wait()
+            elif piece is _END:
+                return
+            else:
+                yield piece
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        """Text pieces as they come, without blocking the event loop; leaving early cancels the generation."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                ready = loop.create_future()
+                piece = self._take(functools.partial(loop.call_soon_threadsafe, _resolve, ready))
+                if piece is None:
+                    await ready
+                elif piece is _END:
+                    return
+                else:
+                    yield piece
+        finally:
+            if not self.done:
+                self.cancel()
+
+    async def text(self) -> str:
+        """The whole text; a cancelled caller (timeout, disconnect) cancels the generation."""
+        return "".join([piece async for piece in self])
 
     def cancel(self) -> None:
-        """Stop after the current step (safe from any thread)."""
-        self._cancelled.set()
+        """Stop generating at the next step and free the sequence's cache (safe from any thread)."""
+        self.cancelled = True
+        self.engine.batcher.wake()
 
-    def close(self) -> None:
-        """Stop now and free the KV cache (from the thread that iterates, or once it has stopped)."""
-        self._pieces.close()
+    close = cancel
 
-    def _run(self) -> Iterator[str]:
-        engine, sampling = self.engine, self.sampling
-        torch = engine.torch
-        rng = None
-        if sampling.seed is not None:
-            rng = torch.Generator(device=engine.device)
-            rng.manual_seed(sampling.seed)
-        text = _Detokenizer(engine, self.prompt_ids[-_DETOKENIZE_CONTEXT:])
-        stops = _StopMatcher(sampling.stop)
-        counts: Counter[int] = Counter()
-        feed, cache = self.prompt_ids, None
-        reason = "length"
-        for _ in range(self.budget):
-            if self._cancelled.is_set():
-                return
-            # the lock and inference mode cover one step only: the next step may run on another thread
-            with engine.lock, torch.inference_mode():
-                logits, cache = engine._step(feed, cache)
-                token = engine._pick(logits, counts, sampling, rng)
-            self.completion_tokens += 1
-            if token in engine.eos_ids:
-                reason = "stop"
-                break
-            counts[token] += 1
-            piece, hit = stops.feed(text.add(token))
+    def _take(self, wakeup: Callable[[], None]) -> str | object | None:
+        """The next piece, `_END` when there is no more, or None after registering `wakeup` for the next."""
+        with self._lock:
+            if self._pieces:
+                return self._pieces.popleft()
+            if self.done:
+                if self.error is not None:
+                    raise self.error
+                return _END
+            self._wakeups.append(wakeup)
+            return None
+
+    # -- the scheduler's side -------------------------------------------------------------------
+
+    def _accept(self, token: int, stats: EngineStats) -> None:
+        """Take the token the model picked: text out, and finish on end-of-text, a stop text or the budget."""
+        now = time.perf_counter()
+        if self.completion_tokens == 0:
+            stats.ttft.observe(now - self._submitted)
+        else:
+            stats.itl.observe(now - self._last_at)
+        self._last_at = now
+        self.completion_tokens += 1
+        stats.generated_tokens += 1
+        self.token_ids.append(token)
+        self.last_token = token
+        if token in self.engine.eos_ids:
+            self._finish("stop")
+            return
+        self.counts[token] += 1
+        piece, hit = self._stops.feed(self._text.add(token))
+        if hit:
+            self._finish("stop", piece, flush=False)
+        elif self.completion_tokens >= self.budget:
+            self._finish("length", piece)
+        elif piece:
+            self._send(piece)
+
+    def _finish(self, reason: str | None, piece: str = "", *, flush: bool = True) -> None:
+        """End the generation; `flush` sends the text held back (not after a stop text cut it)."""
+        if flush:
+            more, hit = self._stops.feed(self._text.flush())
+            piece += more
+            if not hit:
+                piece += self._stops.flush()
+            reason = "stop" if hit else reason
+        self.finish_reason = reason
+        self.done = True
+        self.engine.batcher.stats.finished += 1
+        self._send(piece)
+
+    def _fail(self, error: BaseException) -> None:
+        self.error = error
+        self.done = True
+        self._send("")
+
+    def _send(self, piece: str) -> None:
+        with self._lock:
             if piece:
-                yield piece
-            if hit:
-                self.finish_reason = "stop"
-                return
-            feed = [token]
-        piece, hit = stops.feed(text.flush())
-        if not hit:
-            piece += stops.flush()
-        self.finish_reason = "stop" if hit else reason
-        if piece:
-            yield piece
+                self._pieces.append(piece)
+            wakeups, self._wakeups = self._wakeups, []
+        for wakeup in wakeups:
+            wakeup()
 
 
-class _Detokenizer:
-    """Turns tokens into text pieces as they come, holding back incomplete characters."""
-
-    def __init__(self, engine: TextGenerator, context: list[int]) -> None:
-        self.decode = engine.decode
-        self.ids = list(context)
-        self.prefix = 0  # ids[prefix:read] were decoded last time: they anchor spacing for the next piece
-        self.read = len(self.ids)
-
-    def add(self, token: int) -> str:
-        self.ids.append(token)
-        return self._advance(final=False)
-
-    def flush(self) -> str:
-        return self._advance(final=True) if self.read < len(self.ids) else ""
-
-    def _advance(self, final: bool) -> str:
-        before = self.decode(self.ids[self.prefix : self.read])
-        after = self.decode(self.ids[self.prefix :])
-        if len(after) > len(before) and (final or not after.endswith("\ufffd")):
-            self.prefix, self.read = self.read, len(self.ids)
-            return after[len(before) :]
-        if final:
-            self.prefix = self.read = len(self.ids)
-        return ""
+_END = object()
 
 
-class _StopMatcher:
-    """Cuts text at the first stop sequence; holds back text that may be the start of one."""
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self.stops = [s for s in stops if s]
-        self.pending = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """(text safe to send, whether a stop sequence was found)."""
-        if not self.stops:
-            return text, False
-        buffer = self.pending + text
-        found = [i for i in (buffer.find(s) for s in self.stops) if i >= 0]
-        if found:
-            self.pending = ""
-            return buffer[: min(found)], True
-        hold = 0
-        for stop in self.stops:
-            for size in range(min(len(stop) - 1, len(buffer)), hold, -1):
-                if buffer.endswith(stop[:size]):
-                    hold = size
-                    break
-        cut = len(buffer) - hold
-        self.pending = buffer[cut:]
-        return buffer[:cut], False
-
-    def flush(self) -> str:
-        pending, self.pending = self.pending, ""
-        return pending
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _context_length(config: Any, tokenizer: Any) -> int | None:

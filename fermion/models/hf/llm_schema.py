@@ -1,4 +1,5 @@
-"""Wire types of the text-generation Service: the native answer and the OpenAI-compatible shapes.
+"""Wire types of the text-generation Service: the native answer and the OpenAI-compatible shapes,
+and the checks that turn OpenAI requests into what the engine reads (or a 422 that says why).
 
 Request-side models ignore fields they do not know (OpenAI clients add new ones over time);
 the top-level request fields are the endpoints' parameters, declared in `fermion.models.hf.llm`.
@@ -9,6 +10,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from fermion.responses import InvalidInput
 
 FinishReason = Literal["stop", "length"]
 
@@ -165,3 +168,44 @@ def usage_of(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+
+
+def chat_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
+    """Messages as chat templates expect them: `{"role", "content"}` with text content."""
+    out = []
+    for index, message in enumerate(messages):
+        content = message.content
+        if isinstance(content, list):
+            other = [part.type for part in content if part.type != "text"]
+            if other:
+                raise InvalidInput(f"messages[{index}] has a {other[0]!r} part; this text-only model reads only text parts")
+            content = "\n".join(part.text or "" for part in content)
+        role = "system" if message.role == "developer" else message.role  # OpenAI's newer name for system
+        out.append({"role": role, "content": content or ""})
+    return out
+
+
+def refuse_unserved(
+    *,
+    n: int,
+    logprobs: bool,
+    tools: bool = False,
+    response_format: ResponseFormat | None = None,
+    best_of: int | None = None,
+    suffix: str | None = None,
+) -> None:
+    """422 for OpenAI options this server cannot honour, rather than an answer that silently ignores them."""
+    if n != 1:
+        raise InvalidInput(
+            f"n={n}: this server generates one choice per request; send n=1 (or leave it out) and repeat the request"
+        )
+    if best_of not in (None, 1):
+        raise InvalidInput(f"best_of={best_of}: only 1 is served")
+    if logprobs:
+        raise InvalidInput("logprobs are not served by this server; leave out logprobs and top_logprobs")
+    if tools:
+        raise InvalidInput("tool calling is not served by this server; leave out tools")
+    if response_format is not None and response_format.type != "text":
+        raise InvalidInput(f"response_format {response_format.type!r} is not served; only plain text answers are")
+    if suffix:
+        raise InvalidInput("suffix is not served (it needs a fill-in-the-middle model); leave it out")

@@ -1,0 +1,227 @@
+"""The `llm` benchmark: `fermion serve hf:` with continuous batching against raw `generate`, in one run.
+
+The model is a randomly initialised GPT-2 (n_embd 512, 8 layers, 8 heads, the tests' byte-level
+BPE): built here, so no download. Every request asks for 64 new tokens at temperature 0 through
+the OpenAI chat endpoint, streamed (the first content chunk gives the time to first token).
+
+- raw `model.generate` in a process of its own, batch 1 and batch 16 (left-padded): the limits;
+- Fermion at 1 stream and at 16 concurrent streams (closed loop, starts staggered over one
+  request's duration, as in a steady state);
+- the serial engine this replaces, served from `--baseline` (a git commit; `git archive`), same loads;
+- greedy outputs of Fermion at 16 streams compared with raw batch-1 `generate`, text for text.
+
+    python benchmarks/run.py --only llm [--quick]
+    python benchmarks/suite/llm.py raw MODEL_DIR      # (what the suite runs for the raw numbers)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+NEW_TOKENS = 64
+STREAMS = 16
+#: The last commit with the serial (turn-taking) engine: "today's" numbers come from it.
+BASELINE_COMMIT = "7574e88"
+PROMPTS = [f"Tell me about {topic}." for topic in ("the sea", "HTTP", "tokens", "foxes", "numbers", "streams", "models", "dogs")]
+
+
+def build_model(folder: Path) -> Path:
+    """The 25.6 M-parameter GPT-2-style model of the issue, saved with the tests' tokenizer and chat template."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_models.llm import EOS, build_tokenizer
+
+    if (folder / "config.json").exists():
+        return folder
+    tokenizer = build_tokenizer()
+    eos = tokenizer.convert_tokens_to_ids(EOS)
+    shape = {"n_positions": 512, "n_embd": 512, "n_layer": 8, "n_head": 8}
+    special = {"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": eos}
+    config = GPT2Config(vocab_size=len(tokenizer), tie_word_embeddings=False, **shape, **special)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def raw(model_dir: str) -> dict[str, Any]:
+    """Raw `generate` tokens/s at batch 1 and 16 (2 torch threads), and each prompt's greedy answer alone."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(2)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    texts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+        for p in PROMPTS
+    ]
+    out: dict[str, Any] = {"parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1), "tokens_per_s": {}}
+    options = {
+        "max_new_tokens": NEW_TOKENS,
+        "min_new_tokens": NEW_TOKENS,
+        "do_sample": False,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    with torch.inference_mode():
+        for batch in (1, STREAMS):
+            chosen = [texts[i % len(texts)] for i in range(batch)]
+            inputs = tokenizer(chosen, return_tensors="pt", padding=True, add_special_tokens=False)
+            model.generate(**inputs, **options)  # warm-up
+            started = time.perf_counter()
+            model.generate(**inputs, **options)
+            out["tokens_per_s"][str(batch)] = round(batch * NEW_TOKENS / (time.perf_counter() - started), 1)
+        answers = []
+        for text in texts:
+            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+            generated = model.generate(**ids, max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            answers.append(tokenizer.decode(generated[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
+    out["greedy_answers"] = answers
+    return out
+
+
+async def _one(client: Any, url: str, prompt: str) -> dict[str, Any]:
+    messages = [{"role": "user", "content": prompt}]
+    body = {"messages": messages, "max_tokens": NEW_TOKENS, "temperature": 0, "stream": True}
+    body["stream_options"] = {"include_usage": True}
+    started = time.perf_counter()
+    first, text, tokens = None, [], 0
+    async with client.stream("POST", url + "/v1/chat/completions", json=body) as answer:
+        answer.raise_for_status()
+        async for line in answer.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+            for choice in chunk["choices"]:
+                if choice["delta"].get("content"):
+                    first = first or time.perf_counter()
+                    text.append(choice["delta"]["content"])
+    return {"ttft": (first or time.perf_counter()) - started, "tokens": tokens, "text": "".join(text), "prompt": prompt}
+
+
+async def _load(url: str, streams: int, seconds: float) -> dict[str, Any]:
+    """`streams` clients in a closed loop for `seconds` (starts staggered): tokens/s, p50 TTFT, answers."""
+    import httpx
+
+    done: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=streams)) as client:
+        solo = await _one(client, url, PROMPTS[0])  # warm-up, and how long one request takes
+        stagger = (solo["ttft"] + 0.5 * NEW_TOKENS / max(solo["tokens"], 1)) / streams if streams > 1 else 0.0
+        started = time.perf_counter()
+
+        async def run(i: int) -> None:
+            await asyncio.sleep(i * stagger)
+            n = i
+            while time.perf_counter() - started < seconds:
+                done.append(await _one(client, url, PROMPTS[n % len(PROMPTS)]))
+                n += streams
+
+        await asyncio.gather(*(run(i) for i in range(streams)))
+        elapsed = time.perf_counter() - started
+    ttfts = sorted(r["ttft"] for r in done)
+    return {
+        "streams": streams,
+        "requests": len(done),
+        "seconds": round(elapsed, 2),
+        "tokens_per_s": round(sum(r["tokens"] for r in done) / elapsed, 1),
+        "p50_ttft_ms": round(1000 * ttfts[len(ttfts) // 2], 1),
+        "answers": {r["prompt"]: r["text"] for r in done},
+    }
+
+
+def _serve(model_dir: Path, python_path: str, log: Path, env: dict[str, str] | None = None) -> tuple[Any, str]:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from suite.procs import free_port, start
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "fermion", "serve", f"hf:{model_dir}", "--port", str(port), "--compute-threads", "2"]
+    # cwd is the checkout served: `python -m` puts it first on sys.path, ahead of PYTHONPATH
+    proc = start(
+        "llm",
+        cmd,
+        cpus="0,1",
+        log_path=log,
+        cwd=Path(python_path),
+        env={"PYTHONPATH": python_path, "HF_HUB_OFFLINE": "1", **(env or {})},
+    )
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if not proc.alive():
+            break
+        time.sleep(0.2)
+    proc.stop()
+    raise RuntimeError(f"fermion serve did not get ready; its log: {log}\n{proc.log_tail()}")
+
+
+def _measure_server(model_dir: Path, python_path: str, log: Path, seconds: float, say: Any) -> dict[str, Any]:
+    proc, url = _serve(model_dir, python_path, log)
+    try:
+        single = asyncio.run(_load(url, 1, seconds))
+        say(f"    1 stream: {single['tokens_per_s']} tok/s, p50 TTFT {single['p50_ttft_ms']} ms")
+        many = asyncio.run(_load(url, STREAMS, seconds))
+        say(f"    {STREAMS} streams: {many['tokens_per_s']} tok/s, p50 TTFT {many['p50_ttft_ms']} ms")
+    finally:
+        proc.stop()
+    return {"single": single, "concurrent": many}
+
+
+def run_llm(quick: bool, log_dir: Path, say: Any, baseline: str = BASELINE_COMMIT) -> dict[str, Any]:
+    """The whole `llm` benchmark; returns the record run.py writes."""
+    from suite.machine import load_average, machine_info
+
+    seconds = 15.0 if quick else 40.0
+    record: dict[str, Any] = {"bench": "llm", "quick": quick, "machine": machine_info(), "new_tokens": NEW_TOKENS}
+    record["method"] = {"window_s": seconds, "server_cpus": "0,1", "streams": STREAMS, "baseline": baseline}
+    model_dir = build_model(ROOT / "benchmarks" / ".venvs" / "llm-gpt2-25m")
+    say("  raw generate (batch 1, batch 16)")
+    done = subprocess.run(
+        ["taskset", "-c", "0,1", sys.executable, __file__, "raw", str(model_dir)], capture_output=True, text=True, cwd=ROOT
+    )
+    if done.returncode:
+        raise RuntimeError(f"raw generate failed:\n{done.stderr[-2000:]}")
+    record["raw"] = json.loads(done.stdout.strip().splitlines()[-1])
+    say(f"    {record['raw']['tokens_per_s']} tok/s ({record['raw']['parameters_m']} M parameters)")
+    say("  fermion (continuous batching)")
+    record["fermion"] = _measure_server(model_dir, str(ROOT), log_dir / "llm-fermion.log", seconds, say)
+    with tempfile.TemporaryDirectory() as old:
+        archive = subprocess.run(["git", "archive", baseline, "fermion"], cwd=ROOT, capture_output=True, check=False)
+        if archive.returncode == 0:
+            subprocess.run(["tar", "-x", "-C", old], input=archive.stdout, check=True)
+            say(f"  fermion {baseline} (the serial engine)")
+            record["serial"] = _measure_server(model_dir, old, log_dir / "llm-serial.log", seconds, say)
+        else:
+            record["serial"] = {"skipped": f"git archive {baseline} failed: {archive.stderr.decode()[-300:]}"}
+    expected = dict(zip(PROMPTS, record["raw"].pop("greedy_answers"), strict=True))
+    served = record["fermion"]["concurrent"]["answers"]
+    record["greedy_mismatches"] = sorted(p for p, text in served.items() if text != expected[p])
+    record["transformers_serve"] = "not run: not wired into this benchmark yet"
+    record["load_average_after"] = load_average()
+    return record
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["raw"]:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        print(json.dumps(raw(sys.argv[2])))
