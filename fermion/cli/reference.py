@@ -96,6 +96,18 @@ ENVIRONMENT = (
         "seconds between the samples of the console's metrics history (default 5, from 0.1 to 3600)",
     ),
     EnvVar(
+        "FERMION_LLM_MAX_SEQUENCES, FERMION_LLM_MAX_WAITING, FERMION_LLM_MAX_CACHE_TOKENS",
+        "`hf:` text-generation sources",
+        "the continuous-batching engine's bounds: requests generating at once (default 16), requests waiting to join "
+        "(default 64; beyond, 429 with Retry-After) and KV-cache positions (default: sequences × the model's context); "
+        "see docs/models/llm.md",
+    ),
+    EnvVar(
+        "FERMION_LLM_DEVICE",
+        "`hf:` text-generation sources",
+        "the torch device the model runs on, e.g. `cuda:1` (default `cuda` when torch sees a GPU, else `cpu`)",
+    ),
+    EnvVar(
         "FERMION_METRICS_DIR",
         "`fermion serve --workers N`",
         "set by `fermion serve` for its worker processes, which publish their counters there for `/metrics`; leave it unset",
