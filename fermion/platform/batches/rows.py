@@ -48,7 +48,7 @@ def request_shape(document: dict[str, Any], deployment: str, endpoint: str, vers
     if "$ref" in schema:
         schema = document.get("components", {}).get("schemas", {}).get(schema["$ref"].rsplit("/", 1)[-1], {})
     properties: dict[str, Any] = schema.get("properties", {})
-    required = set(schema.get("required", ()))
+    required = [name for name in properties if name in set(schema.get("required", ()))]  # in the signature's order
     files = [name for name, prop in properties.items() if is_file_schema(prop)]
     if version.kind == "images":
         if len(files) != 1:
@@ -57,11 +57,11 @@ def request_shape(document: dict[str, Any], deployment: str, endpoint: str, vers
                 f"image field; it has {len(files)} ({', '.join(files) or 'none'})"
             )
         fields, file_field = [], files[0]
-        missing = sorted(required - {file_field})
+        missing = [name for name in required if name != file_field]
     else:
         columns = [c["name"] for c in version.columns]
         fields, file_field = [name for name in properties if name in columns], None
-        missing = sorted(required - set(fields))
+        missing = [name for name in required if name not in fields]
     if missing:
         have = "an image per row" if version.kind == "images" else f"columns {', '.join(c['name'] for c in version.columns)}"
         raise Invalid(
