@@ -18,7 +18,18 @@ from typing import Any
 
 import httpx
 import pytest
-from support import FERMION, ROOT, RunningPlatform, running_platform, start_platform, stop_process, stop_replicas, wait_for
+from support import (
+    EXAMPLES,
+    FERMION,
+    ROOT,
+    RunningPlatform,
+    running_platform,
+    start_platform,
+    stop_process,
+    stop_replicas,
+    wait_for,
+)
+from test_platform_docs import commands, runnable_blocks
 
 from fermion.client.platform import InvalidError, Platform
 from fermion.data import DatasetStore
@@ -112,6 +123,23 @@ def test_a_batch_from_the_cli_shows_progress_and_stores_inputs_with_outputs_and_
 
     listed = fermion(platform, "batches", "ls")
     assert listed.returncode == 0 and "small-scored@1" in listed.stdout and "succeeded" in listed.stdout
+
+
+def test_the_batch_page_runs(platform: RunningPlatform, tmp_path: Path):
+    """docs/batch.md's marked blocks, in a folder of their own (its CSV file is written there)."""
+    blocks = runnable_blocks((ROOT / "docs" / "batch.md").read_text())
+    assert [lang for lang, _ in blocks] == ["bash"]
+    env = {**os.environ, "FERMION_HOME": str(platform.data_dir), "FERMION_TOKEN": platform.token, "COLUMNS": "200"}
+    env["PATH"] = f"{Path(FERMION[0]).parent}:{env['PATH']}"
+    env.pop("FERMION_URL", None)
+    said = []
+    for command in commands(blocks[0][1].replace("examples/echo.py", str(EXAMPLES / "echo.py"))):
+        done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+        assert done.returncode == 0, f"$ {command}\n{done.stdout}\n{done.stderr}"
+        said.append(done.stdout)
+    assert "stored greetings-echo@1: 3 rows" in said[3]
+    rows = output_rows(platform, "greeted@1")
+    assert [(r["text"], r["times"], r["output"], r["error"]) for r in rows][1] == ("batch", 2, "echo: batchbatch", None)
 
 
 def test_200_images_through_an_image_endpoint(platform: RunningPlatform, client: Platform, tmp_path: Path):
