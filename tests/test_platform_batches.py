@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,35 @@ def test_a_narrowed_token_batches_only_its_own_deployments(platform: RunningPlat
         assert {j["deployment"] for j in mine.batches.list()} == {"measurer"}
         assert mine.batches.wait(job["id"], timeout=240, poll_s=0.3)["result"] == "pictures-again@1"
     assert client.batches.wait(theirs["id"], timeout=240, poll_s=0.3)["status"] == "succeeded"
+
+
+def test_a_batch_yields_to_interactive_calls_on_its_deployment():
+    """The throttle: a job's full concurrency while only batches call, one row per ready replica while others do."""
+    from fermion.platform.batches import BatchJob
+    from fermion.platform.batches.runner import QUIET_S, Throttle
+    from fermion.platform.gateway.inside import InsideCaller
+    from fermion.platform.gateway.metrics import GatewayMetrics
+    from fermion.platform.gateway.routes import RouteTable
+    from fermion.platform.gateway.upstream import UpstreamPool
+
+    table = RouteTable()
+    table.set("scorer", ["http://127.0.0.1:1", "http://127.0.0.1:2"])
+    caller = InsideCaller(table, UpstreamPool(), GatewayMetrics(), timeout=5, wait_s=1)
+    throttle = Throttle(caller)
+    job = BatchJob(id="b-1", deployment="scorer", dataset="rows@1", endpoint="predict", output="out", concurrency=8)
+    route = table.get("scorer")
+    assert route is not None and throttle.allowed(job) == 8
+    route.arrivals += 5  # five of our own rows reached it: still only batches
+    caller.arrivals["scorer"] = 5
+    throttle.in_flight["scorer"] = 5
+    route.upstreams[0].outstanding = 5
+    assert throttle.allowed(job) == 8
+    route.upstreams[1].outstanding = 1  # an interactive call in flight
+    assert throttle.allowed(job) == 2
+    route.upstreams[1].outstanding = 0
+    route.arrivals += 1  # it has been answered, but came just now
+    assert throttle.allowed(job) == 2
+    assert throttle.allowed(job, time.monotonic() + QUIET_S) == 8  # a quiet second later
 
 
 def test_a_killed_control_plane_resumes_a_10000_row_batch_without_duplicates_or_gaps(tmp_path: Path):

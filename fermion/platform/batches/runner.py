@@ -47,11 +47,12 @@ class Throttle:
         self.in_flight: dict[str, int] = {}  # deployment → batch rows in flight on it, all jobs together
         self._seen: dict[str, tuple[int, float]] = {}  # deployment → (others' arrivals, when they last grew)
 
-    def allowed(self, job: BatchJob) -> int:
+    def allowed(self, job: BatchJob, now: float | None = None) -> int:
+        """Rows `job` may have in flight at `now` (default: the monotonic clock's now)."""
         route = self.caller.table.get(job.deployment)
         if route is None:
             return job.concurrency
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
         others = route.arrivals + route.external_arrivals - self.caller.arrivals.get(job.deployment, 0)
         seen, since = self._seen.get(job.deployment, (others, -math.inf))
         if others != seen:
@@ -269,6 +270,8 @@ class BatchJobs:
         from fermion.data import DatasetError
 
         results = read_results(self._results(job))
+        if job.status != "running":  # cancelled after its last row: nothing is stored
+            return
         target = self.folder / job.id / "output.jsonl"
         write_output(inputs, results, target)
         try:
