@@ -30,7 +30,7 @@ from suite.procs import stop_all  # noqa: E402
 
 BENCH_DIR = ROOT / "benchmarks"
 RESULTS = BENCH_DIR / "results"
-ALL_BENCHES = ("echo", "minilm", "startup", "gateway", "backends", "llm")
+ALL_BENCHES = ("echo", "minilm", "startup", "gateway", "backends", "llm", "batch")
 
 
 def _say(line: str) -> None:
@@ -52,6 +52,7 @@ def methods(quick: bool, window: float | None, max_windows: int | None) -> dict[
         "gateway": Method(window_s=win, warmup_s=1.0 if quick else 3.0, max_windows=most),
         "backends": Method(window_s=win, warmup_s=1.0 if quick else 3.0, max_windows=most),
         "llm": Method(window_s=win, warmup_s=0.0, max_windows=1),  # suite/llm.py sets its own windows
+        "batch": Method(window_s=win, warmup_s=2.0 if quick else 5.0, max_windows=most),
     }
 
 
@@ -102,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
                 from suite.llm import run_llm
 
                 record = run_llm(args.quick, log_dir, _say)
+            elif bench == "batch":
+                from suite.batch import run_batch
+
+                record = run_batch(method[bench], args.quick, log_dir, _say)
             else:
                 record = run_startup(method[bench], args.quick, log_dir, _say)
             record["started"] = stamp

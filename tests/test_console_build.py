@@ -306,6 +306,32 @@ def test_cancel_a_running_training(console: Console) -> None:
     sync_api.expect(page.get_by_role("button", name=EN["training.cancel"])).to_be_hidden()
 
 
+def test_a_batch_from_the_data_page_shows_its_progress_and_output(console: Console, platform: RunningPlatform) -> None:
+    scorer = Path(__file__).parent / "apps" / "batch_models.py"
+    rows = "x,tag\n" + "".join(f"{-1 if n == 7 else n},t{n}\n" for n in range(50))
+    with platform.api() as api:
+        api.post("/api/v1/datasets", files={"file": ("scores.csv", rows.encode())}).raise_for_status()
+        api.post("/api/v1/deployments", json={"name": "scorer", "source": f"{scorer}:Scorer"}).raise_for_status()
+    page = show(console, "#/data", "data")
+    page.get_by_label(EN["data.dataset"], exact=True).select_option("scores@1")
+    page.get_by_label(EN["batch.deployment"], exact=True).select_option("scorer")
+    page.get_by_label(EN["batch.endpoint"], exact=True).fill("nope")
+    page.get_by_role("button", name=EN["batch.start"]).click()  # the API's refusal, in the form
+    sync_api.expect(page.locator("form.batch-form [role='alert']")).to_contain_text(
+        "has no POST endpoint 'nope'", timeout=120_000
+    )
+    page.get_by_label(EN["batch.endpoint"], exact=True).fill("predict")
+    page.get_by_label(EN["batch.output_name"], exact=True).fill("scores-console")
+    page.get_by_role("button", name=EN["batch.start"]).click()
+    done = page.locator("table.batch-jobs tr[data-status='succeeded']")
+    sync_api.expect(done).to_contain_text("scores-console@1", timeout=120_000)
+    sync_api.expect(done).to_contain_text("50 of 50 rows")
+    sync_api.expect(done).to_contain_text("1 failed")
+    done.get_by_role("link", name="scores-console@1").click()
+    page.wait_for_selector("table.schema")
+    sync_api.expect(page.locator("table.schema")).to_contain_text("double")
+
+
 def test_the_build_pages_in_chinese_and_spanish(console: Console) -> None:
     page = console.page
     for lang in ("zh-CN", "es"):

@@ -48,6 +48,10 @@ RULES = {
     ("POST", "/api/v1/trainings"): "deploy",
     ("GET", "/api/v1/trainings/{job_id}"): "deploy",
     ("DELETE", "/api/v1/trainings/{job_id}"): "deploy",
+    ("GET", "/api/v1/batches"): "deploy",
+    ("POST", "/api/v1/batches"): "deploy",
+    ("GET", "/api/v1/batches/{job_id}"): "deploy",
+    ("DELETE", "/api/v1/batches/{job_id}"): "deploy",
     ("GET", "/api/v1/models"): "deploy",
     ("GET", "/api/v1/models/{ref}"): "deploy",
     ("GET", "/api/v1/models/{ref}/report"): "deploy",
@@ -64,6 +68,11 @@ NARROWABLE = {
     ("GET", "/api/v1/deployments"),
     ("POST", "/api/v1/deployments"),
     ("GET", "/api/v1/metrics"),
+    # batches keep a narrowed token to its deployments' jobs (tests/test_platform_batches.py)
+    ("GET", "/api/v1/batches"),
+    ("POST", "/api/v1/batches"),
+    ("GET", "/api/v1/batches/{job_id}"),
+    ("DELETE", "/api/v1/batches/{job_id}"),
 }
 CALLERS = ("none", "invoke", "deploy", "admin", "narrowed-invoke", "narrowed-deploy", "expired", "revoked")
 #: The one deployment the narrowed callers reach (it need not exist).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fermion.cli import batch as _batch  # noqa: F401 - registers `fermion batch` and `fermion batches`
 from fermion.cli import bench as _bench  # noqa: F401 - registers `fermion bench`
 from fermion.cli import call as _call  # noqa: F401 - registers `fermion call`
 from fermion.cli import data as _data  # noqa: F401 - registers `fermion data`

@@ -1,7 +1,8 @@
 // The Fermion web console: plain ES modules, no build step, no third-party code.
 // It talks to the platform's REST API (/api/v1) and the gateway (/run/<name>) only.
 // This module routes between the pages; core.js holds what they share, deployment.js a deployment's page,
-// playground.js the playground, build.js, train.js and models.js the Data, Train and Models pages.
+// playground.js the playground, build.js, train.js and models.js the Data, Train and Models pages (batch.js: the
+// Data page's batch predictions).
 
 import { LANG_KEY, SCOPES, TOKEN_KEY, api, can, clock, confirmDialog, copyButton, date, enc, errorBox, every, field, fill, h, loadCatalog, messageOf, notice, num, pickLang, request, s, showError, signOutWith, state, statusBadge, t, tOr, translateStatic } from "./core.js";
 import { deploymentPage } from "./deployment.js";

@@ -3,6 +3,7 @@
 // They use /api/v1/datasets, /trainings and /models; a model is deployed as the source model:NAME@V.
 
 import { api, can, date, enc, errorBox, errorFrom, every, field, fill, h, notice, num, s, showError, signOutWith, state, t, tOr } from "./core.js";
+import { batchSection } from "./batch.js";
 
 export const SAMPLES = ["iris", "wine", "breast_cancer", "digits", "diabetes"];
 export const METRICS = { classification: ["accuracy", "f1_macro", "roc_auc", "log_loss"], regression: ["rmse", "mae", "r2"] };
@@ -208,7 +209,8 @@ export function dataPage(main, ref, mine) {
     box,
     h("section", { class: "card" }, h("h2", {}, t("data.list")),
       dataTable(t("data.list"), [t("data.dataset"), t("data.kind"), t("data.rows"), t("data.columns"), t("data.label_column"),
-        t("data.classes"), t("data.source"), t("data.added_at"), t("overview.actions")], body, { class: "datasets" })));
+        t("data.classes"), t("data.source"), t("data.added_at"), t("overview.actions")], body, { class: "datasets" })),
+    batchSection(mine));
 
   async function load() {
     const answer = await api.get("/datasets");

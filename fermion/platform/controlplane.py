@@ -23,6 +23,7 @@ import orjson
 from fermion.platform.auth import TOKEN_CACHE_S, Scope, TokenCache, call_refusal, reach
 from fermion.platform.autoscaler import Autoscaler
 from fermion.platform.backends.base import Backend
+from fermion.platform.batches import BatchLimits
 from fermion.platform.capacity import DEFAULT_MAX_REPLICAS, Ask, Capacity, Machine
 from fermion.platform.errors import PlatformError
 from fermion.platform.gateway.admission import ADMITTED, Admission
@@ -30,6 +31,7 @@ from fermion.platform.gateway.edge import DEFAULT_MAX_BODY_SIZE
 from fermion.platform.gateway.haproxy import HAProxyFrontDoor
 from fermion.platform.gateway.haproxy_config import Grant
 from fermion.platform.gateway.history import MetricsHistory
+from fermion.platform.gateway.inside import InsideCaller
 from fermion.platform.gateway.proxy import Gateway
 from fermion.platform.gateway.routes import PREFIX as RUN_PREFIX
 from fermion.platform.gateway.routes import RouteTable
@@ -70,7 +72,10 @@ class ControlPlane:
         max_replicas_total: int | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         sandbox: Sandbox | None = None,
+        batch_limits: BatchLimits | None = None,
     ) -> None:
+        from fermion.data import DatasetStore
+        from fermion.platform.batches import BatchJobs
         from fermion.platform.home import default_data_dir
         from fermion.platform.trainings import TrainingJobs
         from fermion.serving.openapi import swagger_assets_dir
@@ -100,6 +105,9 @@ class ControlPlane:
         #: Where datasets, models and training jobs live (the CLI's data dir).
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         self.trainings = TrainingJobs(self.data_dir, training_limits)
+        #: Batch jobs call replicas from inside, through the gateway's routes, pool and metrics (`gateway.inside`).
+        inside = InsideCaller(self.routes, self.gateway.pool, self.gateway.metrics, self.gateway.timeout, cold_start_timeout)
+        self.batches = BatchJobs(self.data_dir, DatasetStore(self.data_dir / "datasets"), inside, batch_limits)
         #: How replicas and the source check run, and which folders may hold code (`fermion up --code-from`).
         self.sandbox = sandbox or getattr(backend, "sandbox", None) or Sandbox.probe(self.data_dir)
         self._token_grants: list[Grant] = []
@@ -351,11 +359,14 @@ class ControlPlane:
                     return
                 pruner = asyncio.create_task(self._prune_connections())
                 sampler = asyncio.create_task(self._sample_history())
+                if resumed := self.batches.resume():  # after start(): the routes to adopted replicas are in place
+                    log.info("resumed %d batch job(s)", resumed)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # uvicorn has drained the gateway's in-flight requests by now; stop the replicas.
                 pruner.cancel()
                 sampler.cancel()
+                await self.batches.stop()  # they stay running on disk: the next start resumes them
                 await asyncio.to_thread(self.stop)
                 await self.gateway.aclose()
                 await send({"type": "lifespan.shutdown.complete"})

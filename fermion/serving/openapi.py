@@ -56,19 +56,20 @@ def _error_ref() -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": REF.format(model="Error")}}}
 
 
-def _is_file_schema(schema: dict[str, Any]) -> bool:
+def is_file_schema(schema: dict[str, Any]) -> bool:
+    """Whether a JSON schema (a property of a request, say) takes a `File` or `Image`, alone or as one of several types."""
     if schema.get(FILE_SCHEMA_MARK):
         return True
-    return any(_is_file_schema(s) for key in ("anyOf", "oneOf") for s in schema.get(key, ()))
+    return any(is_file_schema(s) for key in ("anyOf", "oneOf") for s in schema.get(key, ()))
 
 
 def _multipart_schema(request_schema: dict[str, Any]) -> dict[str, Any]:
     schema = copy.deepcopy(request_schema)
     binary = {"type": "string", "format": "binary"}
     for name, prop in schema.get("properties", {}).items():
-        if _is_file_schema(prop):
+        if is_file_schema(prop):
             schema["properties"][name] = {**binary, "description": prop.get("description", "")}
-        elif prop.get("type") == "array" and _is_file_schema(prop.get("items", {})):
+        elif prop.get("type") == "array" and is_file_schema(prop.get("items", {})):
             schema["properties"][name] = {"type": "array", "items": binary, "description": prop.get("description", "")}
     return schema
 

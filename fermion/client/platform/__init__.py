@@ -27,7 +27,7 @@ from fermion.client._errors import (
     PlatformConnectionError,
     TooManyRequestsError,
 )
-from fermion.client.platform.build import Datasets, Models, Trainings
+from fermion.client.platform.build import Batches, Datasets, Models, Trainings
 from fermion.client.platform.deployments import EVENT_PAGE, Deployments, latest
 from fermion.client.platform.tokens import Tokens
 from fermion.client.platform.transport import Transport
@@ -112,6 +112,7 @@ class Platform:
         self.tokens = Tokens(self.transport)
         self.datasets = Datasets(self.transport)
         self.trainings = Trainings(self.transport)
+        self.batches = Batches(self.transport)
         self.models = Models(self.transport)
 
     # -- HTTP ------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ blocking calls never hold up the event loop that also carries the gateway's traf
 
 `build_api` makes the app (its error answers, /info and the docs page) and assembles one router
 module per resource: deployments (with events and logs), tokens (with the audit log), console,
-datasets, trainings and models. What they share is in `common`.
+datasets, trainings, batches and models. What they share is in `common`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Match, Route
 
 from fermion._version import __version__
-from fermion.platform.api import console, datasets, deployments, models, tokens, trainings
+from fermion.platform.api import batches, console, datasets, deployments, models, tokens, trainings
 from fermion.platform.api.common import PREFIX, NarrowableInvoker, error_response, not_installed, validation_message
 from fermion.platform.api.headers import SecurityHeaders
 from fermion.platform.api.schemas import ErrorBody, Info
@@ -35,7 +35,7 @@ def build_api(plane: ControlPlane) -> FastAPI:
     api = FastAPI(
         title="Fermion platform",
         version=__version__,
-        description="Deployments, replicas, events, logs, tokens, the audit log, datasets, training jobs and models of a `fermion up` platform.",
+        description="Deployments, replicas, events, logs, tokens, the audit log, datasets, training jobs, batch jobs and models of a `fermion up` platform.",
         openapi_url=f"{PREFIX}/openapi.json",
         docs_url=None,
         redoc_url=None,
@@ -43,7 +43,7 @@ def build_api(plane: ControlPlane) -> FastAPI:
             401: {"model": ErrorBody},
             403: {"model": ErrorBody},
             400: {"model": ErrorBody, "description": "A malformed request (control characters in the path, say)"},
-            404: {"model": ErrorBody, "description": "No such deployment, token, dataset, training job or model"},
+            404: {"model": ErrorBody, "description": "No such deployment, token, dataset, training or batch job, or model"},
             409: {"model": ErrorBody, "description": "A name that is taken, or a state that does not allow this"},
             422: {"model": ErrorBody},
         },
@@ -126,5 +126,6 @@ def build_api(plane: ControlPlane) -> FastAPI:
     console.register(api, plane)
     datasets.register(api, plane)
     trainings.register(api, plane)
+    batches.register(api, plane)
     models.register(api, plane)
     return api

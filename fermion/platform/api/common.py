@@ -8,7 +8,6 @@ narrowed to deployments only to routes about one of them (`Narrowable*`: routes 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
@@ -74,8 +73,3 @@ def not_installed(path: str, error: ModuleNotFoundError) -> JSONResponse:
     what = f"{hint[1]} where `fermion up` runs, then restart it" if hint else "install it where `fermion up` runs"
     body = error_body(501, f"this needs {missing}, which is not installed: {what}")
     return JSONResponse(body, status_code=501)
-
-
-def iso(epoch: float | None) -> str | None:
-    """Epoch seconds as ISO 8601 in UTC (None stays None)."""
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")

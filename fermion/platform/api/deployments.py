@@ -15,7 +15,7 @@ import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import StreamingResponse
 
-from fermion.platform.api.common import PREFIX, Deployer, EventId, Invoker, NarrowableDeployer, NarrowableInvoker, iso
+from fermion.platform.api.common import PREFIX, Deployer, EventId, Invoker, NarrowableDeployer, NarrowableInvoker
 from fermion.platform.api.schemas import (
     DeploymentCreate,
     DeploymentList,
@@ -31,6 +31,7 @@ from fermion.platform.api.schemas import (
 from fermion.platform.auth import narrowed_to, reach
 from fermion.platform.code_folders import UNREADABLE, absolute_source
 from fermion.platform.errors import Conflict, Forbidden, Invalid, NotFound
+from fermion.platform.jobfiles import iso
 from fermion.platform.store.records import (
     DeploymentRecord,
     check_env,

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fermion.platform.jobfiles import iso
+
 #: Jobs kept on disk and in the list; older finished jobs are forgotten.
 KEEP_JOBS = 200
 #: Trials kept per job for the live chart.
@@ -73,7 +75,7 @@ class TrainingJob:
         shown = self.to_dict()
         del shown["pid"], shown["pid_started"]  # the platform's own bookkeeping
         for key in ("created_at", "started_at", "finished_at"):
-            shown[key] = _iso(shown[key])
+            shown[key] = iso(shown[key])
         shown["trial_count"] = len(self.trials)
         if not with_trials:
             del shown["trials"]
@@ -103,12 +105,6 @@ class TrainingJob:
         if self.max_trials is not None:
             line += ["--max-trials", str(self.max_trials)]
         return line
-
-
-def _iso(epoch: float | None) -> str | None:
-    from datetime import UTC, datetime
-
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def new_job_id() -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fermion.platform.errors import Invalid, NotFound, TooManyRequests
+from fermion.platform.jobfiles import save_record
 from fermion.platform.processes import process_start_time
 from fermion.platform.trainings.job import ACTIVE, FINISHED, KEEP_JOBS, KEEP_TRIALS, TrainingJob, TrainingLimits
 
@@ -58,10 +59,7 @@ class TrainingJobs:
             self._jobs[job.id] = job
 
     def _save(self, job: TrainingJob) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f"{job.id}.json.tmp"
-        tmp.write_text(json.dumps(job.to_dict()))
-        os.replace(tmp, self.folder / f"{job.id}.json")
+        save_record(self.folder / f"{job.id}.json", job.to_dict())
 
     # -- the API's side ----------------------------------------------------------------------------
 
