@@ -54,7 +54,7 @@ def run_batch(method: Method, quick: bool, log_dir: Path, say: Say) -> dict[str,
         "source": "examples/embeddings.py",
     }
     say(f"  fermion up on CPU(s) {cpus}, deploying {Path(source).name}")
-    up, base, data_dir = start_up("batch", cpus, log_dir, ("--gateway", "python", "--code-from", str(ROOT / "examples")))
+    up, base, data_dir = start_up("batch", cpus, log_dir, ("--gateway", "python"))
     work = Path(tempfile.mkdtemp(prefix="fermion-bench-batch-"))
     try:
         deploy(up, base, data_dir, "minilm")

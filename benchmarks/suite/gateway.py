@@ -43,7 +43,8 @@ def one_gateway(kinds: Iterable[str]) -> str:
 def start_up(
     label: str, cpus: str, log_dir: Path, extra: tuple[str, ...] = (), env: dict[str, str] | None = None
 ) -> tuple[Process, str, Path]:
-    """`fermion up [extra]` pinned to `cpus`, on a free port with a fresh data dir: the process, its URL and data dir."""
+    """`fermion up [extra]` pinned to `cpus`, on a free port with a fresh data dir, with the repository open to code
+    (`--code-from`: the benchmark's servers and examples are Python sources): the process, its URL and data dir."""
     data_dir = Path(tempfile.mkdtemp(prefix="fermion-bench-up-"))
     port = free_port()
     up = start(
@@ -59,6 +60,8 @@ def start_up(
             str(port),
             "--log-level",
             "warning",
+            "--code-from",
+            str(ROOT),
             *extra,
         ],
         cpus=cpus,
