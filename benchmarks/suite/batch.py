@@ -24,7 +24,6 @@ from typing import Any
 
 import httpx
 
-from suite.envs import ROOT
 from suite.gateway import CASES, deploy, gateway_kind, start_up
 from suite.machine import load_average, machine_info
 from suite.measure import Method, measure
