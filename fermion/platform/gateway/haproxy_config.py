@@ -84,7 +84,8 @@ def backend_section(name: str, slots: dict[str, str | None]) -> str:
         "    http-response set-header access-control-allow-origin *",
         f"    http-request set-header x-forwarded-prefix {PREFIX}%[var(txn.dep)]",
         "    http-request del-header authorization",
-        f"    http-request set-path /%[path,regsub(^{PREFIX}[^/]+/?,)]",
+        # /run/<name>/<rest> → /<rest>: the path from its 4th '/'-field on (no regex: this runs on every call).
+        f"    http-request set-path /%[path,field({PREFIX.count('/') + 2},/,0)]",
     ]
     for slot, url in slots.items():
         if url is not None:
