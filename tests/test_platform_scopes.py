@@ -68,7 +68,8 @@ NARROWABLE = {
     ("GET", "/api/v1/deployments"),
     ("POST", "/api/v1/deployments"),
     ("GET", "/api/v1/metrics"),
-    # batches keep a narrowed token to its deployments' jobs (tests/test_platform_batches.py)
+    # batches keep a narrowed token to its deployments' jobs, and the POST handler refuses one once the body is
+    # valid (a batch reads a dataset): tests/test_platform_batches.py
     ("GET", "/api/v1/batches"),
     ("POST", "/api/v1/batches"),
     ("GET", "/api/v1/batches/{job_id}"),

@@ -2,8 +2,8 @@
 
 The handlers are `async`: they run on the event loop that also runs the jobs (`fermion.platform.batches`)
 and the gateway, so starting, reading and cancelling a job needs no lock; what blocks (reading a dataset's
-manifest, the audit log) goes to a thread. A token narrowed to deployments may batch only those, and sees
-and cancels only their batches.
+manifest, the audit log) goes to a thread. A token narrowed to deployments sees and cancels only their
+batches, and starts none: a batch reads a dataset, and datasets belong to no one deployment.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def register(api: FastAPI, plane: ControlPlane) -> None:
         and the concurrency are within the platform's caps (422), and the token and the platform have room for
         another job (429 with Retry-After).
         """
-        reach(who, body.deployment, "starting a batch")
+        reach(who, None, "starting a batch (it reads a dataset, and datasets belong to no one deployment)")
         if body.output is not None:
             try:
                 check_name(body.output)
