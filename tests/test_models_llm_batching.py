@@ -7,6 +7,7 @@ different lengths and stops, a client that leaves mid-stream, and a full waiting
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import re
 import threading
@@ -87,6 +88,33 @@ def test_limits_come_from_the_environment_with_clear_errors():
     assert device_from_env({"FERMION_LLM_DEVICE": "cuda:1"}) == "cuda:1"
     with pytest.raises(ValueError, match="use cpu, cuda or cuda:N"):
         device_from_env({"FERMION_LLM_DEVICE": "tpu"})
+
+
+def test_a_request_cancelled_while_its_prompt_is_tokenised_generates_nothing(model_dir):
+    from fermion.models.hf.llm import build
+
+    service = build(str(model_dir), "text-generation")
+    service.setup()
+    stats = service.engine.batcher.stats
+    long = {"prompt": "Hello", "max_tokens": 4000, "temperature": 0, "logit_bias": {"0": -100}}  # 0: end of text
+
+    async def leave_while_tokenising() -> None:
+        with service.engine._encoding:  # the tokenizer is busy with another prompt: this request waits for it
+            request = asyncio.ensure_future(service.completions(**long))
+            await asyncio.sleep(0)  # the request is now waiting for its prompt's tokens
+            request.cancel()  # its client leaves (or its timeout fires)
+            await asyncio.wait([request])
+        deadline = time.monotonic() + 60
+        while stats.finished == 0:  # the prompt is tokenised after all, and its generation queued
+            assert time.monotonic() < deadline, "the cancelled request's generation never ended"
+            await asyncio.sleep(0.01)
+
+    try:
+        asyncio.run(leave_while_tokenising())
+        assert stats.generated_tokens < 100, f"an orphaned generation ran on ({stats.generated_tokens} tokens)"
+        assert stats.running == 0 and stats.cache_tokens == 0
+    finally:
+        service.teardown()
 
 
 # -- through a real server ----------------------------------------------------------------------

@@ -16,8 +16,8 @@ import importlib.util
 import os
 import re
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, ClassVar
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import Field
 
@@ -54,6 +54,7 @@ _OPENAI_END = b"data: [DONE]\n\n"
 _CAUSAL_ENDINGS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 _OPENAI = ("openai",)
+_Started = TypeVar("_Started", Generation, tuple[Generation, str])
 
 Prompt = Annotated[str, Field(description="The text to continue.", examples=["Once upon a time"])]
 MaxNewTokens = Annotated[
@@ -159,7 +160,7 @@ class TextGenerationService(Service):
     ) -> GenerateResult:
         """Continue a text: the generated text, why it stopped and the token counts."""
         sampling = Sampling(max_new_tokens, temperature, top_p, _stops(stop), seed)
-        generation = await asyncio.to_thread(self._start, prompt, sampling)
+        generation = await _started(self._start, prompt, sampling)
         text = await generation.text()
         return GenerateResult(text=text, finish_reason=generation.finish_reason, usage=_usage(generation))  # type: ignore[arg-type]
 
@@ -175,7 +176,7 @@ class TextGenerationService(Service):
     ) -> AsyncIterator[str]:
         """Continue a text, streamed: one server-sent event per new piece of text."""
         sampling = Sampling(max_new_tokens, temperature, top_p, _stops(stop), seed)
-        generation = await asyncio.to_thread(self._start, prompt, sampling)
+        generation = await _started(self._start, prompt, sampling)
         async for piece in generation:  # leaving early (the client left) cancels the generation
             yield piece
 
@@ -219,7 +220,7 @@ class TextGenerationService(Service):
         sampling = self._sampling(
             max_completion_tokens or max_tokens, temperature, top_p, stop, seed, presence_penalty, frequency_penalty, logit_bias
         )
-        generation = await asyncio.to_thread(self._start_chat, chat_messages(messages), sampling)
+        generation = await _started(self._start_chat, chat_messages(messages), sampling)
         ident, created = "chatcmpl-" + os.urandom(12).hex(), int(time.time())
         if stream:
             include_usage = bool(stream_options and stream_options.include_usage)
@@ -255,7 +256,7 @@ class TextGenerationService(Service):
         """OpenAI (legacy) completions: continue a text, as one answer or a stream of chunks."""
         refuse_unserved(n=n, logprobs=logprobs is not None, best_of=best_of, suffix=suffix)
         sampling = self._sampling(max_tokens, temperature, top_p, stop, seed, presence_penalty, frequency_penalty, logit_bias)
-        generation, prompt_text = await asyncio.to_thread(self._start_completion, prompt, sampling)
+        generation, prompt_text = await _started(self._start_completion, prompt, sampling)
         ident, created = "cmpl-" + os.urandom(12).hex(), int(time.time())
         prefix = prompt_text if echo else ""
         if stream:
@@ -353,6 +354,27 @@ class TextGenerationService(Service):
                 yield {**head, "choices": [], "usage": usage_of(generation.prompt_tokens, generation.completion_tokens)}
         finally:
             generation.cancel()
+
+
+async def _started(start: Callable[..., _Started], *args: Any) -> _Started:
+    """`start(*args)` (tokenising, then queueing a generation) off the event loop.
+
+    The thread cannot be interrupted, so a caller cancelled meanwhile (timeout, client gone) would
+    leave a generation nobody reads running to its token limit: it is cancelled as soon as it exists.
+    """
+    task = asyncio.ensure_future(asyncio.to_thread(start, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_cancel_orphan)
+        raise
+
+
+def _cancel_orphan(task: asyncio.Future[Any]) -> None:
+    if task.cancelled() or task.exception() is not None:
+        return
+    started = task.result()
+    (started[0] if isinstance(started, tuple) else started).cancel()
 
 
 def _usage(generation: Generation) -> Usage:

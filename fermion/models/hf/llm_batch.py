@@ -9,8 +9,7 @@ The KV cache is one transformers `DynamicCache` for the whole batch, its rows le
 longest sequence, with an attention mask that hides the padding and explicit position ids per
 row: the layout `generate` itself uses for a left-padded batch, so each row computes what it
 would compute alone (up to float rounding). Padding columns no row needs any more are trimmed
-whenever a sequence leaves. On CPU this measured faster than a paged cache (see
-docs/models/llm.md): the batch's matrix products are what pay, and concatenation is cheap.
+whenever a sequence leaves. (No paged cache was built or measured against it.)
 """
 
 from __future__ import annotations
