@@ -47,11 +47,18 @@ def _serial_greedy(model, ids: list[int], max_new_tokens: int) -> list[int]:
     return out[0, len(ids) :].tolist()
 
 
-def test_batched_greedy_tokens_equal_serial_generation_token_for_token(model_dir):
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"max_sequences": 5},  # fewer rows than requests: some wait
+        {"max_sequences": 3, "max_cache_tokens": 300},  # cache buffers sized to the bound, not doubled past it
+    ],
+)
+def test_batched_greedy_tokens_equal_serial_generation_token_for_token(model_dir, limits):
     from fermion.models.hf.llm_batch import EngineLimits
     from fermion.models.hf.llm_engine import Sampling, TextGenerator
 
-    engine = TextGenerator(str(model_dir), EngineLimits(max_sequences=5))  # fewer rows than requests: some wait
+    engine = TextGenerator(str(model_dir), EngineLimits(**limits))
     try:
         lengths = [40, 7, 23, 64, 1, 33, 50, 12] * 2
         prompts = [engine.encode(p) for p in PROMPTS * 2]
@@ -69,6 +76,8 @@ def test_batched_greedy_tokens_equal_serial_generation_token_for_token(model_dir
                 assert got[-1] in engine.eos_ids
             assert "".join(pieces) == engine.decode(got)
         assert engine.batcher.stats.running == 0 and engine.batcher.stats.cache_tokens == 0  # every row left
+        if "max_cache_tokens" in limits:
+            assert engine.batcher.stats.cache_bytes <= 300 * engine.model.config.n_layer * 2 * 32 * 4
     finally:
         engine.close()
 
