@@ -271,7 +271,8 @@ class ContinuousBatcher:
         torch, engine = self.engine.torch, self.engine
         lengths = [len(g.prompt_ids) for g in admitted]
         longest = max(lengths)
-        inputs = torch.tensor([[0] * (longest - n) + g.prompt_ids for g, n in zip(admitted, lengths)], device=engine.device)
+        padded = [[0] * (longest - len(g.prompt_ids)) + g.prompt_ids for g in admitted]
+        inputs = torch.tensor(padded, device=engine.device)
         padding: dict[str, Any] = {}
         if len(admitted) > 1:  # one prompt alone runs exactly as serial generation would
             mask = torch.tensor([[0] * (longest - n) + [1] * n for n in lengths], device=engine.device)
