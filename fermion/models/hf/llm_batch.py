@@ -1,15 +1,17 @@
 """Continuous batching for a causal LM: every request joins the running batch at the next step.
 
 One scheduler thread owns the model. Each step it admits waiting sequences (first come, first
-served, while the sequence and KV-cache bounds allow), runs each newcomer's prompt alone
-(prefill: its first token), then runs one decode step for every running sequence together. A
-sequence leaves the batch as soon as it finishes or is cancelled; the others go on.
+served, while the sequence and KV-cache bounds allow), runs the newcomers' prompts together in
+one left-padded forward pass (prefill: their first tokens; a prompt alone runs exactly as serial
+generation would), then runs one decode step for every running sequence together. A sequence
+leaves the batch as soon as it finishes or is cancelled; the others go on.
 
-The KV cache is one transformers `DynamicCache` for the whole batch, its rows left-padded to the
-longest sequence, with an attention mask that hides the padding and explicit position ids per
-row: the layout `generate` itself uses for a left-padded batch, so each row computes what it
-would compute alone (up to float rounding). Padding columns no row needs any more are trimmed
-whenever a sequence leaves. (No paged cache was built or measured against it.)
+The KV cache (`llm_cache.BatchCache`) holds the batch's rows left-padded to the longest one, with
+an attention mask that hides the padding and explicit position ids per row: the layout `generate`
+itself uses for a left-padded batch, so each row computes what it would compute alone (up to
+float rounding). Its buffers are allocated ahead and written in place: a step, a newcomer or a
+leaving row copies no more than its own keys and values. (No paged cache was built or measured
+against it.)
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ class EngineStats:
             ("fermion_llm_sequences_waiting", "Requests waiting to join the batch.", self.waiting),
             ("fermion_llm_cache_tokens", "KV-cache positions held (rows × padded length).", self.cache_tokens),
             ("fermion_llm_cache_tokens_limit", "KV-cache positions the batch may hold.", cache_limit),
-            ("fermion_llm_cache_bytes", "Bytes of the batch's KV cache.", self.cache_bytes),
+            ("fermion_llm_cache_bytes", "Bytes allocated for the batch's KV cache.", self.cache_bytes),
         ):
             out.append(GaugeMetricFamily(name, text, value=value))
         for name, text, histogram in (
@@ -317,8 +319,7 @@ class ContinuousBatcher:
                 generation._finish(None, flush=False)
         if len(keep) == len(self._running):
             return
-        self._cache.keep(keep)
-        self._running = [self._running[i] for i in keep]
+        self._running = [self._running[i] for i in self._cache.keep(keep)]
         self._measure_cache()
 
     def _measure_cache(self) -> None:

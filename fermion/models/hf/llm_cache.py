@@ -6,8 +6,8 @@ one). Here each layer's keys and values live in one buffer `[rows, heads, column
 that grows by doubling (within the engine's cache bound); the batch occupies rows `0..rows-1`
 and columns `start..end-1`, rows left-padded, and an attention mask hides the padding, as in
 `generate`'s padded batches. A decode step writes one column; a newcomer writes its own row; a
-row that leaves is closed up by moving the rows after it; padding no row needs any more is
-dropped by moving `start`, without a copy.
+row that leaves gets a row from the end moved into its place (one row's copy); padding no row
+needs any more is dropped by moving `start`, without a copy.
 
 Imported by the scheduler once transformers is loaded (it subclasses transformers' cache layer).
 """
@@ -73,20 +73,27 @@ class BatchCache:
         self._mask[self.rows, first : self.end] = 1
         self.rows += 1
 
-    def keep(self, rows: list[int]) -> None:
-        """Keep only these rows (ascending), closed up in order, and drop padding no kept row needs."""
-        columns = slice(self.start, self.end)
-        for new, old in enumerate(rows):
-            if new != old:
-                for buffer in self._buffers():
-                    buffer[new, :, columns] = buffer[old, :, columns]
-                self._mask[new, columns] = self._mask[old, columns]
-        self.rows = len(rows)
-        if not self.rows:
+    def keep(self, rows: list[int]) -> list[int]:
+        """Keep only these rows (ascending), and drop padding no kept row needs; the kept rows' new order.
+
+        Each gap takes a kept row from the end, so a leaving row costs one row's copy (not all rows after it).
+        """
+        columns, count, kept = slice(self.start, self.end), len(rows), set(rows)
+        holes = [i for i in range(count) if i not in kept]
+        movers = [i for i in rows if i >= count]
+        order = list(range(count))
+        for hole, mover in zip(holes, movers, strict=True):
+            for buffer in self._buffers():
+                buffer[hole, :, columns] = buffer[mover, :, columns]
+            self._mask[hole, columns] = self._mask[mover, columns]
+            order[hole] = mover
+        self.rows = count
+        if not count:
             self.start = self.end = 0
-            return
-        used = self._mask[: self.rows, columns].any(dim=0).nonzero()
+            return order
+        used = self._mask[:count, columns].any(dim=0).nonzero()
         self.start += int(used[0])
+        return order
 
     def write(self, layer: int, keys: Any, values: Any) -> tuple[Any, Any]:
         """Store a step's new keys and values of one layer at column `end`; the layer's whole batch back."""
@@ -165,9 +172,10 @@ class SoloCache:
     def add(self, prefill: Any, row: int, length: int) -> None:
         self.cache, self.rows, self.width = prefill, 1, length
 
-    def keep(self, rows: list[int]) -> None:
+    def keep(self, rows: list[int]) -> list[int]:
         if not rows:
             self.cache, self.rows, self.width = None, 0, 0
+        return rows
 
 
 class _SlotLayer(DynamicLayer):
