@@ -17,6 +17,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import Field
@@ -67,7 +68,18 @@ ModelName = Annotated[
     str | None,
     Field(description="Accepted for compatibility: this server serves one model (see GET /v1/models).", examples=["my-llm"]),
 ]
-N = Annotated[int, Field(description="Only 1 is served.", examples=[1])]
+#: Most choices one request may ask for (each is a sequence of the batch).
+MAX_CHOICES = 16
+N = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=MAX_CHOICES,
+        description="How many answers to generate for the prompt (each sampled on its own; with a seed, choice i "
+        "uses seed + i). More than 1 is not served with stream.",
+        examples=[1],
+    ),
+]
 LogitBias = Annotated[
     dict[str, float] | None, Field(description="Token id (as a string) → bias added to its logit (-100 to 100).")
 ]
@@ -162,7 +174,7 @@ class TextGenerationService(Service):
         sampling = Sampling(max_new_tokens, temperature, top_p, _stops(stop), seed)
         generation = await _started(self._start, prompt, sampling)
         text = await generation.text()
-        return GenerateResult(text=text, finish_reason=generation.finish_reason, usage=_usage(generation))  # type: ignore[arg-type]
+        return GenerateResult(text=text, finish_reason=generation.finish_reason, usage=_usage([generation]))  # type: ignore[arg-type]
 
     @endpoint()
     async def generate_stream(
@@ -213,10 +225,12 @@ class TextGenerationService(Service):
     ) -> ChatCompletion | EventStream:
         """OpenAI chat completions: messages through the model's chat template, one answer (or a stream of chunks).
 
-        Unsupported options are refused with 422 rather than ignored: `n` other than 1, `logprobs`,
-        `tools`, and a `response_format` other than text.
+        Unsupported options are refused with 422 rather than ignored: `n` above 1 with `stream`,
+        `logprobs`, `tools`, and a `response_format` other than text.
         """
-        refuse_unserved(n=n, logprobs=bool(logprobs or top_logprobs), tools=bool(tools), response_format=response_format)
+        refuse_unserved(
+            n=n, stream=stream, logprobs=bool(logprobs or top_logprobs), tools=bool(tools), response_format=response_format
+        )
         sampling = self._sampling(
             max_completion_tokens or max_tokens, temperature, top_p, stop, seed, presence_penalty, frequency_penalty, logit_bias
         )
@@ -225,9 +239,13 @@ class TextGenerationService(Service):
         if stream:
             include_usage = bool(stream_options and stream_options.include_usage)
             return EventStream(self._chat_chunks(generation, ident, created, include_usage), end=_OPENAI_END)
-        text = await generation.text()
-        choice = ChatChoice(message=AssistantMessage(content=text), finish_reason=generation.finish_reason)  # type: ignore[arg-type]
-        return ChatCompletion(id=ident, created=created, model=self.model_id, choices=[choice], usage=_usage(generation))
+        generations = self._choices(generation, sampling, n)
+        texts = await asyncio.gather(*(g.text() for g in generations))
+        choices = [
+            ChatChoice(index=i, message=AssistantMessage(content=text), finish_reason=g.finish_reason)  # type: ignore[arg-type]
+            for i, (g, text) in enumerate(zip(generations, texts, strict=True))
+        ]
+        return ChatCompletion(id=ident, created=created, model=self.model_id, choices=choices, usage=_usage(generations))
 
     @endpoint(path="/v1/completions", tags=_OPENAI, extra="ignore", error_style="openai")
     async def completions(
@@ -254,7 +272,7 @@ class TextGenerationService(Service):
         suffix: Annotated[str | None, Field(description="Not served (insertion needs a fill-in-the-middle model).")] = None,
     ) -> Completion | EventStream:
         """OpenAI (legacy) completions: continue a text, as one answer or a stream of chunks."""
-        refuse_unserved(n=n, logprobs=logprobs is not None, best_of=best_of, suffix=suffix)
+        refuse_unserved(n=n, stream=stream, logprobs=logprobs is not None, best_of=best_of, suffix=suffix)
         sampling = self._sampling(max_tokens, temperature, top_p, stop, seed, presence_penalty, frequency_penalty, logit_bias)
         generation, prompt_text = await _started(self._start_completion, prompt, sampling)
         ident, created = "cmpl-" + os.urandom(12).hex(), int(time.time())
@@ -262,9 +280,13 @@ class TextGenerationService(Service):
         if stream:
             include_usage = bool(stream_options and stream_options.include_usage)
             return EventStream(self._completion_chunks(generation, ident, created, prefix, include_usage), end=_OPENAI_END)
-        text = prefix + await generation.text()
-        choice = CompletionChoice(text=text, finish_reason=generation.finish_reason)  # type: ignore[arg-type]
-        return Completion(id=ident, created=created, model=self.model_id, choices=[choice], usage=_usage(generation))
+        generations = self._choices(generation, sampling, n)
+        texts = await asyncio.gather(*(g.text() for g in generations))
+        choices = [
+            CompletionChoice(index=i, text=prefix + text, finish_reason=g.finish_reason)  # type: ignore[arg-type]
+            for i, (g, text) in enumerate(zip(generations, texts, strict=True))
+        ]
+        return Completion(id=ident, created=created, model=self.model_id, choices=choices, usage=_usage(generations))
 
     @endpoint(method="GET", path="/v1/models", tags=_OPENAI, error_style="openai")
     def models(self) -> ModelList:
@@ -279,6 +301,19 @@ class TextGenerationService(Service):
     def _start_chat(self, messages: list[dict[str, str]], sampling: Sampling) -> Generation:
         prompt = self.engine.render_chat(messages)
         return self.engine.start(self.engine.encode(prompt, special_tokens=False), sampling)  # the template adds them
+
+    def _choices(self, first: Generation, sampling: Sampling, n: int) -> list[Generation]:
+        """`first` and n - 1 more generations of its prompt (choice i sampled with seed + i when a seed is given)."""
+        generations = [first]
+        try:
+            for i in range(1, n):
+                seed = None if sampling.seed is None else sampling.seed + i
+                generations.append(self.engine.start(list(first.prompt_ids), replace(sampling, seed=seed)))
+        except BaseException:  # e.g. 429: the waiting line filled up part way; no choice runs on alone
+            for generation in generations:
+                generation.cancel()
+            raise
+        return generations
 
     def _sampling(
         self,
@@ -377,8 +412,9 @@ def _cancel_orphan(task: asyncio.Future[Any]) -> None:
     (started[0] if isinstance(started, tuple) else started).cancel()
 
 
-def _usage(generation: Generation) -> Usage:
-    return Usage(**usage_of(generation.prompt_tokens, generation.completion_tokens))
+def _usage(generations: list[Generation]) -> Usage:
+    """Tokens of a request: its prompt once, and every choice's completion."""
+    return Usage(**usage_of(generations[0].prompt_tokens, sum(g.completion_tokens for g in generations)))
 
 
 def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
