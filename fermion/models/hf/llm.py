@@ -24,6 +24,7 @@ from pydantic import Field
 
 from fermion.models.hf import read_config
 from fermion.models.hf.llm_batch import EngineLimits, device_from_env, limits_from_env
+from fermion.models.hf.llm_chunks import chat_chunks, completion_chunks
 from fermion.models.hf.llm_engine import Generation, Sampling, TextGenerator
 from fermion.models.hf.llm_schema import (
     AssistantMessage,
@@ -238,7 +239,7 @@ class TextGenerationService(Service):
         ident, created = "chatcmpl-" + os.urandom(12).hex(), int(time.time())
         if stream:
             include_usage = bool(stream_options and stream_options.include_usage)
-            return EventStream(self._chat_chunks(generation, ident, created, include_usage), end=_OPENAI_END)
+            return EventStream(chat_chunks(generation, self.model_id, ident, created, include_usage), end=_OPENAI_END)
         generations = self._choices(generation, sampling, n)
         texts = await asyncio.gather(*(g.text() for g in generations))
         choices = [
@@ -279,7 +280,9 @@ class TextGenerationService(Service):
         prefix = prompt_text if echo else ""
         if stream:
             include_usage = bool(stream_options and stream_options.include_usage)
-            return EventStream(self._completion_chunks(generation, ident, created, prefix, include_usage), end=_OPENAI_END)
+            return EventStream(
+                completion_chunks(generation, self.model_id, ident, created, prefix, include_usage), end=_OPENAI_END
+            )
         generations = self._choices(generation, sampling, n)
         texts = await asyncio.gather(*(g.text() for g in generations))
         choices = [
@@ -346,49 +349,6 @@ class TextGenerationService(Service):
                 raise InvalidInput(f"prompt holds {len(prompt)} texts; this server completes one prompt per request")
             prompt = str(prompt[0])
         return self._start(prompt, sampling), prompt
-
-    async def _chat_chunks(
-        self, generation: Generation, ident: str, created: int, include_usage: bool
-    ) -> AsyncIterator[dict[str, Any]]:
-        """`chat.completion.chunk` events: the role first, then text pieces, then the finish reason (and usage)."""
-        head = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": self.model_id}
-        if include_usage:
-            head["usage"] = None
-
-        def chunk(delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
-            return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
-
-        try:
-            yield chunk({"role": "assistant", "content": ""})
-            async for piece in generation:
-                yield chunk({"content": piece})
-            yield chunk({}, generation.finish_reason)
-            if include_usage:
-                yield {**head, "choices": [], "usage": usage_of(generation.prompt_tokens, generation.completion_tokens)}
-        finally:
-            generation.cancel()  # a no-op once it ended; frees the sequence when the client left first
-
-    async def _completion_chunks(
-        self, generation: Generation, ident: str, created: int, prefix: str, include_usage: bool
-    ) -> AsyncIterator[dict[str, Any]]:
-        """`text_completion` events: text pieces (after the echoed prompt), then the finish reason (and usage)."""
-        head = {"id": ident, "object": "text_completion", "created": created, "model": self.model_id}
-        if include_usage:
-            head["usage"] = None
-
-        def chunk(text: str, finish: str | None = None) -> dict[str, Any]:
-            return {**head, "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
-
-        try:
-            if prefix:
-                yield chunk(prefix)
-            async for piece in generation:
-                yield chunk(piece)
-            yield chunk("", generation.finish_reason)
-            if include_usage:
-                yield {**head, "choices": [], "usage": usage_of(generation.prompt_tokens, generation.completion_tokens)}
-        finally:
-            generation.cancel()
 
 
 async def _started(start: Callable[..., _Started], *args: Any) -> _Started:
