@@ -129,6 +129,22 @@ def test_seeded_sampling_repeats_and_sampling_parameters_are_accepted(oai):
 
 
 @pytest.mark.slow
+def test_n_choices_are_sampled_apart_and_counted_together(oai):
+    options = {"max_tokens": 12, "temperature": 1.0, "seed": 7}
+    answer = chat(oai, n=3, **options)
+    assert [c.index for c in answer.choices] == [0, 1, 2]
+    texts = [c.message.content for c in answer.choices]
+    assert texts[0] == chat(oai, **options).choices[0].message.content  # choice 0 is the request's own seed
+    assert len(set(texts)) > 1  # the others are sampled with seeds of their own
+    plain = oai.completions.create(model="tiny-llm", prompt="The quick", n=2, max_tokens=5, temperature=0)
+    assert len(plain.choices) == 2 and plain.choices[0].text == plain.choices[1].text  # greedy: the same answer twice
+    assert (
+        plain.usage.completion_tokens
+        == 2 * oai.completions.create(model="tiny-llm", prompt="The quick", max_tokens=5, temperature=0).usage.completion_tokens
+    )
+
+
+@pytest.mark.slow
 def test_concurrent_requests_take_turns_without_mixing_answers(oai):
     expected = greedy(oai)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -146,7 +162,8 @@ def refusal(call) -> str:
 
 @pytest.mark.slow
 def test_options_this_server_cannot_honour_are_422_with_a_reason(oai):
-    assert "n=2" in refusal(lambda: chat(oai, n=2, max_tokens=4))
+    assert "n=2 with stream" in refusal(lambda: chat(oai, n=2, max_tokens=4, stream=True))
+    assert "json_object" in refusal(lambda: chat(oai, max_tokens=4, response_format={"type": "json_object"}))
     image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]
     assert "text-only model" in refusal(lambda: chat(oai, messages=image))
     long = [{"role": "user", "content": "hello there " * 200}]

@@ -7,6 +7,7 @@ different lengths and stops, a client that leaves mid-stream, and a full waiting
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import re
 import threading
@@ -46,11 +47,18 @@ def _serial_greedy(model, ids: list[int], max_new_tokens: int) -> list[int]:
     return out[0, len(ids) :].tolist()
 
 
-def test_batched_greedy_tokens_equal_serial_generation_token_for_token(model_dir):
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"max_sequences": 5},  # fewer rows than requests: some wait
+        {"max_sequences": 3, "max_cache_tokens": 300},  # cache buffers sized to the bound, not doubled past it
+    ],
+)
+def test_batched_greedy_tokens_equal_serial_generation_token_for_token(model_dir, limits):
     from fermion.models.hf.llm_batch import EngineLimits
     from fermion.models.hf.llm_engine import Sampling, TextGenerator
 
-    engine = TextGenerator(str(model_dir), EngineLimits(max_sequences=5))  # fewer rows than requests: some wait
+    engine = TextGenerator(str(model_dir), EngineLimits(**limits))
     try:
         lengths = [40, 7, 23, 64, 1, 33, 50, 12] * 2
         prompts = [engine.encode(p) for p in PROMPTS * 2]
@@ -68,6 +76,8 @@ def test_batched_greedy_tokens_equal_serial_generation_token_for_token(model_dir
                 assert got[-1] in engine.eos_ids
             assert "".join(pieces) == engine.decode(got)
         assert engine.batcher.stats.running == 0 and engine.batcher.stats.cache_tokens == 0  # every row left
+        if "max_cache_tokens" in limits:
+            assert engine.batcher.stats.cache_bytes <= 300 * engine.model.config.n_layer * 2 * 32 * 4
     finally:
         engine.close()
 
@@ -87,6 +97,33 @@ def test_limits_come_from_the_environment_with_clear_errors():
     assert device_from_env({"FERMION_LLM_DEVICE": "cuda:1"}) == "cuda:1"
     with pytest.raises(ValueError, match="use cpu, cuda or cuda:N"):
         device_from_env({"FERMION_LLM_DEVICE": "tpu"})
+
+
+def test_a_request_cancelled_while_its_prompt_is_tokenised_generates_nothing(model_dir):
+    from fermion.models.hf.llm import build
+
+    service = build(str(model_dir), "text-generation")
+    service.setup()
+    stats = service.engine.batcher.stats
+    long = {"prompt": "Hello", "max_tokens": 4000, "temperature": 0, "logit_bias": {"0": -100}}  # 0: end of text
+
+    async def leave_while_tokenising() -> None:
+        with service.engine._encoding:  # the tokenizer is busy with another prompt: this request waits for it
+            request = asyncio.ensure_future(service.completions(**long))
+            await asyncio.sleep(0)  # the request is now waiting for its prompt's tokens
+            request.cancel()  # its client leaves (or its timeout fires)
+            await asyncio.wait([request])
+        deadline = time.monotonic() + 60
+        while stats.finished == 0:  # the prompt is tokenised after all, and its generation queued
+            assert time.monotonic() < deadline, "the cancelled request's generation never ended"
+            await asyncio.sleep(0.01)
+
+    try:
+        asyncio.run(leave_while_tokenising())
+        assert stats.generated_tokens < 100, f"an orphaned generation ran on ({stats.generated_tokens} tokens)"
+        assert stats.running == 0 and stats.cache_tokens == 0
+    finally:
+        service.teardown()
 
 
 # -- through a real server ----------------------------------------------------------------------

@@ -16,13 +16,15 @@ import importlib.util
 import os
 import re
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, ClassVar
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import Field
 
 from fermion.models.hf import read_config
 from fermion.models.hf.llm_batch import EngineLimits, device_from_env, limits_from_env
+from fermion.models.hf.llm_chunks import chat_chunks, completion_chunks
 from fermion.models.hf.llm_engine import Generation, Sampling, TextGenerator
 from fermion.models.hf.llm_schema import (
     AssistantMessage,
@@ -54,6 +56,7 @@ _OPENAI_END = b"data: [DONE]\n\n"
 _CAUSAL_ENDINGS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 _OPENAI = ("openai",)
+_Started = TypeVar("_Started", Generation, tuple[Generation, str])
 
 Prompt = Annotated[str, Field(description="The text to continue.", examples=["Once upon a time"])]
 MaxNewTokens = Annotated[
@@ -66,7 +69,18 @@ ModelName = Annotated[
     str | None,
     Field(description="Accepted for compatibility: this server serves one model (see GET /v1/models).", examples=["my-llm"]),
 ]
-N = Annotated[int, Field(description="Only 1 is served.", examples=[1])]
+#: Most choices one request may ask for (each is a sequence of the batch).
+MAX_CHOICES = 16
+N = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=MAX_CHOICES,
+        description="How many answers to generate for the prompt (each sampled on its own; with a seed, choice i "
+        "uses seed + i). More than 1 is not served with stream.",
+        examples=[1],
+    ),
+]
 LogitBias = Annotated[
     dict[str, float] | None, Field(description="Token id (as a string) → bias added to its logit (-100 to 100).")
 ]
@@ -159,9 +173,9 @@ class TextGenerationService(Service):
     ) -> GenerateResult:
         """Continue a text: the generated text, why it stopped and the token counts."""
         sampling = Sampling(max_new_tokens, temperature, top_p, _stops(stop), seed)
-        generation = await asyncio.to_thread(self._start, prompt, sampling)
+        generation = await _started(self._start, prompt, sampling)
         text = await generation.text()
-        return GenerateResult(text=text, finish_reason=generation.finish_reason, usage=_usage(generation))  # type: ignore[arg-type]
+        return GenerateResult(text=text, finish_reason=generation.finish_reason, usage=_usage([generation]))  # type: ignore[arg-type]
 
     @endpoint()
     async def generate_stream(
@@ -175,7 +189,7 @@ class TextGenerationService(Service):
     ) -> AsyncIterator[str]:
         """Continue a text, streamed: one server-sent event per new piece of text."""
         sampling = Sampling(max_new_tokens, temperature, top_p, _stops(stop), seed)
-        generation = await asyncio.to_thread(self._start, prompt, sampling)
+        generation = await _started(self._start, prompt, sampling)
         async for piece in generation:  # leaving early (the client left) cancels the generation
             yield piece
 
@@ -212,21 +226,27 @@ class TextGenerationService(Service):
     ) -> ChatCompletion | EventStream:
         """OpenAI chat completions: messages through the model's chat template, one answer (or a stream of chunks).
 
-        Unsupported options are refused with 422 rather than ignored: `n` other than 1, `logprobs`,
-        `tools`, and a `response_format` other than text.
+        Unsupported options are refused with 422 rather than ignored: `n` above 1 with `stream`,
+        `logprobs`, `tools`, and a `response_format` other than text.
         """
-        refuse_unserved(n=n, logprobs=bool(logprobs or top_logprobs), tools=bool(tools), response_format=response_format)
+        refuse_unserved(
+            n=n, stream=stream, logprobs=bool(logprobs or top_logprobs), tools=bool(tools), response_format=response_format
+        )
         sampling = self._sampling(
             max_completion_tokens or max_tokens, temperature, top_p, stop, seed, presence_penalty, frequency_penalty, logit_bias
         )
-        generation = await asyncio.to_thread(self._start_chat, chat_messages(messages), sampling)
+        generation = await _started(self._start_chat, chat_messages(messages), sampling)
         ident, created = "chatcmpl-" + os.urandom(12).hex(), int(time.time())
         if stream:
             include_usage = bool(stream_options and stream_options.include_usage)
-            return EventStream(self._chat_chunks(generation, ident, created, include_usage), end=_OPENAI_END)
-        text = await generation.text()
-        choice = ChatChoice(message=AssistantMessage(content=text), finish_reason=generation.finish_reason)  # type: ignore[arg-type]
-        return ChatCompletion(id=ident, created=created, model=self.model_id, choices=[choice], usage=_usage(generation))
+            return EventStream(chat_chunks(generation, self.model_id, ident, created, include_usage), end=_OPENAI_END)
+        generations = self._choices(generation, sampling, n)
+        texts = await asyncio.gather(*(g.text() for g in generations))
+        choices = [
+            ChatChoice(index=i, message=AssistantMessage(content=text), finish_reason=g.finish_reason)  # type: ignore[arg-type]
+            for i, (g, text) in enumerate(zip(generations, texts, strict=True))
+        ]
+        return ChatCompletion(id=ident, created=created, model=self.model_id, choices=choices, usage=_usage(generations))
 
     @endpoint(path="/v1/completions", tags=_OPENAI, extra="ignore", error_style="openai")
     async def completions(
@@ -253,17 +273,23 @@ class TextGenerationService(Service):
         suffix: Annotated[str | None, Field(description="Not served (insertion needs a fill-in-the-middle model).")] = None,
     ) -> Completion | EventStream:
         """OpenAI (legacy) completions: continue a text, as one answer or a stream of chunks."""
-        refuse_unserved(n=n, logprobs=logprobs is not None, best_of=best_of, suffix=suffix)
+        refuse_unserved(n=n, stream=stream, logprobs=logprobs is not None, best_of=best_of, suffix=suffix)
         sampling = self._sampling(max_tokens, temperature, top_p, stop, seed, presence_penalty, frequency_penalty, logit_bias)
-        generation, prompt_text = await asyncio.to_thread(self._start_completion, prompt, sampling)
+        generation, prompt_text = await _started(self._start_completion, prompt, sampling)
         ident, created = "cmpl-" + os.urandom(12).hex(), int(time.time())
         prefix = prompt_text if echo else ""
         if stream:
             include_usage = bool(stream_options and stream_options.include_usage)
-            return EventStream(self._completion_chunks(generation, ident, created, prefix, include_usage), end=_OPENAI_END)
-        text = prefix + await generation.text()
-        choice = CompletionChoice(text=text, finish_reason=generation.finish_reason)  # type: ignore[arg-type]
-        return Completion(id=ident, created=created, model=self.model_id, choices=[choice], usage=_usage(generation))
+            return EventStream(
+                completion_chunks(generation, self.model_id, ident, created, prefix, include_usage), end=_OPENAI_END
+            )
+        generations = self._choices(generation, sampling, n)
+        texts = await asyncio.gather(*(g.text() for g in generations))
+        choices = [
+            CompletionChoice(index=i, text=prefix + text, finish_reason=g.finish_reason)  # type: ignore[arg-type]
+            for i, (g, text) in enumerate(zip(generations, texts, strict=True))
+        ]
+        return Completion(id=ident, created=created, model=self.model_id, choices=choices, usage=_usage(generations))
 
     @endpoint(method="GET", path="/v1/models", tags=_OPENAI, error_style="openai")
     def models(self) -> ModelList:
@@ -278,6 +304,19 @@ class TextGenerationService(Service):
     def _start_chat(self, messages: list[dict[str, str]], sampling: Sampling) -> Generation:
         prompt = self.engine.render_chat(messages)
         return self.engine.start(self.engine.encode(prompt, special_tokens=False), sampling)  # the template adds them
+
+    def _choices(self, first: Generation, sampling: Sampling, n: int) -> list[Generation]:
+        """`first` and n - 1 more generations of its prompt (choice i sampled with seed + i when a seed is given)."""
+        generations = [first]
+        try:
+            for i in range(1, n):
+                seed = None if sampling.seed is None else sampling.seed + i
+                generations.append(self.engine.start(list(first.prompt_ids), replace(sampling, seed=seed)))
+        except BaseException:  # e.g. 429: the waiting line filled up part way; no choice runs on alone
+            for generation in generations:
+                generation.cancel()
+            raise
+        return generations
 
     def _sampling(
         self,
@@ -311,52 +350,31 @@ class TextGenerationService(Service):
             prompt = str(prompt[0])
         return self._start(prompt, sampling), prompt
 
-    async def _chat_chunks(
-        self, generation: Generation, ident: str, created: int, include_usage: bool
-    ) -> AsyncIterator[dict[str, Any]]:
-        """`chat.completion.chunk` events: the role first, then text pieces, then the finish reason (and usage)."""
-        head = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": self.model_id}
-        if include_usage:
-            head["usage"] = None
 
-        def chunk(delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
-            return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+async def _started(start: Callable[..., _Started], *args: Any) -> _Started:
+    """`start(*args)` (tokenising, then queueing a generation) off the event loop.
 
-        try:
-            yield chunk({"role": "assistant", "content": ""})
-            async for piece in generation:
-                yield chunk({"content": piece})
-            yield chunk({}, generation.finish_reason)
-            if include_usage:
-                yield {**head, "choices": [], "usage": usage_of(generation.prompt_tokens, generation.completion_tokens)}
-        finally:
-            generation.cancel()  # a no-op once it ended; frees the sequence when the client left first
-
-    async def _completion_chunks(
-        self, generation: Generation, ident: str, created: int, prefix: str, include_usage: bool
-    ) -> AsyncIterator[dict[str, Any]]:
-        """`text_completion` events: text pieces (after the echoed prompt), then the finish reason (and usage)."""
-        head = {"id": ident, "object": "text_completion", "created": created, "model": self.model_id}
-        if include_usage:
-            head["usage"] = None
-
-        def chunk(text: str, finish: str | None = None) -> dict[str, Any]:
-            return {**head, "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
-
-        try:
-            if prefix:
-                yield chunk(prefix)
-            async for piece in generation:
-                yield chunk(piece)
-            yield chunk("", generation.finish_reason)
-            if include_usage:
-                yield {**head, "choices": [], "usage": usage_of(generation.prompt_tokens, generation.completion_tokens)}
-        finally:
-            generation.cancel()
+    The thread cannot be interrupted, so a caller cancelled meanwhile (timeout, client gone) would
+    leave a generation nobody reads running to its token limit: it is cancelled as soon as it exists.
+    """
+    task = asyncio.ensure_future(asyncio.to_thread(start, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_cancel_orphan)
+        raise
 
 
-def _usage(generation: Generation) -> Usage:
-    return Usage(**usage_of(generation.prompt_tokens, generation.completion_tokens))
+def _cancel_orphan(task: asyncio.Future[Any]) -> None:
+    if task.cancelled() or task.exception() is not None:
+        return
+    started = task.result()
+    (started[0] if isinstance(started, tuple) else started).cancel()
+
+
+def _usage(generations: list[Generation]) -> Usage:
+    """Tokens of a request: its prompt once, and every choice's completion."""
+    return Usage(**usage_of(generations[0].prompt_tokens, sum(g.completion_tokens for g in generations)))
 
 
 def _stops(stop: str | list[str] | None) -> tuple[str, ...]:

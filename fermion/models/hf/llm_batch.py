@@ -1,16 +1,17 @@
 """Continuous batching for a causal LM: every request joins the running batch at the next step.
 
 One scheduler thread owns the model. Each step it admits waiting sequences (first come, first
-served, while the sequence and KV-cache bounds allow), runs each newcomer's prompt alone
-(prefill: its first token), then runs one decode step for every running sequence together. A
-sequence leaves the batch as soon as it finishes or is cancelled; the others go on.
+served, while the sequence and KV-cache bounds allow), runs the newcomers' prompts together in
+one left-padded forward pass (prefill: their first tokens; a prompt alone runs exactly as serial
+generation would), then runs one decode step for every running sequence together. A sequence
+leaves the batch as soon as it finishes or is cancelled; the others go on.
 
-The KV cache is one transformers `DynamicCache` for the whole batch, its rows left-padded to the
-longest sequence, with an attention mask that hides the padding and explicit position ids per
-row: the layout `generate` itself uses for a left-padded batch, so each row computes what it
-would compute alone (up to float rounding). Padding columns no row needs any more are trimmed
-whenever a sequence leaves. On CPU this measured faster than a paged cache (see
-docs/models/llm.md): the batch's matrix products are what pay, and concatenation is cheap.
+The KV cache (`llm_cache.BatchCache`) holds the batch's rows left-padded to the longest one, with
+an attention mask that hides the padding and explicit position ids per row: the layout `generate`
+itself uses for a left-padded batch, so each row computes what it would compute alone (up to
+float rounding). Its buffers are allocated ahead and written in place: a step, a newcomer or a
+leaving row copies no more than its own keys and values. (No paged cache was built or measured
+against it.)
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class EngineStats:
             ("fermion_llm_sequences_waiting", "Requests waiting to join the batch.", self.waiting),
             ("fermion_llm_cache_tokens", "KV-cache positions held (rows × padded length).", self.cache_tokens),
             ("fermion_llm_cache_tokens_limit", "KV-cache positions the batch may hold.", cache_limit),
-            ("fermion_llm_cache_bytes", "Bytes of the batch's KV cache.", self.cache_bytes),
+            ("fermion_llm_cache_bytes", "Bytes allocated for the batch's KV cache.", self.cache_bytes),
         ):
             out.append(GaugeMetricFamily(name, text, value=value))
         for name, text, histogram in (
@@ -170,6 +171,8 @@ class ContinuousBatcher:
     """The scheduler thread and the batch's KV cache (the thread is the only one touching the model)."""
 
     def __init__(self, engine: TextGenerator, limits: EngineLimits, cache_tokens: int) -> None:
+        from fermion.models.hf.llm_cache import BatchCache, SoloCache  # imports transformers
+
         self.engine = engine
         self.limits = limits
         self.cache_tokens = cache_tokens
@@ -179,9 +182,14 @@ class ContinuousBatcher:
         self._closed = False
         # owned by the scheduler thread:
         self._running: list[Generation] = []
-        self._cache: Any = None
-        self._mask: Any = None  # [rows, cache length]: 1 where a row has a real token
-        self._batchable = True  # False when the model's cache or forward cannot take a padded batch
+        #: False when the model's cache is not plain keys and values (sliding windows, state): one sequence at a time
+        self._batchable = _plain_cache(engine.model)
+        if self._batchable:
+            layers = engine.model.config.get_text_config().num_hidden_layers
+            self._cache: BatchCache | SoloCache = BatchCache(engine.torch, layers, limits.max_sequences, cache_tokens)
+        else:
+            log.warning("this model's KV cache is not a plain DynamicCache: generating one request at a time")
+            self._cache = SoloCache(engine.torch, engine.device)
         self._thread = threading.Thread(target=self._loop, name="fermion-llm-batcher", daemon=True)
         self._thread.start()
 
@@ -221,8 +229,8 @@ class ContinuousBatcher:
                 admitted = self._admit()
             try:
                 with torch.inference_mode():
-                    for generation in admitted:
-                        self._prefill(generation)
+                    if admitted:
+                        self._prefill(admitted)
                     self._drop_finished()
                     if self._running:
                         self._decode()
@@ -231,7 +239,9 @@ class ContinuousBatcher:
                 log.exception("generation step failed")
                 for generation in [*admitted, *self._running]:
                     generation._fail(exc)
-                self._running, self._cache, self._mask = [], None, None
+                self._running = []
+                self._cache.keep([])
+                self._measure_cache()
             self.stats.steps += 1
         for generation in [*self._running, *self._waiting]:
             generation._fail(RuntimeError("the model is shutting down"))
@@ -239,7 +249,7 @@ class ContinuousBatcher:
     def _admit(self) -> list[Generation]:
         """Waiting generations that fit now, in arrival order (a cancelled one is dropped)."""
         admitted: list[Generation] = []
-        prompt_tokens = 0
+        longest_prompt = 0
         while self._waiting:
             head = self._waiting[0]
             if head.cancelled:
@@ -247,47 +257,37 @@ class ContinuousBatcher:
                 continue
             rows = len(self._running) + len(admitted)
             most = self.limits.max_sequences if self._batchable else 1
-            if rows >= most or (admitted and prompt_tokens + len(head.prompt_ids) > PREFILL_TOKENS_PER_STEP):
+            prompt = max(longest_prompt, len(head.prompt_ids))
+            if rows >= most or (admitted and (len(admitted) + 1) * prompt > PREFILL_TOKENS_PER_STEP):
                 break
             longest = max([g.final_length for g in (*self._running, *admitted, head)])
             if rows and (rows + 1) * longest > self.cache_tokens:
                 break
             admitted.append(self._waiting.popleft())
-            prompt_tokens += len(head.prompt_ids)
+            longest_prompt = prompt
         self.stats.waiting = len(self._waiting)
         return admitted
 
-    def _prefill(self, generation: Generation) -> None:
-        """Run one prompt alone (exactly as serial generation would), pick its first token, join the batch."""
+    def _prefill(self, admitted: list[Generation]) -> None:
+        """The newcomers' prompts in one forward pass (left-padded), their first tokens; they join the batch."""
         torch, engine = self.engine.torch, self.engine
-        inputs = torch.tensor([generation.prompt_ids], device=engine.device)
-        out = engine.model(input_ids=inputs, use_cache=True, **engine.keep_last_logits)
-        cache = out[engine.cache_key]
-        if self._batchable and not _plain_layers(cache):
-            log.warning("this model's KV cache is not a plain DynamicCache: generating one request at a time")
-            self._batchable = False
-        self.stats.prompt_tokens += len(generation.prompt_ids)
-        generation._accept(engine.pick_row(out.logits[0, -1].float(), generation), self.stats)
-        if generation.done:
-            return
-        self._join(generation, cache)
-
-    def _join(self, generation: Generation, cache: Any) -> None:
-        torch = self.engine.torch
-        length = len(generation.prompt_ids)
-        row_mask = torch.ones((1, length), dtype=torch.long, device=self.engine.device)
-        generation.position = length
-        if self._cache is None:
-            self._cache, self._mask, self._running = cache, row_mask, [generation]
-            self._measure_cache()
-            return
-        width = self._mask.shape[1]
-        size = max(width, length)
-        for mine, theirs in zip(self._cache.layers, cache.layers, strict=True):
-            mine.keys = torch.cat([_pad_left(mine.keys, size), _pad_left(theirs.keys, size)])
-            mine.values = torch.cat([_pad_left(mine.values, size), _pad_left(theirs.values, size)])
-        self._mask = torch.cat([_pad_left(self._mask, size), _pad_left(row_mask, size)])
-        self._running.append(generation)
+        lengths = [len(g.prompt_ids) for g in admitted]
+        longest = max(lengths)
+        padded = [[0] * (longest - len(g.prompt_ids)) + g.prompt_ids for g in admitted]
+        inputs = torch.tensor(padded, device=engine.device)
+        padding: dict[str, Any] = {}
+        if len(admitted) > 1:  # one prompt alone runs exactly as serial generation would
+            mask = torch.tensor([[0] * (longest - n) + [1] * n for n in lengths], device=engine.device)
+            padding = {"attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+        out = engine.model(input_ids=inputs, use_cache=True, **padding, **engine.keep_last_logits)
+        self.stats.prompt_tokens += sum(lengths)
+        tokens = engine.pick_rows(out.logits[:, -1].float(), admitted)
+        for row, (generation, length, token) in enumerate(zip(admitted, lengths, tokens, strict=True)):
+            generation._accept(token, self.stats)
+            if not generation.done:
+                self._cache.add(out[engine.cache_key], row, length)
+                generation.position = length
+                self._running.append(generation)
         self._measure_cache()
 
     def _decode(self) -> None:
@@ -297,68 +297,44 @@ class ContinuousBatcher:
         rows = self._running
         inputs = torch.tensor([[g.last_token] for g in rows], device=device)
         positions = torch.tensor([[g.position] for g in rows], device=device)
-        mask = torch.cat([self._mask, torch.ones((len(rows), 1), dtype=self._mask.dtype, device=device)], dim=1)
         out = engine.model(
             input_ids=inputs,
             position_ids=positions,
-            attention_mask=mask,
+            attention_mask=self._cache.step_mask(),
             use_cache=True,
-            **{engine.cache_key: self._cache},
+            **{engine.cache_key: self._cache.cache},
             **engine.keep_last_logits,
         )
-        self._cache, self._mask = out[engine.cache_key], mask
+        self._cache.advance()
         for generation, token in zip(rows, engine.pick_rows(out.logits[:, -1].float(), rows), strict=True):
             generation.position += 1
             generation._accept(token, self.stats)
         self._measure_cache()
 
     def _drop_finished(self) -> None:
-        """Take finished and cancelled rows out of the batch, and padding no row needs any more."""
+        """Take finished and cancelled rows out of the batch (and padding no row needs any more)."""
         keep = [i for i, g in enumerate(self._running) if not g.done and not g.cancelled]
         for generation in self._running:
             if generation.cancelled and not generation.done:
                 generation._finish(None, flush=False)
         if len(keep) == len(self._running):
             return
-        if not keep:
-            self._running, self._cache, self._mask = [], None, None
-            self._measure_cache()
-            return
-        torch = self.engine.torch
-        index = torch.tensor(keep, device=self.engine.device)
-        mask = self._mask.index_select(0, index)
-        first = int(mask.any(dim=0).nonzero()[0])  # leading columns that are padding in every kept row
-        for layer in self._cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[:, :, first:]
-            layer.values = layer.values.index_select(0, index)[:, :, first:]
-        self._mask = mask[:, first:]
-        self._running = [self._running[i] for i in keep]
+        self._running = [self._running[i] for i in self._cache.keep(keep)]
         self._measure_cache()
 
     def _measure_cache(self) -> None:
         stats = self.stats
         stats.running = len(self._running)
-        if self._cache is None:
-            stats.cache_tokens = stats.cache_bytes = 0
-            return
-        stats.cache_tokens = int(self._mask.numel())
-        stats.cache_bytes = sum(t.numel() * t.element_size() for layer in self._cache.layers for t in (layer.keys, layer.values))
+        stats.cache_tokens = self._cache.rows * self._cache.width
+        stats.cache_bytes = self._cache.bytes
 
 
-def _pad_left(tensor: Any, size: int) -> Any:
-    """`tensor` with zeros added before its sequence axis (dim 2 of keys/values, dim 1 of a mask) up to `size`."""
-    import torch
+def _plain_cache(model: Any) -> bool:
+    """Whether the model's cache is plain growing keys and values in every layer (no sliding window, no state)."""
+    from transformers import DynamicCache
 
-    axis = 2 if tensor.dim() == 4 else 1
-    missing = size - tensor.shape[axis]
-    if missing <= 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[axis] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=axis)
-
-
-def _plain_layers(cache: Any) -> bool:
-    """Whether every layer of `cache` is a plain growing key/value layer (no sliding window, no state)."""
-    layers: Seq[Any] = getattr(cache, "layers", ())
+    try:
+        layers: Seq[Any] = DynamicCache(config=model.config).layers
+    except Exception:  # a model whose config the cache cannot read: the safe path
+        return False
     return bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)

@@ -188,6 +188,7 @@ def chat_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
 def refuse_unserved(
     *,
     n: int,
+    stream: bool,
     logprobs: bool,
     tools: bool = False,
     response_format: ResponseFormat | None = None,
@@ -195,9 +196,10 @@ def refuse_unserved(
     suffix: str | None = None,
 ) -> None:
     """422 for OpenAI options this server cannot honour, rather than an answer that silently ignores them."""
-    if n != 1:
+    if n > 1 and stream:
         raise InvalidInput(
-            f"n={n}: this server generates one choice per request; send n=1 (or leave it out) and repeat the request"
+            f"n={n} with stream: several choices are served only without stream; send n=1 to stream, "
+            "or leave out stream to get all choices at once"
         )
     if best_of not in (None, 1):
         raise InvalidInput(f"best_of={best_of}: only 1 is served")
