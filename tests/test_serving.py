@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -446,7 +447,8 @@ def test_the_port_file_says_where_a_port_0_server_listens_and_goes_when_it_stops
         assert seen, log_path.read_text()
         record = json.loads(port_file.read_text())
         port = record["port"]
-        assert record == {"url": f"http://127.0.0.1:{port}", "scheme": "http", "port": port, "pid": proc.pid, "version": 1}
+        expected = {"url": f"http://127.0.0.1:{port}", "scheme": "http", "port": port, "pid": proc.pid, "version": 1}
+        assert record == {**expected, "unix_socket": None}
         assert f"API     {record['url']}" in log_path.read_text()  # the banner, for people, says the same
         wait_ready(record["url"], proc, 90, log_path)
         assert httpx.get(record["url"] + "/healthz").status_code == 200
@@ -458,6 +460,39 @@ def test_the_port_file_says_where_a_port_0_server_listens_and_goes_when_it_stops
     assert code == 0
     assert not port_file.exists()  # removed on a clean exit
     assert [json.loads(text) for text in seen] == [record]  # the reader only ever saw the whole document
+
+
+def test_a_replica_also_serves_on_its_unix_socket_for_a_proxy_beside_it(tmp_path):
+    """`--unix-socket`: the same app on a socket file only its user may open, named in the port file, gone at exit;
+    a path longer than a socket address holds still works (bound from its folder)."""
+    deep = tmp_path.joinpath(*["a-rather-long-folder-name"] * 5)
+    deep.mkdir(parents=True)
+    sock = deep / "http.sock"
+    assert len(str(sock)) > 107
+    with running_server(APP, "--unix-socket", str(sock), tmp_dir=tmp_path) as srv:
+        assert json.loads(srv.log_path.with_suffix(".port").read_text())["unix_socket"] == str(sock)
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        here = os.getcwd()
+        os.chdir(deep)  # httpx's transport takes the socket's path as the OS does: relative, to fit
+        try:
+            with httpx.Client(transport=httpx.HTTPTransport(uds="http.sock"), base_url="http://replica") as over_socket:
+                assert (
+                    over_socket.post("/predict", json={"text": "hi"}).json()
+                    == httpx.post(srv.url + "/predict", json={"text": "hi"}).json()
+                )
+        finally:
+            os.chdir(here)
+        srv.proc.send_signal(signal.SIGINT)
+        assert srv.proc.wait(30) == 0
+    assert not sock.exists()
+    refused = subprocess.run(
+        [*FERMION, "serve", str(APP), "--unix-socket", str(tmp_path / "x.sock"), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert refused.returncode == 2 and "--unix-socket serves one process" in refused.stderr
 
 
 def test_setup_failure_exits_3_with_its_message(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -76,6 +77,13 @@ def serve(
             "on exit), for a program that started it with --port 0."
         ),
     ] = None,
+    unix_socket: Annotated[
+        str | None,
+        typer.Option(
+            help="Also listen on this Unix socket (owner-only; one process, not with --workers), named in the port file: "
+            "a proxy on the same machine reaches the replica through it faster than through TCP.",
+        ),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(help="Worker processes sharing the port; each runs setup(). [default: 1]")
     ] = None,
@@ -122,6 +130,7 @@ def serve(
     from fermion.serving.server import (
         BindError,
         bind_socket,
+        bind_unix_socket,
         configure_logging,
         limit_compute_threads_env,
         run_replica,
@@ -162,8 +171,11 @@ def serve(
         routes = sorted(f"{info.method} {info.path}" for info in service.endpoints())
         out.print(f"ok: {source} is {service.service_name()} with {len(routes)} endpoint(s): {', '.join(routes)}")
         raise typer.Exit(0)
+    if unix_socket is not None and config.workers > 1:
+        fail("--unix-socket serves one process: leave out --workers, or --unix-socket", 2)
     try:
         sock = bind_socket(config.host, config.port)
+        also = [bind_unix_socket(unix_socket)] if unix_socket is not None else []
     except BindError as exc:
         fail(str(exc), 2)
     config.port = sock.getsockname()[1]
@@ -173,15 +185,19 @@ def serve(
     if port_file is not None:
         # Listening, not ready: setup() runs next, and /readyz says when it is done.
         try:
-            write_port_file(port_file, PortFile(url=base, scheme=scheme, port=config.port, pid=os.getpid()))
+            where = os.path.abspath(unix_socket) if unix_socket is not None else None
+            write_port_file(port_file, PortFile(url=base, scheme=scheme, port=config.port, pid=os.getpid(), unix_socket=where))
         except OSError as exc:
             fail(f"cannot write --port-file {port_file}: {exc.strerror or exc}; give a path in a folder you can write to", 2)
     if config.workers > 1:
         code = run_workers(worker.__name__, worker.worker_args(source, options), config, sock)
     else:
-        code = run_replica(service, config, sock)
+        code = run_replica(service, config, sock, also=also)
     if port_file is not None:
         remove_port_file(port_file, os.getpid())
+    if unix_socket is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(unix_socket)
     # Drained and torn down: skip the interpreter's teardown, which takes seconds once torch or
     # transformers are loaded and only delays a restart.
     logging.shutdown()

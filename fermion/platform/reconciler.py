@@ -244,7 +244,8 @@ class Reconciler:
         serving = [m for m in managed if m.ready and (m.handle.revision == d.revision or ready_current < desired)]
         # Replicas behind one proxy (Ray Serve's) share a URL: one upstream, so its load is not counted twice.
         urls = list(dict.fromkeys(m.status.url for m in serving if m.status.url))
-        self.routes.set(d.name, urls, public=d.public, cold_start=d.min_replicas == 0)
+        sockets = {m.status.url: m.status.socket for m in serving if m.status.url and m.status.socket}
+        self.routes.set(d.name, urls, public=d.public, cold_start=d.min_replicas == 0, sockets=sockets)
         self._retire(d.name, retire)
 
     def _make_way(

@@ -40,6 +40,8 @@ class PortFile:
     port: int
     pid: int
     version: int = PORT_FILE_VERSION
+    #: The Unix socket it also listens on (`--unix-socket`), else None.
+    unix_socket: str | None = None
 
 
 def write_port_file(path: str | os.PathLike[str], record: PortFile) -> None:
@@ -65,7 +67,9 @@ def read_port_file(path: str | os.PathLike[str]) -> PortFile | None:
         doc = json.loads(text)
         if doc["version"] != PORT_FILE_VERSION:
             raise ValueError(f"{path} is a version {doc['version']!r} port file; this Fermion reads version {PORT_FILE_VERSION}")
-        return PortFile(url=doc["url"], scheme=doc["scheme"], port=doc["port"], pid=doc["pid"])
+        return PortFile(
+            url=doc["url"], scheme=doc["scheme"], port=doc["port"], pid=doc["pid"], unix_socket=doc.get("unix_socket")
+        )
     except (KeyError, TypeError, json.JSONDecodeError):
         raise ValueError(f"{path} is not a Fermion port file") from None
 

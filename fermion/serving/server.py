@@ -59,6 +59,38 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+#: The longest path a Unix socket address holds (sun_path, with its terminating NUL).
+_UNIX_PATH_MAX = 107
+
+
+def bind_unix_socket(path: str | os.PathLike[str]) -> socket.socket:
+    """A listening Unix socket at `path` that only this user may connect to (a stale socket file there is replaced),
+    or a `BindError`. A path longer than a socket address holds is bound from its folder."""
+    target = os.path.abspath(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if os.path.exists(target):
+            os.unlink(target)
+        previous = os.umask(0o177)  # created 0600: no window in which others may connect
+        try:
+            if len(os.fsencode(target)) <= _UNIX_PATH_MAX:
+                sock.bind(target)
+            else:  # bind relative to the folder, which has no such limit (startup is single-threaded)
+                here = os.getcwd()
+                os.chdir(os.path.dirname(target))
+                try:
+                    sock.bind(os.path.basename(target))
+                finally:
+                    os.chdir(here)
+        finally:
+            os.umask(previous)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"cannot listen on the Unix socket {target}: {exc.strerror or exc}") from None
+    sock.listen(2048)
+    return sock
+
+
 def limit_compute_threads_env(config: ServeConfig) -> None:
     """Set BLAS/OpenMP thread counts for this process (before any model library loads), unless set."""
     threads = str(config.effective_compute_threads())
@@ -147,8 +179,10 @@ def run_replica(
     sock: socket.socket,
     on_ready: Callable[[], None] | None = None,
     accept_before_ready: bool = True,
+    also: Sequence[socket.socket] = (),
 ) -> int:
-    """Serve `service` on `sock` in this process until SIGTERM/SIGINT; returns the exit code."""
+    """Serve `service` on `sock` (and the sockets `also` lists: a Unix socket) in this process until SIGTERM/SIGINT;
+    returns the exit code."""
     app = ReplicaApp(service, config)
     app.accept_before_ready = accept_before_ready
     server = uvicorn_server(app, config, on_drain=app.drain)
@@ -161,7 +195,7 @@ def run_replica(
 
     app.on_setup_failed = setup_failed
     app.on_ready = on_ready
-    server.run(sockets=[sock])
+    server.run(sockets=[sock, *also])
     if exit_code == EXIT_OK and not server.started:
         exit_code = EXIT_ERROR
     return exit_code

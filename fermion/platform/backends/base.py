@@ -48,6 +48,7 @@ class ReplicaStatus:
     url: str | None = None  # where the replica serves, once known
     exit_code: int | None = None  # when EXITED and the backend knows it
     detail: str = ""
+    socket: str | None = None  # a Unix socket it also serves on (local replicas): HAProxy's faster way in
 
 
 class Backend(Protocol):

@@ -73,6 +73,13 @@ def token_maps(grants: Iterable[Grant]) -> tuple[dict[str, str], dict[str, str]]
     return tokens, rates
 
 
+def slot_link(backend: str, slot: str) -> str:
+    """A Unix-socket slot's address, relative to HAProxy's folder (its working directory): a symlink the
+    control plane points at the replica's socket. Relative, so a deep data dir never outgrows the 107
+    bytes a socket address holds."""
+    return f"links/{backend}-{slot}"
+
+
 def backend_section(name: str, slots: dict[str, str | None]) -> str:
     """One generic backend: its rewriting rules, then a server line per slot (disabled when free)."""
     lines = [
@@ -88,7 +95,9 @@ def backend_section(name: str, slots: dict[str, str | None]) -> str:
         f"    http-request set-path /%[path,field({PREFIX.count('/') + 2},/,0)]",
     ]
     for slot, url in slots.items():
-        if url is not None:
+        if slot.startswith("u"):
+            lines.append(f"    server {slot} unix@{slot_link(name, slot)}" + (" disabled" if url is None else ""))
+        elif url is not None:
             host, port = url.removeprefix("http://").rsplit(":", 1)
             lines.append(f"    server {slot} {host}:{port}")
         else:

@@ -20,6 +20,8 @@ class Upstream:
 
     url: str
     outstanding: int = 0
+    #: A Unix socket the replica also serves on (HAProxy goes through it; this gateway uses `url`).
+    socket: str | None = None
 
 
 @dataclass
@@ -61,13 +63,21 @@ class RouteTable:
     def __init__(self) -> None:
         self._routes: dict[str, Route] = {}
 
-    def set(self, name: str, urls: list[str], public: bool = False, cold_start: bool = False) -> None:
-        """Replace a deployment's ready replicas, keeping the in-flight counts of those that stay."""
+    def set(
+        self,
+        name: str,
+        urls: list[str],
+        public: bool = False,
+        cold_start: bool = False,
+        sockets: dict[str, str] | None = None,
+    ) -> None:
+        """Replace a deployment's ready replicas (`sockets`: the Unix socket of a replica's URL, where it has one),
+        keeping the in-flight counts of those that stay."""
         route = self._routes.get(name) or self._routes.setdefault(name, Route(name))
         known = {u.url: u for u in route.upstreams}
         route.public = public
         route.cold_start = cold_start
-        route.upstreams = [known.get(url) or Upstream(url) for url in urls]
+        route.upstreams = [known.get(url) or Upstream(url, socket=(sockets or {}).get(url)) for url in urls]
 
     def remove(self, name: str) -> None:
         """Forget a deployment (requests for it get a 404 from now on)."""
