@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from suite.llm import BASELINE_COMMIT
 from suite.target import Target, ratio_target
 
 
@@ -22,7 +23,7 @@ def llm_targets(record: dict[str, Any] | None) -> list[Target]:
     streams = (record or {}).get("method", {}).get("streams", 16)
     raw = (record or {}).get("raw", {}).get("tokens_per_s", {})
     single, many = _load(record, "fermion", "single"), _load(record, "fermion", "concurrent")
-    baseline = (record or {}).get("method", {}).get("baseline", "the baseline")
+    baseline = (record or {}).get("method", {}).get("baseline", BASELINE_COMMIT)
     rows = [
         ratio_target(
             f"LLM, {streams} streams: aggregate tok/s vs raw `generate` at batch {streams}",
