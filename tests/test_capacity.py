@@ -152,3 +152,18 @@ def test_a_rollout_on_a_full_machine_goes_one_replica_at_a_time_and_never_stops_
     assert any(e.kind == "RollingOneByOne" for e in store.list_events("full"))
     reconciler.stop_all()
     store.close()
+
+
+def test_gpus_are_whole_and_not_shared_on_one_machine():
+    two = Capacity(Machine(cpus=8, memory=64 * GIB, gpus=("0", "1")))
+    assert Ask.of("hf:./m", {"resources": {"gpus": 0.5, "memory": GIB}}) == Ask(GIB, 0.0, 1)  # a fraction takes one
+    assert two.room(Ask(GIB, gpus=1), []) == 2  # GPUs bind, not memory
+    assert two.room(Ask(GIB, gpus=1), [Ask(GIB, gpus=1)]) == 1
+    assert two.room(Ask(GIB, gpus=2), [Ask(GIB, gpus=1)]) == 0
+    assert two.room(Ask(GIB), [Ask(GIB, gpus=2)]) == 50  # a replica without GPUs is not held back by them
+    with pytest.raises(Invalid, match=r"asks for 3 GPU\(s\) and this machine has 2; ask for at most 2 \(--gpus\)"):
+        two.check_fits("chat", 1, Ask(GIB, gpus=3), [])
+    with pytest.raises(Invalid, match="1 GPU.s. of its own; this machine has 8 CPU.s., 2 GPU.s. and"):
+        two.check_fits("chat", 2, Ask(GIB, gpus=1), [Ask(GIB, gpus=1)])
+    with pytest.raises(Invalid, match="has none .nvidia-smi lists no GPU."):
+        Capacity(SMALL).check_fits("chat", 0, Ask(GIB, gpus=1), [])  # refused even at min_replicas 0

@@ -7,6 +7,7 @@ but greedy decoding is deterministic, so answers can be compared across calls an
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
 import json
 import re
 import subprocess
@@ -18,6 +19,7 @@ from support import FERMION, ROOT, running_server
 
 from fermion import Client
 from fermion.models.hf.llm_text import StopMatcher
+from fermion.sources import SourceError, load_service
 
 HELLO = [{"role": "user", "content": "Hello there"}]
 
@@ -169,6 +171,41 @@ def test_options_this_server_cannot_honour_are_422_with_a_reason(oai):
     long = [{"role": "user", "content": "hello there " * 200}]
     assert "shorten the prompt" in refusal(lambda: chat(oai, messages=long, max_tokens=4))
     assert "temperature" in refusal(lambda: chat(oai, temperature=5))
+    assert "top_logprobs needs logprobs: true" in refusal(lambda: chat(oai, max_tokens=2, top_logprobs=2))
+    assert "top_logprobs" in refusal(lambda: chat(oai, max_tokens=2, logprobs=True, top_logprobs=21))
+    echoed = lambda: oai.completions.create(model="tiny-llm", prompt="x", max_tokens=2, echo=True, logprobs=1)  # noqa: E731
+    assert "logprobs with echo" in refusal(echoed)
+
+
+@pytest.mark.slow
+def test_chat_logprobs_are_per_token_from_the_models_distribution_streamed_or_not(oai):
+    answer = chat(oai, max_tokens=6, temperature=0, logprobs=True, top_logprobs=3)
+    [choice] = answer.choices
+    content = choice.logprobs.content
+    end_of_text = 1 if choice.finish_reason == "stop" else 0  # the end-of-text token has no entry
+    assert len(content) == answer.usage.completion_tokens - end_of_text >= 1
+    for entry in content:
+        alternatives = [alt.logprob for alt in entry.top_logprobs]
+        assert entry.logprob <= 0 and len(alternatives) == 3 and alternatives == sorted(alternatives, reverse=True)
+        assert entry.top_logprobs[0].token == entry.token  # greedy: the picked token is the likeliest
+        assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob)
+        assert bytes(entry.bytes).decode("utf-8") == entry.token
+    assert chat(oai, max_tokens=2, temperature=0).choices[0].logprobs is None  # only when asked
+    chunks = list(chat(oai, max_tokens=6, temperature=0, logprobs=True, stream=True))
+    streamed = [e for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert [e.token for e in streamed] == [e.token for e in content]
+    assert [e.logprob for e in streamed] == pytest.approx([e.logprob for e in content], abs=1e-4)
+    assert all(e.top_logprobs == [] for e in streamed)  # logprobs without top_logprobs: no alternatives
+
+
+@pytest.mark.slow
+def test_completion_logprobs_have_the_legacy_shape(oai):
+    answer = oai.completions.create(model="tiny-llm", prompt="The quick brown", max_tokens=5, temperature=0, logprobs=2)
+    found = answer.choices[0].logprobs
+    assert len(found.tokens) == len(found.token_logprobs) == len(found.top_logprobs) == len(found.text_offset) >= 1
+    assert found.text_offset == [sum(len(t) for t in found.tokens[:i]) for i in range(len(found.tokens))]
+    assert all(1 <= len(top) <= 2 for top in found.top_logprobs)  # alternatives decoding to one text share a key
+    assert max(found.top_logprobs[0].values()) == pytest.approx(found.token_logprobs[0])  # greedy: the likeliest
 
 
 @pytest.mark.slow
@@ -267,3 +304,13 @@ def test_bad_model_folders_are_one_clear_line(tmp_path):
     (tmp_path / "encoder" / "config.json").write_text(json.dumps({"architectures": ["BertForMaskedLM"]}))
     code, lines = _serve_error(f"hf:{tmp_path / 'encoder'}", "--task", "text-generation")
     assert code == 2 and len(lines) == 1 and "needs a causal language model, but this is BertForMaskedLM" in lines[0], lines
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here: no missing-extra error")
+def test_vllm_source_without_the_extra_says_how_to_install_it(model_dir):
+    with pytest.raises(
+        SourceError, match=r"the 'vllm:' source needs vllm, which is not installed; run: pip install 'fermion\[vllm\]'"
+    ):
+        load_service(f"vllm:{model_dir}")
+    code, lines = _serve_error(f"vllm:{model_dir}")
+    assert code == 2 and len(lines) == 1 and "needs vllm" in lines[0] and "pip install 'fermion[vllm]'" in lines[0], lines

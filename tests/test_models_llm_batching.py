@@ -95,12 +95,12 @@ def test_limits_come_from_the_environment_with_clear_errors():
     with pytest.raises(ValueError, match="max_cache_tokens must be at least 1"):
         EngineLimits(max_cache_tokens=0)
     assert device_from_env({"FERMION_LLM_DEVICE": "cuda:1"}) == "cuda:1"
-    with pytest.raises(ValueError, match="use cpu, cuda or cuda:N"):
+    with pytest.raises(ValueError, match="use cpu, cuda, cuda:N or mps"):
         device_from_env({"FERMION_LLM_DEVICE": "tpu"})
 
 
 def test_a_request_cancelled_while_its_prompt_is_tokenised_generates_nothing(model_dir):
-    from fermion.models.hf.llm import build
+    from fermion.models.hf.llm_source import build
 
     service = build(str(model_dir), "text-generation")
     service.setup()

@@ -333,5 +333,5 @@ def test_constructor_that_raises(workdir):
 
 
 def test_model_kinds_are_routed_to_their_adapters():
-    assert set(ADAPTERS) == {"st", "hf", "sklearn", "onnx", "model"}
+    assert set(ADAPTERS) == {"st", "hf", "vllm", "sklearn", "onnx", "model"}
     assert all(target.startswith("fermion.models.") for target in ADAPTERS.values())

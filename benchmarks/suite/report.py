@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from suite.batch_report import batch_section, batch_targets
+from suite.llm_report import llm_section, llm_targets
+from suite.target import Target, ratio_target
 
 #: examples/embeddings.py batches with max_wait_ms=5: the 1-client target allows that plus 1 ms.
 FERMION_MAX_WAIT_MS = 5.0
@@ -23,16 +26,6 @@ def latest_results(results: Path) -> dict[str, dict[str, Any]]:
     return {bench: {**json.loads(path.read_text()), "file": path.name} for bench, path in newest.items()}
 
 
-@dataclass(frozen=True)
-class Target:
-    """One goal of the issue, with what this run measured."""
-
-    name: str
-    goal: str
-    measured: str
-    met: bool | None  # None: not measured in the results at hand
-
-
 def _rps(record: dict[str, Any] | None, peer: str) -> float | None:
     entry = (record or {}).get("peers", {}).get(peer, {})
     return entry.get("rps") if "skipped" not in entry else None
@@ -44,11 +37,7 @@ def targets(runs: dict[str, dict[str, Any]]) -> list[Target]:
     rows: list[Target] = []
 
     def ratio(name: str, goal: str, num: float | None, den: float | None, limit: float, at_least: bool) -> None:
-        if num is None or den is None or den == 0:
-            rows.append(Target(name, goal, "not measured", None))
-            return
-        value = num / den
-        rows.append(Target(name, goal, f"{value:.2f}× ({num:,.1f} / {den:,.1f})", value >= limit if at_least else value <= limit))
+        rows.append(ratio_target(name, goal, num, den, limit, at_least))
 
     fermion = _rps(echo, "fermion")
     ratio("echo: Fermion vs bare ASGI (same validation, 1 worker)", "≥ 0.6×", fermion, _rps(echo, "asgi"), 0.6, True)
@@ -105,6 +94,8 @@ def targets(runs: dict[str, dict[str, Any]]) -> list[Target]:
         )
     )
     rows += _gateway_targets(runs.get("gateway"))
+    rows += llm_targets(runs.get("llm"))
+    rows += batch_targets(runs.get("batch"))
     return rows
 
 
@@ -364,6 +355,10 @@ def render(runs: dict[str, dict[str, Any]]) -> str:
         out += _gateway_section(gateway)
     if backends := runs.get("backends"):
         out += _backends_section(backends)
+    if llm := runs.get("llm"):
+        out += llm_section(llm)
+    if batch := runs.get("batch"):
+        out += batch_section(batch)
     out += ["", "## Versions", ""]
     seen: dict[str, dict[str, str]] = {}
     for record in runs.values():

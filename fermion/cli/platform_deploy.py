@@ -46,7 +46,12 @@ CpusOption = Annotated[
     ),
 ]
 GpusOption = Annotated[
-    float | None, typer.Option("--gpus", help="GPUs each replica reserves on Ray (fractions share one).", show_default=False)
+    float | None,
+    typer.Option(
+        "--gpus",
+        help="GPUs each replica reserves: on Ray fractions share one; locally each replica gets whole GPUs of its own.",
+        show_default=False,
+    ),
 ]
 MemoryOption = Annotated[
     str | None, typer.Option("--memory", help="Memory each replica reserves on Ray, e.g. 2GiB.", show_default=False)

@@ -105,7 +105,8 @@ ENVIRONMENT = (
     EnvVar(
         "FERMION_LLM_DEVICE",
         "`hf:` text-generation sources",
-        "the torch device the model runs on, e.g. `cuda:1` (default `cuda` when torch sees a GPU, else `cpu`)",
+        "the torch device the model runs on, e.g. `cuda:1` (default `cuda` when torch sees a GPU, else `cpu`); "
+        "`fermion serve --device` wins over it",
     ),
     EnvVar(
         "FERMION_METRICS_DIR",

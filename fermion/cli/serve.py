@@ -112,6 +112,13 @@ def serve(
     task: Annotated[
         str | None, typer.Option(help="hf: sources: the pipeline task, when the model's config does not say.")
     ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="hf: and st: sources: the torch device the model runs on: cpu, cuda, cuda:N or mps "
+            "(default: cpu; text generation: cuda when torch sees a GPU)."
+        ),
+    ] = None,
     trust_pickle: Annotated[
         bool,
         typer.Option(
@@ -162,7 +169,7 @@ def serve(
         fail(str(exc), 2)
     configure_logging(config.log_level)
     limit_compute_threads_env(config)
-    options = {"task": task, "trust_pickle": trust_pickle}
+    options = {"task": task, "device": device, "trust_pickle": trust_pickle}
     try:
         service = load_service(source, options)
     except SourceError as exc:

@@ -56,6 +56,13 @@ FAMILIES: tuple[Family, ...] = (
         "fermion serve hf:./my-llm",
     ),
     Family(
+        "vllm:",
+        "vLLM's engine for causal LMs (GPU; untested on Fermion's CI)",
+        "vllm",
+        ("text-generation", "POST /v1/chat/completions (OpenAI)", "POST /v1/completions (OpenAI)"),
+        "fermion serve vllm:./my-llm",
+    ),
+    Family(
         "sklearn:",
         "scikit-learn (skops files; pickle only with --trust-pickle)",
         "sklearn",

@@ -1,4 +1,4 @@
-"""The model source kinds (`st:`, `hf:`, `sklearn:`, `onnx:`, `model:`) and what every adapter shares.
+"""The model source kinds (`st:`, `hf:`, `vllm:`, `sklearn:`, `onnx:`, `model:`) and what every adapter shares.
 
 Which adapter serves each kind, the extra that brings its libraries, and `SourceError`, the error
 every adapter raises. It imports no adapter, so each adapter can import it; the dispatcher that
@@ -11,16 +11,18 @@ from __future__ import annotations
 ADAPTERS: dict[str, str] = {
     "st": "fermion.models.sentence_transformers:load",
     "hf": "fermion.models.hf:load",
+    "vllm": "fermion.models.vllm_engine:load",
     "sklearn": "fermion.models.sklearn:load",
     "onnx": "fermion.models.onnx:load",
     "model": "fermion.models.trained.adapter:load",
 }
 
 #: The extra that brings each source kind's libraries, and the modules it must provide.
-EXTRAS = {"st": "st", "hf": "hf", "sklearn": "sklearn", "onnx": "onnx", "model": "train"}
+EXTRAS = {"st": "st", "hf": "hf", "vllm": "vllm", "sklearn": "sklearn", "onnx": "onnx", "model": "train"}
 REQUIRED_MODULES = {
     "st": ("sentence_transformers", "torch"),
     "hf": ("transformers", "torch"),
+    "vllm": ("vllm", "transformers", "torch"),
     "sklearn": ("sklearn", "skops"),
     "onnx": ("onnxruntime", "numpy"),
     "model": ("sklearn", "skops", "pandas"),

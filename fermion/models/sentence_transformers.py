@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from fermion.models.device import check_device
 from fermion.models.kinds import SourceError, missing_extra_message
 from fermion.models.resolve import offline_hub, resolve_model_dir
 from fermion.responses import InvalidInput
@@ -72,16 +73,17 @@ class ModelInfo(BaseModel):
 class SentenceEmbeddings(Service):
     """Sentence embeddings from a sentence-transformers model."""
 
-    def __init__(self, model_dir: str, model_id: str) -> None:
+    def __init__(self, model_dir: str, model_id: str, device: str = "cpu") -> None:
         self.model_dir = model_dir
         self.model_id = model_id
+        self.device = device
         self._lock = threading.Lock()  # a fast tokenizer must not be used by two threads at once
 
     def setup(self) -> None:
         offline_hub()
         from sentence_transformers import SentenceTransformer
 
-        self.model = SentenceTransformer(self.model_dir, device="cpu")
+        self.model = SentenceTransformer(self.model_dir, device=self.device)
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dimensions = int(dimension())
         self.max_seq_length = int(self.model.max_seq_length)
@@ -169,8 +171,8 @@ def _encoded(vector: Any, encoding_format: str) -> list[float] | str:
     return vector.tolist()
 
 
-def load(name: str, **options: Any) -> Service:
-    """Build the Service for `st:NAME_OR_PATH` (the model loads in `setup()`)."""
+def load(name: str, device: str = "cpu", **options: Any) -> Service:
+    """Build the Service for `st:NAME_OR_PATH` on `device` (`--device`; the model loads in `setup()`)."""
     if options:
         raise SourceError(f"st: sources do not take {', '.join('--' + k.replace('_', '-') for k in options)}")
     if importlib.util.find_spec("sentence_transformers") is None:
@@ -180,6 +182,7 @@ def load(name: str, **options: Any) -> Service:
         raise SourceError(f"st:{name} is a file; point at the model's folder (the one with modules.json or config.json)")
     if not any(os.path.isfile(os.path.join(model_dir, f)) for f in ("modules.json", "config.json")):
         raise SourceError(f"st:{name} is not a sentence-transformers model: {model_dir} has no modules.json or config.json")
+    device = check_device(device, f"st:{name}")
     model_id = name.rstrip("/") if not os.path.exists(os.path.expanduser(name)) else os.path.basename(model_dir.rstrip("/"))
     dimensions, max_length = _card(model_dir)
     facts = ", ".join(
@@ -191,7 +194,7 @@ def load(name: str, **options: Any) -> Service:
         + ": batched /embed, /similarity and OpenAI-compatible /v1/embeddings."
     )
     cls = type("SentenceEmbeddingsService", (SentenceEmbeddings,), {"name": model_id, "__doc__": doc, "__module__": __name__})
-    return cls(model_dir, model_id)
+    return cls(model_dir, model_id, device)
 
 
 def _card(model_dir: str) -> tuple[int | None, int | None]:

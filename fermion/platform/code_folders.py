@@ -60,7 +60,7 @@ class CodeFolders:
         from fermion.sources import split_source
 
         scheme, rest = split_source(source.strip())
-        names_path = scheme in ("onnx", "sklearn") or (scheme in ("st", "hf") and looks_like_path(rest))
+        names_path = scheme in ("onnx", "sklearn") or (scheme in ("st", "hf", "vllm") and looks_like_path(rest))
         return names_path and self._holding(local_path(rest)) is None
 
     def root_of(self, source: str, options: Mapping[str, Any]) -> Path | None:

@@ -81,6 +81,17 @@ def check_resources(raw: object) -> dict[str, Any]:
     return result
 
 
+def serve_flags(options: Mapping[str, Any]) -> list[str]:
+    """The `fermion serve` flags for a deployment's source options (`--task`, `--device`, `--trust-pickle`)."""
+    flags = []
+    for key in ("task", "device"):
+        if options.get(key):
+            flags += [f"--{key}", str(options[key])]
+    if options.get("trust_pickle"):
+        flags.append("--trust-pickle")
+    return flags
+
+
 def source_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """The options `fermion serve` (and so `load_service`) takes, without the platform's own."""
     return {key: value for key, value in options.items() if key not in PLATFORM_OPTIONS}

@@ -1,7 +1,7 @@
 """`hf:NAME_OR_PATH` — a transformers model becomes a typed Service for its pipeline task.
 
 The task comes from `--task`, else from the model's config (its architecture). Each task is
-built by a function `build(model_dir, task) -> Service` in a module of this package.
+built by a function `build(model_dir, task, device) -> Service` in a module of this package.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import json
 import os
 from typing import Any
 
+from fermion.models.device import check_device
 from fermion.models.kinds import SourceError
 from fermion.models.resolve import offline_hub, resolve_model_dir
 from fermion.service import Service
@@ -29,7 +30,7 @@ TASKS: dict[str, str] = {
     "object-detection": "fermion.models.hf.vision:build",
     "image-segmentation": "fermion.models.hf.vision:build",
     "automatic-speech-recognition": "fermion.models.hf.audio:build",
-    "text-generation": "fermion.models.hf.llm:build",
+    "text-generation": "fermion.models.hf.llm_source:build",
 }
 ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification", "asr": "automatic-speech-recognition"}
 
@@ -93,12 +94,14 @@ def _reads_audio(model_dir: str) -> bool:
     return "audio" in kind.lower() or "speech" in kind.lower() or "whisper" in kind.lower()
 
 
-def load(name: str, task: str | None = None, **options: Any) -> Service:
-    """Build the Service for `hf:NAME_OR_PATH`."""
+def load(name: str, task: str | None = None, device: str | None = None, **options: Any) -> Service:
+    """Build the Service for `hf:NAME_OR_PATH`, on `device` (`--device`; None: the task's default)."""
     if options:
         raise SourceError(f"hf: sources do not take {', '.join('--' + k.replace('_', '-') for k in options)}")
     offline_hub()
     model_dir = resolve_model_dir(name, "hf")
+    if device is not None:
+        device = check_device(device, f"hf:{name}")
     config = read_config(model_dir)
     chosen = ALIASES.get(task, task) if task else infer_task(config, model_dir)
     if chosen is None:
@@ -117,4 +120,4 @@ def load(name: str, task: str | None = None, **options: Any) -> Service:
         if exc.name and exc.name.startswith("fermion."):
             raise SourceError(f"hf:{name}: the '{chosen}' task is not available in this version of Fermion") from None
         raise
-    return getattr(module, func_name)(model_dir, chosen)
+    return getattr(module, func_name)(model_dir, chosen, device)

@@ -17,6 +17,8 @@ from fermion.service import Service
 
 S = TypeVar("S", bound="ModelService")
 
+#: Longest text read in windows (entities, question answering): bounds the work one request can ask for.
+MAX_CHARACTERS = 100_000
 #: How many labels a classification answer lists at most (best first).
 TOP_LABELS = 5
 # Tokenizers without a configured limit report a huge `model_max_length`; ignore values above this.
@@ -42,8 +44,9 @@ class ModelService(Service):
     #: The pipeline task this Service serves (for messages and docs).
     task: ClassVar[str] = ""
 
-    def __init__(self, model_dir: str) -> None:
+    def __init__(self, model_dir: str, device: str = "cpu") -> None:
         self.model_dir = model_dir
+        self.device = device
 
 
 def model_name(model_dir: str) -> str:
@@ -55,8 +58,10 @@ def model_name(model_dir: str) -> str:
     return parts[-1] or model_dir
 
 
-def for_model(base: type[S], model_dir: str, description: str, attrs: dict[str, Any] | None = None) -> S:
-    """An instance of a per-model subclass of `base`: its docs title names the model and task."""
+def for_model(
+    base: type[S], model_dir: str, description: str, attrs: dict[str, Any] | None = None, device: str | None = None
+) -> S:
+    """An instance of a per-model subclass of `base` on `device` (default the CPU): its docs title names the model and task."""
     namespace: dict[str, Any] = {
         "name": f"{model_name(model_dir)} ({base.task})",
         "__doc__": description,
@@ -64,7 +69,7 @@ def for_model(base: type[S], model_dir: str, description: str, attrs: dict[str, 
         "__qualname__": base.__qualname__,
         **(attrs or {}),
     }
-    return type(base.__name__, (base,), namespace)(model_dir)
+    return type(base.__name__, (base,), namespace)(model_dir, device or "cpu")
 
 
 def read_json(model_dir: str, filename: str) -> dict[str, Any]:
@@ -116,11 +121,11 @@ def check_model_dir(model_dir: str, source: str) -> None:
         raise SourceError(f"{source}: {model_dir} has no config.json; point at a folder saved with save_pretrained()")
 
 
-def load_pipeline(task: str, model_dir: str, **kwargs: Any) -> Any:
-    """`transformers.pipeline(task)` for the local folder, on the CPU, never reaching for a hub."""
+def load_pipeline(task: str, model_dir: str, device: str, **kwargs: Any) -> Any:
+    """`transformers.pipeline(task)` for the local folder, on `device`, never reaching for a hub."""
     from transformers import pipeline
 
-    return pipeline(task, model=model_dir, device="cpu", **kwargs)
+    return pipeline(task, model=model_dir, device=device, **kwargs)
 
 
 def ranked(items: Any, limit: int = TOP_LABELS) -> list[LabelScore]:

@@ -136,7 +136,7 @@ class SpeechRecognition(ModelService):
     task = "automatic-speech-recognition"
 
     def setup(self) -> None:
-        self.pipe = load_pipeline(self.task, self.model_dir)
+        self.pipe = load_pipeline(self.task, self.model_dir, self.device)
         self.rate = int(self.pipe.feature_extractor.sampling_rate)
         # CTC models and Whisper transcribe long audio in overlapping chunks; other seq2seq models cannot.
         chunked = self.pipe.type in ("ctc", "ctc_with_lm", "seq2seq_whisper")
@@ -150,10 +150,12 @@ class SpeechRecognition(ModelService):
         return [Transcription(text=str(result["text"]).strip()) for result in results]
 
 
-def build(model_dir: str, task: str) -> Service:
-    """The Service for speech recognition with the model in `model_dir`."""
+def build(model_dir: str, task: str, device: str | None = None) -> Service:
+    """The Service for speech recognition with the model in `model_dir`, on `device` (default the CPU)."""
     source = f"hf:{model_dir}"
     check_model_dir(model_dir, source)
     if task != SpeechRecognition.task:
         raise SourceError(f"{source}: task '{task}' is not {SpeechRecognition.task}")
-    return for_model(SpeechRecognition, model_dir, f"Speech recognition with {model_name(model_dir)}: WAV audio in, text out.")
+    return for_model(
+        SpeechRecognition, model_dir, f"Speech recognition with {model_name(model_dir)}: WAV audio in, text out.", device=device
+    )

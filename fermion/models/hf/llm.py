@@ -12,9 +12,7 @@ times out or whose client leaves stops generating.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -22,10 +20,10 @@ from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import Field
 
-from fermion.models.hf import read_config
-from fermion.models.hf.llm_batch import EngineLimits, device_from_env, limits_from_env
+from fermion.models.hf.llm_batch import EngineLimits
 from fermion.models.hf.llm_chunks import chat_chunks, completion_chunks
 from fermion.models.hf.llm_engine import Generation, Sampling, TextGenerator
+from fermion.models.hf.llm_logprobs import CompletionLogprobCount, TopLogprobs, chat_logprobs, completion_logprobs
 from fermion.models.hf.llm_schema import (
     AssistantMessage,
     ChatChoice,
@@ -48,13 +46,10 @@ from fermion.models.hf.llm_schema import (
     refuse_unserved,
     usage_of,
 )
-from fermion.models.kinds import SourceError
 from fermion.responses import EventStream, InvalidInput
 from fermion.service import Service, endpoint
 
 _OPENAI_END = b"data: [DONE]\n\n"
-_CAUSAL_ENDINGS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 _OPENAI = ("openai",)
 _Started = TypeVar("_Started", Generation, tuple[Generation, str])
 
@@ -84,54 +79,6 @@ N = Annotated[
 LogitBias = Annotated[
     dict[str, float] | None, Field(description="Token id (as a string) → bias added to its logit (-100 to 100).")
 ]
-
-
-def build(model_dir: str, task: str) -> Service:
-    """The text-generation Service for a local causal LM folder (config, weights, tokenizer)."""
-    for module in ("torch", "transformers"):
-        if importlib.util.find_spec(module) is None:
-            raise ModuleNotFoundError(f"No module named {module!r}", name=module)  # → "pip install 'fermion[hf]'"
-    where = f"hf:{model_dir}"
-    if not os.path.isdir(model_dir):
-        raise SourceError(f"{where}: {task} needs a model folder (config.json, weights, tokenizer), not a file")
-    config = read_config(model_dir)
-    if not config:
-        raise SourceError(f"{where}: no config.json in that folder; save the model there with model.save_pretrained(folder)")
-    architectures = config.get("architectures") or []
-    if architectures and not any(a.endswith(_CAUSAL_ENDINGS) for a in architectures):
-        raise SourceError(
-            f"{where}: {task} needs a causal language model, but this is {', '.join(architectures)}; "
-            "serve it with the --task its architecture is for, or pick a causal LM (…ForCausalLM)"
-        )
-    if not any(os.path.isfile(os.path.join(model_dir, name)) for name in _TOKENIZER_FILES):
-        raise SourceError(
-            f"{where}: no tokenizer in that folder; save it next to the model with tokenizer.save_pretrained(folder)"
-        )
-    model_id = model_name(model_dir)
-    service_cls = type(
-        "TextGeneration",
-        (TextGenerationService,),
-        {
-            "name": model_id,
-            "__doc__": f"Text generation with {model_id}: `/generate` and `/generate_stream`, and an "
-            "OpenAI-compatible API (`/v1/chat/completions`, `/v1/completions`, `/v1/models`) for OpenAI clients.",
-            "__module__": __name__,
-        },
-    )
-    try:
-        limits = limits_from_env(os.environ)
-        device = device_from_env(os.environ)
-    except ValueError as exc:
-        raise SourceError(f"{where}: {exc}") from None
-    return service_cls(model_dir, model_id, limits, device)
-
-
-def model_name(model_dir: str) -> str:
-    """The id clients see: `org/name` for a Hugging Face cache folder, else the folder's name."""
-    match = re.search(r"models--([^/]+?)--([^/]+)/snapshots/", model_dir.replace(os.sep, "/"))
-    if match:
-        return f"{match.group(1)}/{match.group(2)}"
-    return os.path.basename(os.path.normpath(model_dir)) or "model"
 
 
 class TextGenerationService(Service):
@@ -219,31 +166,38 @@ class TextGenerationService(Service):
         presence_penalty: Penalty = 0.0,
         frequency_penalty: Penalty = 0.0,
         logit_bias: LogitBias = None,
-        logprobs: bool | None = None,
-        top_logprobs: int | None = None,
+        logprobs: Annotated[bool | None, Field(description="Return each answer token's log probability.")] = None,
+        top_logprobs: TopLogprobs = None,
         response_format: ResponseFormat | None = None,
         tools: list[dict[str, Any]] | None = None,
     ) -> ChatCompletion | EventStream:
         """OpenAI chat completions: messages through the model's chat template, one answer (or a stream of chunks).
 
         Unsupported options are refused with 422 rather than ignored: `n` above 1 with `stream`,
-        `logprobs`, `tools`, and a `response_format` other than text.
+        `tools`, and a `response_format` other than text.
         """
-        refuse_unserved(
-            n=n, stream=stream, logprobs=bool(logprobs or top_logprobs), tools=bool(tools), response_format=response_format
-        )
+        refuse_unserved(n=n, stream=stream, tools=bool(tools), response_format=response_format)
+        if top_logprobs is not None and not logprobs:
+            raise InvalidInput("top_logprobs needs logprobs: true; send both, or leave out top_logprobs")
         sampling = self._sampling(
             max_completion_tokens or max_tokens, temperature, top_p, stop, seed, presence_penalty, frequency_penalty, logit_bias
         )
+        sampling = replace(sampling, logprobs=(top_logprobs or 0) if logprobs else None)
+        decode = self.engine.decode if logprobs else None
         generation = await _started(self._start_chat, chat_messages(messages), sampling)
         ident, created = "chatcmpl-" + os.urandom(12).hex(), int(time.time())
         if stream:
             include_usage = bool(stream_options and stream_options.include_usage)
-            return EventStream(chat_chunks(generation, self.model_id, ident, created, include_usage), end=_OPENAI_END)
+            return EventStream(chat_chunks(generation, self.model_id, ident, created, include_usage, decode), end=_OPENAI_END)
         generations = self._choices(generation, sampling, n)
         texts = await asyncio.gather(*(g.text() for g in generations))
         choices = [
-            ChatChoice(index=i, message=AssistantMessage(content=text), finish_reason=g.finish_reason)  # type: ignore[arg-type]
+            ChatChoice(
+                index=i,
+                message=AssistantMessage(content=text),
+                logprobs=chat_logprobs(decode, g.logprobs) if decode else None,
+                finish_reason=g.finish_reason,  # type: ignore[arg-type]
+            )
             for i, (g, text) in enumerate(zip(generations, texts, strict=True))
         ]
         return ChatCompletion(id=ident, created=created, model=self.model_id, choices=choices, usage=_usage(generations))
@@ -268,25 +222,36 @@ class TextGenerationService(Service):
         presence_penalty: Penalty = 0.0,
         frequency_penalty: Penalty = 0.0,
         logit_bias: LogitBias = None,
-        logprobs: int | None = None,
+        logprobs: CompletionLogprobCount = None,
         best_of: Annotated[int | None, Field(description="Only 1 is served.")] = None,
         suffix: Annotated[str | None, Field(description="Not served (insertion needs a fill-in-the-middle model).")] = None,
     ) -> Completion | EventStream:
         """OpenAI (legacy) completions: continue a text, as one answer or a stream of chunks."""
-        refuse_unserved(n=n, stream=stream, logprobs=logprobs is not None, best_of=best_of, suffix=suffix)
+        refuse_unserved(n=n, stream=stream, best_of=best_of, suffix=suffix)
+        if logprobs is not None and echo:
+            raise InvalidInput(
+                "logprobs with echo would need the prompt's log probabilities, which are not served; leave out one"
+            )
         sampling = self._sampling(max_tokens, temperature, top_p, stop, seed, presence_penalty, frequency_penalty, logit_bias)
+        sampling = replace(sampling, logprobs=logprobs)
+        decode = self.engine.decode if logprobs is not None else None
         generation, prompt_text = await _started(self._start_completion, prompt, sampling)
         ident, created = "cmpl-" + os.urandom(12).hex(), int(time.time())
         prefix = prompt_text if echo else ""
         if stream:
             include_usage = bool(stream_options and stream_options.include_usage)
             return EventStream(
-                completion_chunks(generation, self.model_id, ident, created, prefix, include_usage), end=_OPENAI_END
+                completion_chunks(generation, self.model_id, ident, created, prefix, include_usage, decode), end=_OPENAI_END
             )
         generations = self._choices(generation, sampling, n)
         texts = await asyncio.gather(*(g.text() for g in generations))
         choices = [
-            CompletionChoice(index=i, text=prefix + text, finish_reason=g.finish_reason)  # type: ignore[arg-type]
+            CompletionChoice(
+                index=i,
+                text=prefix + text,
+                logprobs=completion_logprobs(decode, g.logprobs) if decode else None,
+                finish_reason=g.finish_reason,  # type: ignore[arg-type]
+            )
             for i, (g, text) in enumerate(zip(generations, texts, strict=True))
         ]
         return Completion(id=ident, created=created, model=self.model_id, choices=choices, usage=_usage(generations))

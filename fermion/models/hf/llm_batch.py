@@ -17,7 +17,6 @@ against it.)
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from bisect import bisect_left
 from collections import deque
@@ -26,6 +25,7 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from fermion.models.device import DEVICE_PATTERN
 from fermion.serving.http import HTTPError
 
 if TYPE_CHECKING:
@@ -153,8 +153,8 @@ def device_from_env(environ: Mapping[str, str]) -> str | None:
     device = environ.get(DEVICE_ENV, "").strip()
     if not device:
         return None
-    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
-        raise ValueError(f"{DEVICE_ENV}={device!r}: use cpu, cuda or cuda:N")
+    if not DEVICE_PATTERN.fullmatch(device):
+        raise ValueError(f"{DEVICE_ENV}={device!r}: use cpu, cuda, cuda:N or mps")
     return device
 
 

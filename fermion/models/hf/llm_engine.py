@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fermion.models.hf.llm_batch import ContinuousBatcher, EngineLimits, EngineStats
+from fermion.models.hf.llm_logprobs import TokenLogprob, token_logprob
 from fermion.models.hf.llm_text import Detokenizer, StopMatcher
 from fermion.responses import InvalidInput
 
@@ -41,6 +42,8 @@ class Sampling:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: Mapping[int, float] = field(default_factory=dict)
+    #: None: no log probabilities; N: each token's log probability and its N likeliest alternatives.
+    logprobs: int | None = None
 
 
 class TextGenerator:
@@ -52,12 +55,8 @@ class TextGenerator:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.torch = torch
+        # `device` was checked when the source loaded (fermion.models.device); None: a GPU if torch sees one
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(
-                f"FERMION_LLM_DEVICE={self.device} but torch sees no GPU here (torch {torch.__version__}); "
-                "install a CUDA build of torch, or leave FERMION_LLM_DEVICE unset to use the CPU"
-            )
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
         model = AutoModelForCausalLM.from_pretrained(model_dir, **{dtype_key: "auto"})
@@ -69,16 +68,20 @@ class TextGenerator:
         self.cache_key = "cache" if "cache" in forward else "past_key_values"
         self.keep_last_logits = {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
-        self.context_length = _context_length(self.model.config, self.tokenizer)
-        self.eos_ids = _eos_ids(self.model.generation_config, self.tokenizer)
-        config = self.model.generation_config
-        sampled = bool(getattr(config, "do_sample", False))
-        self.default_temperature = float(config.temperature) if sampled and config.temperature is not None else 1.0
-        self.default_top_p = float(config.top_p) if sampled and config.top_p is not None else 1.0
-        self._encoding = threading.Lock()
+        self.read_model_facts(self.model.config, self.model.generation_config)
         limits = limits or EngineLimits()
         cache_tokens = limits.max_cache_tokens or limits.max_sequences * (self.context_length or 2048)
         self.batcher = ContinuousBatcher(self, limits, cache_tokens)
+
+    def read_model_facts(self, config: Any, generation_config: Any) -> None:
+        """What the prompt checks and sampling defaults need from the model's configs (and `self.tokenizer`)."""
+        self.context_length = _context_length(config, self.tokenizer)
+        self.eos_ids = _eos_ids(generation_config, self.tokenizer)
+        sampled = bool(getattr(generation_config, "do_sample", False))
+        temperature, top_p = generation_config.temperature, generation_config.top_p
+        self.default_temperature = float(temperature) if sampled and temperature is not None else 1.0
+        self.default_top_p = float(top_p) if sampled and top_p is not None else 1.0
+        self._encoding = threading.Lock()
 
     def close(self) -> None:
         """Stop the scheduler thread (requests still running end without a finish reason)."""
@@ -147,10 +150,20 @@ class TextGenerator:
     # -- picking tokens -----------------------------------------------------------------------------
 
     def pick_rows(self, logits: Any, rows: Sequence[Generation]) -> list[int]:
-        """The next token of every row of `logits` (one per generation), greedy rows in one argmax."""
+        """The next token of every row of `logits` (one per generation), greedy rows in one argmax.
+
+        Rows that asked for log probabilities get them from the model's own distribution, taken before
+        logit bias, penalties and temperature change the logits.
+        """
+        log_softmax = self.torch.log_softmax
+        asked = [(i, g, log_softmax(logits[i], dim=-1)) for i, g in enumerate(rows) if g.sampling.logprobs is not None]
         if all(g.plain_greedy for g in rows):
-            return [int(t) for t in self.torch.argmax(logits, dim=-1).tolist()]
-        return [self.pick_row(logits[i], g) for i, g in enumerate(rows)]
+            tokens = [int(t) for t in self.torch.argmax(logits, dim=-1).tolist()]
+        else:
+            tokens = [self.pick_row(logits[i], g) for i, g in enumerate(rows)]
+        for i, generation, distribution in asked:
+            generation.note_logprobs(tokens[i], distribution)
+        return tokens
 
     def pick_row(self, logits: Any, generation: Generation) -> int:
         """The next token of one generation from its last-position logits (changed in place)."""
@@ -210,6 +223,9 @@ class Generation:
             self.rng = torch.Generator(device=engine.device)
             self.rng.manual_seed(sampling.seed)
         self.counts: Counter[int] = Counter()
+        #: Per generated token (not the end-of-text one), when the sampling asked for log probabilities.
+        self.logprobs: list[TokenLogprob] = []
+        self._logprobs_read = 0
         # scheduler-side state
         self.last_token = -1
         self.position = 0
@@ -257,6 +273,12 @@ class Generation:
             if not self.done:
                 self.cancel()
 
+    def new_logprobs(self) -> list[TokenLogprob]:
+        """The log probabilities recorded since the last call (a stream's next chunk carries them)."""
+        taken = self.logprobs[self._logprobs_read :]
+        self._logprobs_read += len(taken)
+        return taken
+
     async def text(self) -> str:
         """The whole text; a cancelled caller (timeout, disconnect) cancels the generation."""
         return "".join([piece async for piece in self])
@@ -281,6 +303,11 @@ class Generation:
             return None
 
     # -- the scheduler's side -------------------------------------------------------------------
+
+    def note_logprobs(self, token: int, distribution: Any) -> None:
+        """Record the picked token's log probability and the likeliest alternatives, from `distribution` (log-softmax)."""
+        if token not in self.engine.eos_ids:
+            self.logprobs.append(token_logprob(self.engine.torch, token, distribution, self.sampling.logprobs or 0))
 
     def _accept(self, token: int, stats: EngineStats) -> None:
         """Take the token the model picked: text out, and finish on end-of-text, a stop text or the budget."""

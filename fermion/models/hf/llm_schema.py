@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fermion.models.hf.llm_logprobs import ChatLogprobs, CompletionLogprobs
 from fermion.responses import InvalidInput
 
 FinishReason = Literal["stop", "length"]
@@ -112,7 +113,7 @@ class AssistantMessage(BaseModel):
 class ChatChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: FinishReason
 
 
@@ -130,7 +131,7 @@ class ChatCompletion(BaseModel):
 class CompletionChoice(BaseModel):
     index: int = 0
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: FinishReason
 
 
@@ -189,7 +190,6 @@ def refuse_unserved(
     *,
     n: int,
     stream: bool,
-    logprobs: bool,
     tools: bool = False,
     response_format: ResponseFormat | None = None,
     best_of: int | None = None,
@@ -203,8 +203,6 @@ def refuse_unserved(
         )
     if best_of not in (None, 1):
         raise InvalidInput(f"best_of={best_of}: only 1 is served")
-    if logprobs:
-        raise InvalidInput("logprobs are not served by this server; leave out logprobs and top_logprobs")
     if tools:
         raise InvalidInput("tool calling is not served by this server; leave out tools")
     if response_format is not None and response_format.type != "text":

@@ -63,7 +63,7 @@ class _Seq2Seq(ModelService):
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        self.model = AutoModelForSeq2SeqLM.from_pretrained(self.model_dir).eval()
+        self.model = AutoModelForSeq2SeqLM.from_pretrained(self.model_dir).to(self.device).eval()
         self.limit = token_limit(self.tokenizer, self.model.config)
         self.task_params: dict[str, Any] = getattr(self.model.config, "task_specific_params", None) or {}
 
@@ -78,7 +78,7 @@ class _Seq2Seq(ModelService):
                 f"the text is too long: {length} tokens, and this model reads at most {self.limit}; send it in parts"
             )
         with torch.inference_mode():
-            output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, **options)
+            output = self.model.generate(**inputs.to(self.device), max_new_tokens=max_new_tokens, **options)
         return GeneratedText(text=self.tokenizer.decode(output[0], skip_special_tokens=True).strip())
 
 
@@ -168,8 +168,8 @@ SEQ2SEQ: dict[str, type[_Seq2Seq]] = {
 }
 
 
-def build(model_dir: str, task: str) -> Service:
-    """The Service for one sequence-to-sequence `task` of the model in `model_dir`."""
+def build(model_dir: str, task: str, device: str | None = None) -> Service:
+    """The Service for one sequence-to-sequence `task` of the model in `model_dir`, on `device` (default the CPU)."""
     source = f"hf:{model_dir}"
     check_model_dir(model_dir, source)
     if task not in SEQ2SEQ:
@@ -182,4 +182,4 @@ def build(model_dir: str, task: str) -> Service:
             "pass the --task it was made for (e.g. --task automatic-speech-recognition)"
         )
     description = f"{task.capitalize()} with {model_name(model_dir)}, a sequence-to-sequence model."
-    return for_model(SEQ2SEQ[task], model_dir, description)
+    return for_model(SEQ2SEQ[task], model_dir, description, device=device)

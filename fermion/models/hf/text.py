@@ -1,8 +1,7 @@
 """`hf:` text tasks: classification, entities, zero-shot, fill-mask, question answering, embeddings.
 
 Each task is a Service with one typed, batched endpoint (zero-shot takes per-request labels, so it
-is not batched). transformers 5 dropped the question-answering pipeline, so that task runs the model
-directly. Summarization, translation and text2text-generation live in `fermion.models.hf.seq2seq`.
+is not batched). Question answering lives in `fermion.models.hf.question_answering`. Summarization, translation and text2text-generation live in `fermion.models.hf.seq2seq`.
 Long inputs: see docs/models/hf.md.
 """
 
@@ -13,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from fermion.models.hf._pipeline import (
+    MAX_CHARACTERS,
     LabelScore,
     ModelService,
     check_model_dir,
@@ -24,12 +24,10 @@ from fermion.models.hf._pipeline import (
     read_json,
     token_limit,
 )
+from fermion.models.hf.question_answering import QuestionAnswering
 from fermion.models.kinds import SourceError
 from fermion.responses import InvalidInput
 from fermion.service import Service, endpoint
-
-#: Longest text read in windows (entities, question answering): bounds the work one request can ask for.
-MAX_CHARACTERS = 100_000
 
 Text = Annotated[
     str,
@@ -64,16 +62,6 @@ HypothesisTemplate = Annotated[
     str,
     Field(description="How a label is phrased for the model; `{}` is replaced by the label.", examples=["This example is {}."]),
 ]
-Question = Annotated[str, Field(min_length=1, description="The question.", examples=["Where does Marie work?"])]
-Context = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=MAX_CHARACTERS,
-        description="The text that holds the answer, up to 100,000 characters (read in overlapping windows).",
-        examples=["Marie lives in Warsaw but works in Paris."],
-    ),
-]
 
 
 class Entity(BaseModel):
@@ -95,20 +83,11 @@ class MaskCandidate(BaseModel):
     sequence: str = Field(description="The text with the mask filled in.", examples=["paris is the capital of france."])
 
 
-class Answer(BaseModel):
-    """The answer span found in the context."""
-
-    answer: str = Field(description="The answer, copied from the context.", examples=["Paris"])
-    score: float = Field(description="The model's probability for this span, from 0 to 1.", examples=[0.87])
-    start: int = Field(description="Offset of the answer's first character in the context.", examples=[34])
-    end: int = Field(description="Offset just past its last character (`context[start:end]` is the answer).", examples=[39])
-
-
 class TextClassification(ModelService):
     task = "text-classification"
 
     def setup(self) -> None:
-        self.pipe = load_pipeline(self.task, self.model_dir)
+        self.pipe = load_pipeline(self.task, self.model_dir, self.device)
         token_limit(self.pipe.tokenizer, self.pipe.model.config)
 
     @endpoint(max_batch_size=32, max_wait_ms=5)
@@ -122,7 +101,7 @@ class TokenClassification(ModelService):
     task = "token-classification"
 
     def setup(self) -> None:
-        self.pipe = load_pipeline(self.task, self.model_dir, aggregation_strategy="simple")
+        self.pipe = load_pipeline(self.task, self.model_dir, self.device, aggregation_strategy="simple")
         if not self.pipe.tokenizer.is_fast:
             raise RuntimeError(
                 f"{self.model_dir}: token-classification needs a fast tokenizer (a tokenizer.json in the model folder)"
@@ -148,7 +127,7 @@ class ZeroShotClassification(ModelService):
     task = "zero-shot-classification"
 
     def setup(self) -> None:
-        self.pipe = load_pipeline(self.task, self.model_dir)
+        self.pipe = load_pipeline(self.task, self.model_dir, self.device)
         token_limit(self.pipe.tokenizer, self.pipe.model.config)
 
     @endpoint(max_concurrency=1)
@@ -183,7 +162,7 @@ class FillMask(ModelService):
     task = "fill-mask"
 
     def setup(self) -> None:
-        self.pipe = load_pipeline(self.task, self.model_dir)
+        self.pipe = load_pipeline(self.task, self.model_dir, self.device)
         tokenizer = self.pipe.tokenizer
         self.mask = tokenizer.mask_token
         self.limit = token_limit(tokenizer, self.pipe.model.config)
@@ -244,80 +223,6 @@ def _fill_mask_endpoint(mask: str) -> Any:
     return endpoint(max_batch_size=16, max_wait_ms=5)(fill_mask)
 
 
-class QuestionAnswering(ModelService):
-    task = "question-answering"
-
-    #: The longest answer considered, in tokens.
-    max_answer_tokens = 30
-
-    def setup(self) -> None:
-        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        if not self.tokenizer.is_fast:
-            raise RuntimeError(
-                f"{self.model_dir}: question-answering needs a fast tokenizer (a tokenizer.json in the model folder)"
-            )
-        self.model = AutoModelForQuestionAnswering.from_pretrained(self.model_dir).eval()
-        self.limit = token_limit(self.tokenizer, self.model.config) or 512
-        self.question_first = self.tokenizer.padding_side == "right"
-
-    @endpoint(max_batch_size=16, max_wait_ms=5)
-    def answer(self, question: list[Question], context: list[Context]) -> list[Answer]:
-        """Answer a question from a context: the span of the context that answers it, with its score.
-
-        Long contexts are read in overlapping windows. A question longer than half of what
-        the model reads at once is refused (422), as the context would not fit beside it.
-        """
-        import torch
-
-        for item in question:
-            length = len(self.tokenizer(item)["input_ids"])
-            if length > self.limit // 2:
-                raise InvalidInput(
-                    f"the question is too long: {length} tokens; this model reads {self.limit} at once, so keep questions under {self.limit // 2}"
-                )
-        pairs = (question, context) if self.question_first else (context, question)
-        encoded = self.tokenizer(
-            *pairs,
-            truncation="only_second" if self.question_first else "only_first",
-            max_length=self.limit,
-            stride=self.limit // 4,
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-            padding=True,
-            return_tensors="pt",
-        )
-        windows = encoded.pop("overflow_to_sample_mapping").tolist()
-        offsets = encoded.pop("offset_mapping").tolist()
-        with torch.inference_mode():
-            output = self.model(**encoded)
-        best: list[Answer | None] = [None] * len(question)
-        context_id = 1 if self.question_first else 0
-        for window, sample in enumerate(windows):
-            tokens = [i for i, seq in enumerate(encoded.sequence_ids(window)) if seq == context_id]
-            if not tokens:  # a context of nothing but whitespace
-                continue
-            span = self._best_span(output.start_logits[window], output.end_logits[window], tokens)
-            start_char, end_char = offsets[window][span[0]][0], offsets[window][span[1]][1]
-            found = Answer(answer=context[sample][start_char:end_char], score=span[2], start=start_char, end=end_char)
-            if best[sample] is None or found.score > best[sample].score:  # type: ignore[union-attr]
-                best[sample] = found
-        return [a if a is not None else Answer(answer="", score=0.0, start=0, end=0) for a in best]
-
-    def _best_span(self, start_logits: Any, end_logits: Any, tokens: list[int]) -> tuple[int, int, float]:
-        """The (start, end, probability) of the likeliest span within `tokens` of one window."""
-        import torch
-
-        index = torch.tensor(tokens)
-        starts = torch.softmax(start_logits[index], dim=0)
-        ends = torch.softmax(end_logits[index], dim=0)
-        scores = torch.triu(starts[:, None] * ends[None, :]).tril(self.max_answer_tokens - 1)
-        flat = int(torch.argmax(scores))
-        first, last = divmod(flat, len(tokens))
-        return tokens[first], tokens[last], float(scores[first, last])
-
-
 class FeatureExtraction(ModelService):
     task = "feature-extraction"
 
@@ -325,7 +230,7 @@ class FeatureExtraction(ModelService):
         from transformers import AutoModel, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        model = AutoModel.from_pretrained(self.model_dir).eval()
+        model = AutoModel.from_pretrained(self.model_dir).to(self.device).eval()
         self.model = model.get_encoder() if getattr(model.config, "is_encoder_decoder", False) else model
         self.limit = token_limit(self.tokenizer, model.config)
         if self.tokenizer.pad_token is None:  # decoder-only models: padding is masked out anyway
@@ -341,6 +246,7 @@ class FeatureExtraction(ModelService):
         import torch
 
         batch = self.tokenizer(text, padding=True, truncation=self.limit is not None, max_length=self.limit, return_tensors="pt")
+        batch = batch.to(self.device)
         with torch.inference_mode():
             hidden = self.model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
@@ -365,18 +271,20 @@ def _mask_token(model_dir: str, source: str) -> str:
     return token
 
 
-def build(model_dir: str, task: str) -> Service:
-    """The Service for one text `task` of the model in `model_dir`."""
+def build(model_dir: str, task: str, device: str | None = None) -> Service:
+    """The Service for one text `task` of the model in `model_dir`, on `device` (default the CPU)."""
     source = f"hf:{model_dir}"
     check_model_dir(model_dir, source)
     name = model_name(model_dir)
     labels = describe_labels(model_dir)
     if task == "text-classification":
-        return for_model(TextClassification, model_dir, f"Text classification with {name}. Labels: {labels}.")
+        return for_model(TextClassification, model_dir, f"Text classification with {name}. Labels: {labels}.", device=device)
     if task == "token-classification":
-        return for_model(TokenClassification, model_dir, f"Named entities with {name}. Labels: {labels}.")
+        return for_model(TokenClassification, model_dir, f"Named entities with {name}. Labels: {labels}.", device=device)
     if task == "zero-shot-classification":
-        return for_model(ZeroShotClassification, model_dir, f"Zero-shot classification with {name}: you choose the labels.")
+        return for_model(
+            ZeroShotClassification, model_dir, f"Zero-shot classification with {name}: you choose the labels.", device=device
+        )
     if task == "fill-mask":
         mask = _mask_token(model_dir, source)
         return for_model(
@@ -384,15 +292,21 @@ def build(model_dir: str, task: str) -> Service:
             model_dir,
             f"Fill-mask with {name}: mark the missing word with {mask}.",
             {"fill_mask": _fill_mask_endpoint(mask)},
+            device=device,
         )
     if task == "question-answering":
         return for_model(
-            QuestionAnswering, model_dir, f"Extractive question answering with {name}: answers are spans of the context."
+            QuestionAnswering,
+            model_dir,
+            f"Extractive question answering with {name}: answers are spans of the context.",
+            device=device,
         )
     if task in ("summarization", "translation", "text2text-generation"):
         from fermion.models.hf import seq2seq
 
-        return seq2seq.build(model_dir, task)
+        return seq2seq.build(model_dir, task, device)
     if task == "feature-extraction":
-        return for_model(FeatureExtraction, model_dir, f"Text embeddings with {name}: the mean of the last hidden states.")
+        return for_model(
+            FeatureExtraction, model_dir, f"Text embeddings with {name}: the mean of the last hidden states.", device=device
+        )
     raise SourceError(f"{source}: task '{task}' is not a text task")

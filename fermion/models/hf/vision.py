@@ -99,7 +99,7 @@ class ImageClassification(ModelService):
     task = "image-classification"
 
     def setup(self) -> None:
-        self.pipe = load_pipeline(self.task, self.model_dir)
+        self.pipe = load_pipeline(self.task, self.model_dir, self.device)
 
     @endpoint(max_batch_size=16, max_wait_ms=5)
     def classify(self, image: list[ImageFile]) -> list[list[LabelScore]]:
@@ -113,7 +113,7 @@ class ObjectDetection(ModelService):
     task = "object-detection"
 
     def setup(self) -> None:
-        self.pipe = load_pipeline(self.task, self.model_dir)
+        self.pipe = load_pipeline(self.task, self.model_dir, self.device)
 
     @endpoint(max_concurrency=1)
     def detect(self, image: ImageFile, threshold: Threshold = 0.5) -> list[Detection]:
@@ -130,7 +130,7 @@ class ImageSegmentation(ModelService):
     task = "image-segmentation"
 
     def setup(self) -> None:
-        self.pipe = load_pipeline(self.task, self.model_dir)
+        self.pipe = load_pipeline(self.task, self.model_dir, self.device)
 
     @endpoint(max_batch_size=8, max_wait_ms=5)
     def segment(self, image: list[ImageFile]) -> list[list[Segment]]:
@@ -162,11 +162,11 @@ _DESCRIPTIONS = {
 }
 
 
-def build(model_dir: str, task: str) -> Service:
-    """The Service for one vision `task` of the model in `model_dir`."""
+def build(model_dir: str, task: str, device: str | None = None) -> Service:
+    """The Service for one vision `task` of the model in `model_dir`, on `device` (default the CPU)."""
     source = f"hf:{model_dir}"
     check_model_dir(model_dir, source)
     if task not in SERVICES:
         raise SourceError(f"{source}: task '{task}' is not one of {', '.join(SERVICES)}")
     description = _DESCRIPTIONS[task].format(name=model_name(model_dir), labels=describe_labels(model_dir))
-    return for_model(SERVICES[task], model_dir, description)
+    return for_model(SERVICES[task], model_dir, description, device=device)

@@ -32,6 +32,7 @@ from fermion.platform.auth import narrowed_to, reach
 from fermion.platform.code_folders import UNREADABLE, absolute_source
 from fermion.platform.errors import Conflict, Forbidden, Invalid, NotFound
 from fermion.platform.jobfiles import iso
+from fermion.platform.resources import serve_flags
 from fermion.platform.store.records import (
     DeploymentRecord,
     check_env,
@@ -53,11 +54,7 @@ def check_source_loads(sandbox: Sandbox, source: str, options: dict[str, Any], e
     """Refuse code from outside the opened folders, then run `fermion serve SOURCE --check` as a replica
     would (same sandbox, options and env); Invalid if it fails, with no path of the platform's in the answer."""
     sandbox.code.check(source, options)
-    command = [sys.executable, "-m", "fermion", "serve", absolute_source(source), "--check"]
-    if options.get("task"):
-        command += ["--task", str(options["task"])]
-    if options.get("trust_pickle"):
-        command.append("--trust-pickle")
+    command = [sys.executable, "-m", "fermion", "serve", absolute_source(source), "--check", *serve_flags(options)]
     with tempfile.TemporaryDirectory(prefix="check-", dir=sandbox.data_dir) as run_dir:
         try:
             done = subprocess.run(

@@ -8,8 +8,10 @@ steps is still found: `list()` adopts the replicas it knows and reaps the ones i
 `close()` leaves no replica process of this platform behind.
 The port is chosen by the replica itself (`--port 0`) and read from the port file it writes once
 it listens (`--port-file`, in its run folder next to its state file), so replicas started together
-never race for a port. Each replica runs in the platform's sandbox (`fermion.platform.sandbox`): with
-bubblewrap the recorded pid is the sandboxed process's, so signals reach the replica itself.
+never race for a port. A replica that asks for GPUs (`resources.gpus`) gets GPUs no other replica
+holds, in its CUDA_VISIBLE_DEVICES (`fermion.platform.gpus`); its state file records them. Each
+replica runs in the platform's sandbox (`fermion.platform.sandbox`): with bubblewrap the recorded
+pid is the sandboxed process's, so signals reach the replica itself.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
 
 from fermion.platform.backends.base import ReplicaHandle, ReplicaSpec, ReplicaState, ReplicaStatus
 from fermion.platform.code_folders import absolute_source
+from fermion.platform.gpus import VISIBLE_ENV, machine_gpus, pick_gpus
 from fermion.platform.processes import kill_group, process_start_time
+from fermion.platform.resources import Resources, serve_flags
 from fermion.platform.sandbox import Sandbox, catches, sandboxed_pid
 from fermion.serving.announce import read_port_file
 
@@ -53,8 +58,15 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, data_dir: str | os.PathLike[str], python: str = sys.executable, sandbox: Sandbox | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        python: str = sys.executable,
+        sandbox: Sandbox | None = None,
+        gpus: Sequence[str] | None = None,
+    ) -> None:
         self.folder = Path(data_dir) / "replicas"
+        self.gpus = tuple(gpus) if gpus is not None else machine_gpus()  # the ones replicas may be given
         self.folder.mkdir(parents=True, exist_ok=True)
         self.python = python
         self.sandbox = sandbox if sandbox is not None else Sandbox.probe(data_dir)
@@ -86,18 +98,18 @@ class LocalBackend:
         command += ["--drain-delay", str(DRAIN_DELAY_S), "--port-file", str(self._port_file(spec.replica_id))]
         # HAProxy reaches it through this socket in its own folder (about 1.5× the calls a core proxies over TCP: measured).
         command += ["--unix-socket", str(run_dir / UNIX_SOCKET)]
-        if spec.options.get("task"):
-            command += ["--task", str(spec.options["task"])]
-        if spec.options.get("trust_pickle"):
-            command.append("--trust-pickle")
+        command += serve_flags(spec.options)
         shutil.rmtree(run_dir, ignore_errors=True)  # a stale port file must not be read as this replica's
         env = self.sandbox.env(spec.env, run_dir)
         env.update({OWNER_ENV: str(self.folder), REPLICA_ENV: spec.replica_id})
+        gpus = self.gpu_env(spec)
+        env.update(gpus)
         cpus = (spec.options.get("resources") or {}).get("cpus")
         if cpus:  # no reservations on one machine, but the replica's torch/BLAS threads follow its CPUs
             env["FERMION_COMPUTE_THREADS"] = str(max(1, int(cpus)))
         # Recorded before it exists: a control plane killed during the start still finds it (by its env).
         data: dict[str, object] = {"pid": None, "started": None, "started_at": time.time(), "log": str(log_path), "url": None}
+        data["gpus"] = [gpu for gpu in gpus.get(VISIBLE_ENV, "").split(",") if gpu]  # held until it stops
         handle = ReplicaHandle(spec.replica_id, self.name, spec.deployment, spec.revision, data)
         self._write(handle)
         info_read, info_write = os.pipe() if self.sandbox.bwrap else (None, None)
@@ -127,6 +139,27 @@ class LocalBackend:
         data.update(pid=pid, started=process_start_time(pid))
         self._write(handle)
         return handle
+
+    def gpu_env(self, spec: ReplicaSpec) -> dict[str, str]:
+        """The CUDA_VISIBLE_DEVICES the replica gets: GPUs of its own when it asks for some, none when it does not
+        (unless its deployment's env names them); nothing on a machine without GPUs."""
+        wanted = Resources.from_options(spec.options).gpus
+        if not wanted:
+            return {} if not self.gpus or VISIBLE_ENV in spec.env else {VISIBLE_ENV: ""}
+        return {VISIBLE_ENV: ",".join(pick_gpus(wanted, self.gpus, self._gpus_in_use()))}
+
+    def _gpus_in_use(self) -> set[str]:
+        """The GPUs that replicas alive (or being started) hold, from their state files."""
+        held: set[str] = set()
+        for path in self.folder.glob("*.json"):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            handle = ReplicaHandle(record["replica_id"], self.name, record["deployment"], record["revision"], record)
+            if record.get("pid") is None or self._alive(handle):
+                held.update(record.get("gpus") or ())
+        return held
 
     def _prune_logs(self, keep: int = KEEP_LOGS) -> None:
         """Delete the oldest logs of replicas that no longer run (autoscaling makes many), keeping `keep`."""
