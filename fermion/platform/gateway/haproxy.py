@@ -1,7 +1,7 @@
 """HAProxy as the platform's front door: the gateway's hot path in C, configured by the control plane.
 
 Measured on the reference machine (one core shared by the proxy and an echo replica), the Python
-gateway kept 0.26× of the replica's direct throughput and HAProxy 0.57× (benchmarks/, the
+gateway kept 0.26× of the replica's direct throughput and HAProxy 0.57–0.59× (benchmarks/, the
 `gateway` benchmark), so `fermion up` puts HAProxy in front when it is installed — as Ray Serve
 did. HAProxy reaches a local replica through its Unix socket (0.41–0.48× over TCP loopback): a
 u-slot's address is a symlink in `links/` pointing at the serving replica's socket. HAProxy listens on the platform's port and sends `/run/<name>/...` straight to a ready
