@@ -26,6 +26,7 @@ from fermion.cli.platform import (
     connect,
     fail_with,
     print_json,
+    print_table,
     styled_status,
 )
 
@@ -104,7 +105,7 @@ def list_batches(
             Text(str(job["rows_failed"])),
             Text(job["result"] or job["error"] or "-"),
         )
-    out.print(table)
+    print_table(table)
 
 
 @batches_app.command("watch")
