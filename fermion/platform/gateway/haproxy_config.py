@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fermion.platform.gateway.edge import SANDBOX_POLICY
 from fermion.platform.gateway.routes import PREFIX
+from fermion.platform.rates import PERIODS
 
 #: How a proxied request is logged to the control plane: deployment, status, total time in ms.
 LOG_FORMAT = "%[var(txn.dep)] %ST %Ta"
@@ -55,8 +56,6 @@ class Settings:
 #: A token as HAProxy checks it: (SHA-256 hex of the token, the deployments it is narrowed to (none: all), its
 #: rate as `fermion.platform.rates` writes it, e.g. '10/s').
 Grant = tuple[str, tuple[str, ...], str | None]
-#: A rate's period in seconds, by unit, and the stick table counting it.
-RATE_PERIODS = {"s": 1, "min": 60, "h": 3600}
 
 
 def token_maps(grants: Iterable[Grant]) -> tuple[dict[str, str], dict[str, str]]:
@@ -69,7 +68,7 @@ def token_maps(grants: Iterable[Grant]) -> tuple[dict[str, str], dict[str, str]]
             tokens[key] = "1"
         if rate is not None:
             limit, unit = rate.split("/")
-            rates[digest] = f"{limit}:{unit}:{RATE_PERIODS[unit]}"
+            rates[digest] = f"{limit}:{unit}:{PERIODS[unit]}"  # the stick table counting it is rate_<unit>
     return tokens, rates
 
 
