@@ -115,6 +115,34 @@ def test_an_unreachable_replica_is_skipped_before_anything_is_sent(gateway, repl
     assert httpx.get(url + "/run/gone/whoami").status_code == 502
 
 
+async def _shared_proxy(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Stands in for Ray Serve's proxy: `/route/lost` is its bare 500 for a replica that died under a call."""
+    if scope["type"] != "http":
+        return
+    lost = scope["path"] == "/route/lost"
+    kind, body = (b"text/plain; charset=utf-8", b"Internal Server Error") if lost else (b"application/json", b'{"e": 1}')
+    await send({"type": "http.response.start", "status": 500, "headers": [(b"content-type", kind)]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_a_replica_lost_behind_ray_serves_proxy_is_a_502_that_says_so_and_is_not_run_again(gateway):
+    url, table = gateway
+    calls = []
+
+    async def counting(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            calls.append(scope["path"])
+        await _shared_proxy(scope, receive, send)
+
+    with serve(counting) as proxy:
+        table.set("onray", [proxy + "/route"], public=True)
+        lost = httpx.post(url + "/run/onray/lost", json={})
+        assert lost.status_code == 502 and "died before it answered" in lost.json()["message"]
+        assert calls == ["/route/lost"]  # once: it may have run
+        own = httpx.post(url + "/run/onray/error", json={})  # the replica's own error passes through unchanged
+        assert own.status_code == 500 and own.json() == {"e": 1}
+
+
 def test_no_ready_replica_is_503_with_retry_after(gateway):
     url, _ = gateway
     answer = httpx.get(url + "/run/empty/whoami")

@@ -231,7 +231,11 @@ def test_scale_to_two_then_a_killed_replica_is_replaced_while_calls_keep_succeed
             calls += 1
             if answer.status_code != 200:
                 failures.append((answer.status_code, answer.text[:200]))
-    assert calls > 20 and not failures, f"{len(failures)} of {calls} calls failed: {failures[:5]}"
+    # Serve may have routed a call to the replica as it died (the router learns of deaths a little
+    # late): that call fails, with the gateway's 502 saying so, and is not run again. In CI this
+    # happened once in 3,555 calls; any other failure, or more of them, is a bug.
+    lost = [f for f in failures if f[0] == 502 and "died before it answered" in f[1]]
+    assert calls > 20 and failures == lost and len(lost) <= 2, f"{len(failures)} of {calls} calls failed: {failures[:5]}"
     wait_for(
         lambda: (
             len(serve_replicas(head, "fermion-echo-1")) == 2
@@ -241,6 +245,8 @@ def test_scale_to_two_then_a_killed_replica_is_replaced_while_calls_keep_succeed
         "Serve's replacement replica",
     )
     wait_for(lambda: deployment(up, "echo")["replicas"]["ready"] == 2, 60, "two ready replicas in Fermion's API")
+    after = [httpx.post(f"{up.url}/run/echo/predict", json={"text": "x"}, timeout=30).status_code for _ in range(20)]
+    assert after == [200] * 20
 
 
 def test_export_kuberay_writes_the_running_deployment_as_a_valid_rayservice(up, echo, tmp_path):

@@ -2,7 +2,8 @@
 
 Routing picks the replica with the fewest outstanding requests; a request is retried on another
 replica only when the first could not be reached before anything was sent (connection refused),
-so no request ever runs twice. Streams pass through as they come. Each call is put to the `admit`
+so no request ever runs twice: a request whose replica dies under it fails with 502. (On Ray,
+Serve's proxy stands between and reports a lost replica as a bare 500, which becomes that 502.) Streams pass through as they come. Each call is put to the `admit`
 callback (the platform's rules: private deployments need a token it accepts, tokens may be narrowed
 to deployments and limited to a rate); the token is not forwarded to replicas. Without a valid token
 a private deployment answers as an unknown name does (404), so strangers learn no names.
@@ -248,10 +249,22 @@ class Gateway:
                 timed_out = await _error(send, 504, f"replica of {route.name!r} did not answer within {self.timeout:g} s")
                 await self._cancel_upstream(upstream.url, request_id)  # the replica works on: stop it
                 return timed_out
+            shared = _behind_shared_proxy(upstream.url)
+            if shared and response.status == 500 and not _json(response.headers):
+                # Serve's proxy lost the replica under this request (it died, or was killed): its
+                # bare 500 says nothing more. It may have run, so it is not run again.
+                await response.body.aclose()  # type: ignore[attr-defined]
+                log.warning("Ray Serve lost the replica of %s serving request %r", route.name, request_id)
+                return await _error(
+                    send,
+                    502,
+                    f"the Ray Serve replica of {route.name!r} serving this call died before it answered; "
+                    "Serve replaces it, so retry (the call was not run again for you, since it may have run)",
+                )
             answered = next((v for k, v in response.headers if k == b"x-request-id"), request_id)
             # A replica echoes the id it was sent; one behind a shared proxy (Ray Serve's: a URL with a
             # path) answers through that proxy's own ids, so only direct replicas are held to it.
-            if answered != request_id and "/" not in upstream.url.split("://", 1)[-1]:  # out of step: someone else's answer
+            if answered != request_id and not shared:  # out of step: someone else's answer
                 await response.body.aclose()  # type: ignore[attr-defined]  # unfinished: the connection is closed
                 log.error(
                     "replica %s of %s answered request %r with %r's answer; connection dropped",
@@ -350,6 +363,16 @@ class Gateway:
         finally:
             route.waiting -= 1
             gone.cancel()
+
+
+def _behind_shared_proxy(url: str) -> bool:
+    """An upstream URL with a path is a route on a shared proxy (Ray Serve's), not one replica."""
+    return "/" in url.split("://", 1)[-1]
+
+
+def _json(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether an answer is JSON: every answer of a Fermion replica's own errors is."""
+    return any(k == b"content-type" and v.lower().startswith(b"application/json") for k, v in headers)
 
 
 async def _wait_for_disconnect(receive: Any) -> None:
