@@ -93,7 +93,12 @@ def _llm_record(**changes: Any) -> dict[str, Any]:
             "concurrent": {"tokens_per_s": 79.0, "p50_ttft_ms": 900.0, "requests": 55, "answers": {}},
         },
         "greedy_mismatches": [],
-        "transformers_serve": "not run: not wired into this benchmark yet",
+        "transformers_serve": {
+            "single": {"tokens_per_s": 60.0, "p50_ttft_ms": 45.0, "requests": 40, "answers": {}},
+            "concurrent": {"tokens_per_s": 200.0, "p50_ttft_ms": 150.0, "requests": 160, "answers": answers},
+            "versions": {"transformers": "5.25.0", "accelerate": "1.16.0"},
+            "greedy_mismatches": ["Tell me about HTTP."],
+        },
     }
     return {**record, **changes}
 
@@ -136,12 +141,15 @@ def test_the_llm_section_and_its_targets_come_from_the_record() -> None:
     assert "| Fermion, 16 streams | 360.0 | 0.90× | 70.0 | 300 |" in section
     assert "| serial engine, 1 stream | 80.0 | 1.00× | 38.0 | 51 |" in section
     assert "| raw `generate`, batch 16 | 400.0 |" in section and "25.6 M parameters" in section
+    assert "| `transformers serve`, 16 streams | 200.0 | 0.50× | 150.0 | 160 |" in section
+    assert "(transformers 5.25.0, accelerate 1.16.0)" in section and "1 of 2 differ from raw `generate`" in section
 
 
 def test_llm_targets_that_fail_or_were_not_measured_say_so() -> None:
     slow = _llm_record(
         greedy_mismatches=["Tell me about HTTP."],
         serial={"skipped": "git archive 7574e88 failed: not a tree"},
+        transformers_serve={"skipped": "transformers serve did not get ready"},
     )
     slow["fermion"]["concurrent"] = {**slow["fermion"]["concurrent"], "tokens_per_s": 200.0, "p50_ttft_ms": 120.0}
     page = _report().render({"llm": slow})
@@ -150,6 +158,7 @@ def test_llm_targets_that_fail_or_were_not_measured_say_so() -> None:
     assert rows[1][2] == "not measured" and rows[3][2] == "1 of 2 differ"
     assert "| serial engine | not measured: git archive 7574e88 failed" in page
     assert "1 differ: 'Tell me about HTTP.'" in page
+    assert "| `transformers serve` | not measured: transformers serve did not get ready" in page
 
 
 def test_the_batch_section_and_its_targets_come_from_the_record() -> None:

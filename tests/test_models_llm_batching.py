@@ -82,6 +82,39 @@ def test_batched_greedy_tokens_equal_serial_generation_token_for_token(model_dir
         engine.close()
 
 
+def test_a_decode_step_gives_way_to_newcomers_and_no_token_changes(model_dir):
+    """A request that arrives during a decode step's first half stops that step: its prompt runs
+    first, then the step again. Here each newcomer arrives inside a step (from the first block's
+    hook), so each stops exactly one step; every answer is still serial generation's."""
+    from fermion.models.hf.llm_batch import EngineLimits, _decoder_blocks
+    from fermion.models.hf.llm_engine import Sampling, TextGenerator
+
+    engine = TextGenerator(str(model_dir), EngineLimits(max_sequences=4))
+    try:
+        prompts = [engine.encode(p) for p in PROMPTS[:3]]
+        blocks = _decoder_blocks(engine.model, engine.model.config.n_layer)
+        assert len(blocks) == engine.model.config.n_layer
+        late: list = []
+
+        def arrive(*_):
+            if engine.batcher._yielding and len(late) < 2 and first.completion_tokens >= 5:
+                late.append(engine.start(prompts[len(late) + 1], Sampling(max_new_tokens=20, temperature=0)))
+
+        first = engine.start(prompts[0], Sampling(max_new_tokens=40, temperature=0))
+        hook = blocks[0].register_forward_pre_hook(arrive, prepend=True)  # before the engine's own check
+        try:
+            answers = [list(first)] + [list(g) for g in late]  # every generation runs to its end
+        finally:
+            hook.remove()
+        assert len(late) == 2 and engine.batcher.stats.preempted == 2
+        for ids, generation, pieces in zip(prompts, [first, *late], answers, strict=True):
+            expected = _serial_greedy(engine.model, ids, generation.budget)
+            assert generation.token_ids == expected[: len(generation.token_ids)]
+            assert "".join(pieces) == engine.decode(generation.token_ids)
+    finally:
+        engine.close()
+
+
 def test_limits_come_from_the_environment_with_clear_errors():
     from fermion.models.hf.llm_batch import EngineLimits, device_from_env, limits_from_env
 

@@ -29,6 +29,8 @@ REQUIREMENTS: dict[str, list[str]] = {
     "litserve": ["litserve"],
     "rayserve": ["ray[serve]"],
     "bentoml": ["bentoml"],
+    # `transformers serve` (the llm benchmark's peer): transformers and its server come from Fermion's environment
+    "hfserve": ["accelerate"],
     "tools": ["matplotlib"],
 }
 #: Pinned to the version in Fermion's environment: a peer's resolver must never fetch them from PyPI.

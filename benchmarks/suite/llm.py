@@ -8,6 +8,8 @@ the OpenAI chat endpoint, streamed (the first content chunk gives the time to fi
 - Fermion at 1 stream and at 16 concurrent streams (closed loop, starts staggered over one
   request's duration, as in a steady state);
 - the serial engine this replaces, served from `--baseline` (a git commit; `git archive`), same loads;
+- `transformers serve --continuous-batching` on the same model and CPUs, same loads (its own
+  environment, `benchmarks/.venvs/hfserve`, adds `accelerate`, which it needs on CPU);
 - greedy outputs of Fermion at 16 streams compared with raw batch-1 `generate`, text for text.
 
     python benchmarks/run.py --only llm [--quick]
@@ -143,28 +145,36 @@ async def _load(url: str, streams: int, seconds: float) -> dict[str, Any]:
     }
 
 
-def _serve(model_dir: Path, python_path: str, log: Path, env: dict[str, str] | None = None) -> tuple[Any, str]:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+def _serve(model_dir: Path, python_path: str, log: Path) -> tuple[Any, str]:
+    """`fermion serve hf:MODEL` from the checkout at `python_path`, on CPUs 0 and 1; (process, url) once ready."""
     from suite.procs import free_port, start
 
     port = free_port()
     cmd = [sys.executable, "-m", "fermion", "serve", f"hf:{model_dir}", "--port", str(port), "--compute-threads", "2"]
     # cwd is the checkout served: `python -m` puts it first on sys.path, ahead of PYTHONPATH
-    proc = start(
-        "llm",
-        cmd,
-        cpus="0,1",
-        log_path=log,
-        cwd=Path(python_path),
-        env={"PYTHONPATH": python_path, "HF_HUB_OFFLINE": "1", **(env or {})},
-    )
-    url = f"http://127.0.0.1:{port}"
+    env = {"PYTHONPATH": python_path, "HF_HUB_OFFLINE": "1"}
+    proc = start("llm", cmd, cpus="0,1", log_path=log, cwd=Path(python_path), env=env)
+    return _ready(proc, f"http://127.0.0.1:{port}", "/readyz", "fermion serve")
+
+
+def _serve_transformers(model_dir: Path, python: Path, log: Path) -> tuple[Any, str]:
+    """`transformers serve MODEL --continuous-batching` on CPUs 0 and 1; (process, url) once ready."""
+    from suite.procs import free_port, start
+
+    port = free_port()
+    cmd = [str(python), "-m", "transformers.cli.transformers", "serve", str(model_dir), "--continuous-batching"]
+    cmd += ["--device", "cpu", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    proc = start("transformers-serve", cmd, cpus="0,1", log_path=log, cwd=ROOT, env={"HF_HUB_OFFLINE": "1"})
+    return _ready(proc, f"http://127.0.0.1:{port}", "/health", "transformers serve")
+
+
+def _ready(proc: Any, url: str, path: str, name: str) -> tuple[Any, str]:
     import httpx
 
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+            if httpx.get(url + path, timeout=2).status_code == 200:
                 return proc, url
         except httpx.HTTPError:
             pass
@@ -172,11 +182,12 @@ def _serve(model_dir: Path, python_path: str, log: Path, env: dict[str, str] | N
             break
         time.sleep(0.2)
     proc.stop()
-    raise RuntimeError(f"fermion serve did not get ready; its log: {log}\n{proc.log_tail()}")
+    raise RuntimeError(f"{name} did not get ready; its log: {proc.log_path}\n{proc.log_tail()}")
 
 
-def _measure_server(model_dir: Path, python_path: str, log: Path, seconds: float, say: Any) -> dict[str, Any]:
-    proc, url = _serve(model_dir, python_path, log)
+def _measure_server(started: tuple[Any, str], seconds: float, say: Any) -> dict[str, Any]:
+    """The 1-stream and 16-stream loads on a server just started; it is stopped afterwards."""
+    proc, url = started
     try:
         single = asyncio.run(_load(url, 1, seconds))
         say(f"    1 stream: {single['tokens_per_s']} tok/s, p50 TTFT {single['p50_ttft_ms']} ms")
@@ -204,21 +215,38 @@ def run_llm(quick: bool, log_dir: Path, say: Any, baseline: str = BASELINE_COMMI
     record["raw"] = json.loads(done.stdout.strip().splitlines()[-1])
     say(f"    {record['raw']['tokens_per_s']} tok/s ({record['raw']['parameters_m']} M parameters)")
     say("  fermion (continuous batching)")
-    record["fermion"] = _measure_server(model_dir, str(ROOT), log_dir / "llm-fermion.log", seconds, say)
+    record["fermion"] = _measure_server(_serve(model_dir, str(ROOT), log_dir / "llm-fermion.log"), seconds, say)
     with tempfile.TemporaryDirectory() as old:
         archive = subprocess.run(["git", "archive", baseline, "fermion"], cwd=ROOT, capture_output=True, check=False)
         if archive.returncode == 0:
             subprocess.run(["tar", "-x", "-C", old], input=archive.stdout, check=True)
             say(f"  fermion {baseline} (the serial engine)")
-            record["serial"] = _measure_server(model_dir, old, log_dir / "llm-serial.log", seconds, say)
+            record["serial"] = _measure_server(_serve(model_dir, old, log_dir / "llm-serial.log"), seconds, say)
         else:
             record["serial"] = {"skipped": f"git archive {baseline} failed: {archive.stderr.decode()[-300:]}"}
     expected = dict(zip(PROMPTS, record["raw"].pop("greedy_answers"), strict=True))
     served = record["fermion"]["concurrent"]["answers"]
     record["greedy_mismatches"] = sorted(p for p, text in served.items() if text != expected[p])
-    record["transformers_serve"] = "not run: not wired into this benchmark yet"
+    record["transformers_serve"] = _measure_transformers(model_dir, log_dir, seconds, say)
+    theirs = record["transformers_serve"].get("concurrent", {}).get("answers")
+    if theirs is not None:
+        record["transformers_serve"]["greedy_mismatches"] = sorted(p for p, text in theirs.items() if text != expected[p])
     record["load_average_after"] = load_average()
     return record
+
+
+def _measure_transformers(model_dir: Path, log_dir: Path, seconds: float, say: Any) -> dict[str, Any]:
+    """`transformers serve` with continuous batching under the same loads, or why it was not measured."""
+    from suite.envs import EnvError, ensure_env, versions
+
+    say("  transformers serve --continuous-batching")
+    try:
+        python = ensure_env("hfserve", log_dir / "install-hfserve.log").python
+        measured = _measure_server(_serve_transformers(model_dir, python, log_dir / "llm-transformers.log"), seconds, say)
+    except (EnvError, RuntimeError) as exc:
+        say(f"    not measured: {exc}")
+        return {"skipped": str(exc)[:500]}
+    return {**measured, "versions": versions(python, ["transformers", "accelerate"])}
 
 
 if __name__ == "__main__":

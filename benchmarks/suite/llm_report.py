@@ -1,8 +1,9 @@
 """RESULTS.md's part for the `llm` benchmark (suite/llm.py): its targets and its table.
 
-The record holds raw `generate` tokens/s at batch 1 and 16 (`raw`), Fermion's continuous batching and the serial
-engine it replaced (`fermion`, `serial`) at one stream and at 16, and the prompts whose greedy answer at 16 streams
-differed from raw batch-1 `generate` (`greedy_mismatches`).
+The record holds raw `generate` tokens/s at batch 1 and 16 (`raw`), Fermion's continuous batching, the serial
+engine it replaced and `transformers serve` with continuous batching (`fermion`, `serial`, `transformers_serve`) at
+one stream and at 16, and the prompts whose greedy answer at 16 streams differed from raw batch-1 `generate`
+(`greedy_mismatches`).
 """
 
 from __future__ import annotations
@@ -80,7 +81,10 @@ def llm_section(record: dict[str, Any]) -> list[str]:
     ]
     for batch, rate in rates.items():
         lines.append(f"| raw `generate`, batch {batch} | {rate:,.1f} | 1.00× | – | – |")
-    for engine, label in (("fermion", "Fermion"), ("serial", "serial engine")):
+    engines = (("fermion", "Fermion"), ("serial", "serial engine"), ("transformers_serve", "`transformers serve`"))
+    for engine, label in engines:
+        if not isinstance(record.get(engine, {}), dict):  # an older record: a sentence instead of measurements
+            continue
         if "skipped" in record.get(engine, {}):
             lines.append(f"| {label} | not measured: {record[engine]['skipped'][:80]} | | | |")
             continue
@@ -99,6 +103,18 @@ def llm_section(record: dict[str, Any]) -> list[str]:
         compared = len(_load(record, "fermion", "concurrent").get("answers", {}))
         said = "all identical" if not mismatches else f"{len(mismatches)} differ: " + ", ".join(repr(p) for p in mismatches)
         lines += ["", f"Greedy answers of Fermion at {streams} streams vs raw batch-1 `generate`, {compared} prompts: {said}."]
-    if record.get("transformers_serve"):
-        lines += ["", f"`transformers serve`: {record['transformers_serve']}."]
+    theirs = record.get("transformers_serve")
+    if isinstance(theirs, str):
+        lines += ["", f"`transformers serve`: {theirs}."]
+    elif isinstance(theirs, dict) and "versions" in theirs:
+        found = ", ".join(f"{name} {version}" for name, version in theirs["versions"].items())
+        lines += [
+            "",
+            f"`transformers serve --continuous-batching --device cpu` ({found}) ran on the same CPUs under the same loads.",
+        ]
+        if theirs.get("greedy_mismatches") is not None:
+            compared = len(theirs.get("concurrent", {}).get("answers", {}))
+            lines[-1] += (
+                f" Its greedy answers at {streams} streams: {len(theirs['greedy_mismatches'])} of {compared} differ from raw `generate`."
+            )
     return lines

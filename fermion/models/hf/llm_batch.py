@@ -68,6 +68,7 @@ class EngineStats:
         self.finished = 0
         self.rejected = 0
         self.steps = 0
+        self.preempted = 0
         self.running = 0
         self.waiting = 0
         self.cache_tokens = 0
@@ -86,6 +87,7 @@ class EngineStats:
             ("fermion_llm_requests_finished", "Generations that ended (done, stopped or cancelled).", self.finished),
             ("fermion_llm_requests_rejected", "Requests answered 429 because the waiting line was full.", self.rejected),
             ("fermion_llm_steps", "Scheduler steps (prefills and one batched decode each).", self.steps),
+            ("fermion_llm_steps_given_way", "Decode steps stopped early for newcomers' prompts, and run again.", self.preempted),
         ):
             out.append(CounterMetricFamily(name, text, value=value))
         for name, text, value in (
@@ -184,9 +186,14 @@ class ContinuousBatcher:
         self._running: list[Generation] = []
         #: False when the model's cache is not plain keys and values (sliding windows, state): one sequence at a time
         self._batchable = _plain_cache(engine.model)
+        #: Set while a decode step may still give way to newcomers (see `_give_way`).
+        self._yielding = False
         if self._batchable:
             layers = engine.model.config.get_text_config().num_hidden_layers
             self._cache: BatchCache | SoloCache = BatchCache(engine.torch, layers, limits.max_sequences, cache_tokens)
+            blocks = _decoder_blocks(engine.model, layers)
+            for block in blocks[: len(blocks) // 2]:  # past halfway a step finishes: the newcomer waits less than half
+                block.register_forward_pre_hook(self._give_way)
         else:
             log.warning("this model's KV cache is not a plain DynamicCache: generating one request at a time")
             self._cache = SoloCache(engine.torch, engine.device)
@@ -232,8 +239,8 @@ class ContinuousBatcher:
                     if admitted:
                         self._prefill(admitted)
                     self._drop_finished()
-                    if self._running:
-                        self._decode()
+                    # a step right after a prefill does not give way: the batch moves at least every other pass
+                    if self._running and self._decode(may_give_way=not admitted):
                         self._drop_finished()
             except Exception as exc:  # a failure of the model itself: every running request gets it
                 log.exception("generation step failed")
@@ -255,18 +262,35 @@ class ContinuousBatcher:
             if head.cancelled:
                 self._waiting.popleft()._finish(None, flush=False)
                 continue
-            rows = len(self._running) + len(admitted)
-            most = self.limits.max_sequences if self._batchable else 1
             prompt = max(longest_prompt, len(head.prompt_ids))
-            if rows >= most or (admitted and (len(admitted) + 1) * prompt > PREFILL_TOKENS_PER_STEP):
+            if admitted and (len(admitted) + 1) * prompt > PREFILL_TOKENS_PER_STEP:
                 break
-            longest = max([g.final_length for g in (*self._running, *admitted, head)])
-            if rows and (rows + 1) * longest > self.cache_tokens:
+            if not self._fits(head, [*self._running, *admitted]):
                 break
             admitted.append(self._waiting.popleft())
             longest_prompt = prompt
         self.stats.waiting = len(self._waiting)
         return admitted
+
+    def _fits(self, generation: Generation, others: Seq[Generation]) -> bool:
+        """Whether one more sequence fits the bounds beside `others` (rows, and the cache each may reach)."""
+        rows = len(others)
+        if rows >= (self.limits.max_sequences if self._batchable else 1):
+            return False
+        longest = max([generation.final_length, *(g.final_length for g in others)])
+        return not rows or (rows + 1) * longest <= self.cache_tokens
+
+    def _give_way(self, *_: Any) -> None:
+        """Before each decoder block of a step's first half: stop the step if a newcomer can join.
+
+        A newcomer would otherwise wait for the whole step in progress before its prompt runs, and on
+        a CPU a step of a full batch costs about as much as a prompt. The stopped step is run again
+        after the newcomers' prefill: it had written only keys and values at the column the rerun
+        writes again, and nothing else (the cache's `end` advances after a step).
+        """
+        head = self._waiting[0] if self._yielding and self._waiting else None
+        if head is not None and not head.cancelled and self._fits(head, self._running):
+            raise _GaveWay
 
     def _prefill(self, admitted: list[Generation]) -> None:
         """The newcomers' prompts in one forward pass (left-padded), their first tokens; they join the batch."""
@@ -290,26 +314,34 @@ class ContinuousBatcher:
                 self._running.append(generation)
         self._measure_cache()
 
-    def _decode(self) -> None:
-        """One token for every running sequence, in one forward pass."""
+    def _decode(self, may_give_way: bool) -> bool:
+        """One token for every running sequence, in one forward pass; False if it gave way to newcomers."""
         torch, engine = self.engine.torch, self.engine
         device = engine.device
         rows = self._running
         inputs = torch.tensor([[g.last_token] for g in rows], device=device)
         positions = torch.tensor([[g.position] for g in rows], device=device)
-        out = engine.model(
-            input_ids=inputs,
-            position_ids=positions,
-            attention_mask=self._cache.step_mask(),
-            use_cache=True,
-            **{engine.cache_key: self._cache.cache},
-            **engine.keep_last_logits,
-        )
+        self._yielding = may_give_way
+        try:
+            out = engine.model(
+                input_ids=inputs,
+                position_ids=positions,
+                attention_mask=self._cache.step_mask(),
+                use_cache=True,
+                **{engine.cache_key: self._cache.cache},
+                **engine.keep_last_logits,
+            )
+        except _GaveWay:
+            self.stats.preempted += 1
+            return False
+        finally:
+            self._yielding = False
         self._cache.advance()
         for generation, token in zip(rows, engine.pick_rows(out.logits[:, -1].float(), rows), strict=True):
             generation.position += 1
             generation._accept(token, self.stats)
         self._measure_cache()
+        return True
 
     def _drop_finished(self) -> None:
         """Take finished and cancelled rows out of the batch (and padding no row needs any more)."""
@@ -327,6 +359,20 @@ class ContinuousBatcher:
         stats.running = len(self._running)
         stats.cache_tokens = self._cache.rows * self._cache.width
         stats.cache_bytes = self._cache.bytes
+
+
+class _GaveWay(Exception):
+    """Raised inside a decode step's forward pass to stop it for newcomers (caught by `_decode`)."""
+
+
+def _decoder_blocks(model: Any, count: int) -> list[Any]:
+    """The model's `count` decoder blocks, in order (the module list of that many alike modules), or [] if not found."""
+    from torch import nn
+
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == count and len({type(m) for m in module}) == 1:
+            return list(module)
+    return []
 
 
 def _plain_cache(model: Any) -> bool:
