@@ -82,10 +82,10 @@ def test_batched_greedy_tokens_equal_serial_generation_token_for_token(model_dir
         engine.close()
 
 
-def test_a_decode_step_gives_way_to_newcomers_and_no_token_changes(model_dir):
-    """A request that arrives during a decode step's first half stops that step: its prompt runs
-    first, then the step again. Here each newcomer arrives inside a step (from the first block's
-    hook), so each stops exactly one step; every answer is still serial generation's."""
+def test_a_decode_step_pauses_for_newcomers_and_no_token_changes(model_dir):
+    """A request that arrives during a decode step pauses it before the next block: its prompt runs
+    there, then the step goes on. Here each newcomer arrives inside a step (from the first block's
+    hook), so each pauses exactly one step; every answer is still serial generation's."""
     from fermion.models.hf.llm_batch import EngineLimits, _decoder_blocks
     from fermion.models.hf.llm_engine import Sampling, TextGenerator
 
@@ -97,7 +97,7 @@ def test_a_decode_step_gives_way_to_newcomers_and_no_token_changes(model_dir):
         late: list = []
 
         def arrive(*_):
-            if engine.batcher._yielding and len(late) < 2 and first.completion_tokens >= 5:
+            if engine.batcher._pausable and len(late) < 2 and first.completion_tokens >= 5:
                 late.append(engine.start(prompts[len(late) + 1], Sampling(max_new_tokens=20, temperature=0)))
 
         first = engine.start(prompts[0], Sampling(max_new_tokens=40, temperature=0))
@@ -106,7 +106,7 @@ def test_a_decode_step_gives_way_to_newcomers_and_no_token_changes(model_dir):
             answers = [list(first)] + [list(g) for g in late]  # every generation runs to its end
         finally:
             hook.remove()
-        assert len(late) == 2 and engine.batcher.stats.preempted == 2
+        assert len(late) == 2 and engine.batcher.stats.paused == 2
         for ids, generation, pieces in zip(prompts, [first, *late], answers, strict=True):
             expected = _serial_greedy(engine.model, ids, generation.budget)
             assert generation.token_ids == expected[: len(generation.token_ids)]

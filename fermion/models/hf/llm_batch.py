@@ -3,8 +3,10 @@
 One scheduler thread owns the model. Each step it admits waiting sequences (first come, first
 served, while the sequence and KV-cache bounds allow), runs the newcomers' prompts together in
 one left-padded forward pass (prefill: their first tokens; a prompt alone runs exactly as serial
-generation would), then runs one decode step for every running sequence together. A sequence
-leaves the batch as soon as it finishes or is cancelled; the others go on.
+generation would), then runs one decode step for every running sequence together. A request that
+arrives during a decode step does not wait for it to end: the step pauses before its next decoder
+block (a forward pre-hook), the newcomers' prompts run, and the step goes on; they join after it.
+A sequence leaves the batch as soon as it finishes or is cancelled; the others go on.
 
 The KV cache (`llm_cache.BatchCache`) holds the batch's rows left-padded to the longest one, with
 an attention mask that hides the padding and explicit position ids per row: the layout `generate`
@@ -68,7 +70,7 @@ class EngineStats:
         self.finished = 0
         self.rejected = 0
         self.steps = 0
-        self.preempted = 0
+        self.paused = 0
         self.running = 0
         self.waiting = 0
         self.cache_tokens = 0
@@ -87,7 +89,7 @@ class EngineStats:
             ("fermion_llm_requests_finished", "Generations that ended (done, stopped or cancelled).", self.finished),
             ("fermion_llm_requests_rejected", "Requests answered 429 because the waiting line was full.", self.rejected),
             ("fermion_llm_steps", "Scheduler steps (prefills and one batched decode each).", self.steps),
-            ("fermion_llm_steps_given_way", "Decode steps stopped early for newcomers' prompts, and run again.", self.preempted),
+            ("fermion_llm_steps_paused", "Decode steps paused for newcomers' prompts.", self.paused),
         ):
             out.append(CounterMetricFamily(name, text, value=value))
         for name, text, value in (
@@ -186,14 +188,15 @@ class ContinuousBatcher:
         self._running: list[Generation] = []
         #: False when the model's cache is not plain keys and values (sliding windows, state): one sequence at a time
         self._batchable = _plain_cache(engine.model)
-        #: Set while a decode step may still give way to newcomers (see `_give_way`).
-        self._yielding = False
+        #: Set while a decode step may pause for newcomers' prompts (see `_pause_for_newcomers`).
+        self._pausable = False
+        #: Newcomers prefilled while a decode step paused: (generations, their cache, prompt lengths), joining after it.
+        self._pending: list[tuple[list[Generation], Any, list[int]]] = []
         if self._batchable:
             layers = engine.model.config.get_text_config().num_hidden_layers
             self._cache: BatchCache | SoloCache = BatchCache(engine.torch, layers, limits.max_sequences, cache_tokens)
-            blocks = _decoder_blocks(engine.model, layers)
-            for block in blocks[: len(blocks) // 2]:  # past halfway a step finishes: the newcomer waits less than half
-                block.register_forward_pre_hook(self._give_way)
+            for block in _decoder_blocks(engine.model, layers):
+                block.register_forward_pre_hook(self._pause_for_newcomers)
         else:
             log.warning("this model's KV cache is not a plain DynamicCache: generating one request at a time")
             self._cache = SoloCache(engine.torch, engine.device)
@@ -237,16 +240,16 @@ class ContinuousBatcher:
             try:
                 with torch.inference_mode():
                     if admitted:
-                        self._prefill(admitted)
+                        self._join(admitted, *self._prefill(admitted))
                     self._drop_finished()
-                    # a step right after a prefill does not give way: the batch moves at least every other pass
-                    if self._running and self._decode(may_give_way=not admitted):
+                    if self._running:
+                        self._decode()
                         self._drop_finished()
             except Exception as exc:  # a failure of the model itself: every running request gets it
                 log.exception("generation step failed")
-                for generation in [*admitted, *self._running]:
+                for generation in [*admitted, *self._running, *(g for job in self._pending for g in job[0])]:
                     generation._fail(exc)
-                self._running = []
+                self._running, self._pending = [], []
                 self._cache.keep([])
                 self._measure_cache()
             self.stats.steps += 1
@@ -265,7 +268,7 @@ class ContinuousBatcher:
             prompt = max(longest_prompt, len(head.prompt_ids))
             if admitted and (len(admitted) + 1) * prompt > PREFILL_TOKENS_PER_STEP:
                 break
-            if not self._fits(head, [*self._running, *admitted]):
+            if not self._fits(head, [*self._running, *(g for job in self._pending for g in job[0]), *admitted]):
                 break
             admitted.append(self._waiting.popleft())
             longest_prompt = prompt
@@ -280,20 +283,31 @@ class ContinuousBatcher:
         longest = max([generation.final_length, *(g.final_length for g in others)])
         return not rows or (rows + 1) * longest <= self.cache_tokens
 
-    def _give_way(self, *_: Any) -> None:
-        """Before each decoder block of a step's first half: stop the step if a newcomer can join.
+    def _pause_for_newcomers(self, *_: Any) -> None:
+        """Before each decoder block of a decode step: the prompts of newcomers that fit run now.
 
-        A newcomer would otherwise wait for the whole step in progress before its prompt runs, and on
-        a CPU a step of a full batch costs about as much as a prompt. The stopped step is run again
-        after the newcomers' prefill: it had written only keys and values at the column the rerun
-        writes again, and nothing else (the cache's `end` advances after a step).
+        A newcomer would otherwise wait for the whole step in progress before its prompt runs, and
+        on a CPU a step of a full batch costs about as much as a short prompt. The step is paused,
+        not abandoned: the prompts run in a forward pass of their own (their first tokens go out at
+        once), the step goes on from this block, and the newcomers join the batch after it.
         """
-        head = self._waiting[0] if self._yielding and self._waiting else None
-        if head is not None and not head.cancelled and self._fits(head, self._running):
-            raise _GaveWay
+        if not (self._pausable and self._waiting):
+            return
+        with self._condition:
+            admitted = self._admit()
+        if not admitted:
+            return
+        self._pausable = False  # the prompts' own pass goes through these blocks too; one pause per step
+        try:
+            self._pending.append((admitted, *self._prefill(admitted)))
+        except Exception as exc:  # these prompts failed the model: they get it, the step goes on
+            log.exception("prefill failed")
+            for generation in admitted:
+                generation._fail(exc)
+        self.stats.paused += 1
 
-    def _prefill(self, admitted: list[Generation]) -> None:
-        """The newcomers' prompts in one forward pass (left-padded), their first tokens; they join the batch."""
+    def _prefill(self, admitted: list[Generation]) -> tuple[Any, list[int]]:
+        """The newcomers' prompts in one forward pass (left-padded), and their first tokens; the pass's cache back."""
         torch, engine = self.engine.torch, self.engine
         lengths = [len(g.prompt_ids) for g in admitted]
         longest = max(lengths)
@@ -305,23 +319,27 @@ class ContinuousBatcher:
             padding = {"attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
         out = engine.model(input_ids=inputs, use_cache=True, **padding, **engine.keep_last_logits)
         self.stats.prompt_tokens += sum(lengths)
-        tokens = engine.pick_rows(out.logits[:, -1].float(), admitted)
-        for row, (generation, length, token) in enumerate(zip(admitted, lengths, tokens, strict=True)):
+        for generation, token in zip(admitted, engine.pick_rows(out.logits[:, -1].float(), admitted), strict=True):
             generation._accept(token, self.stats)
+        return out[engine.cache_key], lengths
+
+    def _join(self, admitted: list[Generation], cache: Any, lengths: list[int]) -> None:
+        """Prefilled newcomers enter the batch (those already done, at their first token, do not)."""
+        for row, (generation, length) in enumerate(zip(admitted, lengths, strict=True)):
             if not generation.done:
-                self._cache.add(out[engine.cache_key], row, length)
+                self._cache.add(cache, row, length)
                 generation.position = length
                 self._running.append(generation)
         self._measure_cache()
 
-    def _decode(self, may_give_way: bool) -> bool:
-        """One token for every running sequence, in one forward pass; False if it gave way to newcomers."""
+    def _decode(self) -> None:
+        """One token for every running sequence, in one forward pass (newcomers prefilled during it join after)."""
         torch, engine = self.engine.torch, self.engine
         device = engine.device
         rows = self._running
         inputs = torch.tensor([[g.last_token] for g in rows], device=device)
         positions = torch.tensor([[g.position] for g in rows], device=device)
-        self._yielding = may_give_way
+        self._pausable = True
         try:
             out = engine.model(
                 input_ids=inputs,
@@ -331,17 +349,16 @@ class ContinuousBatcher:
                 **{engine.cache_key: self._cache.cache},
                 **engine.keep_last_logits,
             )
-        except _GaveWay:
-            self.stats.preempted += 1
-            return False
         finally:
-            self._yielding = False
+            self._pausable = False
         self._cache.advance()
         for generation, token in zip(rows, engine.pick_rows(out.logits[:, -1].float(), rows), strict=True):
             generation.position += 1
             generation._accept(token, self.stats)
+        pending, self._pending = self._pending, []
+        for job in pending:
+            self._join(*job)
         self._measure_cache()
-        return True
 
     def _drop_finished(self) -> None:
         """Take finished and cancelled rows out of the batch (and padding no row needs any more)."""
@@ -359,10 +376,6 @@ class ContinuousBatcher:
         stats.running = len(self._running)
         stats.cache_tokens = self._cache.rows * self._cache.width
         stats.cache_bytes = self._cache.bytes
-
-
-class _GaveWay(Exception):
-    """Raised inside a decode step's forward pass to stop it for newcomers (caught by `_decode`)."""
 
 
 def _decoder_blocks(model: Any, count: int) -> list[Any]:
