@@ -82,7 +82,7 @@ def _llm_record(**changes: Any) -> dict[str, Any]:
         "file": "2026-12-07T050000-llm.json",
         "machine": MACHINE,
         "new_tokens": 64,
-        "method": {"window_s": 40.0, "server_cpus": "0,1", "streams": 16, "baseline": "7574e88"},
+        "method": {"window_s": 40.0, "server_cpus": "0,1", "streams": 16, "baseline": "7574e88", "lengths": [34, 94]},
         "raw": {"parameters_m": 25.6, "tokens_per_s": {"1": 80.0, "16": 400.0}},
         "fermion": {
             "single": {"tokens_per_s": 78.0, "p50_ttft_ms": 40.0, "requests": 50, "answers": {}},
@@ -141,6 +141,7 @@ def test_the_llm_section_and_its_targets_come_from_the_record() -> None:
     assert "| Fermion, 16 streams | 360.0 | 0.90× | 70.0 | 300 |" in section
     assert "| serial engine, 1 stream | 80.0 | 1.00× | 38.0 | 51 |" in section
     assert "| raw `generate`, batch 16 | 400.0 |" in section and "25.6 M parameters" in section
+    assert "34 to 94 new tokens per request (mean 64, each client keeping one length" in section
     assert "| `transformers serve`, 16 streams | 200.0 | 0.50× | 150.0 | 160 |" in section
     assert "(transformers 5.25.0, accelerate 1.16.0)" in section and "1 of 2 differ from raw `generate`" in section
 

@@ -1,8 +1,12 @@
 """The `llm` benchmark: `fermion serve hf:` with continuous batching against raw `generate`, in one run.
 
 The model is a randomly initialised GPT-2 (n_embd 512, 8 layers, 8 heads, the tests' byte-level
-BPE): built here, so no download. Every request asks for 64 new tokens at temperature 0 through
-the OpenAI chat endpoint, streamed (the first content chunk gives the time to first token).
+BPE): built here, so no download. Requests ask for 34 to 94 new tokens (`LENGTHS`, 64 on average)
+at temperature 0 through the OpenAI chat endpoint, streamed (the first content chunk gives the time
+to first token). Each of the 16 clients keeps one length: were they all alike, the clients would
+fall into step (requests that join together finish together, and their clients come back
+together), and the run would measure that lockstep rather than the scheduler. Raw `generate`
+makes 64 tokens per row.
 
 - raw `model.generate` in a process of its own, batch 1 and batch 16 (left-padded): the limits;
 - Fermion at 1 stream and at 16 concurrent streams (closed loop, starts staggered over one
@@ -10,7 +14,8 @@ the OpenAI chat endpoint, streamed (the first content chunk gives the time to fi
 - the serial engine this replaces, served from `--baseline` (a git commit; `git archive`), same loads;
 - `transformers serve --continuous-batching` on the same model and CPUs, same loads (its own
   environment, `benchmarks/.venvs/hfserve`, adds `accelerate`, which it needs on CPU);
-- greedy outputs of Fermion at 16 streams compared with raw batch-1 `generate`, text for text.
+- greedy outputs of Fermion at 16 streams compared with raw batch-1 `generate` (cut to each
+  request's length), text for text.
 
     python benchmarks/run.py --only llm [--quick]
     python benchmarks/suite/llm.py raw MODEL_DIR      # (what the suite runs for the raw numbers)
@@ -31,6 +36,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 NEW_TOKENS = 64
 STREAMS = 16
+#: New tokens asked by the n-th request of a load: client i of 16 always asks LENGTHS[i] (the mean is NEW_TOKENS).
+LENGTHS = [34 + 4 * i for i in range(STREAMS)]
 #: The last commit with the serial (turn-taking) engine: "today's" numbers come from it.
 BASELINE_COMMIT = "7574e88"
 PROMPTS = [f"Tell me about {topic}." for topic in ("the sea", "HTTP", "tokens", "foxes", "numbers", "streams", "models", "dogs")]
@@ -85,18 +92,24 @@ def raw(model_dir: str) -> dict[str, Any]:
             started = time.perf_counter()
             model.generate(**inputs, **options)
             out["tokens_per_s"][str(batch)] = round(batch * NEW_TOKENS / (time.perf_counter() - started), 1)
-        answers = []
-        for text in texts:
+        answers = {}
+        for prompt, text in zip(PROMPTS, texts, strict=True):
             ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
-            generated = model.generate(**ids, max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-            answers.append(tokenizer.decode(generated[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
+            generated = model.generate(**ids, max_new_tokens=max(LENGTHS), do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            new = generated[0, ids["input_ids"].shape[1] :]
+            for length in LENGTHS:
+                answers[_answer_key(prompt, length)] = tokenizer.decode(new[:length], skip_special_tokens=True)
     out["greedy_answers"] = answers
     return out
 
 
-async def _one(client: Any, url: str, prompt: str) -> dict[str, Any]:
+def _answer_key(prompt: str, max_tokens: int) -> str:
+    return f"{prompt} ({max_tokens} tokens)"
+
+
+async def _one(client: Any, url: str, prompt: str, max_tokens: int = NEW_TOKENS) -> dict[str, Any]:
     messages = [{"role": "user", "content": prompt}]
-    body = {"messages": messages, "max_tokens": NEW_TOKENS, "temperature": 0, "stream": True}
+    body = {"messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True}
     body["stream_options"] = {"include_usage": True}
     started = time.perf_counter()
     first, text, tokens = None, [], 0
@@ -112,7 +125,8 @@ async def _one(client: Any, url: str, prompt: str) -> dict[str, Any]:
                 if choice["delta"].get("content"):
                     first = first or time.perf_counter()
                     text.append(choice["delta"]["content"])
-    return {"ttft": (first or time.perf_counter()) - started, "tokens": tokens, "text": "".join(text), "prompt": prompt}
+    ttft = (first or time.perf_counter()) - started
+    return {"ttft": ttft, "tokens": tokens, "text": "".join(text), "key": _answer_key(prompt, max_tokens)}
 
 
 async def _load(url: str, streams: int, seconds: float) -> dict[str, Any]:
@@ -129,7 +143,7 @@ async def _load(url: str, streams: int, seconds: float) -> dict[str, Any]:
             await asyncio.sleep(i * stagger)
             n = i
             while time.perf_counter() - started < seconds:
-                done.append(await _one(client, url, PROMPTS[n % len(PROMPTS)]))
+                done.append(await _one(client, url, PROMPTS[n % len(PROMPTS)], LENGTHS[n % len(LENGTHS)]))
                 n += streams
 
         await asyncio.gather(*(run(i) for i in range(streams)))
@@ -141,7 +155,7 @@ async def _load(url: str, streams: int, seconds: float) -> dict[str, Any]:
         "seconds": round(elapsed, 2),
         "tokens_per_s": round(sum(r["tokens"] for r in done) / elapsed, 1),
         "p50_ttft_ms": round(1000 * ttfts[len(ttfts) // 2], 1),
-        "answers": {r["prompt"]: r["text"] for r in done},
+        "answers": {r["key"]: r["text"] for r in done},
     }
 
 
@@ -204,7 +218,7 @@ def run_llm(quick: bool, log_dir: Path, say: Any, baseline: str = BASELINE_COMMI
 
     seconds = 15.0 if quick else 40.0
     record: dict[str, Any] = {"bench": "llm", "quick": quick, "machine": machine_info(), "new_tokens": NEW_TOKENS}
-    record["method"] = {"window_s": seconds, "server_cpus": "0,1", "streams": STREAMS, "baseline": baseline}
+    record["method"] = {"window_s": seconds, "server_cpus": "0,1", "streams": STREAMS, "baseline": baseline, "lengths": LENGTHS}
     model_dir = build_model(ROOT / "benchmarks" / ".venvs" / "llm-gpt2-25m")
     say("  raw generate (batch 1, batch 16)")
     done = subprocess.run(
@@ -224,7 +238,7 @@ def run_llm(quick: bool, log_dir: Path, say: Any, baseline: str = BASELINE_COMMI
             record["serial"] = _measure_server(_serve(model_dir, old, log_dir / "llm-serial.log"), seconds, say)
         else:
             record["serial"] = {"skipped": f"git archive {baseline} failed: {archive.stderr.decode()[-300:]}"}
-    expected = dict(zip(PROMPTS, record["raw"].pop("greedy_answers"), strict=True))
+    expected = record["raw"].pop("greedy_answers")
     served = record["fermion"]["concurrent"]["answers"]
     record["greedy_mismatches"] = sorted(p for p, text in served.items() if text != expected[p])
     record["transformers_serve"] = _measure_transformers(model_dir, log_dir, seconds, say)

@@ -66,12 +66,19 @@ def llm_section(record: dict[str, Any]) -> list[str]:
     method, raw = record.get("method", {}), record.get("raw", {})
     streams = method.get("streams", 16)
     rates = raw.get("tokens_per_s", {})
+    lengths = method.get("lengths")
+    asked = f"{record.get('new_tokens')} new tokens per request"
+    if lengths:
+        asked = (
+            f"{min(lengths)} to {max(lengths)} new tokens per request (mean {sum(lengths) / len(lengths):g}, each "
+            f"client keeping one length; raw `generate` makes {record.get('new_tokens')} per row)"
+        )
     lines = [
         "",
         "## LLM serving: continuous batching (`hf:` causal LMs)",
         "",
         f"From {record['file']}{' (quick)' if record.get('quick') else ''}: a randomly initialised GPT-2-style model "
-        f"({raw.get('parameters_m')} M parameters), {record.get('new_tokens')} new tokens per request at temperature 0 "
+        f"({raw.get('parameters_m')} M parameters), {asked} at temperature 0 "
         f"through the streamed OpenAI chat endpoint, {method.get('window_s')} s of closed-loop load per case; the "
         f"server and raw `generate` both on CPUs {method.get('server_cpus')} (2 torch threads). The serial engine is "
         f"`fermion` at {method.get('baseline')}, the last commit before continuous batching, under the same loads.",
