@@ -1,11 +1,13 @@
 """Where models run: `fermion serve --device` for `hf:` and `st:` sources, and the local backend's GPUs per replica.
 
 This machine has no GPU (CI neither): the errors, the refusals and the environment a replica would get
-are tested here with a GPU count given to the code; serving on a real GPU runs only where torch sees one.
+are tested here with a GPU count given to the code; serving on a real GPU (`hf:` on CUDA, `vllm:`) runs only
+where torch sees one.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -76,6 +78,23 @@ def test_serve_device_cuda_generates_on_the_gpu(model_dir, tmp_path):
         body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0}
         answer = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=60)
         assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] >= 1
+
+
+@pytest.mark.skipif(
+    _cuda_count() == 0 or importlib.util.find_spec("vllm") is None,
+    reason="needs vllm (pip install 'fermion[vllm]') and a CUDA GPU (neither on this machine)",
+)
+def test_vllm_source_answers_greedy_as_hf_does_through_the_openai_api(model_dir, tmp_path):
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "temperature": 0}
+    answers = []
+    for source in (f"vllm:{model_dir}", f"hf:{model_dir}"):
+        with running_server(source, tmp_dir=tmp_path, ready_timeout=600) as server:
+            answer = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=120)
+            assert answer.status_code == 200, answer.text
+            answers.append(answer.json()["choices"][0]["message"]["content"])
+            streamed = httpx.post(server.url + "/v1/chat/completions", json={**body, "stream": True}, timeout=120)
+            assert streamed.status_code == 200 and "data: [DONE]" in streamed.text
+    assert answers[0] == answers[1]  # greedy on the same weights: the same text (float rounding aside)
 
 
 def test_the_gpus_replicas_may_use_come_from_cuda_visible_devices_first():

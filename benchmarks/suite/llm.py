@@ -8,9 +8,11 @@ fall into step (requests that join together finish together, and their clients c
 together), and the run would measure that lockstep rather than the scheduler. Raw `generate`
 makes 64 tokens per row.
 
-- raw `model.generate` in a process of its own, batch 1 and batch 16 (left-padded): the limits;
+- raw `model.generate` in a process of its own, batch 1 and batch 16 (left-padded): the limits,
+  run before and after the servers' loads (the record keeps both; the table their mean);
 - Fermion at 1 stream and at 16 concurrent streams (closed loop, starts staggered over one
-  request's duration, as in a steady state);
+  request's duration, as in a steady state); every server is up at once and the 1-stream cases
+  take turns in `ROUNDS` rounds, so the machine's drift touches them alike;
 - the serial engine this replaces, served from `--baseline` (a git commit; `git archive`), same loads;
 - `transformers serve --continuous-batching` on the same model and CPUs, same loads (its own
   environment, `benchmarks/.venvs/hfserve`, adds `accelerate`, which it needs on CPU);
@@ -38,6 +40,8 @@ NEW_TOKENS = 64
 STREAMS = 16
 #: New tokens asked by the n-th request of a load: client i of 16 always asks LENGTHS[i] (the mean is NEW_TOKENS).
 LENGTHS = [34 + 4 * i for i in range(STREAMS)]
+#: Each 1-stream case's window is cut into this many turns, taken in turn with the other servers' (see `_measure`).
+ROUNDS = 4
 #: The last commit with the serial (turn-taking) engine: "today's" numbers come from it.
 BASELINE_COMMIT = "7574e88"
 PROMPTS = [f"Tell me about {topic}." for topic in ("the sea", "HTTP", "tokens", "foxes", "numbers", "streams", "models", "dogs")]
@@ -89,9 +93,12 @@ def raw(model_dir: str) -> dict[str, Any]:
             chosen = [texts[i % len(texts)] for i in range(batch)]
             inputs = tokenizer(chosen, return_tensors="pt", padding=True, add_special_tokens=False)
             model.generate(**inputs, **options)  # warm-up
-            started = time.perf_counter()
-            model.generate(**inputs, **options)
-            out["tokens_per_s"][str(batch)] = round(batch * NEW_TOKENS / (time.perf_counter() - started), 1)
+            times = []
+            for _ in range(3):  # the median of three: one call is at the mercy of a noisy moment
+                started = time.perf_counter()
+                model.generate(**inputs, **options)
+                times.append(time.perf_counter() - started)
+            out["tokens_per_s"][str(batch)] = round(batch * NEW_TOKENS / sorted(times)[1], 1)
         answers = {}
         for prompt, text in zip(PROMPTS, texts, strict=True):
             ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
@@ -129,8 +136,8 @@ async def _one(client: Any, url: str, prompt: str, max_tokens: int = NEW_TOKENS)
     return {"ttft": ttft, "tokens": tokens, "text": "".join(text), "key": _answer_key(prompt, max_tokens)}
 
 
-async def _load(url: str, streams: int, seconds: float) -> dict[str, Any]:
-    """`streams` clients in a closed loop for `seconds` (starts staggered): tokens/s, p50 TTFT, answers."""
+async def _run(url: str, streams: int, seconds: float) -> tuple[list[dict[str, Any]], float]:
+    """`streams` clients in a closed loop for `seconds` (starts staggered): every request's result, and the time taken."""
     import httpx
 
     done: list[dict[str, Any]] = []
@@ -147,7 +154,13 @@ async def _load(url: str, streams: int, seconds: float) -> dict[str, Any]:
                 n += streams
 
         await asyncio.gather(*(run(i) for i in range(streams)))
-        elapsed = time.perf_counter() - started
+        return done, time.perf_counter() - started
+
+
+def _summary(streams: int, runs: list[tuple[list[dict[str, Any]], float]]) -> dict[str, Any]:
+    """One case over its rounds: tokens/s, p50 TTFT, requests, and each (prompt, length)'s answer."""
+    done = [r for results, _ in runs for r in results]
+    elapsed = sum(seconds for _, seconds in runs)
     ttfts = sorted(r["ttft"] for r in done)
     return {
         "streams": streams,
@@ -199,17 +212,33 @@ def _ready(proc: Any, url: str, path: str, name: str) -> tuple[Any, str]:
     raise RuntimeError(f"{name} did not get ready; its log: {proc.log_path}\n{proc.log_tail()}")
 
 
-def _measure_server(started: tuple[Any, str], seconds: float, say: Any) -> dict[str, Any]:
-    """The 1-stream and 16-stream loads on a server just started; it is stopped afterwards."""
-    proc, url = started
-    try:
-        single = asyncio.run(_load(url, 1, seconds))
-        say(f"    1 stream: {single['tokens_per_s']} tok/s, p50 TTFT {single['p50_ttft_ms']} ms")
-        many = asyncio.run(_load(url, STREAMS, seconds))
-        say(f"    {STREAMS} streams: {many['tokens_per_s']} tok/s, p50 TTFT {many['p50_ttft_ms']} ms")
-    finally:
-        proc.stop()
-    return {"single": single, "concurrent": many}
+def _measure(servers: dict[str, str], seconds: float, say: Any) -> dict[str, dict[str, Any]]:
+    """Every server (name: url) at 1 stream, then at 16, each case `seconds` long in all.
+
+    The 1-stream cases take turns in `ROUNDS` rounds, so a machine whose speed drifts over minutes
+    (this one does, by 10-20 %) slows them alike instead of whichever ran last. The 16-stream cases
+    run whole, one after another: each turn would add a ramp and a drain to their count.
+    """
+    out: dict[str, dict[str, Any]] = {name: {} for name in servers}
+    for load, streams, rounds in (("single", 1, ROUNDS), ("concurrent", STREAMS, 1)):
+        runs: dict[str, list[tuple[list[dict[str, Any]], float]]] = {name: [] for name in servers}
+        for _ in range(rounds):
+            for name, url in servers.items():
+                runs[name].append(asyncio.run(_run(url, streams, seconds / rounds)))
+        for name in servers:
+            found = out[name][load] = _summary(streams, runs[name])
+            say(f"    {name}, {streams} stream(s): {found['tokens_per_s']} tok/s, p50 TTFT {found['p50_ttft_ms']} ms")
+    return out
+
+
+def _raw(model_dir: Path) -> dict[str, Any]:
+    """`raw()` in a process of its own on CPUs 0 and 1."""
+    done = subprocess.run(
+        ["taskset", "-c", "0,1", sys.executable, __file__, "raw", str(model_dir)], capture_output=True, text=True, cwd=ROOT
+    )
+    if done.returncode:
+        raise RuntimeError(f"raw generate failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run_llm(quick: bool, log_dir: Path, say: Any, baseline: str = BASELINE_COMMIT) -> dict[str, Any]:
@@ -218,49 +247,62 @@ def run_llm(quick: bool, log_dir: Path, say: Any, baseline: str = BASELINE_COMMI
 
     seconds = 15.0 if quick else 40.0
     record: dict[str, Any] = {"bench": "llm", "quick": quick, "machine": machine_info(), "new_tokens": NEW_TOKENS}
-    record["method"] = {"window_s": seconds, "server_cpus": "0,1", "streams": STREAMS, "baseline": baseline, "lengths": LENGTHS}
+    record["method"] = {"window_s": seconds, "server_cpus": "0,1", "streams": STREAMS, "baseline": baseline}
+    record["method"].update(lengths=LENGTHS, rounds=ROUNDS)
     model_dir = build_model(ROOT / "benchmarks" / ".venvs" / "llm-gpt2-25m")
-    say("  raw generate (batch 1, batch 16)")
-    done = subprocess.run(
-        ["taskset", "-c", "0,1", sys.executable, __file__, "raw", str(model_dir)], capture_output=True, text=True, cwd=ROOT
-    )
-    if done.returncode:
-        raise RuntimeError(f"raw generate failed:\n{done.stderr[-2000:]}")
-    record["raw"] = json.loads(done.stdout.strip().splitlines()[-1])
-    say(f"    {record['raw']['tokens_per_s']} tok/s ({record['raw']['parameters_m']} M parameters)")
-    say("  fermion (continuous batching)")
-    record["fermion"] = _measure_server(_serve(model_dir, str(ROOT), log_dir / "llm-fermion.log"), seconds, say)
+    say("  raw generate (batch 1, batch 16), before the servers' loads")
+    before = _raw(model_dir)
+    started: dict[str, Any] = {}  # name: (process, url)
+    skipped: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory() as old:
-        archive = subprocess.run(["git", "archive", baseline, "fermion"], cwd=ROOT, capture_output=True, check=False)
-        if archive.returncode == 0:
-            subprocess.run(["tar", "-x", "-C", old], input=archive.stdout, check=True)
-            say(f"  fermion {baseline} (the serial engine)")
-            record["serial"] = _measure_server(_serve(model_dir, old, log_dir / "llm-serial.log"), seconds, say)
-        else:
-            record["serial"] = {"skipped": f"git archive {baseline} failed: {archive.stderr.decode()[-300:]}"}
-    expected = record["raw"].pop("greedy_answers")
+        try:
+            started["fermion"] = _serve(model_dir, str(ROOT), log_dir / "llm-fermion.log")
+            archive = subprocess.run(["git", "archive", baseline, "fermion"], cwd=ROOT, capture_output=True, check=False)
+            if archive.returncode == 0:
+                subprocess.run(["tar", "-x", "-C", old], input=archive.stdout, check=True)
+                started["serial"] = _serve(model_dir, old, log_dir / "llm-serial.log")
+            else:
+                skipped["serial"] = {"skipped": f"git archive {baseline} failed: {archive.stderr.decode()[-300:]}"}
+            theirs = _start_transformers(model_dir, log_dir, say)
+            if "skipped" in theirs:
+                skipped["transformers_serve"] = theirs
+            else:
+                started["transformers_serve"] = theirs.pop("started")
+            say(f"  {', '.join(started)}: 1 stream in {ROUNDS} turns of {seconds / ROUNDS:g} s each, then {STREAMS} streams")
+            record.update(_measure({name: url for name, (_, url) in started.items()}, seconds, say))
+        finally:
+            for proc, _ in started.values():
+                proc.stop()
+    record.update(skipped)
+    if "transformers_serve" in started:
+        record["transformers_serve"]["versions"] = theirs["versions"]
+    say("  raw generate again, after them")
+    after = _raw(model_dir)
+    rates = {k: round((before["tokens_per_s"][k] + after["tokens_per_s"][k]) / 2, 1) for k in before["tokens_per_s"]}
+    record["raw"] = {"parameters_m": before["parameters_m"], "tokens_per_s": rates}
+    record["raw"]["runs"] = [before["tokens_per_s"], after["tokens_per_s"]]
+    say(f"    {record['raw']['tokens_per_s']} tok/s, the mean of {record['raw']['runs']}")
+    expected = before["greedy_answers"]
     served = record["fermion"]["concurrent"]["answers"]
     record["greedy_mismatches"] = sorted(p for p, text in served.items() if text != expected[p])
-    record["transformers_serve"] = _measure_transformers(model_dir, log_dir, seconds, say)
-    theirs = record["transformers_serve"].get("concurrent", {}).get("answers")
-    if theirs is not None:
-        record["transformers_serve"]["greedy_mismatches"] = sorted(p for p, text in theirs.items() if text != expected[p])
+    if "transformers_serve" in started:
+        answers = record["transformers_serve"]["concurrent"]["answers"]
+        record["transformers_serve"]["greedy_mismatches"] = sorted(p for p, t in answers.items() if t != expected[p])
     record["load_average_after"] = load_average()
     return record
 
 
-def _measure_transformers(model_dir: Path, log_dir: Path, seconds: float, say: Any) -> dict[str, Any]:
-    """`transformers serve` with continuous batching under the same loads, or why it was not measured."""
+def _start_transformers(model_dir: Path, log_dir: Path, say: Any) -> dict[str, Any]:
+    """`transformers serve` started ({"started": (process, url), "versions": ...}), or why not ({"skipped": ...})."""
     from suite.envs import EnvError, ensure_env, versions
 
-    say("  transformers serve --continuous-batching")
     try:
         python = ensure_env("hfserve", log_dir / "install-hfserve.log").python
-        measured = _measure_server(_serve_transformers(model_dir, python, log_dir / "llm-transformers.log"), seconds, say)
+        started = _serve_transformers(model_dir, python, log_dir / "llm-transformers.log")
     except (EnvError, RuntimeError) as exc:
-        say(f"    not measured: {exc}")
+        say(f"    transformers serve not measured: {exc}")
         return {"skipped": str(exc)[:500]}
-    return {**measured, "versions": versions(python, ["transformers", "accelerate"])}
+    return {"started": started, "versions": versions(python, ["transformers", "accelerate"])}
 
 
 if __name__ == "__main__":

@@ -61,6 +61,13 @@ def llm_targets(record: dict[str, Any] | None) -> list[Target]:
     return rows
 
 
+def _turns(method: dict[str, Any]) -> str:
+    rounds = method.get("rounds")
+    if not rounds:
+        return ""
+    return f" (at 1 stream in {rounds} turns, the servers taking turns; raw `generate` before and after them, the mean)"
+
+
 def llm_section(record: dict[str, Any]) -> list[str]:
     """The `llm` section: tokens/s and time to first token of raw `generate`, Fermion and the serial engine."""
     method, raw = record.get("method", {}), record.get("raw", {})
@@ -79,7 +86,8 @@ def llm_section(record: dict[str, Any]) -> list[str]:
         "",
         f"From {record['file']}{' (quick)' if record.get('quick') else ''}: a randomly initialised GPT-2-style model "
         f"({raw.get('parameters_m')} M parameters), {asked} at temperature 0 "
-        f"through the streamed OpenAI chat endpoint, {method.get('window_s')} s of closed-loop load per case; the "
+        f"through the streamed OpenAI chat endpoint, {method.get('window_s')} s of closed-loop load per case"
+        f"{_turns(method)}; the "
         f"server and raw `generate` both on CPUs {method.get('server_cpus')} (2 torch threads). The serial engine is "
         f"`fermion` at {method.get('baseline')}, the last commit before continuous batching, under the same loads.",
         "",

@@ -7,7 +7,7 @@ vLLM schedules the batch and pages the KV cache on the GPU; Fermion keeps everyt
 the endpoints and their schemas, limits, chat templates, stop texts, streaming and cancellation. Each
 request is an `hf.llm_engine.Generation` fed the tokens vLLM picks, so answers look exactly as with
 `hf:`. vLLM needs a GPU it supports; Fermion's own tests run without one, so this path is not
-exercised by them (only its missing-extra error is).
+exercised here (only its missing-extra error is); `tests/test_devices.py` runs it where vllm and a GPU are.
 """
 
 from __future__ import annotations
