@@ -117,7 +117,7 @@ def llm_section(record: dict[str, Any]) -> list[str]:
     if mismatches is not None:
         compared = len(_load(record, "fermion", "concurrent").get("answers", {}))
         said = "all identical" if not mismatches else f"{len(mismatches)} differ: " + ", ".join(repr(p) for p in mismatches)
-        lines += ["", f"Greedy answers of Fermion at {streams} streams vs raw batch-1 `generate`, {compared} prompts: {said}."]
+        lines += ["", f"Greedy answers of Fermion at {streams} streams vs raw batch-1 `generate`, {compared} answers: {said}."]
     theirs = record.get("transformers_serve")
     if isinstance(theirs, str):
         lines += ["", f"`transformers serve`: {theirs}."]

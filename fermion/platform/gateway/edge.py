@@ -21,6 +21,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
+
+from fermion.platform.errors import error_body
 from fermion.serving.http import oversized_headers
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and ones the gateway sets itself.
@@ -140,3 +143,37 @@ async def read_body(receive: Any, headers: list[tuple[bytes, bytes]], limit: int
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+# -- the gateway's own answers ----------------------------------------------------------------------
+
+
+def unknown_deployment(name: str) -> str:
+    """The 404 for a deployment that is unknown, or private and called without a valid token (the same words)."""
+    return (
+        f"no deployment named {name!r} that you can call; `fermion ls` lists the deployments your token sees, "
+        "and a private one needs Authorization: Bearer <a token with the 'invoke' scope>"
+    )
+
+
+async def send_error(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> int:
+    """Answer with the platform's error body (`errors.error_body`); returns the status (for the metrics)."""
+    return await send_json(send, status, orjson.dumps(error_body(status, message)), headers)
+
+
+async def send_json(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> int:
+    """Answer with a JSON body of the gateway's own, with what every answer under /run/ carries."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *RUN_HEADERS,
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+    return status

@@ -29,9 +29,6 @@ import time
 from typing import Any
 from urllib.parse import unquote
 
-import orjson
-
-from fermion.platform.errors import error_body
 from fermion.platform.gateway.admission import ADMITTED, Admit, admit_all
 from fermion.platform.gateway.edge import (
     DEFAULT_MAX_BODY_SIZE,
@@ -41,10 +38,13 @@ from fermion.platform.gateway.edge import (
     malformed,
     preflight,
     read_body,
+    send_error,
+    send_json,
+    unknown_deployment,
 )
 from fermion.platform.gateway.metrics import GatewayMetrics
 from fermion.platform.gateway.routes import PREFIX, Route, RouteTable, Upstream
-from fermion.platform.gateway.upstream import UpstreamBroken, UpstreamPool, UpstreamUnreachable
+from fermion.platform.gateway.upstream import UpstreamBroken, UpstreamPool, UpstreamUnreachable, behind_shared_proxy
 from fermion.serving.http import bearer_token, new_request_id, valid_request_id
 
 log = logging.getLogger("fermion.gateway")
@@ -105,14 +105,14 @@ class Gateway:
         started = time.perf_counter()
         path: str = scope["path"]
         if not path.startswith(PREFIX):
-            await _error(send, 404, f"no such path {path}; deployments are served under {PREFIX}<name>/")
+            await send_error(send, 404, f"no such path {path}; deployments are served under {PREFIX}<name>/")
             self.metrics.observe("", 404, time.perf_counter() - started)
             return
         raw_name, _, raw_rest = (scope.get("raw_path") or path.encode())[len(PREFIX) :].partition(b"/")
         query: bytes = scope.get("query_string", b"")
         refused = malformed(path, raw_rest, query, scope["headers"])
         if refused is not None:
-            await _error(send, *refused)
+            await send_error(send, *refused)
             self.metrics.observe("", refused[0], time.perf_counter() - started)
             return
         name = unquote(raw_name.decode("ascii"))
@@ -132,14 +132,14 @@ class Gateway:
         if route is None or (denied is not None and denied[0] in (401, 404)):
             # Unknown, or private and called without a valid token: one answer for both, so a stranger learns no
             # names. Counted under deployment="": a label per unknown name would let anyone grow the metrics.
-            await _error(send, 404, unknown_deployment(name), [(b"www-authenticate", b'Bearer realm="fermion"')])
+            await send_error(send, 404, unknown_deployment(name), [(b"www-authenticate", b'Bearer realm="fermion"')])
             self.metrics.observe("", 404, time.perf_counter() - started)
             return
         self.metrics.begin(name)
         status = 500  # what uvicorn answers if the gateway itself fails
         try:
             if denied is not None:  # a valid token without the scope to call it (403), or over its rate (429)
-                status = await _error(send, *denied, list(admission.headers))
+                status = await send_error(send, *denied, list(admission.headers))
                 return
             if rest.startswith(REQUESTS) and scope["method"] == "DELETE":
                 status = await self._cancel(route, rest[len(REQUESTS) :], send)
@@ -165,7 +165,7 @@ class Gateway:
         if isinstance(body, int):
             if body < 0:
                 return CLIENT_CLOSED
-            return await _error(
+            return await send_error(
                 send,
                 413,
                 f"request body is over the limit of {self.max_body_size} bytes"
@@ -191,8 +191,8 @@ class Gateway:
                         tried.clear()  # the new replica may reuse a port we found closed
                         continue
                     if tried:
-                        return await _error(send, 502, f"no replica of {route.name!r} could be reached ({len(tried)} tried)")
-                    return await _error(
+                        return await send_error(send, 502, f"no replica of {route.name!r} could be reached ({len(tried)} tried)")
+                    return await send_error(
                         send, 503, f"deployment {route.name!r} has no ready replica yet; retry shortly", [(b"retry-after", b"1")]
                     )
                 tried.add(upstream.url)
@@ -244,18 +244,18 @@ class Gateway:
             except UpstreamUnreachable:
                 return None
             except UpstreamBroken as exc:
-                return await _error(send, 502, f"replica of {route.name!r} broke the connection: {exc}")
+                return await send_error(send, 502, f"replica of {route.name!r} broke the connection: {exc}")
             except TimeoutError:
-                timed_out = await _error(send, 504, f"replica of {route.name!r} did not answer within {self.timeout:g} s")
+                timed_out = await send_error(send, 504, f"replica of {route.name!r} did not answer within {self.timeout:g} s")
                 await self._cancel_upstream(upstream.url, request_id)  # the replica works on: stop it
                 return timed_out
-            shared = _behind_shared_proxy(upstream.url)
+            shared = behind_shared_proxy(upstream.url)
             if shared and response.status == 500 and not _json(response.headers):
                 # Serve's proxy lost the replica under this request (it died, or was killed): its
                 # bare 500 says nothing more. It may have run, so it is not run again.
                 await response.body.aclose()  # type: ignore[attr-defined]
                 log.warning("Ray Serve lost the replica of %s serving request %r", route.name, request_id)
-                return await _error(
+                return await send_error(
                     send,
                     502,
                     f"the Ray Serve replica of {route.name!r} serving this call died before it answered; "
@@ -273,7 +273,7 @@ class Gateway:
                     request_id,
                     answered,
                 )
-                return await _error(send, 502, f"replica of {route.name!r} answered out of step; its connection was dropped")
+                return await send_error(send, 502, f"replica of {route.name!r} answered out of step; its connection was dropped")
             status = response.status
             out_headers = [(k, v) for k, v in response.headers if k.decode("latin-1") not in _DROP_RESPONSE]
             out_headers += RUN_HEADERS
@@ -326,9 +326,9 @@ class Gateway:
         for answer in answers:
             if answer is not None and 200 <= answer[0] < 300:
                 status, body = answer
-                await _send_json(send, status, body)
+                await send_json(send, status, body)
                 return status
-        return await _error(
+        return await send_error(
             send,
             404,
             f"no request {request_id[:80]!r} in flight on any replica of {route.name!r}: it has finished, or the id is wrong "
@@ -345,10 +345,10 @@ class Gateway:
         try:
             while not route.upstreams:
                 if self.table.get(route.name) is not route:
-                    return await _error(send, 404, f"deployment {route.name!r} was deleted while the request waited for it")
+                    return await send_error(send, 404, f"deployment {route.name!r} was deleted while the request waited for it")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return await _error(
+                    return await send_error(
                         send,
                         503,
                         f"deployment {route.name!r} is scaled to zero and no replica started within {self.cold_start_timeout:g} s; "
@@ -363,11 +363,6 @@ class Gateway:
         finally:
             route.waiting -= 1
             gone.cancel()
-
-
-def _behind_shared_proxy(url: str) -> bool:
-    """An upstream URL with a path is a route on a shared proxy (Ray Serve's), not one replica."""
-    return "/" in url.split("://", 1)[-1]
 
 
 def _json(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -386,33 +381,3 @@ async def _cancel_on_disconnect(receive: Any, task: asyncio.Task[Any] | None) ->
     await _wait_for_disconnect(receive)
     if task is not None:
         task.cancel()
-
-
-def unknown_deployment(name: str) -> str:
-    """The 404 for a deployment that is unknown, or private and called without a valid token (the same words)."""
-    return (
-        f"no deployment named {name!r} that you can call; `fermion ls` lists the deployments your token sees, "
-        "and a private one needs Authorization: Bearer <a token with the 'invoke' scope>"
-    )
-
-
-async def _error(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> int:
-    """Answer with the platform's error body (`errors.error_body`); returns the status (for the metrics)."""
-    return await _send_json(send, status, orjson.dumps(error_body(status, message)), headers)
-
-
-async def _send_json(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> int:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *RUN_HEADERS,
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-    return status

@@ -26,6 +26,11 @@ from urllib.parse import urlsplit
 IDLE_TIMEOUT_S = 15.0
 
 
+def behind_shared_proxy(url: str) -> bool:
+    """An upstream URL with a path is a route on a shared proxy (Ray Serve's), not one replica."""
+    return "/" in url.split("://", 1)[-1]
+
+
 class UpstreamUnreachable(Exception):
     """Nothing was sent: the replica refused the connection (safe to try another)."""
 
