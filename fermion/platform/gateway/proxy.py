@@ -3,7 +3,8 @@
 Routing picks the replica with the fewest outstanding requests; a request is retried on another
 replica only when the first could not be reached before anything was sent (connection refused),
 so no request ever runs twice: a request whose replica dies under it fails with 502. (On Ray,
-Serve's proxy stands between and reports a lost replica as a bare 500, which becomes that 502.) Streams pass through as they come. Each call is put to the `admit`
+Serve's proxy stands between and reports a lost replica as a bare 500, which becomes that 502.)
+Streams pass through as they come. Each call is put to the `admit`
 callback (the platform's rules: private deployments need a token it accepts, tokens may be narrowed
 to deployments and limited to a rate); the token is not forwarded to replicas. Without a valid token
 a private deployment answers as an unknown name does (404), so strangers learn no names.
