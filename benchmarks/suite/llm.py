@@ -216,15 +216,17 @@ def _measure(servers: dict[str, str], seconds: float, say: Any) -> dict[str, dic
     """Every server (name: url) at 1 stream, then at 16, each case `seconds` long in all.
 
     The 1-stream cases take turns in `ROUNDS` rounds, so a machine whose speed drifts over minutes
-    (this one does, by 10-20 %) slows them alike instead of whichever ran last. The 16-stream cases
+    (this one does, by 10-20 %) slows them alike instead of whichever ran last; each round starts
+    with the next server, so none always follows the same one. The 16-stream cases
     run whole, one after another: each turn would add a ramp and a drain to their count.
     """
     out: dict[str, dict[str, Any]] = {name: {} for name in servers}
     for load, streams, rounds in (("single", 1, ROUNDS), ("concurrent", STREAMS, 1)):
         runs: dict[str, list[tuple[list[dict[str, Any]], float]]] = {name: [] for name in servers}
-        for _ in range(rounds):
-            for name, url in servers.items():
-                runs[name].append(asyncio.run(_run(url, streams, seconds / rounds)))
+        names = list(servers)
+        for turn in range(rounds):
+            for name in names[turn % len(names) :] + names[: turn % len(names)]:  # each round starts with the next server
+                runs[name].append(asyncio.run(_run(servers[name], streams, seconds / rounds)))
         for name in servers:
             found = out[name][load] = _summary(streams, runs[name])
             say(f"    {name}, {streams} stream(s): {found['tokens_per_s']} tok/s, p50 TTFT {found['p50_ttft_ms']} ms")
