@@ -115,6 +115,47 @@ def test_a_decode_step_pauses_for_newcomers_and_no_token_changes(model_dir):
         engine.close()
 
 
+def test_newcomers_that_end_or_leave_during_a_pause_never_hold_a_row(model_dir):
+    """Prefilled in a pause, one newcomer is done at its first token (max_tokens 1) and one is cancelled
+    before the step ends: neither stays in the batch, and the running request goes on unchanged."""
+    from fermion.models.hf.llm_batch import EngineLimits, _decoder_blocks
+    from fermion.models.hf.llm_engine import Sampling, TextGenerator
+
+    engine = TextGenerator(str(model_dir), EngineLimits(max_sequences=4))
+    try:
+        prompts = [engine.encode(p) for p in PROMPTS[:3]]
+        blocks = _decoder_blocks(engine.model, engine.model.config.n_layer)
+        late: list = []
+
+        def arrive(*_):
+            if engine.batcher._pausable and not late and first.completion_tokens >= 5:
+                late.append(engine.start(prompts[1], Sampling(max_new_tokens=1, temperature=0)))
+                late.append(engine.start(prompts[2], Sampling(max_new_tokens=30, temperature=0)))
+
+        def leave(*_):  # after the pause at the first block, while the step goes on
+            if len(late) == 2 and not late[1].cancelled and late[1].completion_tokens == 1:
+                late[1].cancel()
+
+        first = engine.start(prompts[0], Sampling(max_new_tokens=30, temperature=0))
+        hooks = [blocks[0].register_forward_pre_hook(arrive, prepend=True), blocks[-1].register_forward_pre_hook(leave)]
+        try:
+            list(first)
+            short, gone = (list(g) for g in late)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        assert engine.batcher.stats.paused == 1
+        assert late[0].finish_reason == "length" and late[0].completion_tokens == 1
+        assert late[1].finish_reason is None and late[1].completion_tokens == 1  # cancelled: no token after its first
+        assert first.token_ids == _serial_greedy(engine.model, prompts[0], 30)[: len(first.token_ids)]
+        deadline = time.monotonic() + 5
+        while engine.batcher.stats.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.batcher.stats.running == 0 and engine.batcher.stats.cache_tokens == 0
+    finally:
+        engine.close()
+
+
 def test_limits_come_from_the_environment_with_clear_errors():
     from fermion.models.hf.llm_batch import EngineLimits, device_from_env, limits_from_env
 

@@ -181,7 +181,7 @@ def _serve(model_dir: Path, python_path: str, log: Path) -> tuple[Any, str]:
     # cwd is the checkout served: `python -m` puts it first on sys.path, ahead of PYTHONPATH
     env = {"PYTHONPATH": python_path, "HF_HUB_OFFLINE": "1"}
     proc = start("llm", cmd, cpus="0,1", log_path=log, cwd=Path(python_path), env=env)
-    return _ready(proc, f"http://127.0.0.1:{port}", "/readyz", "fermion serve")
+    return _ready(proc, f"http://127.0.0.1:{port}", "/readyz")
 
 
 def _serve_transformers(model_dir: Path, python: Path, log: Path) -> tuple[Any, str]:
@@ -192,24 +192,21 @@ def _serve_transformers(model_dir: Path, python: Path, log: Path) -> tuple[Any, 
     cmd = [str(python), "-m", "transformers.cli.transformers", "serve", str(model_dir), "--continuous-batching"]
     cmd += ["--device", "cpu", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     proc = start("transformers-serve", cmd, cpus="0,1", log_path=log, cwd=ROOT, env={"HF_HUB_OFFLINE": "1"})
-    return _ready(proc, f"http://127.0.0.1:{port}", "/health", "transformers serve")
+    return _ready(proc, f"http://127.0.0.1:{port}", "/health")
 
 
-def _ready(proc: Any, url: str, path: str, name: str) -> tuple[Any, str]:
+def _ready(proc: Any, url: str, path: str) -> tuple[Any, str]:
+    """(process, url) once `GET url+path` answers 200; else the process is stopped and NotReady says why."""
     import httpx
 
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + path, timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if not proc.alive():
-            break
-        time.sleep(0.2)
-    proc.stop()
-    raise RuntimeError(f"{name} did not get ready; its log: {proc.log_path}\n{proc.log_tail()}")
+    from suite.procs import wait_ready
+
+    try:
+        wait_ready([proc], lambda: httpx.get(url + path, timeout=2).status_code == 200, 300, interval=0.2)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, url
 
 
 def _measure(servers: dict[str, str], seconds: float, say: Any) -> dict[str, dict[str, Any]]:

@@ -251,7 +251,7 @@ class Gateway:
                 await self._cancel_upstream(upstream.url, request_id)  # the replica works on: stop it
                 return timed_out
             shared = behind_shared_proxy(upstream.url)
-            if shared and response.status == 500 and not _json(response.headers):
+            if shared and response.status == 500 and not _is_json(response.headers):
                 # Serve's proxy lost the replica under this request (it died, or was killed): its
                 # bare 500 says nothing more. It may have run, so it is not run again.
                 await response.body.aclose()  # type: ignore[attr-defined]
@@ -366,9 +366,9 @@ class Gateway:
             gone.cancel()
 
 
-def _json(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether an answer is JSON: every answer of a Fermion replica's own errors is."""
-    return any(k == b"content-type" and v.lower().startswith(b"application/json") for k, v in headers)
+def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether an answer is JSON: every error a Fermion replica answers itself is."""
+    return (header(headers, b"content-type") or b"").lower().startswith(b"application/json")
 
 
 async def _wait_for_disconnect(receive: Any) -> None:
